@@ -1,0 +1,35 @@
+"""`file:///abs/path/to/artifact`: an artifact on the local file system."""
+
+from typing import BinaryIO
+
+from dewy import urls
+from dewy.artifact.base import CHUNK, Artifact, ArtifactError
+
+
+class FileArtifact(Artifact):
+    """Copies a local file in 1 MiB chunks."""
+
+    @classmethod
+    def validate(cls, parsed: urls.ParsedURL) -> None:
+        """Raise ValueError unless the URL names an absolute path."""
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+            raise ValueError("file:// artifact needs an absolute path, e.g. file:///srv/releases/v1.0.0/app.tar.gz")
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        parsed = urls.parse(url)
+        self.validate(parsed)
+        self.path = parsed.path
+
+    def fetch(self, out: BinaryIO) -> None:
+        """Copy the file into out chunk by chunk."""
+        try:
+            src = open(self.path, "rb")
+        except OSError as exc:
+            raise ArtifactError("cannot read artifact %s: %s" % (self.path, exc.strerror)) from None
+        with src:
+            while True:
+                chunk = src.read(CHUNK)
+                if not chunk:
+                    break
+                out.write(chunk)

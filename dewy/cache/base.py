@@ -1,0 +1,60 @@
+"""The cache interface: streamed blobs (artifacts) and small values with a TTL (registry answers)."""
+
+import hashlib
+import re
+from contextlib import AbstractContextManager
+from typing import BinaryIO
+
+# Bytes that may stay as they are in a file name; everything else is %XX-escaped.
+_SAFE = re.compile(rb"[A-Za-z0-9_.+=,@-]")
+_MAX_NAME = 200  # well under NAME_MAX (255) once a temp prefix is added
+
+
+class CacheError(Exception):
+    """The cache could not be used (one-line message)."""
+
+
+def safe_name(key: str) -> str:
+    """Turn a cache key into one file name: injective %XX escaping, never hidden, never a path.
+
+    "1.2.3/app.tar.gz" -> "1.2.3%2Fapp.tar.gz"; "../x" -> "%2E.%2Fx". Over-long keys are shortened
+    with a hash of the whole key so that distinct keys stay distinct.
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError("cache key must be a non-empty string")
+    raw = key.encode("utf-8")
+    name = "".join(chr(b) if _SAFE.fullmatch(bytes([b])) else "%%%02X" % b for b in raw)
+    if name.startswith("."):
+        # A leading dot would hide the file and "." / ".." are directories: escape it.
+        name = "%2E" + name[1:]
+    if len(name) > _MAX_NAME:
+        name = name[:_MAX_NAME - 65] + "~" + hashlib.sha256(raw).hexdigest()
+    return name
+
+
+class Cache:
+    """Base class of the caches; constructed by dewy.cache.from_url(url, workdir)."""
+
+    def open_write(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """A writable binary file whose content becomes `key` atomically on a clean exit (discarded on error)."""
+        raise NotImplementedError
+
+    def open_read(self, key: str) -> BinaryIO | None:
+        """A readable binary file with the content of key, or None when absent (or expired)."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        """Remove key (no error when it is absent)."""
+        raise NotImplementedError
+
+    def get(self, key: str) -> bytes | None:
+        """The value of key, or None when absent or expired."""
+        raise NotImplementedError
+
+    def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        """Store value under key, expiring after ttl seconds when ttl is given."""
+        raise NotImplementedError
+
+    def path(self, key: str) -> str | None:
+        """A local file holding key's content when the cache has one (lets unpacking skip a copy), else None."""
+        return None

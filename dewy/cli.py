@@ -1,0 +1,335 @@
+"""The `dewy` and `dewy-master` commands: docopt usage, Config building, dispatch.
+
+The setting flags in the usage are generated from dewy.config.SETTINGS; nothing here repeats them.
+Exit codes: 0 ok, 1 no status to show, 2 bad command line or configuration, 3 `dewy status` found the
+master not running; otherwise whatever the master returns.
+"""
+
+import datetime
+import json
+import os
+import re
+import sys
+
+from docopt import DocoptExit, docopt
+
+from dewy import __version__
+from dewy.config import SETTINGS, ConfigError, from_options, load_ini, usage_options
+
+EXIT_OK = 0
+EXIT_NO_STATUS = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+
+# Each command's usage line as the help shows it.
+COMMANDS = {
+    "server": "dewy server [options] -- CMD [ARG...]",
+    "assets": "dewy assets [options]",
+    "status": "dewy status [--workdir DIR | --config INI] [--json]",
+    "demo": "dewy demo",
+}
+
+STATUS_OPTIONS = """Status options:
+  --workdir DIR  The workdir whose status to show (default: the current directory).
+  --config INI   Take the workdir from this ini file.
+  --json         Print the status file as it is (JSON).
+"""
+
+OTHER_OPTIONS = """Other options:
+  -h, --help     Show this help.
+  --version      Show dewy's version.
+"""
+
+MASTER_DOC = """dewy-master: run dewy from an ini file (the way systemd starts it).
+
+Usage:
+  dewy-master -c INI [--check]
+  dewy-master -h | --help
+  dewy-master --version
+
+Options:
+  -c INI, --config INI  The ini file; its [dewy] section holds the settings (see the README reference).
+  --check               Only validate the file: print OK and exit 0, or the error and exit 2.
+  -h, --help            Show this help.
+  --version             Show dewy's version.
+
+Signals: HUP re-reads the ini file and restarts the app gracefully; USR1 restarts the app gracefully;
+USR2 upgrades dewy-master in place; TERM/INT stop gracefully; QUIT stops fast.
+"""
+
+
+def usage() -> str:
+    """The `Usage:` block of `dewy --help`."""
+    lines = ["Usage:"] + ["  " + line for line in COMMANDS.values()] + ["  dewy -h | --help", "  dewy --version"]
+    return "\n".join(lines) + "\n"
+
+
+def setting_options() -> str:
+    """The `Options:` block for server/assets, generated from SETTINGS."""
+    return "Options:\n" + "\n".join(usage_options()) + "\n"
+
+
+def help_text() -> str:
+    """The whole `dewy --help` text."""
+    return "\n".join([
+        "dewy: keep an app (server) or static files (assets) on the newest release of a registry.\n",
+        usage(), setting_options(), STATUS_OPTIONS, OTHER_OPTIONS,
+        "Every setting is also an ini key: dewy-master -c dewy.ini reads the same settings from [dewy].",
+    ])
+
+
+def command_doc(command: str) -> str:
+    """The docopt text that parses one command.
+
+    docopt drops from `[options]` every option that a usage line names explicitly, and makes an option
+    repeatable only when the pattern repeats it; so each command is parsed on its own, with the
+    repeatable setting flags spelled out after `[options]`.
+    """
+    line = COMMANDS[command]
+    repeated = " ".join("[%s %s]..." % (s.flag, s.meta) for s in SETTINGS if s.flag and s.multiple)
+    line = line.replace("[options]", "[options] " + repeated)
+    options = {"server": setting_options(), "assets": setting_options(), "status": STATUS_OPTIONS}.get(command, "")
+    return "Usage:\n  %s\n\n%s" % (line, options)
+
+
+def _wants_help(argv: list[str]) -> bool:
+    """Whether -h/--help appears among the options (not in the app's argv after --)."""
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    return "-h" in options or "--help" in options
+
+
+def _usage_error(detail: str, prog: str = "dewy", text: str | None = None) -> int:
+    """Print the usage (and what was wrong) to stderr; return the usage exit code."""
+    if detail:
+        print("%s: %s" % (prog, detail), file=sys.stderr)
+    print(text if text is not None else usage(), file=sys.stderr, end="")
+    print("See '%s --help'." % prog, file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _docopt_detail(exc: DocoptExit) -> str:
+    """What docopt objected to, in words, without the usage text it appends."""
+    text = str(exc)
+    usage_text = (exc.usage or "").strip()
+    if usage_text and usage_text in text:
+        text = text[: text.index(usage_text)]
+    if "unmatched" in text:
+        # docopt lists leftovers as reprs: Option('-p', '--port', 1, '8000'), Argument(None, 'x')
+        names = [long or short for short, long in re.findall(r"Option\((?:'([^']*)'|None), (?:'([^']*)'|None)", text)]
+        names += re.findall(r"Argument\(None, '([^']*)'\)", text)
+        return "unexpected %s" % ", ".join(names) if names else "unexpected arguments"
+    return " ".join(text.split())
+
+
+def _parse(command: str, argv: list[str]):
+    """docopt's answer for one command, or an exit code after a usage error."""
+    try:
+        return docopt(command_doc(command), argv, default_help=False)
+    except DocoptExit as exc:
+        detail = _docopt_detail(exc)
+        if command == "server" and "--" not in argv and not detail.endswith("requires argument"):
+            detail = "the app's command goes after --, e.g. dewy server --registry URL -p 8000 -- ./app"
+        return _usage_error(detail or "bad arguments for %s" % command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `dewy` command (and `python -m dewy`); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:
+        print("dewy %s" % __version__)
+        return EXIT_OK
+    if _wants_help(argv):
+        print(help_text())
+        return EXIT_OK
+    command = argv[0] if argv else ""
+    if command not in COMMANDS:
+        return _usage_error('unknown command "%s"' % command if command else "")
+    args = _parse(command, argv)
+    if isinstance(args, int):
+        return args
+    return {"server": run_mode, "assets": run_mode, "status": status, "demo": demo}[command](args)
+
+
+# --- server / assets ---------------------------------------------------------------------------
+
+def options_from_args(args: dict) -> dict:
+    """docopt's answer for server/assets -> the raw values dewy.config.from_options takes."""
+    values = {"mode": "server" if args.get("server") else "assets"}
+    for s in SETTINGS:
+        if s.flag:
+            values[s.name] = args.get(s.flag)
+    if args.get("CMD"):
+        values["app"] = [args["CMD"]] + list(args.get("ARG") or [])
+    return values
+
+
+def run_master(config, reload_config) -> int:
+    """Hand over to the master (imported only now, so `dewy status` and `--check` stay light)."""
+    from dewy.master import arbiter
+
+    return arbiter.run(config, reload_config)
+
+
+def run_mode(args: dict) -> int:
+    """`dewy server|assets`: build the Config from the flags (exit 2 when bad) and run the master."""
+    values = options_from_args(args)
+    cwd = os.getcwd()  # SIGHUP re-resolves relative paths against where dewy started, not where it is now
+    try:
+        config = from_options(values, base_dir=cwd)
+    except ConfigError as exc:
+        print("dewy: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+
+    def reload_config():
+        """The same flags again (raises ConfigError like the first time; the master keeps the old config)."""
+        return from_options(values, base_dir=cwd)
+
+    return run_master(config, reload_config)
+
+
+# --- dewy-master -------------------------------------------------------------------------------
+
+def master_main(argv: list[str] | None = None) -> int:
+    """The `dewy-master -c INI [--check]` command; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = docopt(MASTER_DOC, argv, version="dewy-master %s" % __version__)
+    except DocoptExit as exc:
+        usage_text = "Usage:\n" + "\n".join(line for line in MASTER_DOC.splitlines() if line.startswith("  dewy-master"))
+        return _usage_error(_docopt_detail(exc), "dewy-master", usage_text + "\n")
+    except SystemExit as exc:  # docopt printed --help or --version
+        return exc.code or EXIT_OK
+    path = args["--config"]
+    try:
+        config = load_ini(path)
+    except ConfigError as exc:
+        print("dewy-master: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    if args["--check"]:
+        print("dewy-master: %s: OK" % path)
+        return EXIT_OK
+    absolute = os.path.abspath(path)  # the master may chdir; SIGHUP must still find the file
+
+    def reload_config():
+        """The ini file read again (raises ConfigError when it went bad; the master keeps the old config)."""
+        return load_ini(absolute)
+
+    return run_master(config, reload_config)
+
+
+# --- dewy status -------------------------------------------------------------------------------
+
+def _status_workdir(args: dict) -> str:
+    """The workdir `dewy status` looks at: --workdir, the ini's workdir, or the current directory."""
+    if args.get("--config"):
+        return load_ini(args["--config"]).workdir
+    return os.path.abspath(args.get("--workdir") or ".")
+
+
+def _epoch(value) -> float | None:
+    """A status time (ISO 8601 text or epoch seconds) as epoch seconds, None when absent or unreadable."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        moment = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+def master_alive(data: dict) -> bool:
+    """Whether the master that wrote the status still runs (not dead, not a zombie, pid not reused)."""
+    import psutil
+
+    pid = data.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        created = proc.create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True  # it exists, it is just not ours to inspect
+    started = _epoch(data.get("started_at"))
+    # A process created well after the master started is an unrelated one that got the same pid.
+    return started is None or created <= started + 5
+
+
+def _show(value) -> str:
+    """A status value for the table ("-" when empty)."""
+    if value is None or value == "" or value == []:
+        return "-"
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def _deploy_line(deploy) -> str:
+    """The last deploy as `1.2.3 ok at TIME` or `1.2.4 FAILED at TIME: error`."""
+    if not isinstance(deploy, dict):
+        return _show(deploy)
+    line = "%s %s at %s" % (_show(deploy.get("version")), "ok" if deploy.get("ok") else "FAILED",
+                            _show(deploy.get("time")))
+    return line + (": %s" % deploy["error"] if deploy.get("error") else "")
+
+
+def format_status(workdir: str, data: dict, running: bool) -> str:
+    """The human-readable `dewy status` table."""
+    pid = data.get("pid")
+    if running:
+        state = "%s (master pid %s)" % (_show(data.get("state")), pid)
+    else:
+        state = "not running (stale status from pid %s)" % pid
+    last_poll = _show(data.get("last_poll"))
+    if data.get("latest_version"):
+        last_poll += " (latest %s)" % data["latest_version"]
+    rows = [
+        ("workdir", workdir), ("state", state), ("mode", _show(data.get("mode"))),
+        ("version", _show(data.get("version"))), ("generation", _show(data.get("generation"))),
+        ("release", _show(data.get("release_dir"))), ("app pids", _show(data.get("app_pids"))),
+        ("retiring pids", _show(data.get("retiring_pids"))), ("poller pid", _show(data.get("poller_pid"))),
+        ("last poll", last_poll), ("last error", _show(data.get("last_error"))),
+        ("last deploy", _deploy_line(data.get("last_deploy"))), ("started", _show(data.get("started_at"))),
+        ("updated", _show(data.get("updated_at"))), ("dewy", _show(data.get("dewy_version"))),
+    ]
+    return "\n".join("%-14s %s" % row for row in rows)
+
+
+def status(args: dict) -> int:
+    """`dewy status`: print what the master of a workdir reports (0 running, 1 no status, 3 not running)."""
+    from dewy import status as status_file
+
+    try:
+        workdir = _status_workdir(args)
+    except ConfigError as exc:
+        print("dewy: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        data = status_file.read(workdir)
+    except (OSError, ValueError) as exc:
+        print("dewy: cannot read %s: %s" % (status_file.status_path(workdir), exc), file=sys.stderr)
+        return EXIT_NO_STATUS
+    if data is None:
+        print("dewy: no status in %s: no dewy master has run there (no %s)"
+              % (workdir, status_file.status_path(workdir)), file=sys.stderr)
+        return EXIT_NO_STATUS
+    running = master_alive(data)
+    if args.get("--json"):
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(format_status(workdir, data, running))
+    return EXIT_OK if running else EXIT_NOT_RUNNING
+
+
+# --- dewy demo ---------------------------------------------------------------------------------
+
+def demo(args: dict) -> int:
+    """`dewy demo`: a live zero-downtime deploy of the sample app (dewy.demo.demo)."""
+    from dewy.demo import demo as demo_module
+
+    return demo_module.main()

@@ -1,0 +1,656 @@
+"""dewy's settings, each declared once in SETTINGS.
+
+From that one list come: the `[dewy]` section of an ini file (`load_ini`), the `dewy server|assets`
+flags (`from_options`, `usage_options`), the defaults, the validation, the frozen `Config` class and the
+README reference table (`markdown_table`, `python -m dewy.config --markdown`).
+
+Every error is a `ConfigError` whose text is one line naming the source, the key, the bad value
+(credentials redacted) and what is allowed, e.g.
+`dewy.ini: [dewy] interval = "ten": expected a duration such as 500ms, 10s, 1m or plain seconds`.
+"""
+
+import configparser
+import dataclasses
+import difflib
+import importlib
+import ipaddress
+import json
+import math
+import os
+import re
+import shlex
+import signal
+import sys
+import textwrap
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from dewy.log import redact, redact_text
+
+SECTION = "dewy"
+CLI_SOURCE = "command line"
+MAX_PORTS = 1024
+STOP_SIGNALS = ("TERM", "QUIT", "INT", "HUP", "USR1", "USR2", "WINCH", "KILL")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+MODES = ("server", "assets")
+
+DURATION_HELP = "expected a duration such as 500ms, 10s, 1m or plain seconds"
+PORT_HELP = ("expected a listen address such as 8000, 127.0.0.1:8000, [::1]:8000, 8000-8005 or "
+             "unix:/path, separated by commas or spaces")
+
+
+class ConfigError(Exception):
+    """A bad configuration; str() is one line naming the source, the key, the bad value and what is allowed."""
+
+
+class BadValue(ValueError):
+    """A validator's complaint about a value; `shown` is the part of the raw value to quote, if not all of it."""
+
+    def __init__(self, message: str, shown: str | None = None):
+        super().__init__(message)
+        self.shown = shown
+
+
+# --- value types -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ready:
+    """When a new app generation counts as ready: alive after `seconds` (delay) or READY=1 within them (notify)."""
+
+    kind: str
+    seconds: float
+
+
+READY_DEFAULT_SECONDS = {"delay": 1.0, "notify": 60.0}
+
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_PLAIN_SECONDS = re.compile(_NUMBER)
+_DURATION = re.compile(r"(?:%s(?:ms|s|m|h))+" % _NUMBER)
+_DURATION_PART = re.compile(r"(%s)(ms|s|m|h)" % _NUMBER)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `500ms`, `10s`, `1m`, `1h`, `1m30s`, `1.5s` or plain seconds (`10`, `0.5`); BadValue otherwise."""
+    text = text.strip()
+    if _PLAIN_SECONDS.fullmatch(text):
+        seconds = float(text)
+    elif _DURATION.fullmatch(text):
+        seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+    else:
+        raise BadValue(DURATION_HELP)
+    if not math.isfinite(seconds):
+        raise BadValue(DURATION_HELP)
+    return seconds
+
+
+def parse_ready(text: str) -> Ready:
+    """`delay`, `delay:1s`, `notify` or `notify:30s` -> Ready(kind, seconds)."""
+    kind, sep, duration = text.strip().lower().partition(":")
+    if kind not in READY_DEFAULT_SECONDS:
+        raise BadValue("expected delay, delay:DURATION, notify or notify:TIMEOUT (e.g. delay:1s, notify:30s)")
+    if not sep:
+        return Ready(kind, READY_DEFAULT_SECONDS[kind])
+    seconds = parse_duration(duration)
+    if kind == "notify" and seconds <= 0:
+        raise BadValue("the notify timeout must be greater than 0")
+    return Ready(kind, seconds)
+
+
+def parse_signal(text: str) -> int:
+    """A stop signal given as `TERM`, `SIGTERM`, `term` or `15` -> its number."""
+    name = text.strip().upper()
+    if name.isdigit():
+        try:
+            name = signal.Signals(int(name)).name
+        except ValueError:
+            name = ""
+    name = name.removeprefix("SIG")
+    if name not in STOP_SIGNALS:
+        raise BadValue("expected a signal name or number: %s" % ", ".join(STOP_SIGNALS))
+    return int(getattr(signal, "SIG" + name))
+
+
+def _port_number(text: str) -> int:
+    """A TCP port number 1..65535."""
+    number = int(text)
+    if not 1 <= number <= 65535:
+        raise BadValue("port %d is out of range 1..65535" % number)
+    return number
+
+
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+_PORT_RANGE = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?")
+
+
+def _split_host(entry: str) -> tuple[str, str, str]:
+    """Split a TCP listen entry into (host, prefix to keep before the port, port part)."""
+    if entry.startswith("["):
+        host, bracket, rest = entry[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise BadValue('"%s": an IPv6 address needs brackets and a port, e.g. [::1]:8000' % entry)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise BadValue('"%s": "%s" is not an IPv6 address' % (entry, host)) from None
+        return host, "[" + host + "]:", rest[1:]
+    host, colon, port = entry.rpartition(":")
+    if not colon:
+        return "", "", entry
+    if ":" in host:
+        raise BadValue('"%s": write an IPv6 address in brackets, e.g. [::1]:8000' % entry)
+    if not _valid_host(host):
+        raise BadValue('"%s": "%s" is not an IP address or host name' % (entry, host))
+    return host, host + ":", port
+
+
+def _valid_host(host: str) -> bool:
+    """Whether host is an IPv4 address or a DNS name (digits-and-dots must be a real IPv4 address)."""
+    if re.fullmatch(r"[\d.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+            return True
+        except ValueError:
+            return False
+    return bool(_HOSTNAME.fullmatch(host))
+
+
+def _expand_entry(entry: str) -> list[tuple[str, tuple]]:
+    """One listen entry -> [(spec as configured, identity for duplicate checks)], ranges expanded."""
+    if entry.startswith("unix:"):
+        path = entry[len("unix:"):]
+        if not path:
+            raise BadValue('"%s": expected unix:/path/to.sock' % entry)
+        if len(os.fsencode(path)) > 107:
+            raise BadValue('"%s": a unix socket path may be at most 107 bytes' % entry)
+        return [(entry, ("unix", path))]
+    host, prefix, port = _split_host(entry)
+    match = _PORT_RANGE.fullmatch(port)
+    if not match:
+        raise BadValue('"%s": %s' % (entry, PORT_HELP))
+    low = _port_number(match[1])
+    if match[2] is None:
+        return [(entry, (host.lower(), low))]
+    high = _port_number(match[2])
+    if low > high:
+        raise BadValue('"%s": a port range must go from low to high' % entry)
+    if high - low >= MAX_PORTS:
+        raise BadValue('"%s": at most %d listen addresses' % (entry, MAX_PORTS))
+    return [(prefix + str(p), (host.lower(), p)) for p in range(low, high + 1)]
+
+
+def parse_ports(items: list[str] | str) -> tuple[str, ...]:
+    """Listen specs (comma/space separated lists, ranges, `unix:` paths) -> a tuple of single specs, in order."""
+    if isinstance(items, str):
+        items = [items]
+    specs: list[str] = []
+    seen: dict[tuple, str] = {}
+    for item in items:
+        for entry in re.split(r"[\s,]+", item.strip()):
+            if not entry:
+                continue
+            try:
+                expanded = _expand_entry(entry)
+            except BadValue as exc:
+                raise BadValue(str(exc), shown=item) from None
+            for spec, identity in expanded:
+                if identity in seen:
+                    raise BadValue('"%s" is listed twice (as "%s")' % (spec, seen[identity]), shown=item)
+                seen[identity] = spec
+                specs.append(spec)
+            if len(specs) > MAX_PORTS:
+                raise BadValue("at most %d listen addresses" % MAX_PORTS, shown=item)
+    return tuple(specs)
+
+
+# --- validators: (raw value, base directory for relative paths) -> normalised value ---------------
+
+def _choice(*allowed: str, aliases: dict | None = None) -> Callable[[str, str], str]:
+    """A validator accepting one of `allowed` (any case), mapping `aliases` to their real name."""
+    def validate(raw: str, base: str) -> str:
+        value = raw.strip().lower()
+        value = (aliases or {}).get(value, value)
+        if value not in allowed:
+            raise BadValue("expected one of: %s" % ", ".join(allowed))
+        return value
+    return validate
+
+
+def _duration(minimum: float = 0.0, inclusive: bool = True) -> Callable[[str, str], float]:
+    """A duration validator with a lower bound (`inclusive=False`: strictly greater than `minimum`)."""
+    def validate(raw: str, base: str) -> float:
+        seconds = parse_duration(raw)
+        if seconds < minimum or (not inclusive and seconds == minimum):
+            bound = "%g or more" % minimum if inclusive else "greater than %g" % minimum
+            raise BadValue("expected a duration %s, such as 500ms, 10s or 1m" % bound)
+        return seconds
+    return validate
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[str, str], int]:
+    """A whole-number validator for low..high (no upper bound when high is None)."""
+    allowed = "a whole number >= %d" % low if high is None else "a whole number %d..%d" % (low, high)
+
+    def validate(raw: str, base: str) -> int:
+        text = raw.strip()
+        if not text.isdigit():
+            raise BadValue("expected " + allowed)
+        number = int(text)
+        if number < low or (high is not None and number > high):
+            raise BadValue("expected " + allowed)
+        return number
+    return validate
+
+
+def _text(raw: str, base: str) -> str:
+    """Any text, surrounding whitespace removed (shell commands, may be empty)."""
+    return raw.strip()
+
+
+def _slot(raw: str, base: str) -> str:
+    """Build metadata to match (`blue`, `green.1`), or empty for no slot."""
+    value = raw.strip()
+    if value and not re.fullmatch(r"[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*", value):
+        raise BadValue("expected semver build metadata: letters, digits, hyphens and dots (e.g. blue)")
+    return value
+
+
+def _path(required: bool) -> Callable[[str, str], str]:
+    """A directory-path validator: absolute result, relative input resolved against the base directory."""
+    def validate(raw: str, base: str) -> str:
+        value = raw.strip()
+        if not value:
+            if required:
+                raise BadValue("expected a directory path")
+            return ""
+        return os.path.abspath(os.path.join(base, os.path.expanduser(value)))
+    return validate
+
+
+def _backend_url(package: str, allow_empty: bool) -> Callable[[str, str], str]:
+    """A URL validator delegating to `dewy.<package>.validate_url` (imported only now: keeps config light)."""
+    def validate(raw: str, base: str) -> str:
+        url = raw.strip()
+        if not url and allow_empty:
+            return ""
+        if not url:
+            raise BadValue("expected a %s URL" % package)
+        importlib.import_module("dewy." + package).validate_url(url)
+        return url
+    return validate
+
+
+def _app(raw: list[str] | str, base: str) -> tuple[str, ...]:
+    """The app's argv: a list (command line) or one shell-quoted string (ini)."""
+    if isinstance(raw, str):
+        try:
+            return tuple(shlex.split(raw))
+        except ValueError as exc:
+            raise BadValue("expected a shell-quoted command line (%s)" % str(exc).lower()) from None
+    return tuple(str(arg) for arg in raw)
+
+
+def _ready(raw: str, base: str) -> Ready:
+    return parse_ready(raw)
+
+
+def _ports(raw: list[str] | str, base: str) -> tuple[str, ...]:
+    return parse_ports(raw)
+
+
+def _signal(raw: str, base: str) -> int:
+    return parse_signal(raw)
+
+
+# --- the settings ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: ini key = long flag name, its CLI spelling, default, validator and documentation."""
+
+    name: str                       # ini key and long flag; the Config attribute is name with "_" for "-"
+    type: str                       # the kind of value, as the reference and usage show it
+    default: str | None             # raw text, validated like a configured value; None = required
+    flag: str | None                # "--port"; None when the command line spells it otherwise
+    short: str | None               # "-p" or None
+    doc: str                        # one line for the reference table and the usage
+    validator: Callable[[Any, str], Any]
+    meta: str = "VALUE"             # the argument's name in the usage
+    multiple: bool = False          # the flag may be repeated
+    pytype: Any = str               # the normalised Python type (annotation of the Config field)
+    default_doc: str | None = None  # how the reference shows a default that is not literal text
+    cli: str | None = None          # how the command line spells a flag-less setting
+    example: str = ""               # a typical value, for "is required" messages
+
+    @property
+    def attr(self) -> str:
+        """The Config attribute name (snake_case)."""
+        return self.name.replace("-", "_")
+
+
+SETTINGS: list[Setting] = [
+    Setting("mode", "server|assets", "server", None, None,
+            "Keep an application process running and current (server), or a directory of static files (assets).",
+            _choice(*MODES), cli="the command: dewy server | dewy assets"),
+    Setting("registry", "URL", None, "--registry", None,
+            "Where releases are published, e.g. file:///srv/releases; options ride on the query "
+            "(?pre-release=true, ?artifact=NAME).",
+            _backend_url("registry", allow_empty=False), meta="URL", example="file:///srv/releases"),
+    Setting("port", "listen addresses", "", "--port", "-p",
+            "Addresses the master listens on and hands to the app as fds 3..: 8000, 127.0.0.1:8000, [::1]:8000, "
+            "8000,8001, 8000-8005, unix:/path. Repeatable.",
+            _ports, meta="PORT", multiple=True, pytype=tuple, default_doc="none"),
+    Setting("interval", "duration", "10s", "--interval", "-i",
+            "How often the registry is polled.", _duration(0.0, inclusive=False), meta="DURATION", pytype=float),
+    Setting("log-level", "debug|info|warning|error", "info", "--log-level", "-l",
+            "The least severe log records written.", _choice(*LOG_LEVELS, aliases={"warn": "warning"}),
+            meta="LEVEL"),
+    Setting("log-format", "text|json", "text", "--log-format", "-f",
+            "Log lines on stderr as text or as JSON objects.", _choice(*LOG_FORMATS), meta="FORMAT"),
+    Setting("cache", "URL", "file", "--cache", "-c",
+            "Where downloads and shared registry answers are kept: file ($DEWY_CACHEDIR, else workdir/.dewy/cache), "
+            "file:///dir or memory.",
+            _backend_url("cache", allow_empty=False), meta="URL"),
+    Setting("notifier", "URL", "", "--notifier", None,
+            "Where deploy notices go; empty: the log only.", _backend_url("notify", allow_empty=True),
+            meta="URL", default_doc="none (log only)"),
+    Setting("before-deploy-hook", "shell command", "", "--before-deploy-hook", None,
+            "Run with sh -c in workdir before a release is switched to; a failure aborts the deploy.",
+            _text, meta="CMD", default_doc="none"),
+    Setting("after-deploy-hook", "shell command", "", "--after-deploy-hook", None,
+            "Run with sh -c in workdir after a deploy.", _text, meta="CMD", default_doc="none"),
+    Setting("slot", "build metadata", "", "--slot", "-s",
+            "Deploy only releases whose build metadata is SLOT (v1.2.3+blue), for blue/green.",
+            _slot, meta="SLOT", default_doc="none"),
+    Setting("app", "command line", "", None, None,
+            "The application command: after -- on the command line, one shell-quoted line in ini. A relative path "
+            "containing / resolves against workdir. Required in server mode, empty in assets mode.",
+            _app, pytype=tuple, default_doc="none", cli="-- CMD [ARG...]"),
+    Setting("workdir", "directory", ".", "--workdir", None,
+            "Where releases/, current and .dewy/ live. Relative: to the ini file's directory, or on the command line "
+            "to the current directory.", _path(required=True), meta="DIR", default_doc="current directory"),
+    Setting("ready", "delay[:DURATION] or notify[:TIMEOUT]", "delay:1s", "--ready", None,
+            "When a new app generation counts as ready: alive after a delay, or READY=1 on NOTIFY_SOCKET within a "
+            "timeout (notify alone: 60s).", _ready, meta="HOW", pytype=Ready),
+    Setting("graceful-timeout", "duration", "30s", "--graceful-timeout", None,
+            "How long an old generation may take to exit after the stop signal before it is killed.",
+            _duration(0.0), meta="DURATION", pytype=float),
+    Setting("stop-signal", "signal", "TERM", "--stop-signal", None,
+            "The signal asking a generation to exit gracefully: %s, with or without SIG, or its number."
+            % ", ".join(STOP_SIGNALS), _signal, meta="SIGNAL", pytype=int),
+    Setting("keep-releases", "integer >= 1", "7", "--keep-releases", None,
+            "How many unpacked releases are kept in releases/.", _integer(1), meta="N", pytype=int),
+    Setting("backlog", "integer 1..65535", "1024", "--backlog", None,
+            "The listen backlog of each socket.", _integer(1, 65535), meta="N", pytype=int),
+    Setting("dir", "directory", "", "--dir", None,
+            "assets mode: a symlink kept pointing at the newest release (besides workdir/current). Relative like "
+            "workdir.", _path(required=False), meta="DIR", default_doc="none"),
+    Setting("hook-timeout", "duration", "5m", "--hook-timeout", None,
+            "How long a deploy hook may run before it is killed and counts as failed.",
+            _duration(0.0, inclusive=False), meta="DURATION", pytype=float),
+]
+
+BY_NAME = {s.name: s for s in SETTINGS}
+
+
+# --- Config ------------------------------------------------------------------------------------
+
+def _to_json(self) -> dict:
+    """This config as a JSON-able dict (attribute names as keys); Config.from_json reverses it."""
+    data = {}
+    for s in SETTINGS:
+        value = getattr(self, s.attr)
+        if isinstance(value, Ready):
+            value = dataclasses.asdict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        data[s.attr] = value
+    data["source"] = self.source
+    return data
+
+
+def _from_json(cls, data: dict):
+    """The Config that to_json() produced `data` from (unknown keys are ignored: a newer peer may send more)."""
+    values = {}
+    for s in SETTINGS:
+        if s.attr not in data:
+            raise ValueError('config JSON lacks "%s"' % s.attr)
+        value = data[s.attr]
+        if s.pytype is Ready:
+            value = Ready(value["kind"], float(value["seconds"]))
+        elif s.pytype in (tuple, float, int):
+            value = s.pytype(value)
+        values[s.attr] = value
+    return cls(**values, source=data.get("source", ""))
+
+
+def _config_class() -> type:
+    """Build the frozen Config dataclass from SETTINGS, so its fields are not declared a second time."""
+    fields = [(s.attr, s.pytype) for s in SETTINGS] + [("source", str)]
+    doc = ("A validated, normalised dewy configuration (frozen). Attributes: %s, and `source` (the ini path "
+           "or %r)." % (", ".join(s.attr for s in SETTINGS), CLI_SOURCE))
+    namespace = {"to_json": _to_json, "from_json": classmethod(_from_json), "__doc__": doc, "__module__": __name__}
+    return dataclasses.make_dataclass("Config", fields, frozen=True, namespace=namespace)
+
+
+Config = _config_class()
+
+
+# --- building a Config from raw values ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Source:
+    """Where raw values came from: names keys and values in messages, anchors relative paths."""
+
+    name: str
+    base_dir: str
+    ini: bool
+
+    def label(self, s: Setting) -> str:
+        """How this source spells a setting: `[dewy] key` in an ini file, the flag on the command line."""
+        if self.ini:
+            return "[%s] %s" % (SECTION, s.name)
+        return s.flag or s.cli or s.name
+
+    def bad(self, s: Setting, shown, message: str) -> ConfigError:
+        """The error for a bad value of s: source, key, quoted value, what is allowed."""
+        if isinstance(shown, (list, tuple)):
+            shown = shlex.join(shown) if s.name == "app" else ",".join(shown)
+        quoted = json.dumps(redact(shown), ensure_ascii=False)
+        return ConfigError(redact_text("%s: %s = %s: %s" % (self.name, self.label(s), quoted, message)))
+
+    def error(self, s: Setting, message: str) -> ConfigError:
+        """An error about s that has no value to quote (a missing required setting)."""
+        return ConfigError("%s: %s %s" % (self.name, self.label(s), message))
+
+
+def _parse_value(s: Setting, raw, source: _Source):
+    """Validate one raw value of s, turning the validator's complaint into a one-line ConfigError."""
+    try:
+        return s.validator(raw, source.base_dir)
+    except ValueError as exc:
+        shown = exc.shown if isinstance(exc, BadValue) and exc.shown is not None else raw
+        raise source.bad(s, shown, str(exc)) from None
+
+
+def _as_text(raw):
+    """raw with numbers a Python caller passed (port=8000) turned into the text a user would write."""
+    if isinstance(raw, (list, tuple)):
+        return [str(item) for item in raw]
+    return raw if isinstance(raw, str) else str(raw)
+
+
+def _given(raw) -> bool:
+    """Whether a raw value was actually given (docopt reports unset flags as None, unset repeats as [])."""
+    return raw is not None and raw != []
+
+
+def _default(s: Setting):
+    """The parsed default of s; relative default paths mean the current directory, whatever the source."""
+    return s.validator(s.default, os.getcwd())
+
+
+def _resolve_app(app: tuple, workdir: str) -> tuple:
+    """argv with a relative argv[0] that contains a "/" (current/bin/app) made absolute against workdir."""
+    if app and "/" in app[0] and not os.path.isabs(app[0]):
+        return (os.path.join(workdir, app[0]),) + app[1:]
+    return app
+
+
+def _check_mode(values: dict, raw: dict, source: _Source) -> None:
+    """The rules that tie settings together: server needs an app, assets must not have one."""
+    app = BY_NAME["app"]
+    if values["mode"] == "server" and not values["app"]:
+        example = "app = current/bin/server --flag" if source.ini else "dewy server [options] -- CMD [ARG...]"
+        raise source.error(app, "is required in server mode (the command to run, e.g. %s)" % example)
+    if values["mode"] == "assets" and values["app"]:
+        raise source.bad(app, _as_text(raw["app"]), "must be empty in assets mode (assets runs no process)")
+
+
+def _build(raw: dict, source: _Source) -> Config:
+    """Validate raw values (setting name -> raw text/list), fill in defaults, check cross-setting rules."""
+    unknown = sorted(set(raw) - set(BY_NAME))
+    if unknown:
+        raise ConfigError("%s: unknown setting %s" % (source.name, ", ".join(unknown)))
+    values = {}
+    for s in SETTINGS:
+        if _given(raw.get(s.name)):
+            values[s.attr] = _parse_value(s, _as_text(raw[s.name]), source)
+        elif s.default is None:
+            example = "%s = %s" % (s.name, s.example) if source.ini else "%s %s" % (s.flag, s.example)
+            raise source.error(s, "is required (e.g. %s)" % example)
+        else:
+            values[s.attr] = _default(s)
+    _check_mode(values, raw, source)
+    values["app"] = _resolve_app(values["app"], values["workdir"])
+    return Config(**values, source=source.name)
+
+
+def from_options(values: dict, source: str = CLI_SOURCE, base_dir: str | None = None) -> Config:
+    """A Config from command-line values: setting name -> str, list (repeatable flags, app argv) or None (unset).
+
+    Relative paths resolve against base_dir (default: the current directory).
+    """
+    return _build(dict(values), _Source(source, base_dir or os.getcwd(), ini=False))
+
+
+# --- ini files ---------------------------------------------------------------------------------
+
+def _unknown_key(path: str, key: str) -> ConfigError:
+    """The error for a key no setting has, suggesting the closest ones."""
+    close = difflib.get_close_matches(key, list(BY_NAME), n=3, cutoff=0.6)
+    if close:
+        hint = "did you mean %s?" % " or ".join('"%s"' % c for c in close)
+    else:
+        hint = "valid keys: %s" % ", ".join(BY_NAME)
+    return ConfigError('%s: [%s] unknown key %s (%s)' % (path, SECTION, json.dumps(key), hint))
+
+
+def _parse_error(path: str, exc: configparser.Error) -> ConfigError:
+    """configparser's multi-line complaint as one line naming the file and line."""
+    if isinstance(exc, configparser.DuplicateOptionError):
+        text = '[%s] duplicate key "%s" (line %s)' % (exc.section, exc.option, exc.lineno)
+    elif isinstance(exc, configparser.DuplicateSectionError):
+        text = "duplicate section [%s] (line %s)" % (exc.section, exc.lineno)
+    elif isinstance(exc, configparser.MissingSectionHeaderError):
+        text = "line %s: %s before any section; expected [%s] first" % (
+            exc.lineno, json.dumps(exc.line.strip()), SECTION)
+    elif isinstance(exc, configparser.ParsingError) and exc.errors:
+        lineno, line = exc.errors[0]
+        line = line[1:-1] if line[:1] in "'\"" else line  # configparser hands us repr(line)
+        text = "line %s: cannot parse %s; expected key = value" % (lineno, json.dumps(line.replace("\\n", "").strip()))
+    else:
+        text = " ".join(str(exc).split())
+    return ConfigError(redact_text("%s: %s" % (path, text)))
+
+
+def _read_section(path: str) -> dict:
+    """The raw `[dewy]` key -> value pairs of an ini file; ConfigError for anything unreadable or foreign."""
+    # A [DEFAULT] section would silently leak keys into [dewy]: give configparser a name nobody uses.
+    parser = configparser.ConfigParser(interpolation=None, strict=True, default_section="\0",
+                                       empty_lines_in_values=False)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh, source=path)
+    except OSError as exc:
+        raise ConfigError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("%s: cannot read: not UTF-8 text" % path) from None
+    except configparser.Error as exc:
+        raise _parse_error(path, exc) from None
+    for section in parser.sections():
+        if section != SECTION:
+            raise ConfigError("%s: unknown section [%s]; dewy reads only [%s]" % (path, section, SECTION))
+    if not parser.has_section(SECTION):
+        raise ConfigError("%s: no [%s] section" % (path, SECTION))
+    return dict(parser.items(SECTION))
+
+
+def load_ini(path: str) -> Config:
+    """The Config in the `[dewy]` section of the ini file at path; ConfigError naming file, key and value."""
+    raw = _read_section(path)
+    for key in raw:
+        if key not in BY_NAME:
+            raise _unknown_key(path, key)
+    source = _Source(path, os.path.dirname(os.path.abspath(path)), ini=True)
+    return _build(raw, source)
+
+
+# --- documentation -----------------------------------------------------------------------------
+
+def option_spec(s: Setting) -> str:
+    """The flag part of a usage option line, e.g. `-p PORT, --port PORT`."""
+    long = "%s %s" % (s.flag, s.meta)
+    return "%s %s, %s" % (s.short, s.meta, long) if s.short else long
+
+
+def default_text(s: Setting) -> str:
+    """How the reference shows the default of s."""
+    if s.default is None:
+        return "required"
+    return s.default_doc or s.default
+
+
+def usage_options(width: int = 34, columns: int = 110) -> list[str]:
+    """The docopt `Options:` lines for every setting that has a flag, in SETTINGS order, wrapped to columns."""
+    lines = []
+    indent = " " * (width + 4)
+    for s in SETTINGS:
+        if not s.flag:
+            continue
+        head = "  %-*s  " % (width, option_spec(s))
+        doc = "%s (default: %s)" % (s.doc, default_text(s))
+        # docopt reads a continuation line starting with "-" as a new option: never break before one.
+        lines += textwrap.wrap(doc, columns, initial_indent=head, subsequent_indent=indent,
+                               break_on_hyphens=False, break_long_words=False)
+    return lines
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "\\|")
+
+
+def markdown_table() -> str:
+    """The README configuration reference: one row per setting."""
+    rows = ["| ini key | command line | value | default | description |", "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        flag = option_spec(s) if s.flag else s.cli
+        rows.append("| `%s` | %s | %s | %s | %s |" % (
+            s.name, _cell(flag), _cell(s.type), _cell(default_text(s)), _cell(s.doc)))
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m dewy.config --markdown`: print the configuration reference table."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv != ["--markdown"]:
+        print("usage: python -m dewy.config --markdown", file=sys.stderr)
+        return 2
+    sys.stdout.write(markdown_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

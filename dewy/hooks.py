@@ -1,0 +1,157 @@
+"""Before/after deploy hooks: `sh -c COMMAND` in the workdir, with a timeout and captured output."""
+
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+MAX_OUTPUT = 64 * 1024  # keep this much of a hook's output (stdout + stderr) for logs and the audit
+KILL_GRACE = 2.0        # seconds between SIGTERM and SIGKILL to a timed-out hook's process group
+_DEFERRED = (signal.SIGTERM, signal.SIGINT)
+_AFTER_EXIT = 0.2       # how long to keep reading once the shell has exited (background children may hold the pipe)
+
+
+@dataclass(frozen=True)
+class HookResult:
+    """What a hook did: ok, its exit code (None if never run), its output (capped), whether it timed out."""
+
+    ok: bool
+    returncode: int | None
+    output: str
+    timed_out: bool = False
+
+    def describe(self) -> str:
+        """A one-line summary for logs and error messages."""
+        if self.timed_out:
+            head = "timed out"
+        elif self.returncode is not None and self.returncode < 0:
+            head = "killed by signal %d" % -self.returncode
+        else:
+            head = "exit status %s" % self.returncode
+        tail = self.output.strip().splitlines()[-1:] if self.output.strip() else []
+        return head + (": " + tail[0][:200] if tail else "")
+
+
+def _killpg(pgid: int, sig: int) -> bool:
+    """Signal a process group; False when it no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    return _killpg(pgid, 0)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """TERM the hook's whole process group, KILL it if it lingers, and reap the shell."""
+    pgid = proc.pid  # start_new_session: the shell leads its own group
+    if _killpg(pgid, signal.SIGTERM):
+        deadline = time.monotonic() + KILL_GRACE
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not _group_alive(pgid):
+                break
+            time.sleep(0.02)
+        _killpg(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+@contextmanager
+def _signals_deferred(redeliver: bool = True):
+    """Hold SIGTERM/SIGINT for the duration of the block, then deliver them (when redeliver).
+
+    Starting the hook and registering it for cleanup must not be split by a signal whose handler
+    raises (the poller's does): the hook would be left running with nobody to kill it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can only be swapped in the main thread; there are none to fear elsewhere
+        return
+    caught = []
+    previous = {}
+    for signum in _DEFERRED:
+        handler = signal.getsignal(signum)
+        if handler is None:  # installed outside Python: leave it alone
+            continue
+        previous[signum] = signal.signal(signum, lambda num, _frame: caught.append(num))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if redeliver:
+            for signum in caught:
+                signal.raise_signal(signum)
+
+
+def run_hook(command: str, workdir: str, env: dict, timeout: float) -> HookResult:
+    """Run `sh -c command` in workdir with os.environ + env; kill its process group after timeout seconds.
+
+    An empty command succeeds without running anything.
+    """
+    if not command or not command.strip():
+        return HookResult(ok=True, returncode=None, output="")
+    full_env = dict(os.environ)
+    full_env.update({k: "" if v is None else str(v) for k, v in env.items()})
+    chunks, kept = [], 0
+    timed_out = False
+    exited_at = None
+    proc = None
+    try:
+        with _signals_deferred():
+            proc = subprocess.Popen(
+                ["sh", "-c", command], cwd=workdir, env=full_env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group, so a timeout kills everything it started
+            )
+        deadline = time.monotonic() + timeout
+        fd = proc.stdout.fileno()
+        while True:
+            now = time.monotonic()
+            if proc.poll() is not None:
+                exited_at = exited_at or now
+                # The shell is gone; a background child may still hold the pipe open: read what is
+                # there briefly instead of waiting for an EOF that may never come.
+                if now - exited_at >= _AFTER_EXIT:
+                    break
+            elif now >= deadline:
+                timed_out = True
+                break
+            wait = min(deadline - now, 0.1) if exited_at is None else _AFTER_EXIT - (now - exited_at)
+            ready, _, _ = select.select([fd], [], [], max(wait, 0))
+            if not ready:
+                continue
+            data = os.read(fd, 65536)
+            if not data:
+                if proc.poll() is None:
+                    proc.wait(timeout=max(deadline - time.monotonic(), 0))
+                break
+            if kept < MAX_OUTPUT:  # keep reading past the cap so the hook never blocks on a full pipe
+                chunks.append(data[:MAX_OUTPUT - kept])
+                kept += len(chunks[-1])
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    except BaseException:
+        # Interrupted (SIGTERM to the poller): do not leave the hook running behind us.
+        if proc is not None:
+            with _signals_deferred(redeliver=False):  # we are unwinding already
+                _stop_group(proc)
+                proc.stdout.close()
+        raise
+    if timed_out:
+        with _signals_deferred():  # a SIGTERM now must not stop us half way through the kill
+            _stop_group(proc)
+    proc.stdout.close()
+    returncode = proc.wait()
+    output = b"".join(chunks).decode("utf-8", errors="replace")
+    if kept >= MAX_OUTPUT:
+        output += "\n[output truncated at %d bytes]" % MAX_OUTPUT
+    return HookResult(ok=not timed_out and returncode == 0, returncode=returncode,
+                      output=output, timed_out=timed_out)

@@ -1,0 +1,156 @@
+"""Logging for dewy's processes: one record a line on stderr, as text or JSON; URL redaction.
+
+Text:  2026-11-26T06:50:12.123Z INFO dewy.master[1234]: message key=value
+JSON:  {"time": "...", "level": "info", "logger": "dewy.master", "pid": 1234, "msg": "...", "key": "value"}
+
+Extra fields (`log.info("deployed", extra={"version": "1.2.3"})`) are appended to the text line and
+become keys of the JSON object, so log shippers can index them.
+"""
+
+import json
+import logging
+import re
+import sys
+import time
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+FORMATS = ("text", "json")
+REDACTED = "***"
+
+# Every attribute a plain LogRecord has; anything else on a record came in through `extra=`.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+# Query keys whose values are credentials (GitHub/Slack tokens, S3 presigned URLs, passwords...).
+_SECRET_KEY = re.compile(r"token|secret|passw|pwd|key|signature|credential|auth|session|^sig$|^x-amz-", re.I)
+_USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#@:]*):(?P<password>[^/?#]*)@")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+
+
+def timestamp(created: float) -> str:
+    """ISO 8601 UTC time with milliseconds, e.g. 2026-11-26T06:50:12.123Z."""
+    millis = int((created - int(created)) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + ".%03dZ" % millis
+
+
+def extra_fields(record: logging.LogRecord) -> dict:
+    """The fields a caller attached to record with `extra=`, in the order they were given."""
+    return {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS and not k.startswith("_")}
+
+
+def _logfmt_value(value) -> str:
+    """value as it reads after `key=` on a text line: bare when it has no spaces or quotes."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if text == "" or re.search(r'[\s"=]', text):
+        return json.dumps(text)
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    """`TIME LEVEL logger[pid]: message key=value...` for people reading a terminal or the journal."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.default_name = name
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One text line (plus a traceback when the record carries one)."""
+        logger = self.default_name if record.name == "root" else record.name
+        line = "%s %s %s[%d]: %s" % (timestamp(record.created), record.levelname, logger,
+                                     record.process, record.getMessage())
+        fields = " ".join("%s=%s" % (k, _logfmt_value(v)) for k, v in extra_fields(record).items())
+        if fields:
+            line += " " + fields
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object a line, for log shippers; extra fields become keys."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.default_name = name
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a compact JSON object on one line."""
+        data = {
+            "time": timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": self.default_name if record.name == "root" else record.name,
+            "pid": record.process,
+            "msg": record.getMessage(),
+        }
+        for key, value in extra_fields(record).items():
+            data.setdefault(key, value)  # never let an extra field overwrite the fixed ones
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str, separators=(",", ":"))
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted (it may be replaced after setup)."""
+
+    def __init__(self):
+        logging.Handler.__init__(self)  # not StreamHandler's: it would pin the stream at setup time
+
+    @property
+    def stream(self):
+        """The current sys.stderr."""
+        return sys.stderr
+
+
+def setup(level: str, fmt: str, name: str) -> logging.Logger:
+    """Send the root logger's records at `level` and above to stderr as `fmt` (text|json).
+
+    Idempotent: a second call replaces the handler of the first. `name` labels records logged on the
+    root logger; the logger of that name is returned for convenience.
+    """
+    if level.lower() not in LEVELS:
+        raise ValueError('unknown log level "%s"; allowed: debug, info, warning, error' % level)
+    if fmt not in FORMATS:
+        raise ValueError('unknown log format "%s"; allowed: text, json' % fmt)
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_dewy", False)]:
+        root.removeHandler(handler)
+    handler = _StderrHandler()
+    handler._dewy = True
+    handler.setFormatter(JSONFormatter(name) if fmt == "json" else TextFormatter(name))
+    root.addHandler(handler)
+    root.setLevel(LEVELS[level.lower()])
+    return logging.getLogger(name)
+
+
+def _redact_query(query: str) -> str:
+    """query with the values of secret-looking keys replaced; everything else kept byte for byte."""
+    pairs = []
+    for pair in query.split("&"):
+        key, sep, value = pair.partition("=")
+        pairs.append(key + sep + REDACTED if sep and value and _SECRET_KEY.search(key) else pair)
+    return "&".join(pairs)
+
+
+def redact(url: str) -> str:
+    """url without credentials: the userinfo password and secret-looking query values become ***.
+
+    Text that is not a URL, or a URL without credentials, comes back unchanged.
+    """
+    if not isinstance(url, str) or not url:
+        return url
+    url = _USERINFO.sub(lambda m: m["head"] + m["user"] + ":" + REDACTED + "@", url, count=1)
+    base, qmark, rest = url.partition("?")
+    if not qmark:
+        return url
+    query, hash_, fragment = rest.partition("#")
+    return base + qmark + _redact_query(query) + hash_ + fragment
+
+
+def redact_text(text: str) -> str:
+    """text with every URL in it redacted (for error messages that may quote a URL)."""
+    return _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text)

@@ -1,0 +1,93 @@
+"""Starting and signalling the master's children (app generations and the poller)."""
+
+import os
+import resource
+import signal
+import sys
+
+# Python ignores these at start-up and ignored signals survive execve: give children the defaults.
+_PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def _max_fd() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 65536
+
+
+def fork_exec(argv, env: dict, cwd: str, pass_fds=(), set_listen_pid: bool = False) -> int:
+    """Start argv in its own process group with exactly fds 0-2 and pass_fds at 3, 4, ...; return its pid.
+
+    With set_listen_pid the child's LISTEN_PID is its own pid, as sd_listen_fds(3) requires,
+    which is why this forks by hand instead of using posix_spawn.
+    """
+    pass_fds = list(pass_fds)
+    pid = os.fork()
+    if pid:
+        return pid
+    # Child: only async-signal-safe-ish os calls until execve; never return into the master's code.
+    try:
+        os.setpgid(0, 0)
+        for sig in _PYTHON_IGNORED:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        first_free = 3 + len(pass_fds)
+        # Move the passed sockets above their destination range first so dup2 cannot clobber one.
+        parked = [_dup_at_least(fd, first_free) for fd in pass_fds]
+        for i, fd in enumerate(parked):
+            os.dup2(fd, 3 + i, inheritable=True)
+        os.closerange(first_free, _max_fd())
+        if set_listen_pid:
+            env = dict(env, LISTEN_PID=str(os.getpid()))
+        os.chdir(cwd)
+        os.execvpe(argv[0], argv, env)
+    except BaseException as exc:  # noqa: BLE001 — report anything and never run master code
+        try:
+            os.write(2, ("dewy: cannot start %s: %s\n" % (argv[0], exc)).encode())
+        finally:
+            os._exit(127)
+
+
+def _dup_at_least(fd: int, minimum: int) -> int:
+    import fcntl
+    return fcntl.fcntl(fd, fcntl.F_DUPFD, minimum)
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send sig to a process group; False when no process of it is left."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a member changed uid; it still exists
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process (zombies included) is left in the process group."""
+    return signal_group(pgid, 0)
+
+
+def describe_status(status: int) -> str:
+    """A wait status in words: `exited with code 3`, `killed by SIGKILL`."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return "killed by %s" % name
+    return "exited with code %d" % os.waitstatus_to_exitcode(status)
+
+
+def become_subreaper() -> None:
+    """Adopt the app's orphaned grandchildren so they are reaped here and never become zombies."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    PR_SET_CHILD_SUBREAPER = 36
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass

@@ -1,0 +1,338 @@
+"""One deploy of one release: artifact -> cache (hashed while streaming) -> verify -> unpack ->
+before-hook -> ask the master to switch -> after-hook, audit, shipped_to record, notify, prune.
+
+A failure is one of two kinds:
+- `Refuse`: the release itself is bad (checksum mismatch, unsafe or corrupt archive, the master could
+  not start it). Its version goes into `.dewy/refused.json` and is not tried again; a newer one is.
+- `Transient`: something around it failed (download error, before-hook, disk). Retried next poll.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+
+from dewy import artifact as artifact_pkg
+from dewy import audit, hooks, releases
+from dewy.registry.base import Release
+from dewy.status import write_json_atomic
+
+log = logging.getLogger("dewy.poller")
+
+REFUSED_FILE = "refused.json"
+_HASH_CHUNK = 1 << 20
+
+
+class Refuse(Exception):
+    """The release is bad: refuse its version."""
+
+
+class Transient(Exception):
+    """This attempt failed for a reason outside the release: try again at the next poll."""
+
+
+class Refused:
+    """`workdir/.dewy/refused.json`: versions never to deploy again (survives restarts).
+
+    Format: {"versions": {"1.2.3": {"reason": "...", "time": "2026-...Z"}}}. Delete an entry to retry it.
+    """
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, ".dewy", REFUSED_FILE)
+
+    def load(self) -> dict:
+        """The refused versions and why ({} when the file is missing or unreadable)."""
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.path, exc)
+            return {}
+        versions = data.get("versions") if isinstance(data, dict) else None
+        return dict(versions) if isinstance(versions, dict) else {}
+
+    def versions(self) -> frozenset:
+        """The refused versions (normalised)."""
+        return frozenset(self.load())
+
+    def add(self, version: str, reason: str | None) -> None:
+        """Refuse version from now on, remembering why."""
+        entries = self.load()
+        entries[version] = {"reason": reason, "time": _iso_now()}
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        write_json_atomic(self.path, {"versions": entries})
+
+
+def _iso_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def cache_key(release: Release) -> str:
+    """The cache key of a release's artifact: `<version>/<artifact name>`."""
+    return "%s/%s" % (release.version, release.artifact_name)
+
+
+def _digest_key(key: str) -> str:
+    # Where the SHA-256 computed at download time is kept, to detect a damaged cached copy later.
+    return "sha256:" + key
+
+
+class _HashingWriter:
+    """A write-only file that hashes and counts what passes through to the real one."""
+
+    def __init__(self, out):
+        self.out = out
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        """Hash data and write it through."""
+        self.sha.update(data)
+        self.size += len(data)
+        self.out.write(data)
+        return len(data)
+
+
+def _sha256_of(fh) -> str:
+    sha = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+        sha.update(chunk)
+    return sha.hexdigest()
+
+
+class Deploy:
+    """Deploys one release on behalf of a poller worker (which owns the pipe and the backends)."""
+
+    def __init__(self, worker, release: Release):
+        self.worker = worker
+        # The backends as they are now: a `reload` handled while we wait for the master must not
+        # switch them under a deploy in progress.
+        self.config, self.registry, self.cache, self.notifier = worker.config, worker.registry, worker.cache, worker.notifier
+        self.release = release
+        self.previous_version = worker.current_version
+        self.previous_dir = worker.current_dir
+        self.release_dir = None
+        self.sha256 = None
+
+    # --- the pipeline ---------------------------------------------------------------------------
+
+    def run(self) -> str | None:
+        """Deploy the release; return None on success, else the error (already logged and audited)."""
+        release = self.release
+        log.info("deploying %s (%s) over %s", release.version, release.artifact_name,
+                 self.previous_version or "nothing")
+        try:
+            self.sha256 = self.fetch()
+            self.release_dir = self.install()
+            self.before_hook()
+            releases.Manifest(self.config.workdir).record(
+                self.release_dir, release.version, release.tag, release.artifact_name, self.sha256)
+            answer = self.worker.ask_master(
+                version=release.version, tag=release.tag, release_dir=self.release_dir,
+                artifact=release.artifact_name, sha256=self.sha256, previous_version=self.previous_version)
+        # Clean up first, then record: whoever sees the audit line sees the cleaned-up state.
+        except Refuse as exc:
+            self.discard_release_dir()
+            return self.refuse("refused", str(exc))
+        except Transient as exc:
+            self.discard_release_dir()
+            return self.fail(str(exc))
+        except Exception:
+            self.discard_release_dir()
+            raise
+        if not answer.get("ok"):
+            self.discard_release_dir()
+            return self.refuse("failed", "master: %s" % (answer.get("error") or "the release did not start"), answer)
+        self.succeeded(answer)
+        return None
+
+    def fetch(self) -> str:
+        """Make sure the cache holds the verified artifact; return its SHA-256."""
+        cache, release, key = self.cache, self.release, cache_key(self.release)
+        expected = release.sha256.lower() if release.sha256 else None
+        cached = cache.open_read(key)
+        if cached is not None:
+            with cached:
+                digest = _sha256_of(cached)
+            recorded = cache.get(_digest_key(key))
+            want = expected or (recorded.decode() if recorded else None)
+            if want is None or digest == want:
+                log.info("using cached %s (sha256 %s)", key, digest)
+                return digest
+            log.warning("cached %s has sha256 %s, expected %s: downloading again", key, digest, want)
+            cache.delete(key)
+            cache.delete(_digest_key(key))
+        fetcher = artifact_pkg.from_url(release.artifact_url)
+        try:
+            with cache.open_write(key) as out:
+                writer = _HashingWriter(out)
+                fetcher.fetch(writer)
+                digest = writer.sha.hexdigest()
+                if expected is not None and digest != expected:
+                    # Raised inside the block: open_write throws the bytes away, nothing bad is cached.
+                    raise Refuse("checksum mismatch for %s %s: got sha256 %s, the release publishes %s"
+                                 % (release.version, release.artifact_name, digest, expected))
+        except Refuse:
+            cache.delete(key)
+            cache.delete(_digest_key(key))
+            raise
+        except (artifact_pkg.ArtifactError, OSError) as exc:
+            raise Transient("download of %s failed: %s" % (release.artifact_name, exc)) from exc
+        cache.set(_digest_key(key), digest.encode())
+        log.info("downloaded %s: %d bytes, sha256 %s%s", release.artifact_name, writer.size, digest,
+                 " (verified)" if expected else "")
+        return digest
+
+    def install(self) -> str:
+        """Unpack the cached artifact into a new release directory; return its absolute path."""
+        cache, release, key = self.cache, self.release, cache_key(self.release)
+        releases_dir = os.path.join(self.config.workdir, "releases")
+        try:
+            path = cache.path(key)
+            if path is not None:
+                return releases.install(path, release.artifact_name, releases_dir)
+            # The cache has no local file (memory, or a network cache later): spool it to disk first.
+            tmp_dir = os.path.join(self.config.workdir, ".dewy")
+            os.makedirs(tmp_dir, mode=0o700, exist_ok=True)
+            with tempfile.NamedTemporaryFile(prefix=".artifact.", dir=tmp_dir) as spool:
+                src = cache.open_read(key)
+                if src is None:
+                    raise Transient("cached artifact %s vanished before unpacking" % key)
+                with src:
+                    shutil.copyfileobj(src, spool, _HASH_CHUNK)
+                spool.flush()
+                return releases.install(spool.name, release.artifact_name, releases_dir)
+        except releases.UnsafeArchive as exc:
+            raise Refuse(str(exc)) from exc
+        except releases.ReleaseError as exc:
+            # A real I/O error (disk full, permissions) is the host's fault, not the release's.
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and cause.errno is not None:
+                raise Transient(str(exc)) from exc
+            raise Refuse(str(exc)) from exc
+        except OSError as exc:
+            raise Transient("cannot unpack %s: %s" % (release.artifact_name, exc)) from exc
+
+    def hook_env(self) -> dict:
+        """The environment the deploy hooks get on top of dewy's own."""
+        return {
+            "DEWY_VERSION": self.release.version,
+            "DEWY_RELEASE_DIR": self.release_dir or "",
+            "DEWY_PREVIOUS_VERSION": self.previous_version or "",
+            "DEWY_MODE": self.config.mode,
+        }
+
+    def before_hook(self) -> None:
+        """Run before-deploy-hook; a failure aborts this deploy (Transient: retried next poll)."""
+        command = self.config.before_deploy_hook
+        if not command:
+            return
+        result = hooks.run_hook(command, self.config.workdir, self.hook_env(), self.config.hook_timeout)
+        if result.output.strip():
+            log.info("before-deploy-hook output:\n%s", result.output.rstrip())
+        if not result.ok:
+            raise Transient("before-deploy-hook failed (%s)" % result.describe())
+
+    # --- outcomes -------------------------------------------------------------------------------
+
+    def succeeded(self, answer: dict) -> None:
+        """The master switched: after-hook, audit, shipped_to record, notify, prune."""
+        config, release = self.config, self.release
+        release_dir = answer.get("release_dir") or self.release_dir
+        self.worker.set_current(release.version, release_dir)
+        self.worker.last_failure = None
+        error = None
+        if config.after_deploy_hook:
+            result = hooks.run_hook(config.after_deploy_hook, config.workdir, self.hook_env(), config.hook_timeout)
+            if result.output.strip():
+                log.info("after-deploy-hook output:\n%s", result.output.rstrip())
+            if not result.ok:
+                # The release is live already: report the hook failure, do not undo the deploy.
+                error = "after-deploy-hook failed (%s)" % result.describe()
+                log.warning("%s", error)
+        when = datetime.now(timezone.utc).replace(microsecond=0)
+        host = audit.hostname()
+        self.audit("deployed", error, generation=answer.get("generation"))
+        try:
+            self.registry.report(
+                release, audit.shipped_filename(host, config.mode, when),
+                audit.shipped_text(host, config.mode, when, release.version, release_dir, self.previous_version))
+        except Exception as exc:  # noqa: BLE001 - the record is a courtesy; the deploy stands
+            log.warning("cannot write the shipped_to record for %s: %s", release.version, exc)
+        self.notify("deployed", "deployed %s on %s (%s), previously %s" % (
+            release.version, host, config.mode, self.previous_version or "nothing"), error)
+        log.info("deployed %s in %s (generation %s)", release.version, release_dir, answer.get("generation"))
+        self.prune(release_dir)
+
+    def prune(self, release_dir: str) -> None:
+        """Keep keep_releases newest release directories (never the new or the previous one)."""
+        manifest = releases.Manifest(self.config.workdir)
+        try:
+            removed = releases.prune(os.path.join(self.config.workdir, "releases"), self.config.keep_releases,
+                                     protect={release_dir, self.previous_dir} - {None})
+        except OSError as exc:
+            log.warning("cannot prune old releases: %s", exc)
+            return
+        for path in removed:
+            manifest.forget(path)
+            log.info("pruned %s", path)
+
+    def refuse(self, result: str, error: str, answer: dict | None = None) -> str:
+        """Refuse the version for good, audit (`refused` or `failed`) and notify."""
+        release = self.release
+        self.worker.refused.add(release.version, error)
+        log.error("refusing %s: %s", release.version, error)
+        extra = {"generation": answer.get("generation")} if answer else {}
+        self.audit(result, error, **extra)
+        self.notify(result, "%s %s on %s: %s (version refused)" % (
+            "refused" if result == "refused" else "deploy of", release.version, audit.hostname(), error), error)
+        return error
+
+    def fail(self, error: str) -> str:
+        """A transient failure: log it; audit and notify only the first of a run of identical ones."""
+        failure = (self.release.version, error)
+        if self.worker.last_failure == failure:
+            log.debug("deploy of %s failed again: %s", self.release.version, error)
+            return error
+        self.worker.last_failure = failure
+        log.error("deploy of %s failed (will retry): %s", self.release.version, error)
+        self.audit("failed", error)
+        self.notify("failed", "deploy of %s on %s failed: %s (will retry)" % (
+            self.release.version, audit.hostname(), error), error)
+        return error
+
+    def discard_release_dir(self) -> None:
+        """Remove the release directory of a deploy that did not happen (never the current one)."""
+        path = self.release_dir
+        if not path:
+            return
+        current = releases.read_link(os.path.join(self.config.workdir, "current"))
+        if current and os.path.realpath(path) == current:
+            return
+        shutil.rmtree(path, ignore_errors=True)
+        releases.Manifest(self.config.workdir).forget(path)
+
+    def audit(self, result: str, error: str | None, **extra) -> None:
+        """Append this deploy's line to the audit log (a failure to write is logged, not fatal)."""
+        release = self.release
+        entry = {
+            "mode": self.config.mode, "version": release.version, "previous_version": self.previous_version,
+            "result": result, "error": error, "tag": release.tag, "artifact": release.artifact_name,
+            "sha256": self.sha256, "release_dir": self.release_dir,
+        }
+        entry.update(extra)
+        try:
+            audit.record(self.config.workdir, entry)
+        except OSError as exc:
+            log.error("cannot write the audit log: %s", exc)
+
+    def notify(self, event: str, text: str, error: str | None) -> None:
+        """Tell the notifier (it never raises)."""
+        fields = {"version": self.release.version, "previous_version": self.previous_version,
+                  "mode": self.config.mode, "host": audit.hostname(), "error": error}
+        self.notifier.send(event, text, fields)

@@ -1,0 +1,264 @@
+"""The poller worker: `python -m dewy.poller --fd N`.
+
+Single-threaded: one loop waits on the master's pipe with the time left until the next poll as its
+timeout. Every `interval` (±10% jitter, so a fleet does not poll in lock step) it asks the registry
+for the newest release not refused; when that version is not the one running, deploy.Deploy runs the
+pipeline and asks the master to switch. The master is the only source of truth for what runs: the
+`config`, `reload`, `deployed` and `rollback` messages set the current version.
+"""
+
+import argparse
+import collections
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import sys
+import time
+from datetime import datetime, timezone
+
+from dewy import audit, releases
+from dewy.poller.deploy import Deploy, Refused
+from dewy.protocol import Channel, ProtocolError
+
+log = logging.getLogger("dewy.poller")
+
+JITTER = 0.10  # ± fraction of the interval
+
+
+class Stop(BaseException):
+    """Leave the loop and exit 0: `stop`, EOF on the pipe, SIGTERM/SIGINT.
+
+    A BaseException so that no `except Exception` on the way (a registry error handler, say)
+    swallows it.
+    """
+
+
+def _iso_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+class Worker:
+    """Polls the registry and deploys on behalf of the master at the other end of `channel`."""
+
+    def __init__(self, channel: Channel):
+        self.channel = channel
+        self.inbox = collections.deque()
+        self.config = None
+        self.registry = self.cache = self.notifier = None
+        self.refused = None
+        self.current_version = None
+        self.current_dir = None
+        self.next_poll = 0.0
+        self.last_poll = None
+        self.latest_version = None
+        self.last_error = None
+        self.last_failure = None  # (version, error) of the last transient failure, to audit it once
+
+    # --- the pipe -------------------------------------------------------------------------------
+
+    def next_message(self, timeout: float | None) -> dict | None:
+        """The next message from the master, waiting up to timeout seconds (None: forever); None if none came."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.inbox:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self.channel], [], [], left)
+            if ready:
+                self.inbox.extend(self.channel.receive())
+                if self.channel.closed and not self.inbox:
+                    log.info("the master closed the pipe; exiting")
+                    raise Stop()
+            elif deadline is not None and time.monotonic() >= deadline:
+                return None
+        return self.inbox.popleft()
+
+    def send(self, type_: str, **fields) -> None:
+        """Send a message to the master; a vanished master ends the worker."""
+        try:
+            self.channel.send(type_, **fields)
+        except OSError as exc:
+            log.info("cannot talk to the master (%s); exiting", exc)
+            raise Stop() from None
+
+    def handle(self, msg: dict) -> None:
+        """Act on one message that is not the answer being waited for."""
+        kind = msg.get("type")
+        if kind in ("config", "reload"):
+            self.apply_config(msg)
+        elif kind == "stop":
+            log.info("stop requested by the master")
+            raise Stop()
+        elif kind == "rollback":
+            self.on_rollback(msg)
+        elif kind == "deployed":
+            log.warning("ignoring an unexpected deployed message for %s", msg.get("version"))
+        else:
+            log.warning("ignoring unknown message type %r", kind)  # a newer master may send more
+
+    def ask_master(self, **deploy) -> dict:
+        """Send `deploy` and wait for the master's `deployed` answer for that version.
+
+        Meanwhile `stop` still ends the worker, and `reload`/`rollback` are handled as usual.
+        """
+        self.send("deploy", **deploy)
+        while True:
+            msg = self.next_message(None)
+            if msg.get("type") == "deployed" and msg.get("version") == deploy["version"]:
+                return msg
+            self.handle(msg)
+
+    # --- state from the master ------------------------------------------------------------------
+
+    def apply_config(self, msg: dict) -> None:
+        """Adopt a `config`/`reload` message: settings, backends, what runs now; poll soon."""
+        from dewy import cache as cache_pkg
+        from dewy import log as dewy_log
+        from dewy import notify as notify_pkg
+        from dewy import registry as registry_pkg
+        from dewy.config import Config
+
+        old = self.config
+        config = Config.from_json(msg["config"])
+        dewy_log.setup(config.log_level, config.log_format, "dewy.poller")
+        if old is None or (old.cache, old.workdir) != (config.cache, config.workdir):
+            self.cache = cache_pkg.from_url(config.cache, config.workdir)
+            self.registry = None
+        if old is None or self.registry is None or (old.registry, old.slot) != (config.registry, config.slot):
+            self.registry = registry_pkg.from_url(config.registry, cache=self.cache, slot=config.slot)
+        if old is None or old.notifier != config.notifier:
+            self.notifier = notify_pkg.from_url(config.notifier)
+        self.config = config
+        self.refused = Refused(config.workdir)
+        current = msg.get("current") or {}
+        self.set_current(current.get("version"), current.get("release_dir"))
+        self.next_poll = time.monotonic()  # a new config may name a new registry: look now
+        log.info("%s: registry %s, every %gs, running %s", msg.get("type"), dewy_log.redact(config.registry),
+                 config.interval, self.current_version or "nothing")
+
+    def set_current(self, version: str | None, release_dir: str | None) -> None:
+        """Remember what the master runs now."""
+        self.current_version = version or None
+        self.current_dir = release_dir or None
+
+    def on_rollback(self, msg: dict) -> None:
+        """The master went back from `version` to `to_version`: refuse `version`, audit and notify."""
+        version, to_version, error = msg.get("version"), msg.get("to_version"), msg.get("error")
+        log.error("the master rolled %s back to %s: %s", version, to_version or "nothing", error)
+        if version:
+            self.refused.add(version, "rolled back: %s" % (error or "crash-looped after deploy"))
+        try:
+            audit.record(self.config.workdir, {
+                "mode": self.config.mode, "version": version, "previous_version": version,
+                "to_version": to_version, "result": "rolled-back", "error": error})
+        except OSError as exc:
+            log.error("cannot write the audit log: %s", exc)
+        self.notifier.send("rolled-back", "rolled back %s to %s on %s: %s" % (
+            version, to_version or "nothing", audit.hostname(), error),
+            {"version": version, "to_version": to_version, "host": audit.hostname(),
+             "mode": self.config.mode, "error": error})
+        self.set_current(to_version, releases.read_link(os.path.join(self.config.workdir, "current")))
+        self.last_failure = None
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Wait for the config, then poll and deploy until stopped."""
+        while self.config is None:
+            msg = self.next_message(None)
+            if msg.get("type") != "config":
+                log.warning("expected the config first, got %r", msg.get("type"))
+            if msg.get("type") in ("config", "stop"):
+                self.handle(msg)
+        while True:
+            msg = self.next_message(max(0.0, self.next_poll - time.monotonic()))
+            if msg is not None:
+                self.handle(msg)
+                continue
+            if time.monotonic() >= self.next_poll:
+                self.poll()
+                interval = self.config.interval
+                self.next_poll = time.monotonic() + interval * random.uniform(1 - JITTER, 1 + JITTER)
+
+    def poll(self) -> None:
+        """Ask the registry once; deploy when its newest version is not the running one; report status."""
+        from dewy.log import redact, redact_text
+
+        self.last_poll = _iso_now()
+        try:
+            release = self.registry.latest(exclude=self.refused.versions())
+        except Exception as exc:  # noqa: BLE001 - a registry problem must never end the loop
+            error = redact_text(str(exc)) or type(exc).__name__
+            if error != self.last_error:
+                log.error("registry %s: %s", redact(self.config.registry), error)
+            else:
+                log.debug("registry %s: %s", redact(self.config.registry), error)
+            self.report_status(error)
+            return
+        self.latest_version = release.version
+        # Compare versions for equality, never "newer than": when the newest release is deleted
+        # from the registry, the next newest is what must run (the FAQ rollback).
+        if release.version == self.current_version:
+            self.report_status(None)
+            return
+        # A deploy is due: report the poll now (it may wait long for the master), keeping the error of
+        # a previous failed attempt until this attempt's outcome replaces it, so the status does not flap.
+        pending = self.last_failure[1] if self.last_failure and self.last_failure[0] == release.version else None
+        self.report_status(pending)
+        try:
+            error = Deploy(self, release).run()
+        except Exception as exc:  # noqa: BLE001 - a bug in one deploy must not kill the poller
+            log.exception("deploy of %s failed unexpectedly", release.version)
+            error = "deploy of %s failed: %s" % (release.version, redact_text(str(exc)) or type(exc).__name__)
+        self.report_status(error)
+
+    def report_status(self, error: str | None) -> None:
+        """Send `status` to the master."""
+        self.last_error = error
+        self.send("status", last_poll=self.last_poll, latest_version=self.latest_version, last_error=error)
+
+
+def _raise_stop(signum, frame):
+    raise Stop()
+
+
+def main(argv=None) -> int:
+    """Entry point of `python -m dewy.poller --fd N`; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="dewy.poller", description="dewy's poller worker (started by dewy-master)")
+    parser.add_argument("--fd", type=int, required=True, help="the inherited socketpair descriptor")
+    args = parser.parse_args(argv)
+    try:
+        from setproctitle import setproctitle
+
+        setproctitle("dewy-poller")
+    except ImportError:
+        pass
+    try:
+        sock = socket.socket(fileno=args.fd)
+    except OSError as exc:
+        print("dewy.poller: bad --fd %d: %s" % (args.fd, exc), file=sys.stderr)
+        return 2
+    try:
+        signal.signal(signal.SIGTERM, _raise_stop)
+        signal.signal(signal.SIGINT, _raise_stop)
+        # A terminal hangup reaches the whole group; the master re-reads the config and sends `reload`.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        Worker(Channel(sock)).run()
+    except Stop:
+        return 0
+    except ProtocolError as exc:
+        log.error("the master sent garbage: %s", exc)
+        return 1
+    except Exception:  # noqa: BLE001 - logged with its traceback; the master restarts us with backoff
+        log.exception("the poller failed")
+        return 1
+    finally:
+        # We are leaving anyway: a second SIGTERM must not turn a clean exit into a traceback.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            sock.close()
+        except OSError:
+            pass
+    return 0

@@ -1,0 +1,718 @@
+"""Releases on disk: safe unpacking into releases/<UTC timestamp>/, the atomic `current` switch,
+pruning old releases, and the manifest that says which version each release directory holds.
+
+Archives come from a registry, i.e. from the network: every member is checked before anything is
+written, and nothing is ever written outside the release directory being built. The checks mirror
+Python 3.12's tarfile ``filter='data'`` but are implemented here so that they behave identically on
+every Python dewy supports (and are stricter: absolute members are refused, not re-rooted).
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import datetime
+import errno
+import gzip
+import json
+import logging
+import lzma
+import os
+import re
+import shutil
+import stat
+import sys
+import tarfile
+import time
+import zipfile
+import zlib
+from collections.abc import Iterable
+
+from dewy.status import state_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ReleaseError",
+    "UnsafeArchive",
+    "ARCHIVE_SUFFIXES",
+    "archive_kind",
+    "install",
+    "switch_link",
+    "read_link",
+    "prune",
+    "Manifest",
+]
+
+# File name suffix -> archive kind; anything else is installed as a bare executable file.
+ARCHIVE_SUFFIXES = {
+    ".tar.gz": "tar.gz",
+    ".tgz": "tgz",
+    ".tar.bz2": "tar.bz2",
+    ".tar.xz": "tar.xz",
+    ".tar": "tar",
+    ".zip": "zip",
+}
+
+TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+TMP_SUFFIX = ".tmp"
+STALE_TMP_SECONDS = 3600
+
+# A release directory name: the UTC timestamp, plus "-N" when several releases land in one second.
+_RELEASE_NAME = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
+
+_COPY_BUFFER = 1024 * 1024
+_MAX_ZIP_SYMLINK_TARGET = 4096  # a zip symlink's target is its content; anything longer is bogus
+
+# Exceptions the decompressors and archive readers raise on damaged input.
+_CORRUPT_ERRORS = (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error, lzma.LZMAError)
+
+
+class ReleaseError(Exception):
+    """A release could not be installed, switched to or recorded."""
+
+
+class UnsafeArchive(ReleaseError):
+    """An archive member would escape the release directory or is not a plain file, directory or link."""
+
+
+# --- archive kinds -------------------------------------------------------------------------------
+
+
+def archive_kind(name: str) -> str:
+    """The kind of artifact a file name denotes: tar.gz, tgz, tar.bz2, tar.xz, tar, zip, or file."""
+    lowered = name.lower()
+    # Longest suffix first, so "x.tar.gz" is a tar.gz and not a "tar" or "file".
+    for suffix in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True):
+        if lowered.endswith(suffix):
+            return ARCHIVE_SUFFIXES[suffix]
+    return "file"
+
+
+# --- install -------------------------------------------------------------------------------------
+
+
+def install(artifact_path: str, artifact_name: str, releases_dir: str) -> str:
+    """Unpack the artifact at artifact_path into a new ``releases_dir/<UTC timestamp>/`` and return its absolute path.
+
+    The artifact is unpacked into ``<timestamp>.tmp/`` and renamed only once complete, so a release
+    directory is never seen half-written. Raises UnsafeArchive for a member that would escape the
+    release directory (or is a device/fifo), ReleaseError for a corrupt archive or an I/O failure;
+    in every failure case the .tmp directory is removed and nothing else was touched.
+    """
+    releases_dir = os.path.abspath(releases_dir)
+    try:
+        os.makedirs(releases_dir, exist_ok=True)
+        final, tmp = _reserve_release_dir(releases_dir)
+    except OSError as exc:
+        raise ReleaseError(f"cannot create a release directory in {releases_dir}: {exc}") from exc
+    try:
+        _unpack(artifact_path, artifact_name, tmp)
+        _check_links(tmp, artifact_name)
+        _publish(tmp, final)
+    except BaseException:
+        _rmtree(tmp)
+        raise
+    return final
+
+
+def _publish(tmp: str, final: str) -> None:
+    """Give the finished release its final name (and readable mode) in one atomic rename."""
+    try:
+        # Private while being filled; readable afterwards (a web server may serve an assets release).
+        os.chmod(tmp, 0o755)
+        if os.path.lexists(final):  # someone took the name meanwhile: never merge into it
+            raise ReleaseError(f"release directory {final} appeared while unpacking")
+        os.rename(tmp, final)
+    except OSError as exc:
+        raise ReleaseError(f"cannot rename {tmp} to {final}: {exc}") from exc
+
+
+def _reserve_release_dir(releases_dir: str) -> tuple[str, str]:
+    """Create a fresh ``<ts>[-N].tmp`` directory whose final name is free too; return (final, tmp)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime(TIMESTAMP_FORMAT)
+    counter = 1
+    while True:
+        name = stamp if counter == 1 else f"{stamp}-{counter}"
+        final = os.path.join(releases_dir, name)
+        tmp = final + TMP_SUFFIX
+        if not os.path.lexists(final):
+            try:
+                # mkdir is atomic: it both checks and claims the name.
+                os.mkdir(tmp, 0o700)
+                return final, tmp
+            except FileExistsError:
+                pass
+        counter += 1
+
+
+def _unpack(artifact_path: str, artifact_name: str, dest: str) -> None:
+    """Unpack (or copy, for a bare file) the artifact into the empty directory dest."""
+    kind = archive_kind(artifact_name)
+    try:
+        if kind == "file":
+            _install_file(artifact_path, artifact_name, dest)
+        elif kind == "zip":
+            _ZipUnpacker(artifact_name, dest).run(artifact_path)
+        else:
+            _TarUnpacker(artifact_name, dest).run(artifact_path)
+    except ReleaseError:
+        raise
+    except _CORRUPT_ERRORS as exc:
+        raise ReleaseError(f"corrupt archive {artifact_name}: {exc}") from exc
+    except OSError as exc:
+        # bz2 reports damaged data as a bare OSError without an errno; a real I/O error has one.
+        if exc.errno is None:
+            raise ReleaseError(f"corrupt archive {artifact_name}: {exc}") from exc
+        raise ReleaseError(f"cannot unpack {artifact_name}: {exc}") from exc
+    except ValueError as exc:  # e.g. a NUL byte in a member name
+        raise ReleaseError(f"corrupt archive {artifact_name}: {exc}") from exc
+    except (NotImplementedError, RuntimeError) as exc:  # zip: unknown compression method, encryption
+        raise ReleaseError(f"unsupported archive {artifact_name}: {exc}") from exc
+
+
+def _install_file(artifact_path: str, artifact_name: str, dest: str) -> None:
+    """Install a non-archive artifact as an executable file named like the artifact."""
+    name = os.path.basename(artifact_name)
+    if name in ("", ".", "..") or name != artifact_name:
+        raise ReleaseError(f"artifact name {artifact_name!r} is not a plain file name")
+    target = os.path.join(dest, name)
+    with open(artifact_path, "rb") as src:
+        _write_new_file(target, src)
+    os.chmod(target, 0o755)
+
+
+def _write_new_file(path: str, src) -> None:
+    """Stream src into a new file at path, never following a symlink that might sit there."""
+    # O_EXCL|O_NOFOLLOW: the caller removed any previous entry, so this can only create a fresh file
+    # in a directory already proven to be inside the release.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(src, out, _COPY_BUFFER)
+
+
+def _file_mode(mode: int) -> int:
+    """The mode an unpacked file gets: permission bits only (no setuid/setgid/sticky), no group/other
+    write, always owner read/write; executable bits are kept."""
+    return (mode & 0o755) | 0o600
+
+
+def _dir_mode(mode: int) -> int:
+    """The mode an unpacked directory gets: like files, plus owner rwx so dewy can fill and prune it."""
+    return (mode & 0o755) | 0o700
+
+
+class _Unpacker:
+    """Shared member checks and writers for tar and zip; subclasses feed members in archive order.
+
+    Each member is validated against the directory as it stands when the member arrives (so a member
+    written "through" an earlier symlink is caught by resolving real paths), then written without
+    ever following a symlink at the final path component.
+    """
+
+    def __init__(self, artifact_name: str, dest: str):
+        self.artifact_name = artifact_name
+        self.dest = dest
+        self.root = os.path.realpath(dest)
+
+    # -- checks --
+
+    def refuse(self, member: str, why: str) -> None:
+        """Raise UnsafeArchive naming the member and the reason."""
+        raise UnsafeArchive(f"unsafe archive {self.artifact_name}: member {member!r} {why}")
+
+    def member_path(self, name: str) -> str | None:
+        """The normalised relative path of a member, None for the archive root ("./"); refuses escapes."""
+        if not name:
+            self.refuse(name, "has an empty name")
+        if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or name.startswith("\\"):
+            self.refuse(name, "has an absolute path")
+        rel = os.path.normpath(name)
+        if rel == ".":
+            return None
+        if rel == ".." or rel.startswith("../"):
+            self.refuse(name, "escapes the release directory with '..'")
+        return rel
+
+    def inside(self, path: str) -> bool:
+        """Whether a path, with every existing symlink resolved, lies within the release directory."""
+        real = os.path.realpath(path)
+        return real == self.root or real.startswith(self.root + os.sep)
+
+    def check_link_target(self, name: str, rel: str, target: str) -> None:
+        """Refuse a symlink at rel whose target is absolute or resolves outside the release directory."""
+        if not target:
+            self.refuse(name, "is a symlink with an empty target")
+        if target.startswith("/"):
+            self.refuse(name, f"is a symlink to the absolute path {target!r}")
+        # Lexically first (independent of what exists now), then through the real file system.
+        lexical = os.path.normpath(os.path.join(os.path.dirname(rel), target))
+        if lexical == ".." or lexical.startswith("../"):
+            self.refuse(name, f"is a symlink to {target!r}, outside the release directory")
+        if not self.inside(os.path.join(self.dest, os.path.dirname(rel), target)):
+            self.refuse(name, f"is a symlink to {target!r}, which resolves outside the release directory")
+
+    # -- writers --
+
+    def prepare(self, name: str, rel: str) -> str:
+        """Create the parent directories of rel inside the release, check they resolve inside, and
+        clear whatever non-directory entry is at rel; return the absolute destination path."""
+        path = os.path.join(self.dest, rel)
+        parent = os.path.dirname(path)
+        if not self.inside(parent):
+            self.refuse(name, "would be written through a symlink that leads outside the release directory")
+        os.makedirs(parent, mode=0o755, exist_ok=True)
+        if not self.inside(parent):  # makedirs may have walked through links created meanwhile
+            self.refuse(name, "would be written through a symlink that leads outside the release directory")
+        if os.path.lexists(path) and not (os.path.isdir(path) and not os.path.islink(path)):
+            # A later member replaces an earlier one (tar semantics); removing first means we never
+            # write through a symlink an earlier member left here.
+            os.unlink(path)
+        return path
+
+    def make_dir(self, name: str, rel: str, mode: int) -> None:
+        """Create (or re-mode) a directory member."""
+        path = self.prepare(name, rel)
+        if not os.path.isdir(path) or os.path.islink(path):
+            os.mkdir(path, 0o700)
+        os.chmod(path, _dir_mode(mode))
+
+    def make_file(self, name: str, rel: str, src, mode: int, mtime: float | None) -> None:
+        """Stream a regular file member into place and set its sanitised mode."""
+        path = self.prepare(name, rel)
+        if os.path.isdir(path):
+            raise ReleaseError(f"archive {self.artifact_name}: file member {name!r} collides with a directory")
+        _write_new_file(path, src)
+        os.chmod(path, _file_mode(mode))
+        if mtime is not None:
+            _set_mtime(path, mtime)
+
+    def make_symlink(self, name: str, rel: str, target: str) -> None:
+        """Create a symlink member after checking its target stays inside the release."""
+        self.check_link_target(name, rel, target)
+        path = self.prepare(name, rel)
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise ReleaseError(f"archive {self.artifact_name}: symlink member {name!r} collides with a directory")
+        os.symlink(target, path)
+
+    def make_hardlink(self, name: str, rel: str, target: str) -> None:
+        """Create a hard link member to an earlier member (tar link names are relative to the archive root)."""
+        if target.startswith("/"):
+            self.refuse(name, f"is a hard link to the absolute path {target!r}")
+        target_rel = os.path.normpath(target)
+        if target_rel == ".." or target_rel.startswith("../"):
+            self.refuse(name, f"is a hard link to {target!r}, outside the release directory")
+        source = os.path.join(self.dest, target_rel)
+        if not self.inside(source):
+            self.refuse(name, f"is a hard link to {target!r}, which resolves outside the release directory")
+        source = os.path.realpath(source)
+        if not os.path.isfile(source):
+            raise ReleaseError(f"archive {self.artifact_name}: hard link {name!r} points to missing member {target!r}")
+        path = self.prepare(name, rel)
+        if os.path.isdir(path):
+            raise ReleaseError(f"archive {self.artifact_name}: hard link {name!r} collides with a directory")
+        os.link(source, path, follow_symlinks=False)
+
+
+class _TarUnpacker(_Unpacker):
+    """Unpacks tar archives (gzip, bzip2, xz or none) strictly sequentially, one member at a time."""
+
+    def run(self, artifact_path: str) -> None:
+        """Validate and extract every member of the tarball at artifact_path, then prove it was complete."""
+        with open(artifact_path, "rb") as raw, _decompressor(raw) as plain:
+            reader = _TailReader(plain)
+            # Stream mode ("r|") reads forward only, so memory use stays constant whatever the size.
+            with tarfile.open(fileobj=reader, mode="r|") as archive:
+                for member in archive:
+                    self.extract(archive, member)
+                end = archive.offset
+            self.check_complete(reader, end)
+            # Read to the end so the decompressor verifies its checksum and notices a cut-off stream.
+            while reader.read(_COPY_BUFFER):
+                pass
+
+    def check_complete(self, reader: "_TailReader", end: int) -> None:
+        """Refuse a tarball that stopped without the end-of-archive marker (truncated or damaged).
+
+        tarfile silently treats a cut-off or garbled header after the first member as the end of the
+        archive; a complete tarball always has a zero block there.
+        """
+        block = reader.bytes_at(end, tarfile.BLOCKSIZE)
+        if block is None or len(block) != tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE:
+            raise ReleaseError(
+                f"corrupt archive {self.artifact_name}: truncated or damaged at byte {end} "
+                "(no end-of-archive marker)"
+            )
+
+    def extract(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        """Check one tar member and write it."""
+        name = member.name
+        rel = self.member_path(name)
+        if member.isdev() or not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+            self.refuse(name, "is a device, fifo or other special file")
+        if rel is None:
+            if not member.isdir():
+                self.refuse(name, "replaces the release directory itself")
+            return  # "./": the release directory already exists with dewy's own mode
+        if member.isdir():
+            self.make_dir(name, rel, member.mode)
+        elif member.issym():
+            self.make_symlink(name, rel, member.linkname)
+        elif member.islnk():
+            self.make_hardlink(name, rel, member.linkname)
+        else:
+            source = archive.extractfile(member)
+            self.make_file(name, rel, source, member.mode, member.mtime)
+
+
+def _decompressor(raw):
+    """A file object yielding the uncompressed tar stream of raw, chosen by its magic bytes.
+
+    Sniffing instead of trusting the suffix lets a mislabelled artifact (a gzipped ".tar") unpack.
+    The standard decompressors raise EOFError on a cut-off stream, which is reported as corrupt.
+    """
+    magic = raw.read(6)
+    raw.seek(0)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(raw, mode="rb")
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(raw, mode="rb")
+    return contextlib.nullcontext(raw)
+
+
+class _TailReader:
+    """Passes reads through while remembering the last bytes read, so the end of a tar can be inspected."""
+
+    WINDOW = 64 * 1024  # far more than tarfile's read-ahead (one 10 KiB record)
+
+    def __init__(self, fileobj):
+        self.fileobj = fileobj
+        self.total = 0
+        self.window = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        """Read like the wrapped file object, recording the data."""
+        data = self.fileobj.read(size)
+        self.total += len(data)
+        self.window += data
+        if len(self.window) > self.WINDOW:
+            del self.window[: len(self.window) - self.WINDOW]
+        return data
+
+    def bytes_at(self, offset: int, length: int) -> bytes | None:
+        """Up to length bytes read from stream position offset, or None if they left the window."""
+        start = self.total - len(self.window)
+        if offset < start:
+            return None
+        return bytes(self.window[offset - start : offset - start + length])
+
+
+class _ZipUnpacker(_Unpacker):
+    """Unpacks zip archives, restoring unix modes and symlinks from each entry's external_attr."""
+
+    def run(self, artifact_path: str) -> None:
+        """Validate and extract every entry of the zip file at artifact_path."""
+        with zipfile.ZipFile(artifact_path) as archive:
+            for info in archive.infolist():
+                self.extract(archive, info)
+
+    def extract(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+        """Check one zip entry and write it."""
+        name = info.filename
+        rel = self.member_path(name)
+        unix_mode = info.external_attr >> 16  # the high 16 bits hold st_mode when made on unix
+        kind = stat.S_IFMT(unix_mode)
+        if kind and kind not in (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK):
+            self.refuse(name, "is a device, fifo or other special file")
+        if rel is None:
+            return
+        if info.is_dir() or kind == stat.S_IFDIR:
+            self.make_dir(name, rel, unix_mode or 0o755)
+        elif kind == stat.S_IFLNK:
+            self.make_symlink(name, rel, self.link_target(archive, info))
+        else:
+            with archive.open(info) as source:
+                # No mode at all (archives made on Windows/DOS): a plain non-executable file.
+                self.make_file(name, rel, source, unix_mode or 0o644, _zip_mtime(info))
+
+    def link_target(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
+        """A zip symlink's target, stored as the entry's content."""
+        if info.file_size > _MAX_ZIP_SYMLINK_TARGET:
+            self.refuse(info.filename, "is a symlink with an oversized target")
+        with archive.open(info) as source:
+            data = source.read(_MAX_ZIP_SYMLINK_TARGET + 1)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            self.refuse(info.filename, "is a symlink whose target is not UTF-8")
+            raise  # unreachable: refuse() raises
+
+
+def _set_mtime(path: str, mtime: float) -> None:
+    """Keep a member's modification time (static assets use it for Last-Modified); absurd values are skipped."""
+    try:
+        os.utime(path, (mtime, mtime), follow_symlinks=False)
+    except (OverflowError, ValueError, OSError) as exc:
+        log.debug("cannot set the mtime of %s to %r: %s", path, mtime, exc)
+
+
+def _zip_mtime(info: zipfile.ZipInfo) -> float | None:
+    """The modification time of a zip entry (stored as local time), or None when it is nonsense."""
+    try:
+        return time.mktime(info.date_time + (0, 0, -1))
+    except (OverflowError, ValueError):
+        return None
+
+
+def _check_links(root: str, artifact_name: str) -> None:
+    """Refuse the release if any symlink in it, resolved in the finished tree, leads outside it.
+
+    Every link was checked when written, but a later member can change what an earlier link resolves
+    to (``a -> x/..`` written before ``x -> .``); this final pass closes that ordering trick.
+    """
+    real_root = os.path.realpath(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for entry in dirnames + filenames:
+            path = os.path.join(dirpath, entry)
+            if not os.path.islink(path):
+                continue
+            real = os.path.realpath(path)
+            if real != real_root and not real.startswith(real_root + os.sep):
+                rel = os.path.relpath(path, root)
+                raise UnsafeArchive(
+                    f"unsafe archive {artifact_name}: member {rel!r} is a symlink that resolves outside "
+                    f"the release directory once unpacked"
+                )
+
+
+# --- the current symlink -------------------------------------------------------------------------
+
+
+def switch_link(link_path: str, target: str) -> None:
+    """Atomically point the symlink link_path at target (a new link is created aside, then renamed over).
+
+    The link is relative when target lies under the link's directory (``current -> releases/<ts>``),
+    so the workdir can be moved or bind-mounted; absolute otherwise. Raises ReleaseError if link_path
+    exists and is not a symlink: dewy never replaces a real file or directory.
+    """
+    link_path = os.path.abspath(link_path)
+    if os.path.lexists(link_path) and not os.path.islink(link_path):
+        raise ReleaseError(f"refusing to replace {link_path}: it exists and is not a symlink")
+    text = _link_text(link_path, target)
+    tmp = f"{link_path}.tmp-{os.getpid()}"
+    try:
+        if os.path.lexists(tmp):  # left over by a crashed process with our pid
+            os.unlink(tmp)
+        os.symlink(text, tmp)
+        os.replace(tmp, link_path)  # rename(2) is atomic: readers see the old or the new link
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise ReleaseError(f"cannot point {link_path} at {target}: {exc}") from exc
+    _fsync_dir(os.path.dirname(link_path))
+
+
+def _link_text(link_path: str, target: str) -> str:
+    """What to store in the link: a path relative to the link's directory when target lies under it."""
+    base = os.path.dirname(link_path)
+    target_abs = os.path.abspath(target)
+    if _is_under(target_abs, base):
+        return os.path.relpath(target_abs, base)
+    # The same place may be reachable under two spellings (/tmp vs /private/tmp): compare real paths.
+    real_base, real_target = os.path.realpath(base), os.path.realpath(target_abs)
+    if _is_under(real_target, real_base):
+        return os.path.relpath(real_target, real_base)
+    return target_abs
+
+
+def _is_under(path: str, directory: str) -> bool:
+    """Whether path is strictly below directory (lexically)."""
+    return path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def read_link(link_path: str) -> str | None:
+    """The absolute real path the symlink link_path points to, or None if it is absent, dangling or not a symlink."""
+    if not os.path.islink(link_path):
+        return None
+    real = os.path.realpath(link_path)
+    return real if os.path.exists(real) else None
+
+
+# --- prune ---------------------------------------------------------------------------------------
+
+
+def prune(releases_dir: str, keep: int, protect: Iterable[str]) -> list[str]:
+    """Delete release directories older than the newest ``keep``, except protected ones; return what was removed.
+
+    Release directories sort by name (their UTC timestamp). Anything in ``protect`` (e.g. the releases
+    `current` and the previous one point at) is never deleted, compared by real path. Leftover
+    ``*.tmp`` directories from an interrupted unpack are removed once older than an hour. Entries
+    whose names are not dewy release names are left alone.
+    """
+    if keep < 0:
+        raise ValueError(f"keep must be >= 0, not {keep}")
+    releases_dir = os.path.abspath(releases_dir)
+    protected = {os.path.realpath(path) for path in protect if path}
+    releases, stale_tmps = _scan_releases(releases_dir)
+    releases.sort(key=_release_sort_key)
+    doomed = releases[: max(0, len(releases) - keep)]
+    removed = []
+    for name in doomed + stale_tmps:
+        path = os.path.join(releases_dir, name)
+        if os.path.realpath(path) in protected:
+            continue
+        if _rmtree(path):
+            removed.append(path)
+    return removed
+
+
+def _scan_releases(releases_dir: str) -> tuple[list[str], list[str]]:
+    """The release directory names in releases_dir and the names of stale .tmp directories."""
+    releases, stale = [], []
+    try:
+        entries = list(os.scandir(releases_dir))
+    except FileNotFoundError:
+        return releases, stale
+    cutoff = time.time() - STALE_TMP_SECONDS
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        if _RELEASE_NAME.match(entry.name):
+            releases.append(entry.name)
+        elif entry.name.endswith(TMP_SUFFIX) and _RELEASE_NAME.match(entry.name[: -len(TMP_SUFFIX)]):
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                stale.append(entry.name)
+    return releases, stale
+
+
+def _release_sort_key(name: str) -> tuple[str, int]:
+    """Oldest first: by timestamp, then by collision counter numerically (so -10 sorts after -9)."""
+    match = _RELEASE_NAME.match(name)
+    return match.group(1), int(match.group(2) or 1)
+
+
+def _rmtree(path: str) -> bool:
+    """Remove a directory tree, making read-only directories writable if needed; True when gone."""
+
+    def retry_writable(func, failed_path, _error):
+        """shutil.rmtree error handler: make the parent writable and retry once."""
+        # An archive may have left a directory without owner write permission: grant it and retry.
+        try:
+            os.chmod(os.path.dirname(failed_path), 0o700)
+            func(failed_path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot remove %s: %s", failed_path, exc)
+
+    if not os.path.lexists(path):
+        return True
+    if os.path.islink(path) or not os.path.isdir(path):
+        _unlink_quietly(path)
+    else:
+        # Python 3.12 renamed the hook (onerror is deprecated there); the handler fits both.
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=retry_writable)
+        else:
+            shutil.rmtree(path, onerror=retry_writable)
+    return not os.path.lexists(path)
+
+
+def _unlink_quietly(path: str) -> None:
+    """Remove a file or symlink if it is there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(path: str) -> None:
+    """Flush a directory entry change to disk (best effort: not every file system supports it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.EROFS):
+            log.debug("fsync %s: %s", path, exc)
+    finally:
+        os.close(fd)
+
+
+# --- manifest ------------------------------------------------------------------------------------
+
+
+class Manifest:
+    """``workdir/.dewy/releases.json``: which version, tag, artifact and checksum each release directory holds.
+
+    Keys are release directory names (``20261126T065012Z``). A missing file is an empty manifest; an
+    unreadable or corrupt one is treated as empty with a warning, so a damaged file never stops deploys.
+    """
+
+    FILE = "releases.json"
+
+    def __init__(self, workdir: str):
+        """Bind the manifest of workdir (nothing is read or created until used)."""
+        self.workdir = os.path.abspath(workdir)
+        self.path = os.path.join(self.workdir, ".dewy", self.FILE)
+
+    def record(self, release_dir: str, version: str, tag: str, artifact: str, sha256: str | None) -> None:
+        """Remember what release_dir (a path or a bare directory name) holds."""
+        entries = self._load()
+        entries[_key(release_dir)] = {
+            "version": version,
+            "tag": tag,
+            "artifact": artifact,
+            "sha256": sha256,
+            "installed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        self._save(entries)
+
+    def get(self, release_dir: str) -> dict | None:
+        """The entry recorded for release_dir, or None."""
+        entry = self._load().get(_key(release_dir))
+        return dict(entry) if entry is not None else None
+
+    def version_of(self, release_dir: str) -> str | None:
+        """The version recorded for release_dir, or None when unknown."""
+        entry = self.get(release_dir)
+        return entry.get("version") if entry else None
+
+    def forget(self, release_dir: str) -> None:
+        """Drop the entry of release_dir (e.g. after prune removed it); a no-op when there is none."""
+        entries = self._load()
+        if entries.pop(_key(release_dir), None) is not None:
+            self._save(entries)
+
+    def entries(self) -> dict:
+        """All entries, release directory name -> entry (a copy: changing it changes nothing on disk)."""
+        return {name: dict(entry) for name, entry in self._load().items()}
+
+    def _load(self) -> dict:
+        """Read the manifest, falling back to empty (with a warning) when it is missing or unusable."""
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable release manifest %s: %s", self.path, exc)
+            return {}
+        if not isinstance(data, dict):
+            log.warning("ignoring release manifest %s: expected a JSON object", self.path)
+            return {}
+        # Keep what is well-formed rather than throwing the whole history away for one bad entry.
+        return {name: entry for name, entry in data.items() if isinstance(entry, dict)}
+
+    def _save(self, entries: dict) -> None:
+        """Replace the manifest atomically."""
+        state_dir(self.workdir)  # creates .dewy with mode 0700
+        write_json_atomic(self.path, entries)
+
+
+def _key(release_dir: str) -> str:
+    """The manifest key of a release: its directory name."""
+    return os.path.basename(os.path.normpath(release_dir))

@@ -1,0 +1,110 @@
+"""Backend URLs: parse `scheme://netloc/path?key=value` and check them against a scheme table.
+
+Every backend package (registry, artifact, cache, notify) describes what it supports in a table
+`scheme -> allowed query keys`; `check()` turns a typo into a one-line error that lists what is
+supported. Messages never contain the URL itself, so credentials in it cannot leak.
+"""
+
+import re
+import urllib.parse
+from typing import Iterable, Mapping, NamedTuple
+
+# A bare word such as "file" or "memory" is a URL with only a scheme (the cache default is "file").
+_BARE_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+class ParsedURL(NamedTuple):
+    """The parts of a backend URL; `query` keeps the last value of a repeated key."""
+
+    scheme: str
+    netloc: str
+    path: str
+    query: dict
+
+    @property
+    def hostname(self) -> str:
+        """The host part of netloc without credentials or port ("" when there is none)."""
+        return urllib.parse.urlsplit("//" + self.netloc).hostname or ""
+
+    @property
+    def port(self) -> int | None:
+        """The port of netloc, or None."""
+        return urllib.parse.urlsplit("//" + self.netloc).port
+
+
+def parse(url: str) -> ParsedURL:
+    """Split url into scheme (lower case), netloc, percent-decoded path and query dict."""
+    url = (url or "").strip()
+    if _BARE_SCHEME.match(url):
+        return ParsedURL(url.lower(), "", "", {})
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return ParsedURL(parts.scheme.lower(), parts.netloc, urllib.parse.unquote(parts.path), query)
+
+
+def _supported(names: Iterable[str]) -> str:
+    names = sorted(names)
+    return ", ".join(names) if names else "none"
+
+
+def check(url: str, table: Mapping[str, Iterable[str]], kind: str) -> ParsedURL:
+    """Parse url and raise ValueError unless its scheme is in table and its query keys are allowed.
+
+    `table` maps scheme -> allowed query keys; `kind` ("registry", "cache"...) names the URL in
+    the message when it has no scheme at all.
+    """
+    parsed = parse(url)
+    if not parsed.scheme:
+        raise ValueError('%s URL has no scheme; supported: %s' % (kind, _supported(table)))
+    if parsed.scheme not in table:
+        raise ValueError('unsupported scheme "%s"; supported: %s' % (parsed.scheme, _supported(table)))
+    allowed = set(table[parsed.scheme])
+    for key in parsed.query:
+        if key not in allowed:
+            raise ValueError('unknown query key "%s" for %s://; supported: %s'
+                             % (key, parsed.scheme, _supported(allowed)))
+    return parsed
+
+
+def query_bool(parsed: ParsedURL, key: str, default: bool = False) -> bool:
+    """The boolean value of a query key (true/false/1/0/yes/no); ValueError for anything else."""
+    value = parsed.query.get(key)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError('bad value "%s" for query key "%s" of %s://; allowed: true, false, 1, 0, yes, no'
+                     % (value, key, parsed.scheme))
+
+
+def table_keys(schemes: Mapping[str, tuple]) -> dict:
+    """Reduce a package SCHEMES table (scheme -> (module, class, keys)) to scheme -> keys."""
+    return {scheme: row[-1] for scheme, row in schemes.items()}
+
+
+def load_class(schemes: Mapping[str, tuple], scheme: str):
+    """Import the module implementing scheme (only now: SDKs stay unloaded until used), return its class."""
+    import importlib
+
+    module_name, class_name = schemes[scheme][0], schemes[scheme][1]
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def validate(url: str, schemes: Mapping[str, tuple], kind: str) -> ParsedURL:
+    """Check url against a package SCHEMES table, then let the implementing class check the values.
+
+    The class may define `validate(parsed)` (a classmethod raising ValueError) so that a bad query
+    value such as `pre-release=maybe` is a config error, not a runtime surprise in the poller.
+    """
+    parsed = check(url, table_keys(schemes), kind)
+    cls = load_class(schemes, parsed.scheme)
+    validator = getattr(cls, "validate", None)
+    if validator is not None:
+        validator(parsed)
+    return parsed

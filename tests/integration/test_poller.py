@@ -1,0 +1,408 @@
+"""The real poller process, driven over a real socketpair by the test playing the master.
+
+Nothing is mocked: a file:// registry directory, real tar.gz artifacts, the real file cache, real
+hooks. Every wait is for an actual message or file, with a deadline.
+"""
+
+import hashlib
+import io
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+
+import psutil
+import pytest
+
+from dewy import audit, config, versions
+from dewy.protocol import Channel
+
+ARTIFACT = "app_%s_%s.tar.gz" % (versions.platform_aliases()[0][0], versions.platform_aliases()[1][0])
+DEADLINE = 15.0
+
+
+def make_tarball(path, files: dict) -> bytes:
+    """Write a tar.gz at path holding files (member name -> text); return its bytes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755
+            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(buf.getvalue())
+    return buf.getvalue()
+
+
+class Master:
+    """The test's end of the pipe: what dewy-master would send and receive."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.registry = tmp_path / "registry"
+        self.workdir = tmp_path / "work"
+        self.registry.mkdir()
+        self.workdir.mkdir()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.channel = Channel(ours)
+        self.log_path = tmp_path / "poller.log"
+        env = {k: v for k, v in os.environ.items() if k != "DEWY_CACHEDIR"}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "dewy.poller", "--fd", str(theirs.fileno())],
+                                         pass_fds=[theirs.fileno()], stdout=log, stderr=log, env=env)
+        theirs.close()
+        self.pending = []
+        self.seen = []
+
+    # --- publishing -------------------------------------------------------------------------
+
+    def publish(self, tag, files=None, name=ARTIFACT, extra=None) -> bytes:
+        """Put a release <tag>/<name> (a tar.gz of files) in the registry; return the artifact bytes."""
+        # Built aside and renamed into place, as a careful publisher does: the poller never sees
+        # a half-published version.
+        staging = self.tmp_path / ("staging-" + tag)
+        staging.mkdir()
+        data = make_tarball(staging / name, files or {"bin/app": "#!/bin/sh\necho %s\n" % tag})
+        for extra_name, text in (extra or {}).items():
+            (staging / extra_name).write_text(text(data) if callable(text) else text)
+        os.rename(staging, self.registry / tag)
+        return data
+
+    def unpublish(self, tag):
+        shutil.rmtree(self.registry / tag)
+
+    # --- the pipe ---------------------------------------------------------------------------
+
+    def config(self, current=None, type_="config", **options):
+        values = {"registry": "file://%s" % self.registry, "mode": "server", "app": ["current/bin/app"],
+                  "workdir": str(self.workdir), "interval": "0.1",
+                  "cache": "file://%s" % (self.tmp_path / "cache"), "log-level": "debug"}
+        values.update(options)
+        cfg = config.from_options(values)
+        self.channel.send(type_, config=cfg.to_json(), current=current)
+        return cfg
+
+    def receive(self, deadline=DEADLINE):
+        """The next message from the poller (fails the test after deadline seconds)."""
+        end = time.monotonic() + deadline
+        while not self.pending:
+            left = end - time.monotonic()
+            assert left > 0, "no message from the poller within %ss\n%s" % (deadline, self.output())
+            ready, _, _ = select.select([self.channel], [], [], left)
+            if ready:
+                self.pending.extend(self.channel.receive())
+                if self.channel.closed and not self.pending:
+                    raise AssertionError("the poller closed the pipe\n%s" % self.output())
+        msg = self.pending.pop(0)
+        self.seen.append(msg)
+        return msg
+
+    def expect(self, type_, deadline=DEADLINE, **match):
+        """Skip messages until one of type_ (and matching fields) arrives; fail on an unexpected deploy."""
+        end = time.monotonic() + deadline
+        while True:
+            msg = self.receive(max(0.01, end - time.monotonic()))
+            if msg["type"] == type_ and all(msg.get(k) == v for k, v in match.items()):
+                return msg
+            if msg["type"] == "deploy":
+                raise AssertionError("unexpected deploy %r while waiting for %s %r" % (msg, type_, match))
+
+    def polls(self, count):
+        """Wait for `count` more polls (status messages); return every message seen meanwhile."""
+        got, seen = 0, []
+        while got < count:
+            msg = self.receive()
+            seen.append(msg)
+            got += msg["type"] == "status"
+        return seen
+
+    def no_deploy_for(self, polls=5):
+        """Assert the next `polls` polls bring no deploy request."""
+        deploys = [m for m in self.polls(polls) if m["type"] == "deploy"]
+        assert not deploys, deploys
+
+    def answer(self, deploy, ok=True, error=None, generation=1):
+        self.channel.send("deployed", version=deploy["version"], ok=ok, error=error,
+                          generation=generation if ok else None, release_dir=deploy["release_dir"])
+
+    def deploy_ok(self, version, **match):
+        """Wait for a deploy of version and answer it ok (as the master would after switching)."""
+        msg = self.expect("deploy", version=version, **match)
+        self.answer(msg)
+        return msg
+
+    # --- what the poller leaves on disk -----------------------------------------------------
+
+    def audit(self):
+        return audit.read(str(self.workdir))
+
+    def wait_audit(self, result, version):
+        return wait_for(lambda: next((e for e in self.audit()
+                                      if e["result"] == result and e["version"] == version), None),
+                        "audit %s %s" % (result, version), self)
+
+    def refused(self):
+        try:
+            with open(self.workdir / ".dewy" / "refused.json") as fh:
+                return json.load(fh)["versions"]
+        except FileNotFoundError:
+            return {}
+
+    def output(self):
+        try:
+            return "--- poller output ---\n" + self.log_path.read_text()[-8000:]
+        except OSError:
+            return ""
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.channel.close()
+
+
+def wait_for(predicate, what, master=None, deadline=DEADLINE):
+    """predicate()'s first truthy value, polling until deadline."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for %s\n%s" % (what, master.output() if master else ""))
+
+
+@pytest.fixture
+def master(tmp_path):
+    m = Master(tmp_path)
+    yield m
+    m.close()
+
+
+def test_deploy_refuse_newer_and_delete_newest(master):
+    artifact = master.publish("v1.0.0")
+    master.config()
+    deploy = master.expect("deploy")
+    assert deploy["version"] == "1.0.0" and deploy["tag"] == "v1.0.0"
+    assert deploy["artifact"] == ARTIFACT and deploy["previous_version"] is None
+    assert deploy["sha256"] == hashlib.sha256(artifact).hexdigest()
+    release_dir = deploy["release_dir"]
+    assert os.path.isabs(release_dir) and os.path.dirname(release_dir) == str(master.workdir / "releases")
+    with open(os.path.join(release_dir, "bin", "app")) as fh:
+        assert "v1.0.0" in fh.read()
+    # The artifact sits in the cache under <version>/<artifact>.
+    assert os.listdir(master.tmp_path / "cache").count("1.0.0%2F" + ARTIFACT) == 1
+
+    master.answer(deploy)
+    entry = master.wait_audit("deployed", "1.0.0")
+    assert entry["mode"] == "server" and entry["previous_version"] is None and entry["error"] is None
+    shipped = wait_for(lambda: [n for n in os.listdir(master.registry / "v1.0.0") if n.startswith("shipped_to_")],
+                       "shipped_to record", master)
+    assert re.fullmatch(r"shipped_to_.+_server_at_\d{8}T\d{6}Z\.txt", shipped[0]), shipped
+    assert "1.0.0" in (master.registry / "v1.0.0" / shipped[0]).read_text()
+    manifest = json.loads((master.workdir / ".dewy" / "releases.json").read_text())
+    assert manifest[os.path.basename(release_dir)]["version"] == "1.0.0"
+    status = master.expect("status")
+    assert status["latest_version"] == "1.0.0" and status["last_error"] is None and status["last_poll"]
+    master.no_deploy_for(3)  # 1.0.0 runs: nothing to do
+
+    # A newer release that the master cannot start is refused, and not retried while it is newest.
+    master.publish("v1.1.0")
+    failed = master.expect("deploy", version="1.1.0")
+    assert failed["previous_version"] == "1.0.0"
+    master.answer(failed, ok=False, error="exited with status 1 before ready")
+    wait_for(lambda: "1.1.0" in master.refused(), "1.1.0 refused", master)
+    assert "exited with status 1" in master.refused()["1.1.0"]["reason"]
+    entry = master.wait_audit("failed", "1.1.0")
+    assert entry["previous_version"] == "1.0.0" and "exited with status 1" in entry["error"]
+    assert not os.path.exists(failed["release_dir"])
+    master.no_deploy_for(5)
+
+    # A newer one still gets deployed.
+    master.publish("v1.2.0")
+    master.deploy_ok("1.2.0", previous_version="1.0.0")
+    wait_for(lambda: any(n.startswith("shipped_to_") for n in os.listdir(master.registry / "v1.2.0")),
+             "shipped_to record of 1.2.0", master)
+
+    # The newest disappears: the next newest (not refused) is the one to run — the FAQ rollback.
+    master.unpublish("v1.2.0")
+    back = master.deploy_ok("1.0.0", previous_version="1.2.0")
+    master.wait_audit("deployed", "1.0.0")
+    assert os.path.isdir(back["release_dir"])
+    master.no_deploy_for(3)
+
+    master.channel.send("stop")
+    assert master.proc.wait(timeout=5) == 0
+
+
+def test_checksum_mismatch_is_refused(master):
+    master.publish("v1.0.0", extra={"SHA256SUMS": "%s  %s\n" % ("0" * 64, ARTIFACT)})
+    master.config()
+    wait_for(lambda: "1.0.0" in master.refused(), "1.0.0 refused", master)
+    assert "checksum mismatch" in master.refused()["1.0.0"]["reason"]
+    entry = master.wait_audit("refused", "1.0.0")
+    assert "checksum mismatch" in entry["error"]
+    master.no_deploy_for(5)
+    assert not any(n.startswith("1.0.0") for n in os.listdir(master.tmp_path / "cache"))
+    assert not (master.workdir / "releases").exists() or os.listdir(master.workdir / "releases") == []
+
+    # A fixed release with a correct checksum goes through.
+    data = master.publish("v1.0.1", files={"bin/app": "fixed"},
+                          extra={ARTIFACT + ".sha256": lambda data: hashlib.sha256(data).hexdigest()})
+    deploy = master.expect("deploy", version="1.0.1")
+    assert deploy["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_escaping_archive_is_refused(master, tmp_path):
+    version_dir = master.registry / "v1.0.0"
+    version_dir.mkdir()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../../escaped.txt")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    (version_dir / ARTIFACT).write_bytes(buf.getvalue())
+    master.config()
+    wait_for(lambda: "1.0.0" in master.refused(), "1.0.0 refused", master)
+    assert "unsafe archive" in master.refused()["1.0.0"]["reason"]
+    master.wait_audit("refused", "1.0.0")
+    master.no_deploy_for(5)
+    assert not list(tmp_path.rglob("escaped.txt"))
+    assert os.listdir(master.workdir / "releases") == []
+
+
+def test_before_hook_failure_aborts_and_is_retried(master):
+    master.publish("v1.0.0")
+    hook_env = master.tmp_path / "hook.env"
+    master.config(**{"before-deploy-hook": "env | grep ^DEWY_ > %s; exit 7" % hook_env, "mode": "assets",
+                     "app": None, "cache": "memory"})
+    entry = master.wait_audit("failed", "1.0.0")
+    assert "before-deploy-hook failed (exit status 7)" in entry["error"]
+    master.no_deploy_for(5)
+    assert master.refused() == {}  # a hook failure does not refuse the version
+    # Retried every poll, but audited once per run of identical failures.
+    assert [e["result"] for e in master.audit()] == ["failed"]
+    env = dict(line.split("=", 1) for line in hook_env.read_text().splitlines())
+    assert env["DEWY_VERSION"] == "1.0.0" and env["DEWY_MODE"] == "assets"
+    assert env["DEWY_PREVIOUS_VERSION"] == ""
+    assert env["DEWY_RELEASE_DIR"].startswith(str(master.workdir / "releases"))
+    # Each attempt's unpacked release is removed again (one may be in flight right now).
+    assert len(os.listdir(master.workdir / "releases")) <= 1
+
+    # The operator fixes the hook (SIGHUP on the master -> reload): the deploy goes through.
+    marker = master.tmp_path / "after.ran"
+    master.config(type_="reload", **{"before-deploy-hook": "test -d \"$DEWY_RELEASE_DIR\"", "mode": "assets",
+                                     "app": None, "cache": "memory",
+                                     "after-deploy-hook": "echo $DEWY_VERSION > %s" % marker})
+    deploy = master.deploy_ok("1.0.0")
+    assert os.path.isfile(os.path.join(deploy["release_dir"], "bin", "app"))
+    wait_for(lambda: marker.exists() and marker.read_text() == "1.0.0\n", "after-deploy-hook", master)
+    entry = master.wait_audit("deployed", "1.0.0")
+    assert entry["mode"] == "assets"
+    assert any(n.startswith("shipped_to_") and "_assets_at_" in n for n in os.listdir(master.registry / "v1.0.0"))
+
+
+def test_rollback_refuses_the_version_across_restarts(master, tmp_path):
+    master.publish("v1.0.0")
+    master.publish("v1.1.0")
+    master.config(current={"version": "1.0.0", "release_dir": None})
+    deploy = master.deploy_ok("1.1.0", previous_version="1.0.0")
+    master.wait_audit("deployed", "1.1.0")
+    master.channel.send("rollback", version="1.1.0", to_version="1.0.0", error="crash-looped: 3 exits in 60s")
+    wait_for(lambda: "1.1.0" in master.refused(), "1.1.0 refused", master)
+    entry = master.wait_audit("rolled-back", "1.1.0")
+    assert entry["to_version"] == "1.0.0" and "crash-looped" in entry["error"]
+    master.no_deploy_for(5)
+    assert os.path.isdir(deploy["release_dir"])
+
+    # A new poller process (the master restarted it) still refuses 1.1.0.
+    master.channel.send("stop")
+    assert master.proc.wait(timeout=5) == 0
+    master.channel.close()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    master.channel, master.pending = Channel(ours), []
+    with open(master.log_path, "ab") as log:
+        master.proc = subprocess.Popen([sys.executable, "-m", "dewy.poller", "--fd", str(theirs.fileno())],
+                                       pass_fds=[theirs.fileno()], stdout=log, stderr=log)
+    theirs.close()
+    master.config(current={"version": "1.0.0", "release_dir": None})
+    master.no_deploy_for(5)
+
+
+def test_registry_errors_are_reported_and_survived(master):
+    shutil.rmtree(master.registry)
+    master.config()
+    status = master.expect("status")
+    assert "does not exist" in status["last_error"] and status["latest_version"] is None
+    master.registry.mkdir()
+    master.publish("v2.0.0")
+    master.deploy_ok("2.0.0")
+    status = master.expect("status", last_error=None)
+    assert status["latest_version"] == "2.0.0"
+
+
+def test_unknown_messages_are_ignored(master):
+    master.publish("v1.0.0")
+    master.channel.send("from-the-future", x=1)
+    master.config()
+    master.deploy_ok("1.0.0")
+    master.channel.send("another-new-type")
+    master.no_deploy_for(2)
+    assert master.proc.poll() is None
+
+
+def test_eof_on_the_pipe_exits_0(master):
+    master.config()
+    master.expect("status")
+    master.channel.close()
+    assert master.proc.wait(timeout=5) == 0
+
+
+def test_sigterm_exits_promptly(master):
+    master.config()
+    master.expect("status")
+    assert psutil.Process(master.proc.pid).cmdline()[0] == "dewy-poller"  # setproctitle
+    master.proc.send_signal(signal.SIGTERM)
+    assert master.proc.wait(timeout=5) == 0
+
+
+def test_stop_while_waiting_for_the_deploy_answer(master):
+    master.publish("v1.0.0")
+    master.config()
+    master.expect("deploy", version="1.0.0")
+    master.channel.send("stop")
+    assert master.proc.wait(timeout=5) == 0
+
+
+def test_stop_while_sleeping_with_a_long_interval(master):
+    master.config(interval="1h")
+    master.expect("status")
+    started = time.monotonic()
+    master.channel.send("stop")
+    assert master.proc.wait(timeout=5) == 0
+    assert time.monotonic() - started < 5
+
+
+def test_sigterm_during_a_hook_kills_the_hook(master):
+    master.publish("v1.0.0")
+    pid_file = master.tmp_path / "hook.pid"
+    master.config(**{"before-deploy-hook": "sleep 60 & echo $! > %s; wait" % pid_file})
+    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), "the hook to start", master))
+    master.proc.send_signal(signal.SIGTERM)
+    assert master.proc.wait(timeout=5) == 0
+
+    def gone():
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_for(gone, "the hook's process group to be killed", master)

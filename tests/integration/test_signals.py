@@ -1,0 +1,187 @@
+"""The master's signals (HUP, USR1, USR2, TERM/INT, QUIT) and its children dying under it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from helpers import Load, alive, http_get, wait_until
+
+
+def _start(make_master, registry, version: str = "1.0.0", **settings):
+    registry.publish(version)
+    return make_master(**settings).start(wait_version=version)
+
+
+@pytest.mark.timeout(120)
+def test_usr2_upgrades_in_place_under_load(make_master, registry):
+    """USR2 re-execs the master: same PID, the running app survives, no request fails, deploys still work."""
+    master = _start(make_master, registry)
+    st = master.status()
+    app_pids, generation = st["app_pids"], st["generation"]
+    with Load(master.port) as load:
+        assert load.wait_requests(50)
+        for _ in range(2):  # twice: an upgraded master must be able to upgrade again
+            old_poller = master.status()["poller_pid"]
+            master.signal(signal.SIGUSR2)
+            # The new image starts a poller of its own; that is how we see the exec happened.
+            st2 = master.wait_for(lambda s: s.get("poller_pid") not in (None, old_poller)
+                                  and s.get("state") == "running", 30, "the upgraded master's new poller")
+            assert st2["pid"] == master.pid and master.running()
+            assert st2["app_pids"] == app_pids and st2["generation"] == generation, st2
+            assert all(alive(pid) for pid in app_pids), "the app must survive the master's upgrade"
+            wait_until(lambda: not alive(old_poller), 15, "the old poller %d to exit" % old_poller)
+            assert load.wait_requests(50)
+        master.deploy("1.1.0", load=load)
+        master.quiesce()
+    assert load.failed == 0
+    assert not any(alive(pid) for pid in app_pids), "the upgraded master must retire the app it adopted"
+    master.assert_no_zombies()
+
+
+@pytest.mark.timeout(120)
+def test_hup_rereads_the_config_and_restarts_the_app(make_master, registry):
+    """HUP: a port added to the ini is served after the reload, by a new generation; no request fails."""
+    master = _start(make_master, registry)
+    st = master.status()
+    with Load(master.port) as load:
+        assert load.wait_requests(20)
+        spec = master.add_port()
+        master.write_ini(graceful_timeout="5s")
+        master.signal(signal.SIGHUP)
+        st2 = master.wait_for(lambda s: (s.get("generation") or 0) > st["generation"] and s["state"] == "running"
+                              and s["app_pids"] != st["app_pids"], 30, "a new generation after HUP")
+        assert st2["version"] == "1.0.0" and st2["pid"] == master.pid
+        assert master.get("/", index=1) == (200, "1.0.0\n"), "the added port %s must serve" % spec
+        env = master.app_env(1)["env"]
+        assert env["LISTEN_FDS"] == "2" and env["SERVER_STARTER_PORT"].endswith("%s=4" % spec), env
+        assert load.wait_requests(20)
+        master.quiesce()
+    assert load.failed == 0
+    master.assert_no_zombies()
+
+
+@pytest.mark.timeout(120)
+def test_hup_with_a_broken_ini_keeps_the_running_config(make_master, registry):
+    """HUP with an invalid ini: the master logs the error and goes on with the old configuration."""
+    master = _start(make_master, registry)
+    st = master.status()
+    good_ini = master.ini.read_text()
+    mark = len(master.log_text())
+    master.ini.write_text(good_ini.replace("interval = 0.1s", "interval = banana"))
+    with Load(master.port) as load:
+        master.signal(signal.SIGHUP)
+        wait_until(lambda: "banana" in master.log_text()[mark:], 10, "the reload error in the log",
+                   master.details)
+        time.sleep(0.5)
+        assert master.running(), master.details()
+        st2 = master.status()
+        assert st2["pid"] == master.pid and st2["version"] == "1.0.0"
+        assert master.get() == (200, "1.0.0\n")
+        # Still polling with the old config (interval 0.1s): a new release is picked up quickly.
+        master.deploy("1.1.0", load=load, timeout=20)
+    assert load.failed == 0
+    assert st2["generation"] >= st["generation"]
+
+
+@pytest.mark.timeout(120)
+def test_usr1_restarts_the_app_gracefully(make_master, registry):
+    """USR1: a new generation of the same version; no request fails."""
+    master = _start(make_master, registry)
+    st = master.status()
+    with Load(master.port) as load:
+        assert load.wait_requests(20)
+        master.signal(signal.SIGUSR1)
+        st2 = master.wait_for(lambda s: (s.get("generation") or 0) > st["generation"] and s["state"] == "running",
+                              30, "a new generation after USR1")
+        assert st2["version"] == "1.0.0" and st2["app_pids"] != st["app_pids"]
+        assert load.wait_requests(50)
+        master.quiesce()
+    assert load.failed == 0
+    assert not alive(st["app_pids"][0])
+    env = master.app_env()["env"]
+    assert env["SERVER_STARTER_GENERATION"] == str(st2["generation"])
+    master.assert_no_zombies()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_term_stops_gracefully_and_leaves_nothing(make_master, registry, sig):
+    """TERM/INT: in-flight requests finish, the master exits 0 within graceful-timeout, no process remains."""
+    master = _start(make_master, registry, graceful_timeout="10s")
+    st = master.status()
+    pids = master.tree_pids()
+    assert {master.pid, st["poller_pid"], *st["app_pids"]} <= pids, (pids, st)
+    result = {}
+
+    def slow():
+        try:
+            result["answer"] = http_get(master.port, "/slow?ms=1000", timeout=20)
+        except Exception as exc:  # noqa: BLE001 — reported below
+            result["answer"] = exc
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.3)  # accepted by the app by now
+    started = time.monotonic()
+    code = master.stop(sig, timeout=20)
+    took = time.monotonic() - started
+    thread.join(20)
+    assert code == 0, master.details()
+    assert took < 10, "graceful stop took %.1fs (graceful-timeout is 10s)" % took
+    assert result["answer"] == (200, "1.0.0\n"), result
+    left = [pid for pid in pids if alive(pid)]
+    assert not left, "processes left after %s: %s" % (signal.Signals(sig).name, left)
+    assert master.status()["state"] == "stopped"
+
+
+@pytest.mark.timeout(60)
+def test_quit_stops_fast_and_leaves_nothing(make_master, registry):
+    """QUIT: the master kills the app and poller and exits promptly; nothing remains."""
+    master = _start(make_master, registry, graceful_timeout="30s")
+    pids = master.tree_pids()
+    started = time.monotonic()
+    master.stop(signal.SIGQUIT, timeout=10)
+    took = time.monotonic() - started
+    assert took < 3, "fast stop took %.1fs" % took
+    left = [pid for pid in pids if alive(pid)]
+    assert not left, "processes left after QUIT: %s" % left
+
+
+@pytest.mark.timeout(120)
+def test_killed_poller_is_restarted_and_the_app_keeps_serving(make_master, registry):
+    """SIGKILL the poller: the master starts a new one; the app serves throughout; deploys still work."""
+    master = _start(make_master, registry)
+    st = master.status()
+    with Load(master.port) as load:
+        os.kill(st["poller_pid"], signal.SIGKILL)
+        st2 = master.wait_for(lambda s: s.get("poller_pid") not in (None, st["poller_pid"]), 30,
+                              "a new poller")
+        assert alive(st2["poller_pid"])
+        assert st2["app_pids"] == st["app_pids"], "the app must not be touched when the poller dies"
+        master.deploy("1.1.0", load=load)
+    assert load.failed == 0
+    master.assert_no_zombies()
+
+
+@pytest.mark.timeout(120)
+def test_killed_app_is_restarted(make_master, registry):
+    """SIGKILL the app: the master starts a new generation of the same version."""
+    master = _start(make_master, registry)
+    st = master.status()
+    os.kill(st["app_pids"][0], signal.SIGKILL)
+    st2 = master.wait_for(lambda s: (s.get("generation") or 0) > st["generation"] and s["state"] == "running"
+                          and s.get("app_pids") and s["app_pids"] != st["app_pids"], 30,
+                          "a new generation after the app was killed")
+    assert st2["version"] == "1.0.0"
+    master.wait_version("1.0.0")
+    assert master.get() == (200, "1.0.0\n")
+    master.assert_no_zombies()
+    # Connections that arrive while no generation runs wait in the master's socket, then get served.
+    with Load(master.port) as load:
+        assert load.wait_requests(50)
+    assert load.failed == 0

@@ -1,0 +1,116 @@
+"""dewy.log: text and JSON lines on stderr, idempotent setup, URL redaction."""
+
+import json
+import logging
+import os
+import re
+
+import pytest
+
+from dewy import log
+
+TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+
+
+@pytest.fixture
+def root_logger():
+    """Restore the root logger's handlers and level after a test that calls setup()."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield root
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def stderr_lines(capsys) -> list[str]:
+    """What was written to stderr since the last call, as lines."""
+    return capsys.readouterr().err.splitlines()
+
+
+def test_text_format(root_logger, capsys):
+    log.setup("info", "text", "dewy.master")
+    logging.getLogger("dewy.master").info("deployed %s", "1.2.3", extra={"generation": 4, "note": "a b"})
+    (line,) = stderr_lines(capsys)
+    assert re.fullmatch(r'%s INFO dewy\.master\[%d\]: deployed 1\.2\.3 generation=4 note="a b"' % (TIME, os.getpid()),
+                        line), line
+
+
+def test_root_records_carry_the_process_name(root_logger, capsys):
+    log.setup("info", "text", "dewy.poller")
+    logging.warning("careful")
+    (line,) = stderr_lines(capsys)
+    assert re.fullmatch(r"%s WARNING dewy\.poller\[\d+\]: careful" % TIME, line), line
+
+
+def test_json_format(root_logger, capsys):
+    logger = log.setup("debug", "json", "dewy.master")
+    logger.debug("polled", extra={"latest": "1.2.3", "msg_count": 2})
+    (line,) = stderr_lines(capsys)
+    data = json.loads(line)
+    assert re.fullmatch(TIME, data.pop("time"))
+    assert data == {"level": "debug", "logger": "dewy.master", "pid": os.getpid(), "msg": "polled",
+                    "latest": "1.2.3", "msg_count": 2}
+
+
+def test_json_exceptions_stay_on_one_line(root_logger, capsys):
+    logger = log.setup("info", "json", "dewy.master")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logger.exception("failed")
+    (line,) = stderr_lines(capsys)
+    data = json.loads(line)
+    assert data["level"] == "error" and "RuntimeError: boom" in data["exc"]
+
+
+def test_setup_is_idempotent_and_replaces_the_format(root_logger, capsys):
+    log.setup("info", "text", "dewy")
+    log.setup("info", "json", "dewy")
+    logging.getLogger("dewy.x").info("once")
+    (line,) = stderr_lines(capsys)
+    assert json.loads(line)["msg"] == "once"
+    assert sum(getattr(h, "_dewy", False) for h in root_logger.handlers) == 1
+
+
+def test_level_filters(root_logger, capsys):
+    log.setup("warning", "text", "dewy")
+    logging.getLogger("dewy.x").info("hidden")
+    logging.getLogger("dewy.x").error("shown")
+    assert [line.split(": ", 1)[1] for line in stderr_lines(capsys)] == ["shown"]
+    log.setup("warn", "text", "dewy")
+    assert root_logger.level == logging.WARNING
+
+
+def test_setup_refuses_unknown_level_or_format(root_logger):
+    with pytest.raises(ValueError, match="log level"):
+        log.setup("loud", "text", "dewy")
+    with pytest.raises(ValueError, match="log format"):
+        log.setup("info", "xml", "dewy")
+
+
+def test_timestamp():
+    assert log.timestamp(0.5) == "1970-01-01T00:00:00.500Z"
+    assert log.timestamp(1795675812.1239) == "2026-11-26T06:50:12.123Z"
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("https://bob:hunter2@example.com/x", "https://bob:***@example.com/x"),
+    ("redis://:pa:ss@word@cache:6379/0", "redis://:***@cache:6379/0"),
+    ("ghr://owner/repo?token=ghp_abc&pre-release=true", "ghr://owner/repo?token=***&pre-release=true"),
+    ("slack://chan?Access_Token=xoxb-1", "slack://chan?Access_Token=***"),
+    ("s3://r/b?X-Amz-Signature=abc&X-Amz-Credential=AK%2F1&artifact=a.tgz",
+     "s3://r/b?X-Amz-Signature=***&X-Amz-Credential=***&artifact=a.tgz"),
+    ("mail://h?password=p&secret=s&api_key=k&sig=x#frag", "mail://h?password=***&secret=***&api_key=***&sig=***#frag"),
+    ("file:///srv/releases?pre-release=true&artifact=app.tar.gz", "file:///srv/releases?pre-release=true&artifact=app.tar.gz"),
+    ("https://user@example.com/", "https://user@example.com/"),
+    ("file", "file"),
+    ("", ""),
+    ("not a url at all", "not a url at all"),
+])
+def test_redact(url, expected):
+    assert log.redact(url) == expected
+
+
+def test_redact_text_finds_urls_in_messages():
+    text = 'registry = "https://u:pw@h/?token=t": unsupported; see https://example.com/doc'
+    assert log.redact_text(text) == 'registry = "https://u:***@h/?token=***": unsupported; see https://example.com/doc'

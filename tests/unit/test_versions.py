@@ -1,0 +1,218 @@
+"""Unit tests for dewy.versions: tag parsing, newest-version selection, slots and artifact matching."""
+
+import pytest
+
+from dewy import versions
+
+
+# --- parse / normalise ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tag, expected",
+    [
+        ("1.2.3", "1.2.3"),
+        ("v1.2.3", "1.2.3"),
+        ("V1.2.3", "1.2.3"),
+        ("v1.2.3-rc.1", "1.2.3-rc.1"),
+        ("v1.2.3+blue", "1.2.3+blue"),
+        ("1.2.3-rc.1+blue", "1.2.3-rc.1+blue"),
+        ("v0.0.0", "0.0.0"),
+    ],
+)
+def test_parse_accepts_strict_semver_with_optional_v(tag, expected):
+    version = versions.parse(tag)
+    assert version is not None
+    assert str(version) == expected
+    assert versions.normalise(tag) == expected
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ["latest", "1.2", "v1.2.3.4", "release-1", "", "v", "vv1.2.3", "01.2.3", " 1.2.3", "1.2.3\n", "x1.2.3", None, 123],
+)
+def test_parse_rejects_anything_else(tag):
+    assert versions.parse(tag) is None
+
+
+def test_normalise_rejects_non_semver():
+    with pytest.raises(ValueError, match="latest"):
+        versions.normalise("latest")
+
+
+# --- select_newest -------------------------------------------------------------------------------
+
+
+def test_newest_by_semver_order_not_lexical():
+    tags = ["v1.9.0", "v1.10.0", "v1.2.0", "v0.99.99"]
+    assert versions.select_newest(tags) == "v1.10.0"
+
+
+def test_returns_the_tag_as_given_with_or_without_v():
+    assert versions.select_newest(["1.0.0", "v2.0.0"]) == "v2.0.0"
+    assert versions.select_newest(["v1.0.0", "2.0.0"]) == "2.0.0"
+
+
+def test_non_semver_tags_are_ignored():
+    assert versions.select_newest(["latest", "v1.2", "v9.9.9.9", "release-1", "v1.0.0"]) == "v1.0.0"
+    assert versions.select_newest(["latest", "nightly"]) is None
+    assert versions.select_newest([]) is None
+
+
+def test_pre_releases_only_when_asked():
+    tags = ["v1.2.3", "v1.3.0-rc.1", "v1.3.0-beta.2"]
+    assert versions.select_newest(tags) == "v1.2.3"
+    assert versions.select_newest(tags, pre_release=True) == "v1.3.0-rc.1"
+    # The final release outranks its own pre-releases.
+    assert versions.select_newest(tags + ["v1.3.0"], pre_release=True) == "v1.3.0"
+    assert versions.select_newest(["v1.0.0-rc.1"]) is None
+
+
+def test_slot_selects_only_matching_build_metadata():
+    tags = ["v1.2.3+blue", "v1.2.4+green", "v1.2.5", "v1.2.2+blue"]
+    assert versions.select_newest(tags, slot="blue") == "v1.2.3+blue"
+    assert versions.select_newest(tags, slot="green") == "v1.2.4+green"
+    assert versions.select_newest(tags, slot="red") is None
+
+
+def test_no_slot_considers_every_version_and_ignores_build_for_order():
+    tags = ["v1.2.3+blue", "v1.2.4+green", "v1.2.2"]
+    assert versions.select_newest(tags) == "v1.2.4+green"
+
+
+def test_ties_prefer_no_build_metadata_then_lexical_tag():
+    assert versions.select_newest(["v1.2.3+zzz", "v1.2.3", "v1.2.3+aaa"]) == "v1.2.3"
+    assert versions.select_newest(["v1.2.3+green", "v1.2.3+blue"]) == "v1.2.3+blue"
+    # The result does not depend on the order the registry listed the tags in.
+    assert versions.select_newest(["v1.2.3+blue", "v1.2.3+green"]) == "v1.2.3+blue"
+
+
+def test_slot_with_pre_release():
+    tags = ["v2.0.0-rc.1+blue", "v1.9.0+blue"]
+    assert versions.select_newest(tags, slot="blue") == "v1.9.0+blue"
+    assert versions.select_newest(tags, slot="blue", pre_release=True) == "v2.0.0-rc.1+blue"
+
+
+def test_exclude_skips_refused_versions():
+    tags = ["v1.0.0", "v1.1.0", "v1.2.0"]
+    assert versions.select_newest(tags, exclude=["1.2.0"]) == "v1.1.0"
+    assert versions.select_newest(tags, exclude={"1.2.0", "1.1.0"}) == "v1.0.0"
+    assert versions.select_newest(tags, exclude=["1.2.0", "1.1.0", "1.0.0"]) is None
+    # A v-prefixed exclusion is normalised too.
+    assert versions.select_newest(tags, exclude=["v1.2.0"]) == "v1.1.0"
+
+
+def test_exclude_compares_build_metadata():
+    tags = ["v1.2.0+blue", "v1.2.0+green", "v1.1.0+blue"]
+    assert versions.select_newest(tags, exclude=["1.2.0+blue"]) == "v1.2.0+green"
+    assert versions.select_newest(tags, slot="blue", exclude=["1.2.0+blue"]) == "v1.1.0+blue"
+
+
+def test_select_newest_accepts_any_iterable():
+    assert versions.select_newest(iter(["v1.0.0", "v3.0.0", "v2.0.0"])) == "v3.0.0"
+    assert versions.select_newest(t for t in ["v1.0.0"]) == "v1.0.0"
+
+
+# --- platform_aliases ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "system, machine, expected",
+    [
+        ("Linux", "x86_64", (("linux",), ("amd64", "x86_64"))),
+        ("Linux", "aarch64", (("linux",), ("arm64", "aarch64"))),
+        ("Darwin", "arm64", (("darwin", "macos"), ("arm64", "aarch64"))),
+        ("Windows", "AMD64", (("windows",), ("amd64", "x86_64"))),
+        ("Linux", "i686", (("linux",), ("386", "i386", "i686"))),
+        ("Linux", "armv7l", (("linux",), ("armv7", "arm"))),
+        ("FreeBSD", "riscv64", (("freebsd",), ("riscv64",))),
+    ],
+)
+def test_platform_aliases(system, machine, expected):
+    assert versions.platform_aliases(system, machine) == expected
+
+
+def test_platform_aliases_default_to_this_host():
+    os_names, arch_names = versions.platform_aliases()
+    assert os_names and arch_names
+    assert all(name == name.lower() for name in os_names + arch_names)
+
+
+# --- match_artifact ------------------------------------------------------------------------------
+
+ASSETS = [
+    "checksums.txt",
+    "app_darwin_amd64.tar.gz",
+    "app_darwin_arm64.tar.gz",
+    "app_linux_amd64.tar.gz.sha256",
+    "app_linux_amd64.tar.gz",
+    "app_linux_arm64.tar.gz",
+    "app_windows_amd64.zip",
+]
+
+
+def test_match_linux_amd64():
+    assert versions.match_artifact(ASSETS, "Linux", "x86_64") == "app_linux_amd64.tar.gz"
+
+
+def test_match_linux_arm64_and_aarch64_alias():
+    assert versions.match_artifact(ASSETS, "Linux", "aarch64") == "app_linux_arm64.tar.gz"
+    assert versions.match_artifact(["App-Linux-AArch64.tgz"], "Linux", "arm64") == "App-Linux-AArch64.tgz"
+
+
+def test_match_darwin_and_macos_alias():
+    assert versions.match_artifact(ASSETS, "Darwin", "arm64") == "app_darwin_arm64.tar.gz"
+    assert versions.match_artifact(["app-macos-x86_64.zip"], "Darwin", "x86_64") == "app-macos-x86_64.zip"
+
+
+def test_match_windows():
+    assert versions.match_artifact(ASSETS, "Windows", "AMD64") == "app_windows_amd64.zip"
+
+
+def test_first_match_in_given_order_wins():
+    names = ["app_linux_x86_64.zip", "app_linux_amd64.tar.gz"]
+    assert versions.match_artifact(names, "Linux", "x86_64") == "app_linux_x86_64.zip"
+    assert versions.match_artifact(list(reversed(names)), "Linux", "x86_64") == "app_linux_amd64.tar.gz"
+
+
+def test_arm_does_not_match_arm64():
+    names = ["app_linux_arm64.tar.gz", "app_linux_arm.tar.gz"]
+    assert versions.match_artifact(names, "Linux", "armv7l") == "app_linux_arm.tar.gz"
+    assert versions.match_artifact(["app_linux_arm64.tar.gz"], "Linux", "armv7l") is None
+
+
+def test_no_match_returns_none():
+    assert versions.match_artifact(ASSETS, "Linux", "riscv64") is None
+    assert versions.match_artifact(ASSETS, "FreeBSD", "x86_64") is None
+    assert versions.match_artifact([], "Linux", "x86_64") is None
+
+
+def test_checksum_and_signature_files_are_never_artifacts():
+    names = [
+        "app_linux_amd64.tar.gz.sha256",
+        "app_linux_amd64_checksums.txt",
+        "app_linux_amd64.tar.gz.sig",
+        "app_linux_amd64.tar.gz.asc",
+        "shipped_to_web1_linux_amd64_server_at_20260101T000000Z.txt",
+    ]
+    assert versions.match_artifact(names, "Linux", "x86_64") is None
+    assert versions.match_artifact(names + ["app_linux_amd64"], "Linux", "x86_64") == "app_linux_amd64"
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("app_linux_amd64.tar.gz", True),
+        ("app", True),
+        ("app.tar.gz.sha256", False),
+        ("APP.TAR.GZ.SHA256", False),
+        ("checksums.txt", False),
+        ("app_1.2.3_checksums.txt", False),
+        ("SHA256SUMS", False),
+        ("app.sig", False),
+        ("app.asc", False),
+        ("shipped_to_host_server_at_20260101T000000Z.txt", False),
+    ],
+)
+def test_is_artifact_name(name, expected):
+    assert versions.is_artifact_name(name) is expected
