@@ -40,8 +40,8 @@ def make_master(request, tmp_path, registry):
     masters = []
     request.node.dewy_masters = masters
 
-    def make(ports=None, name: str = "dewy", **settings) -> Master:
-        master = Master(tmp_path, registry, ports=ports, name=name, **settings)
+    def make(ports=None, name: str = "dewy", env=None, **settings) -> Master:
+        master = Master(tmp_path, registry, ports=ports, name=name, env=env, **settings)
         masters.append(master)
         return master
 

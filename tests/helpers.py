@@ -162,8 +162,9 @@ class Master:
     `graceful-timeout` both work) on top of DEFAULT_SETTINGS.
     """
 
-    def __init__(self, base: Path, registry: Registry, ports=None, name: str = "dewy", **settings):
+    def __init__(self, base: Path, registry: Registry, ports=None, name: str = "dewy", env=None, **settings):
         self.base = Path(base)
+        self.extra_env = dict(env or {})  # e.g. NOTIFY_SOCKET, as systemd would set it
         self.registry = registry
         self.workdir = self.base / "workdir"
         self.ini = self.base / ("%s.ini" % name)
@@ -218,7 +219,7 @@ class Master:
                 log.flush()
                 self.proc = subprocess.Popen(
                     [sys.executable, "-m", "dewy.master", "-c", str(self.ini)], cwd=str(self.base),
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=clean_environment())
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=clean_environment(self.extra_env))
             self.pid = self.proc.pid
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:

@@ -18,3 +18,8 @@ class Artifact:
     def fetch(self, out: BinaryIO) -> None:
         """Stream the artifact's bytes into out, chunk by chunk (never whole in memory)."""
         raise NotImplementedError
+
+    def changing(self) -> bool:
+        """Whether the artifact changed since fetch() read it (a copy still in progress), so a bad read
+        must not be held against the release. Stores whose uploads are atomic (S3, GCS, GitHub) keep this False."""
+        return False

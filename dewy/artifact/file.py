@@ -1,5 +1,6 @@
 """`file:///abs/path/to/artifact`: an artifact on the local file system."""
 
+import os
 from typing import BinaryIO
 
 from dewy import urls
@@ -20,6 +21,7 @@ class FileArtifact(Artifact):
         parsed = urls.parse(url)
         self.validate(parsed)
         self.path = parsed.path
+        self._fetched = None  # (size, mtime_ns) of the file when fetch() opened it
 
     def fetch(self, out: BinaryIO) -> None:
         """Copy the file into out chunk by chunk."""
@@ -28,8 +30,24 @@ class FileArtifact(Artifact):
         except OSError as exc:
             raise ArtifactError("cannot read artifact %s: %s" % (self.path, exc.strerror)) from None
         with src:
+            st = os.fstat(src.fileno())
+            self._fetched = (st.st_size, st.st_mtime_ns)
             while True:
                 chunk = src.read(CHUNK)
                 if not chunk:
                     break
                 out.write(chunk)
+
+    def changing(self) -> bool:
+        """True when the file changed since fetch() read it: a `cp` into the registry still in progress.
+
+        (A copy that ends between our read and this check is missed: publish by renaming a finished
+        version directory into place to be safe — see the README.)
+        """
+        if self._fetched is None:
+            return False
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True  # replaced or removed under us: not the copy we judged
+        return (st.st_size, st.st_mtime_ns) != self._fetched

@@ -7,6 +7,22 @@ import sys
 
 # Python ignores these at start-up and ignored signals survive execve: give children the defaults.
 _PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _load_libc():
+    # Loaded once here: a forked child must not dlopen anything before it execs.
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_libc = _load_libc()
 
 
 def _max_fd() -> int:
@@ -18,15 +34,21 @@ def fork_exec(argv, env: dict, cwd: str, pass_fds=(), set_listen_pid: bool = Fal
     """Start argv in its own process group with exactly fds 0-2 and pass_fds at 3, 4, ...; return its pid.
 
     With set_listen_pid the child's LISTEN_PID is its own pid, as sd_listen_fds(3) requires,
-    which is why this forks by hand instead of using posix_spawn.
+    which is why this forks by hand instead of using posix_spawn. The child gets SIGTERM if the
+    master dies without stopping it (SIGKILL), so it cannot keep the ports from a restarted master.
     """
     pass_fds = list(pass_fds)
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     # Child: only async-signal-safe-ish os calls until execve; never return into the master's code.
     try:
         os.setpgid(0, 0)
+        if _libc is not None:
+            _libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+            if os.getppid() != parent:  # the master died before prctl took effect
+                os._exit(1)
         for sig in _PYTHON_IGNORED:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -82,12 +104,5 @@ def describe_status(status: int) -> str:
 
 def become_subreaper() -> None:
     """Adopt the app's orphaned grandchildren so they are reaped here and never become zombies."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    PR_SET_CHILD_SUBREAPER = 36
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    if _libc is not None:
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

@@ -20,6 +20,6 @@ class LogNotifier(Notifier):
     def send(self, event: str, text: str, fields: dict) -> None:
         """Log the event; swallow any error so that a notification never breaks a deploy."""
         try:
-            log.info("notify %s: %s", event, text, extra={"event": event, "fields": dict(fields or {})})
+            log.info("notify %s: %s", event, text, extra={"event": event})
         except Exception:  # noqa: BLE001 - a notifier must never raise
             pass

@@ -112,12 +112,14 @@ class Deploy:
         self.worker = worker
         # The backends as they are now: a `reload` handled while we wait for the master must not
         # switch them under a deploy in progress.
-        self.config, self.registry, self.cache, self.notifier = worker.config, worker.registry, worker.cache, worker.notifier
+        self.config = worker.config
+        self.registry, self.cache, self.notifier = worker.registry, worker.cache, worker.notifier
         self.release = release
         self.previous_version = worker.current_version
         self.previous_dir = worker.current_dir
         self.release_dir = None
         self.sha256 = None
+        self._artifact = None
 
     # --- the pipeline ---------------------------------------------------------------------------
 
@@ -126,6 +128,7 @@ class Deploy:
         release = self.release
         log.info("deploying %s (%s) over %s", release.version, release.artifact_name,
                  self.previous_version or "nothing")
+        # On failure: clean up first, then record, so whoever sees the audit line sees the cleaned-up state.
         try:
             self.sha256 = self.fetch()
             self.release_dir = self.install()
@@ -135,9 +138,10 @@ class Deploy:
             answer = self.worker.ask_master(
                 version=release.version, tag=release.tag, release_dir=self.release_dir,
                 artifact=release.artifact_name, sha256=self.sha256, previous_version=self.previous_version)
-        # Clean up first, then record: whoever sees the audit line sees the cleaned-up state.
         except Refuse as exc:
             self.discard_release_dir()
+            if self.artifact_changing():
+                return self.fail("%s (the artifact is still being written: will try again)" % exc)
             return self.refuse("refused", str(exc))
         except Transient as exc:
             self.discard_release_dir()
@@ -147,7 +151,10 @@ class Deploy:
             raise
         if not answer.get("ok"):
             self.discard_release_dir()
-            return self.refuse("failed", "master: %s" % (answer.get("error") or "the release did not start"), answer)
+            error = "master: %s" % (answer.get("error") or "the release did not start")
+            if self.artifact_changing():
+                return self.fail("%s (the artifact is still being written: will try again)" % error)
+            return self.refuse("failed", error, answer)
         self.succeeded(answer)
         return None
 
@@ -167,7 +174,7 @@ class Deploy:
             log.warning("cached %s has sha256 %s, expected %s: downloading again", key, digest, want)
             cache.delete(key)
             cache.delete(_digest_key(key))
-        fetcher = artifact_pkg.from_url(release.artifact_url)
+        fetcher = self.artifact()
         try:
             with cache.open_write(key) as out:
                 writer = _HashingWriter(out)
@@ -177,16 +184,38 @@ class Deploy:
                     # Raised inside the block: open_write throws the bytes away, nothing bad is cached.
                     raise Refuse("checksum mismatch for %s %s: got sha256 %s, the release publishes %s"
                                  % (release.version, release.artifact_name, digest, expected))
-        except Refuse:
-            cache.delete(key)
-            cache.delete(_digest_key(key))
-            raise
         except (artifact_pkg.ArtifactError, OSError) as exc:
             raise Transient("download of %s failed: %s" % (release.artifact_name, exc)) from exc
         cache.set(_digest_key(key), digest.encode())
         log.info("downloaded %s: %d bytes, sha256 %s%s", release.artifact_name, writer.size, digest,
                  " (verified)" if expected else "")
         return digest
+
+    def artifact(self):
+        """The artifact store object for this release (made once)."""
+        if self._artifact is None:
+            self._artifact = artifact_pkg.from_url(self.release.artifact_url)
+        return self._artifact
+
+    def artifact_changing(self) -> bool:
+        """Whether the published artifact is still being written (then a bad copy is not the release's fault).
+
+        Either way the cached copy goes: it is bad, or it is of a release we refuse.
+        """
+        self.forget_cached()
+        try:
+            return self.artifact().changing()
+        except Exception:  # noqa: BLE001 - a store that cannot tell is taken at its word: not changing
+            return False
+
+    def forget_cached(self) -> None:
+        """Drop the cached artifact and its recorded checksum."""
+        key = cache_key(self.release)
+        try:
+            self.cache.delete(key)
+            self.cache.delete(_digest_key(key))
+        except Exception as exc:  # noqa: BLE001 - a cache that cannot delete only wastes space
+            log.warning("cannot remove %s from the cache: %s", key, exc)
 
     def install(self) -> str:
         """Unpack the cached artifact into a new release directory; return its absolute path."""
@@ -257,17 +286,18 @@ class Deploy:
                 log.warning("%s", error)
         when = datetime.now(timezone.utc).replace(microsecond=0)
         host = audit.hostname()
-        self.audit("deployed", error, generation=answer.get("generation"))
         try:
             self.registry.report(
                 release, audit.shipped_filename(host, config.mode, when),
                 audit.shipped_text(host, config.mode, when, release.version, release_dir, self.previous_version))
         except Exception as exc:  # noqa: BLE001 - the record is a courtesy; the deploy stands
             log.warning("cannot write the shipped_to record for %s: %s", release.version, exc)
+        self.prune(release_dir)
+        # The audit line comes last: whoever sees it sees the whole deploy done.
+        self.audit("deployed", error, generation=answer.get("generation"))
         self.notify("deployed", "deployed %s on %s (%s), previously %s" % (
             release.version, host, config.mode, self.previous_version or "nothing"), error)
         log.info("deployed %s in %s (generation %s)", release.version, release_dir, answer.get("generation"))
-        self.prune(release_dir)
 
     def prune(self, release_dir: str) -> None:
         """Keep keep_releases newest release directories (never the new or the previous one)."""

@@ -20,6 +20,12 @@ import time
 from datetime import datetime, timezone
 
 from dewy import audit, releases
+from dewy import cache as cache_pkg
+from dewy import log as dewy_log
+from dewy import notify as notify_pkg
+from dewy import registry as registry_pkg
+from dewy.config import Config
+from dewy.log import redact, redact_text
 from dewy.poller.deploy import Deploy, Refused
 from dewy.protocol import Channel, ProtocolError
 
@@ -113,12 +119,6 @@ class Worker:
 
     def apply_config(self, msg: dict) -> None:
         """Adopt a `config`/`reload` message: settings, backends, what runs now; poll soon."""
-        from dewy import cache as cache_pkg
-        from dewy import log as dewy_log
-        from dewy import notify as notify_pkg
-        from dewy import registry as registry_pkg
-        from dewy.config import Config
-
         old = self.config
         config = Config.from_json(msg["config"])
         dewy_log.setup(config.log_level, config.log_format, "dewy.poller")
@@ -150,7 +150,7 @@ class Worker:
             self.refused.add(version, "rolled back: %s" % (error or "crash-looped after deploy"))
         try:
             audit.record(self.config.workdir, {
-                "mode": self.config.mode, "version": version, "previous_version": version,
+                "mode": self.config.mode, "version": version, "previous_version": to_version,
                 "to_version": to_version, "result": "rolled-back", "error": error})
         except OSError as exc:
             log.error("cannot write the audit log: %s", exc)
@@ -183,8 +183,6 @@ class Worker:
 
     def poll(self) -> None:
         """Ask the registry once; deploy when its newest version is not the running one; report status."""
-        from dewy.log import redact, redact_text
-
         self.last_poll = _iso_now()
         try:
             release = self.registry.latest(exclude=self.refused.versions())

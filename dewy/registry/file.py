@@ -105,13 +105,15 @@ class FileRegistry(Registry):
         return name
 
     @staticmethod
-    def _checksum(version_dir: str, name: str, files: list) -> str | None:
-        """The published SHA-256 of the artifact, from `<name>.sha256`, SHA256SUMS or *checksums.txt."""
+    def _checksum_files(name: str, files: list) -> list:
+        """The files of a version that may publish the artifact's checksum, in order of preference."""
         candidates = [name + ".sha256", "SHA256SUMS"] + [f for f in files if f.endswith("checksums.txt")]
+        return [f for f in candidates if f in files]
+
+    def _checksum(self, version_dir: str, name: str, files: list) -> str | None:
+        """The published SHA-256 of the artifact, from `<name>.sha256`, SHA256SUMS or *checksums.txt."""
         found = {}
-        for candidate in candidates:
-            if candidate not in files:
-                continue
+        for candidate in self._checksum_files(name, files):
             try:
                 with open(os.path.join(version_dir, candidate), encoding="utf-8", errors="replace") as fh:
                     text = fh.read(1 << 20)

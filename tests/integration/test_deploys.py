@@ -94,6 +94,9 @@ def test_socket_environment_and_no_fd_leak_into_app(make_master, registry, tmp_p
     assert env2["env"]["SERVER_STARTER_GENERATION"] == str(st2["generation"]) != str(st["generation"])
     assert env2["env"]["LISTEN_PID"] == str(env2["pid"]) != str(app_pid)
     assert env2["fds"] == [0, 1, 2, 3, 4, 5], env2["fd_targets"]
+    # The poller gets its end of the socketpair and nothing else of the master's either.
+    poller_fds = fd_targets(master.status()["poller_pid"])
+    assert len(poller_fds) == 4 and poller_fds[3].startswith("3 -> socket:"), poller_fds
 
 
 @pytest.mark.timeout(120)
@@ -118,6 +121,24 @@ def test_slow_request_in_flight_survives_the_switch(make_master, registry):
         thread.join(20)
     assert load.failed == 0
     assert result["answer"] == (200, "1.0.0\n"), result
+    assert "NOTIFY_SOCKET" not in master.app_env()["env"], "ready=delay hands the app no NOTIFY_SOCKET"
+
+
+@pytest.mark.timeout(120)
+def test_releases_published_back_to_back(make_master, registry):
+    """A release published while the previous one is still starting is deployed after it; nothing fails."""
+    registry.publish("1.0.0")
+    master = make_master(ready="delay:0.5s").start(wait_version="1.0.0")
+    with Load(master.port) as load:
+        registry.publish("1.1.0")
+        master.wait_for(lambda s: s.get("starting_pid"), 10, "the deploy of 1.1.0 to start")
+        registry.publish("1.2.0")
+        master.wait_version("1.2.0")
+        master.quiesce()
+        assert load.wait_requests(20)
+    assert load.failed == 0
+    assert master.get() == (200, "1.2.0\n")
+    master.assert_no_zombies()
 
 
 @pytest.mark.timeout(120)

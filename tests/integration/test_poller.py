@@ -144,10 +144,12 @@ class Master:
     def audit(self):
         return audit.read(str(self.workdir))
 
-    def wait_audit(self, result, version):
+    def wait_audit(self, result, version, **match):
+        """The first audit entry with this result, version (and other fields), once it is written."""
         return wait_for(lambda: next((e for e in self.audit()
-                                      if e["result"] == result and e["version"] == version), None),
-                        "audit %s %s" % (result, version), self)
+                                      if e["result"] == result and e["version"] == version
+                                      and all(e.get(k) == v for k, v in match.items())), None),
+                        "audit %s %s %r" % (result, version, match), self)
 
     def refused(self):
         try:
@@ -235,7 +237,7 @@ def test_deploy_refuse_newer_and_delete_newest(master):
     # The newest disappears: the next newest (not refused) is the one to run — the FAQ rollback.
     master.unpublish("v1.2.0")
     back = master.deploy_ok("1.0.0", previous_version="1.2.0")
-    master.wait_audit("deployed", "1.0.0")
+    master.wait_audit("deployed", "1.0.0", previous_version="1.2.0")
     assert os.path.isdir(back["release_dir"])
     master.no_deploy_for(3)
 
@@ -282,7 +284,7 @@ def test_escaping_archive_is_refused(master, tmp_path):
 def test_before_hook_failure_aborts_and_is_retried(master):
     master.publish("v1.0.0")
     hook_env = master.tmp_path / "hook.env"
-    master.config(**{"before-deploy-hook": "env | grep ^DEWY_ > %s; exit 7" % hook_env, "mode": "assets",
+    master.config(**{"before-deploy-hook": "env | grep ^DEWY_ > %s.tmp; mv %s.tmp %s; exit 7" % (hook_env, hook_env, hook_env), "mode": "assets",
                      "app": None, "cache": "memory"})
     entry = master.wait_audit("failed", "1.0.0")
     assert "before-deploy-hook failed (exit status 7)" in entry["error"]

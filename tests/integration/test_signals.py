@@ -66,6 +66,27 @@ def test_hup_rereads_the_config_and_restarts_the_app(make_master, registry):
 
 
 @pytest.mark.timeout(120)
+def test_hup_removing_a_port_closes_it(make_master, registry):
+    """HUP after a port was removed from the ini: the new generation gets one socket, the port is closed."""
+    master = _start(make_master, registry, ports=[None, None])
+    st = master.status()
+    gone = master.target(1)
+    master.port_template, master.ports = master.port_template[:1], master.ports[:1]
+    master.write_ini()
+    with Load(master.port) as load:
+        master.signal(signal.SIGHUP)
+        master.wait_for(lambda s: (s.get("generation") or 0) > st["generation"] and s["state"] == "running",
+                        30, "a new generation after HUP")
+        master.quiesce()
+        assert load.wait_requests(20)
+    assert load.failed == 0
+    env = master.app_env()
+    assert env["env"]["LISTEN_FDS"] == "1" and env["fds"] == [0, 1, 2, 3], env
+    with pytest.raises(ConnectionRefusedError):
+        http_get(gone, timeout=5)
+
+
+@pytest.mark.timeout(120)
 def test_hup_with_a_broken_ini_keeps_the_running_config(make_master, registry):
     """HUP with an invalid ini: the master logs the error and goes on with the old configuration."""
     master = _start(make_master, registry)
@@ -137,6 +158,50 @@ def test_term_stops_gracefully_and_leaves_nothing(make_master, registry, sig):
     left = [pid for pid in pids if alive(pid)]
     assert not left, "processes left after %s: %s" % (signal.Signals(sig).name, left)
     assert master.status()["state"] == "stopped"
+
+
+@pytest.mark.timeout(120)
+def test_term_during_a_deploy_stops_both_generations(make_master, registry):
+    """TERM while a new generation is still starting: both generations and the poller are stopped."""
+    master = _start(make_master, registry, ready="delay:3s")
+    pids = master.tree_pids()
+    registry.publish("1.1.0")
+    st = master.wait_for(lambda s: s.get("starting_pid"), 30, "the deploy of 1.1.0 to start")
+    pids.add(st["starting_pid"])
+    assert master.stop(signal.SIGTERM, timeout=20) == 0
+    left = [pid for pid in pids if alive(pid)]
+    assert not left, "processes left after TERM during a deploy: %s" % left
+
+
+@pytest.mark.timeout(120)
+def test_restart_after_stop_serves_the_current_release(make_master, registry):
+    """A stopped dewy started again runs the release `current` points at, without a new deploy."""
+    master = _start(make_master, registry)
+    master.deploy("1.1.0")
+    assert master.stop() == 0
+    master.start()
+    st = master.wait_version("1.1.0", timeout=15)
+    assert st["pid"] == master.pid
+    assert os.path.realpath(master.workdir / "current") == st["release_dir"]
+
+
+@pytest.mark.timeout(120)
+def test_usr2_while_a_deploy_is_starting(make_master, registry):
+    """USR2 while a new generation is starting: the upgrade waits for it, the deploy completes, nothing fails."""
+    master = _start(make_master, registry, ready="delay:1s")
+    with Load(master.port) as load:
+        registry.publish("1.1.0")
+        master.wait_for(lambda s: s.get("starting_pid"), 30, "the deploy of 1.1.0 to start")
+        old_poller = master.status()["poller_pid"]
+        master.signal(signal.SIGUSR2)
+        master.wait_version("1.1.0")
+        master.wait_for(lambda s: s.get("poller_pid") not in (None, old_poller), 30,
+                        "the upgraded master's new poller")
+        assert master.status()["pid"] == master.pid
+        master.deploy("1.2.0", load=load)
+        master.quiesce()
+    assert load.failed == 0
+    master.assert_no_zombies()
 
 
 @pytest.mark.timeout(60)

@@ -107,7 +107,8 @@ def test_shipped_filename_and_text():
     when = datetime(2026, 11, 26, 6, 50, 12, tzinfo=timezone.utc)
     assert audit.shipped_filename("web-1.example.com", "server", when) == \
         "shipped_to_web-1.example.com_server_at_20261126T065012Z.txt"
-    assert audit.shipped_filename("we/ird host", "assets", when) == "shipped_to_we-ird-host_assets_at_20261126T065012Z.txt"
+    assert audit.shipped_filename("we/ird host", "assets", when) == \
+        "shipped_to_we-ird-host_assets_at_20261126T065012Z.txt"
     text = audit.shipped_text("web1", "server", when, "1.2.3", "/srv/app/releases/x", "1.2.2")
     assert text.splitlines()[0] == "shipped 1.2.3 to web1 (server) at 20261126T065012Z"
     assert "previous_version: 1.2.2" in text and "release_dir: /srv/app/releases/x" in text

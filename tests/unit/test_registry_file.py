@@ -202,3 +202,20 @@ def test_report_refuses_paths(tmp_path, name):
     registry_ = reg(tmp_path)
     with pytest.raises(RegistryError, match="bad report file name"):
         registry_.report(registry_.latest(), name, "x")
+
+
+
+def test_artifact_changing_detects_a_copy_in_progress(tmp_path):
+    path = tmp_path / "app.tar.gz"
+    path.write_bytes(b"first half")
+    fetcher = artifact.from_url("file://%s" % path)
+    assert not fetcher.changing()  # nothing read yet: nothing to compare
+    fetcher.fetch(io.BytesIO())
+    assert not fetcher.changing()
+    with open(path, "ab") as fh:
+        fh.write(b" and the second half")
+    assert fetcher.changing()
+    fetcher.fetch(io.BytesIO())
+    assert not fetcher.changing()
+    os.unlink(path)
+    assert fetcher.changing()

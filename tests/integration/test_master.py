@@ -1,0 +1,169 @@
+"""dewy-master beyond deploys: systemd's notify protocol, ports taken, assets mode, a killed master, hooks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import alive, audit_entries, clean_environment, free_port, wait_until
+
+
+class SystemdSocket:
+    """The NOTIFY_SOCKET systemd would give dewy-master: collects every datagram it sends."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.1)
+        self.messages: list[dict] = []
+
+    def collect(self) -> list:
+        try:
+            while True:
+                data = self.sock.recv(4096).decode()
+                self.messages.append(dict(line.split("=", 1) for line in data.splitlines() if "=" in line))
+        except (socket.timeout, BlockingIOError):
+            pass
+        return self.messages
+
+    def wait(self, key: str, value: str | None = None, timeout: float = 20) -> dict:
+        """The first message (from the start) with key (= value); AssertionError on timeout."""
+        def found():
+            for msg in self.collect():
+                if key in msg and (value is None or msg[key] == value):
+                    return msg
+            return None
+        return wait_until(found, timeout, "sd_notify %s=%s (got %r)" % (key, value, self.messages))
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def systemd(tmp_path):
+    sd = SystemdSocket(str(tmp_path / "systemd-notify.sock"))
+    yield sd
+    sd.close()
+
+
+@pytest.mark.timeout(60)
+def test_tells_systemd_ready_reloading_and_stopping(make_master, registry, systemd):
+    """READY=1 at once with no release; with one, only once it serves; RELOADING=1 on HUP; STOPPING=1."""
+    registry.publish("1.0.0", behaviour="slow-start:1")
+    master = make_master(env={"NOTIFY_SOCKET": systemd.path}, ready="notify:10s").start()
+    # Nothing deployed yet: systemd must not wait for the registry.
+    assert systemd.wait("READY", "1")["STATUS"] == "waiting for a release"
+    master.wait_version("1.0.0")
+    systemd.wait("STATUS", "app 1.0.0 gen 1")
+    # The app gets dewy's own notify socket, never systemd's.
+    assert master.app_env()["env"].get("NOTIFY_SOCKET") != systemd.path
+    before = len(systemd.collect())
+    master.signal(signal.SIGHUP)
+    master.wait_for(lambda s: s["generation"] == 2 and not s["retiring_pids"], what="the HUP restart")
+    kinds = [k for msg in systemd.collect()[before:] for k in msg]
+    assert "RELOADING" in kinds and "MONOTONIC_USEC" in kinds, kinds
+    assert kinds.index("RELOADING") < len(kinds) - 1 - kinds[::-1].index("READY"), kinds
+    assert master.stop() == 0
+    systemd.wait("STOPPING", "1", timeout=5)
+
+    # A restart with a release in `current`: READY=1 only once the (slow-starting) app serves.
+    systemd.messages.clear()
+    master.start()
+    ready = systemd.wait("READY", "1")
+    assert master.status()["app_pids"], "READY=1 before the app was ready"
+    assert ready["STATUS"].startswith("app 1.0.0 gen"), ready
+    assert master.get() == (200, "1.0.0\n")
+
+
+@pytest.mark.timeout(30)
+def test_port_in_use_fails_fast_with_a_clear_error(tmp_path, registry):
+    """A taken port: dewy-master exits non-zero before starting anything and says which address."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    ini = tmp_path / "dewy.ini"
+    ini.write_text("[dewy]\nregistry = %s\nport = 127.0.0.1:%d\napp = %s current/app.py\nworkdir = %s\n"
+                   % (registry.url, port, sys.executable, tmp_path / "w"))
+    try:
+        done = subprocess.run([sys.executable, "-m", "dewy.master", "-c", str(ini)], capture_output=True,
+                              text=True, timeout=20, env=clean_environment())
+    finally:
+        holder.close()
+    assert done.returncode == 3, done
+    assert "cannot listen on 127.0.0.1:%d: address already in use" % port in done.stderr
+    assert not (tmp_path / "w" / "releases").exists()  # the poller never ran
+
+
+@pytest.mark.timeout(60)
+def test_assets_mode_keeps_current_and_dir_on_the_newest(make_master, registry, tmp_path):
+    """mode = assets: no app; `current` and `dir` follow the newest release."""
+    www = tmp_path / "www"
+    registry.publish("1.0.0")
+    master = make_master(ports=[], mode="assets", app=None, dir=str(www)).start()
+    st = master.wait_for(lambda s: s.get("version") == "1.0.0", what="assets 1.0.0")
+    assert st["app_pids"] == [] and st["state"] == "running"
+    assert (www / "VERSION").read_text().strip() == "1.0.0"
+    assert (master.workdir / "current" / "VERSION").read_text().strip() == "1.0.0"
+    registry.publish("1.1.0")
+    master.wait_for(lambda s: s.get("version") == "1.1.0", what="assets 1.1.0")
+    assert (www / "VERSION").read_text().strip() == "1.1.0"
+    assert os.path.realpath(www) == os.path.realpath(master.workdir / "current")
+    assert [e["result"] for e in audit_entries(master.workdir)] == ["deployed", "deployed"]
+    assert all(e["mode"] == "assets" for e in audit_entries(master.workdir))
+
+
+@pytest.mark.timeout(60)
+def test_app_does_not_outlive_a_killed_master(make_master, registry):
+    """SIGKILL on the master: the app and poller stop too, so a new master can bind the port again."""
+    registry.publish("1.0.0")
+    master = make_master().start(wait_version="1.0.0")
+    st = master.status()
+    children = st["app_pids"] + [st["poller_pid"]]
+    os.kill(master.pid, signal.SIGKILL)
+    master.proc.wait(10)
+    wait_until(lambda: not any(alive(pid) for pid in children), 15, "the app and poller to exit")
+    master.start(wait_version="1.0.0")  # same port: the old app released it
+    assert master.status()["app_pids"] != st["app_pids"]
+
+
+@pytest.mark.timeout(60)
+def test_deploy_hooks_get_the_release_environment(make_master, registry, tmp_path):
+    """before- and after-deploy hooks run in workdir with DEWY_VERSION, DEWY_PREVIOUS_VERSION, ..."""
+    hook = "env | grep ^DEWY_ | sort > %s/$0-$DEWY_VERSION.env" % tmp_path
+    registry.publish("1.0.0")
+    master = make_master(**{"before-deploy-hook": "sh -c '%s' before" % hook,
+                            "after-deploy-hook": "sh -c '%s' after" % hook}).start(wait_version="1.0.0")
+    master.deploy("1.1.0")
+    wait_until(lambda: (tmp_path / "after-1.1.0.env").exists(), 10, "the after hook of 1.1.0")
+    before = dict(line.split("=", 1) for line in (tmp_path / "before-1.1.0.env").read_text().splitlines())
+    after = dict(line.split("=", 1) for line in (tmp_path / "after-1.1.0.env").read_text().splitlines())
+    for env in (before, after):
+        assert env["DEWY_VERSION"] == "1.1.0" and env["DEWY_PREVIOUS_VERSION"] == "1.0.0", env
+        assert env["DEWY_MODE"] == "server"
+        assert env["DEWY_RELEASE_DIR"].startswith(str(master.workdir / "releases")), env
+    assert os.path.isdir(after["DEWY_RELEASE_DIR"])
+
+
+@pytest.mark.timeout(60)
+def test_failing_before_hook_keeps_the_old_version(make_master, registry, tmp_path):
+    """A before-deploy-hook that fails aborts the deploy: the old version keeps serving."""
+    registry.publish("1.0.0")
+    gate = tmp_path / "allow"
+    gate.write_text("")
+    master = make_master(**{"before-deploy-hook": "test -e %s" % gate}).start(wait_version="1.0.0")
+    gate.unlink()
+    registry.publish("1.1.0")
+    wait_until(lambda: any(e["version"] == "1.1.0" and e["result"] == "failed"
+                           for e in audit_entries(master.workdir)), 15, "the aborted deploy in the audit log")
+    assert master.get() == (200, "1.0.0\n")
+    assert master.status()["version"] == "1.0.0"
+    gate.write_text("")  # the hook passes again: the deploy is retried, not refused
+    master.wait_version("1.1.0")
