@@ -787,7 +787,7 @@ class Arbiter:
         gen = self.serving
         if gen is None:
             return "waiting for a release" if self.current_release is None else "app not running"
-        return "app %s gen %d" % (gen.version or "?", gen.number)
+        return "app %s gen %d" % ("v" + gen.version if gen.version else "(unknown version)", gen.number)
 
     def state_name(self) -> str:
         if self.stopping:

@@ -61,7 +61,7 @@ def test_tells_systemd_ready_reloading_and_stopping(make_master, registry, syste
     # Nothing deployed yet: systemd must not wait for the registry.
     assert systemd.wait("READY", "1")["STATUS"] == "waiting for a release"
     master.wait_version("1.0.0")
-    systemd.wait("STATUS", "app 1.0.0 gen 1")
+    systemd.wait("STATUS", "app v1.0.0 gen 1")
     # The app gets dewy's own notify socket, never systemd's.
     assert master.app_env()["env"].get("NOTIFY_SOCKET") != systemd.path
     before = len(systemd.collect())
@@ -78,7 +78,7 @@ def test_tells_systemd_ready_reloading_and_stopping(make_master, registry, syste
     master.start()
     ready = systemd.wait("READY", "1")
     assert master.status()["app_pids"], "READY=1 before the app was ready"
-    assert ready["STATUS"].startswith("app 1.0.0 gen"), ready
+    assert ready["STATUS"].startswith("app v1.0.0 gen"), ready
     assert master.get() == (200, "1.0.0\n")
 
 
@@ -142,7 +142,9 @@ def test_deploy_hooks_get_the_release_environment(make_master, registry, tmp_pat
     master = make_master(**{"before-deploy-hook": "sh -c '%s' before" % hook,
                             "after-deploy-hook": "sh -c '%s' after" % hook}).start(wait_version="1.0.0")
     master.deploy("1.1.0")
-    wait_until(lambda: (tmp_path / "after-1.1.0.env").exists(), 10, "the after hook of 1.1.0")
+    # The audit line is written once the after hook has finished (its file may exist before it is full).
+    wait_until(lambda: any(e["version"] == "1.1.0" and e["result"] == "deployed"
+                           for e in audit_entries(master.workdir)), 10, "the audit line of 1.1.0")
     before = dict(line.split("=", 1) for line in (tmp_path / "before-1.1.0.env").read_text().splitlines())
     after = dict(line.split("=", 1) for line in (tmp_path / "after-1.1.0.env").read_text().splitlines())
     for env in (before, after):
@@ -167,3 +169,16 @@ def test_failing_before_hook_keeps_the_old_version(make_master, registry, tmp_pa
     assert master.status()["version"] == "1.0.0"
     gate.write_text("")  # the hook passes again: the deploy is retried, not refused
     master.wait_version("1.1.0")
+
+
+@pytest.mark.timeout(60)
+def test_process_titles_say_what_runs(make_master, registry):
+    """`ps` shows `dewy-master [app v1.0.0 gen 1]` and `dewy-poller`."""
+    import psutil
+    registry.publish("1.0.0")
+    master = make_master().start(wait_version="1.0.0")
+    st = master.status()
+    title = lambda pid: " ".join(psutil.Process(pid).cmdline()).strip()  # noqa: E731
+    wait_until(lambda: title(master.pid) == "dewy-master [app v1.0.0 gen 1]", 5,
+               "the master's title (is %r)" % title(master.pid))
+    assert title(st["poller_pid"]).startswith("dewy-poller")
