@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -565,6 +566,10 @@ def summarise(sup, load, restarts, monitor, cpu_main, cpu_helpers, error) -> dic
     first = [r["first_answer"] for r in restarts]
     done = [r["old_exited"] for r in restarts]
     lags = [r["status_lag"] for r in restarts]
+    # The sample app logs "got SIGTERM: stopped accepting, finishing N connection(s)" when it
+    # retires: proof that requests really were in flight at the switches (and then succeeded).
+    inflight = [int(m) for m in re.findall(r"got SIGTERM: stopped accepting, finishing (\d+) connection",
+                                           tail(sup.log_path, 100000))]
     return {
         "name": sup.name, "command": sup.command, "error": error, "restarts": len(restarts),
         "duration": duration, "ok": ok, "failed": failed, "failed_by_kind": dict(load.failed_by_kind),
@@ -574,6 +579,7 @@ def summarise(sup, load, restarts, monitor, cpu_main, cpu_helpers, error) -> dic
         "p99_switch": percentile(in_switch, 99),
         "first_mean": sum(first) / len(first) if first else math.nan, "first_max": max(first, default=math.nan),
         "done_mean": sum(done) / len(done) if done else math.nan, "done_max": max(done, default=math.nan),
+        "inflight_total": sum(inflight), "inflight_switches": sum(1 for n in inflight if n),
         "status_stale": sum(1 for x in lags if x is None),
         "status_lag_max": max((x for x in lags if x is not None), default=math.nan),
         "rss_main": monitor.peak_main, "rss_all": monitor.peak_all,
@@ -593,6 +599,8 @@ ROWS = [
     ("fast latency p99, ms", "p99", "%.2f", 1000),
     ("fast latency max, ms", "max", "%.1f", 1000),
     ("fast latency p99 during switches, ms", "p99_switch", "%.2f", 1000),
+    ("switches with requests in flight at TERM", "inflight_switches", "%d", 1),
+    ("in-flight requests the old gens finished", "inflight_total", "%d", 1),
     ("switch: signal -> new gen answers, mean ms", "first_mean", "%.0f", 1000),
     ("switch: signal -> new gen answers, max ms", "first_max", "%.0f", 1000),
     ("switch: signal -> old gen exited, mean ms", "done_mean", "%.0f", 1000),

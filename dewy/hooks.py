@@ -9,6 +9,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .procgroup import group_alive, signal_group
+
 MAX_OUTPUT = 64 * 1024  # keep this much of a hook's output (stdout + stderr) for logs and the audit
 KILL_GRACE = 2.0        # seconds between SIGTERM and SIGKILL to a timed-out hook's process group
 _DEFERRED = (signal.SIGTERM, signal.SIGINT)
@@ -36,31 +38,16 @@ class HookResult:
         return head + (": " + tail[0][:200] if tail else "")
 
 
-def _killpg(pgid: int, sig: int) -> bool:
-    """Signal a process group; False when it no longer exists."""
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-
-
-def _group_alive(pgid: int) -> bool:
-    return _killpg(pgid, 0)
-
-
 def _stop_group(proc: subprocess.Popen) -> None:
     """TERM the hook's whole process group, KILL it if it lingers, and reap the shell."""
     pgid = proc.pid  # start_new_session: the shell leads its own group
-    if _killpg(pgid, signal.SIGTERM):
+    if signal_group(pgid, signal.SIGTERM):
         deadline = time.monotonic() + KILL_GRACE
         while time.monotonic() < deadline:
-            if proc.poll() is not None and not _group_alive(pgid):
+            if proc.poll() is not None and not group_alive(pgid):
                 break
             time.sleep(0.02)
-        _killpg(pgid, signal.SIGKILL)
+        signal_group(pgid, signal.SIGKILL)
     proc.wait()
 
 

@@ -14,7 +14,6 @@ import contextlib
 import datetime
 import errno
 import gzip
-import json
 import logging
 import lzma
 import os
@@ -28,7 +27,7 @@ import zipfile
 import zlib
 from collections.abc import Iterable
 
-from dewy.status import state_dir, write_json_atomic
+from dewy.status import read_json, state_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -693,13 +692,8 @@ class Manifest:
 
     def _load(self) -> dict:
         """Read the manifest, falling back to empty (with a warning) when it is missing or unusable."""
-        try:
-            with open(self.path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable release manifest %s: %s", self.path, exc)
+        data = read_json(self.path, "release manifest")
+        if data is None:
             return {}
         if not isinstance(data, dict):
             log.warning("ignoring release manifest %s: expected a JSON object", self.path)

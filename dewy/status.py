@@ -1,8 +1,11 @@
 """The master's status file, workdir/.dewy/status.json: written atomically, read by `dewy status`."""
 
 import json
+import logging
 import os
 import tempfile
+
+log = logging.getLogger("dewy")
 
 STATUS_FILE = "status.json"
 
@@ -36,6 +39,21 @@ def write_json_atomic(path: str, data) -> None:
         raise
 
 
+def read_json(path: str, what: str):
+    """The JSON data in path; None when the file is missing or unreadable (the latter logged as a warning).
+
+    dewy's own state files are rebuilt by use, so a damaged one must never stop dewy.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s %s: %s", what, path, exc)
+        return None
+
+
 def write(workdir: str, data: dict) -> None:
     """Replace the status file of workdir with data."""
     state_dir(workdir)
@@ -44,8 +62,4 @@ def write(workdir: str, data: dict) -> None:
 
 def read(workdir: str) -> dict | None:
     """The status of workdir, or None when no master has written one."""
-    try:
-        with open(status_path(workdir)) as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        return None
+    return read_json(status_path(workdir), "status file")

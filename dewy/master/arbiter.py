@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 
-from .. import __version__, releases, status
+from .. import __version__, procgroup, releases, status
 from ..protocol import Channel, ProtocolError
 from . import process, sockets, upgrade
 from .generation import EXITED, RETIRING, SERVING, STARTING, Generation, resolve_argv
@@ -221,7 +221,7 @@ class Arbiter:
                 g.kill_deadline = None
         for pid, deadline in list(self.orphans.items()):
             if now >= deadline:
-                process.signal_group(pid, signal.SIGKILL)
+                procgroup.signal_group(pid, signal.SIGKILL)
                 self.orphans[pid] = now + 3600  # killed; just wait to reap it
         if self.respawn_at is not None and now >= self.respawn_at:
             self.respawn_at = None
@@ -248,7 +248,7 @@ class Arbiter:
 
     def retired(self, gen) -> bool:
         if gen.finished():
-            log.info("%s stopped (%s)", gen.label(), process.describe_status(gen.exit_status))
+            log.info("%s stopped (%s)", gen.label(), procgroup.describe_status(gen.exit_status))
             return True
         return False
 
@@ -260,12 +260,12 @@ class Arbiter:
             if gen.pid == pid:
                 gen.exit_status = wstatus
                 if gen.state == STARTING:
-                    self.on_start_failed(gen, process.describe_status(wstatus) + " before it was ready")
+                    self.on_start_failed(gen, procgroup.describe_status(wstatus) + " before it was ready")
                 elif gen.state == SERVING:
                     self.on_serving_died(gen)
                 return
         if self.orphans.pop(pid, None) is None:
-            log.debug("reaped pid %d (%s)", pid, process.describe_status(wstatus))
+            log.debug("reaped pid %d (%s)", pid, procgroup.describe_status(wstatus))
 
     def generations(self) -> list:
         """Every generation this master still tracks."""
@@ -366,7 +366,7 @@ class Arbiter:
     def on_serving_died(self, gen: Generation) -> None:
         """The serving generation exited by itself: restart it with backoff, or roll back."""
         self.serving = None
-        log.error("%s exited unexpectedly (%s)", gen.label(), process.describe_status(gen.exit_status))
+        log.error("%s exited unexpectedly (%s)", gen.label(), procgroup.describe_status(gen.exit_status))
         self.discard(gen)
         if self.stopping:
             return
@@ -381,7 +381,7 @@ class Arbiter:
         if gen.alive:
             # Gracefully: a generation that never became ready may already hold accepted connections.
             self.retire(gen)
-        elif process.group_alive(gen.pid):
+        elif procgroup.group_alive(gen.pid):
             gen.signal(signal.SIGKILL)
             gen.state, gen.kill_deadline = RETIRING, None
             self.retiring.append(gen)
@@ -567,7 +567,7 @@ class Arbiter:
             messages = self.poller.receive()
         except ProtocolError as exc:
             log.error("poller sent garbage, restarting it: %s", exc)
-            process.signal_group(self.poller_pid, signal.SIGKILL)
+            procgroup.signal_group(self.poller_pid, signal.SIGKILL)
             messages = []
         for msg in messages:
             kind = msg.get("type")
@@ -596,7 +596,7 @@ class Arbiter:
         self.close_poller_channel()
         if self.stopping:
             return
-        log.error("poller (pid %d) %s; the app keeps serving", pid, process.describe_status(wstatus))
+        log.error("poller (pid %d) %s; the app keeps serving", pid, procgroup.describe_status(wstatus))
         self.schedule_poller_respawn()
         self.update_status()
 
@@ -612,7 +612,7 @@ class Arbiter:
         """Ask the poller to exit (message, then SIGTERM); it is reaped like any child."""
         self.send_poller("stop")
         if self.poller_pid:
-            process.signal_group(self.poller_pid, signal.SIGTERM)
+            procgroup.signal_group(self.poller_pid, signal.SIGTERM)
 
     # ------------------------------------------------------------ signals
     def handle_hup(self) -> None:
@@ -689,9 +689,9 @@ class Arbiter:
         self.retiring = [g for g in self.generations()]
         self.starting = self.serving = None
         if self.poller_pid:
-            process.signal_group(self.poller_pid, signal.SIGKILL)
+            procgroup.signal_group(self.poller_pid, signal.SIGKILL)
         for pid in self.orphans:
-            process.signal_group(pid, signal.SIGKILL)
+            procgroup.signal_group(pid, signal.SIGKILL)
 
     def shutdown(self) -> int:
         """Release everything once the children are gone."""

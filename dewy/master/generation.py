@@ -3,6 +3,7 @@
 import os
 import time
 
+from .. import procgroup
 from . import process
 
 STARTING, SERVING, RETIRING, EXITED = "starting", "serving", "retiring", "exited"
@@ -43,11 +44,11 @@ class Generation:
 
     def signal(self, sig: int) -> bool:
         """Signal the generation's whole process group; False when nothing is left of it."""
-        return process.signal_group(self.pid, sig)
+        return procgroup.signal_group(self.pid, sig)
 
     def finished(self) -> bool:
         """True when the leader is reaped and no process of its group is left."""
-        return not self.alive and not process.group_alive(self.pid)
+        return not self.alive and not procgroup.group_alive(self.pid)
 
     def uptime(self) -> float:
         """Seconds since the generation was started."""

@@ -8,7 +8,6 @@ A failure is one of two kinds:
 """
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -18,7 +17,7 @@ from datetime import datetime, timezone
 from dewy import artifact as artifact_pkg
 from dewy import audit, hooks, releases
 from dewy.registry.base import Release
-from dewy.status import write_json_atomic
+from dewy.status import read_json, write_json_atomic
 
 log = logging.getLogger("dewy.poller")
 
@@ -45,14 +44,7 @@ class Refused:
 
     def load(self) -> dict:
         """The refused versions and why ({} when the file is missing or unreadable)."""
-        try:
-            with open(self.path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable %s: %s", self.path, exc)
-            return {}
+        data = read_json(self.path, "refused-versions file")
         versions = data.get("versions") if isinstance(data, dict) else None
         return dict(versions) if isinstance(versions, dict) else {}
 

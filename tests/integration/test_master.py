@@ -7,11 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from helpers import alive, audit_entries, clean_environment, free_port, wait_until
+from helpers import alive, audit_entries, clean_environment, wait_until
 
 
 class SystemdSocket:
