@@ -66,8 +66,9 @@ class Load:
 
     Every request uses a new connection (as the sample app speaks HTTP/1.0 with Connection: close),
     so each one goes through accept() on the shared listening socket — the path a restart disturbs.
-    The slow client keeps a request in flight at every switch, so a stop that drops accepted
-    connections instead of finishing them shows up as a failure.
+    The slow client often has a request in flight on the old generation when it is told to stop
+    (the report counts how often), so a stop that drops accepted connections instead of finishing
+    them shows up as a failure.
     """
 
     def __init__(self, port: int, threads: int, slow_ms: int, pause: float = 0.002):
@@ -522,7 +523,8 @@ def run_supervisor(sup: Supervisor, args) -> dict:
     pid = sup.start()
     print("[%s] command: %s" % (sup.name, shlex.join(sup.command)), flush=True)
     if isinstance(sup, Dewy):
-        print("[%s] %s:\n    %s" % (sup.name, sup.ini, open(sup.ini).read().strip().replace("\n", "\n    ")))
+        with open(sup.ini) as fh:
+            print("[%s] %s:\n    %s" % (sup.name, sup.ini, fh.read().strip().replace("\n", "\n    ")))
     helpers = sup.helpers()
     monitor = ResourceMonitor(sup.ps, helpers)
     load = Load(sup.port, args.threads, args.slow_ms)
@@ -645,6 +647,25 @@ def machine() -> str:
         platform.platform(), load1)
 
 
+def code_under_test() -> str:
+    """Which dewy was measured: version, git commit, and whether dewy/ had uncommitted changes."""
+    import dewy
+    root = os.path.dirname(os.path.dirname(os.path.abspath(dewy.__file__)))
+
+    def git(*argv):
+        try:
+            out = subprocess.run(["git", "-C", root] + list(argv), capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+    head = git("rev-parse", "--short", "HEAD")
+    if head is None:
+        return "dewy %s from %s (not a git checkout)" % (dewy.__version__, root)
+    dirty = git("status", "--porcelain", "--", "dewy")
+    return "dewy %s from %s at git %s%s" % (dewy.__version__, root, head,
+                                            " + uncommitted changes in dewy/" if dirty else "")
+
+
 # --------------------------------------------------------------------------- main
 def parse_args(argv):
     """The command line."""
@@ -677,6 +698,7 @@ def main(argv=None) -> int:
     args, ap = parse_args(sys.argv[1:] if argv is None else argv)
     print("command: %s" % shlex.join([sys.executable] + sys.argv), flush=True)
     print("machine: %s" % machine(), flush=True)
+    print("code:    %s" % code_under_test(), flush=True)
     peer = None if args.no_peer else shutil.which(PEER)
     if not args.no_peer and peer is None:
         print("\n*** Server::Starter SKIPPED: `%s` is not on PATH; %s. Only dewy is measured. ***\n"
@@ -695,6 +717,7 @@ def main(argv=None) -> int:
 
     # Signals other than Ctrl-C (e.g. a CI timeout's TERM) must also reach the finally below.
     def on_term(signum, frame):
+        """Turn TERM/HUP into the same clean-up path as Ctrl-C."""
         raise KeyboardInterrupt("signal %d" % signum)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
@@ -756,7 +779,9 @@ def main(argv=None) -> int:
                 print("    %s" % reason)
         if r["log_tail"]:
             print("[%s] supervisor log tail:\n%s" % (name, r["log_tail"]))
-    if not peer:
+    if args.no_peer:
+        print("Server::Starter was not measured (--no-peer).")
+    elif not peer:
         print("Server::Starter was not measured (%s not found; %s)." % (PEER, PEER_INSTALL))
     if args.json:
         with open(args.json, "w") as fh:

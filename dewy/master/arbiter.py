@@ -103,6 +103,7 @@ class Arbiter:
         self.poller_started_at = 0.0
         self.poller_respawn_at: float | None = None
         self.sent_ready = False
+        self.watchdog_at: float | None = None
         self.started_at = _utc()
         self.info = {"last_poll": None, "latest_version": None, "last_error": None, "last_deploy": None}
 
@@ -128,6 +129,8 @@ class Arbiter:
             self.notify_listener = NotifyListener(notify_socket_path(self.state_dir))
             self.start_from_current()
         self.selector.register(self.notify_listener, selectors.EVENT_READ, self.on_notify)
+        if self.systemd.watchdog_interval:
+            self.watchdog_at = _now()
         self.spawn_poller()
         if self.cfg.mode == "assets" or self.serving or not self.starting:
             # Nothing to wait for (assets, an adopted app, or no release yet): systemd may go on.
@@ -195,7 +198,7 @@ class Arbiter:
             pass
 
     def next_timeout(self) -> float:
-        deadlines = [self.respawn_at, self.poller_respawn_at, self.stop_deadline]
+        deadlines = [self.respawn_at, self.poller_respawn_at, self.stop_deadline, self.watchdog_at]
         if self.starting:
             deadlines.append(self.starting.ready_deadline)
         deadlines += [g.kill_deadline for g in self.retiring]
@@ -229,6 +232,10 @@ class Arbiter:
         if self.poller_respawn_at is not None and now >= self.poller_respawn_at:
             self.poller_respawn_at = None
             self.spawn_poller()
+        if self.watchdog_at is not None and now >= self.watchdog_at:
+            # The loop itself pings: a wedged master stops pinging and systemd restarts it.
+            self.systemd.send(WATCHDOG=1)
+            self.watchdog_at = now + self.systemd.watchdog_interval
         if self.stop_deadline is not None and now >= self.stop_deadline:
             self.stop_deadline = None
             self.kill_everything("graceful-timeout expired")
@@ -726,6 +733,8 @@ class Arbiter:
             "probation": self.probation.to_state() if self.probation else None,
             "orphans": {str(pid): max(0.0, d - _now()) for pid, d in orphans.items()},
             "info": self.info, "started_at": self.started_at, "sent_ready": self.sent_ready,
+            # from_environment() took these out of os.environ, so the new image cannot find them there.
+            "systemd": [self.systemd.path, self.systemd.watchdog_usec],
         }
         keep = [l.fileno() for l in self.listeners] + [self.notify_listener.fileno()]
         signal.set_wakeup_fd(-1)
@@ -773,6 +782,7 @@ class Arbiter:
         self.info.update(state["info"])
         self.started_at = state["started_at"]
         self.sent_ready = state["sent_ready"]
+        self.systemd = SystemdNotifier(*state["systemd"])
         log.info("resumed after in-place upgrade: %d generation(s), version %s",
                  len(self.generations()), self.current_version)
 

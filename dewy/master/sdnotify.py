@@ -18,13 +18,24 @@ def _address(path: str) -> str:
 class SystemdNotifier:
     """Sends state changes to systemd when the master runs under a Type=notify unit."""
 
-    def __init__(self, path: str | None):
+    def __init__(self, path: str | None, watchdog_usec: int = 0):
         self.path = path
+        self.watchdog_usec = watchdog_usec  # WatchdogSec= of the unit, 0 when off
 
     @classmethod
     def from_environment(cls) -> "SystemdNotifier":
-        """Take NOTIFY_SOCKET out of the environment (children must not inherit systemd's socket)."""
-        return cls(os.environ.pop("NOTIFY_SOCKET", None) or None)
+        """Take NOTIFY_SOCKET and WATCHDOG_* out of the environment (children must not inherit them)."""
+        path = os.environ.pop("NOTIFY_SOCKET", None) or None
+        usec = os.environ.pop("WATCHDOG_USEC", "")
+        pid = os.environ.pop("WATCHDOG_PID", "")
+        # sd_watchdog_enabled(3): the watchdog is ours only if WATCHDOG_PID is unset or our pid.
+        watchdog = int(usec) if usec.isdigit() and pid in ("", str(os.getpid())) else 0
+        return cls(path, watchdog)
+
+    @property
+    def watchdog_interval(self) -> float | None:
+        """Seconds between WATCHDOG=1 pings (half the unit's WatchdogSec=), None when off."""
+        return self.watchdog_usec / 2e6 if self.path and self.watchdog_usec else None
 
     def send(self, **fields) -> bool:
         """Send `KEY=value` lines (READY=1, STATUS=...); False when not under systemd or it failed."""

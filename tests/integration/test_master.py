@@ -39,7 +39,7 @@ class SystemdSocket:
                 if key in msg and (value is None or msg[key] == value):
                     return msg
             return None
-        return wait_until(found, timeout, "sd_notify %s=%s (got %r)" % (key, value, self.messages))
+        return wait_until(found, timeout, "sd_notify %s=%s" % (key, value), lambda: "got %r" % self.messages)
 
     def close(self):
         self.sock.close()
@@ -69,6 +69,10 @@ def test_tells_systemd_ready_reloading_and_stopping(make_master, registry, syste
     kinds = [k for msg in systemd.collect()[before:] for k in msg]
     assert "RELOADING" in kinds and "MONOTONIC_USEC" in kinds, kinds
     assert kinds.index("RELOADING") < len(kinds) - 1 - kinds[::-1].index("READY"), kinds
+    # After an in-place upgrade the new image still talks to systemd.
+    old_poller = master.status()["poller_pid"]
+    master.signal(signal.SIGUSR2)
+    master.wait_for(lambda s: s["poller_pid"] not in (None, old_poller), what="the upgraded master's poller")
     assert master.stop() == 0
     systemd.wait("STOPPING", "1", timeout=5)
 
@@ -79,6 +83,17 @@ def test_tells_systemd_ready_reloading_and_stopping(make_master, registry, syste
     assert master.status()["app_pids"], "READY=1 before the app was ready"
     assert ready["STATUS"].startswith("app v1.0.0 gen"), ready
     assert master.get() == (200, "1.0.0\n")
+
+
+@pytest.mark.timeout(30)
+def test_pings_the_systemd_watchdog(make_master, registry, systemd):
+    """With WatchdogSec= (WATCHDOG_USEC) set, the master sends WATCHDOG=1 at half that interval."""
+    master = make_master(env={"NOTIFY_SOCKET": systemd.path, "WATCHDOG_USEC": "400000"}).start()
+    systemd.wait("READY", "1")
+    first = len([m for m in systemd.collect() if "WATCHDOG" in m])
+    wait_until(lambda: len([m for m in systemd.collect() if "WATCHDOG" in m]) >= first + 4, 5,
+               "four more WATCHDOG=1 pings")
+    master.stop()
 
 
 @pytest.mark.timeout(30)
