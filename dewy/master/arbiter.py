@@ -251,7 +251,10 @@ class Arbiter:
             if pid == 0:
                 break
             self.on_child_exit(pid, wstatus)
-        self.retiring = [g for g in self.retiring if not self.retired(g)]
+        still_retiring = [g for g in self.retiring if not self.retired(g)]
+        if len(still_retiring) != len(self.retiring):
+            self.retiring = still_retiring
+            self.update_status()
 
     def retired(self, gen) -> bool:
         if gen.finished():

@@ -250,3 +250,16 @@ def test_killed_app_is_restarted(make_master, registry):
     with Load(master.port) as load:
         assert load.wait_requests(50)
     assert load.failed == 0
+
+
+@pytest.mark.timeout(60)
+def test_status_file_drops_a_retired_generation_at_once(make_master, registry):
+    """Once the old generation has exited, the status file says so without waiting for the next poll."""
+    registry.publish("1.0.0")
+    # A long interval: no poll rewrites the status file behind the master's back.
+    master = make_master(interval="10m").start(wait_version="1.0.0")
+    old = master.status()["app_pids"][0]
+    master.signal(signal.SIGUSR1)
+    wait_until(lambda: not alive(old), 15, "the old generation to exit")
+    st = master.wait_for(lambda s: not s["retiring_pids"], timeout=5, what="retiring_pids to empty")
+    assert st["generation"] == 2 and st["app_pids"] != [old]
