@@ -196,3 +196,38 @@ def test_process_titles_say_what_runs(make_master, registry):
     wait_until(lambda: title(master.pid) == "dewy-master [app v1.0.0 gen 1]", 5,
                "the master's title (is %r)" % title(master.pid))
     assert title(st["poller_pid"]).startswith("dewy-poller")
+
+
+@pytest.mark.timeout(60)
+def test_dewy_server_command_line_deploys(tmp_path, registry):
+    """`dewy server --registry URL -p PORT ... -- CMD` (Dewy's form) deploys and stops like dewy-master."""
+    from helpers import free_port, http_get
+    registry.publish("1.0.0")
+    port = free_port()
+    workdir = tmp_path / "w"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dewy", "server", "--registry", registry.url, "-p", "127.0.0.1:%d" % port,
+         "-i", "100ms", "--ready", "delay:200ms", "--workdir", str(workdir), "-l", "debug",
+         "--", sys.executable, "current/app.py"],
+        cwd=str(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=clean_environment())
+    try:
+        def answers(version):
+            try:
+                return http_get(("127.0.0.1", port), "/", 2) == (200, version + "\n")
+            except OSError:
+                return False
+        wait_until(lambda: answers("1.0.0"), 20, "dewy server to serve 1.0.0")
+        registry.publish("1.1.0")
+        wait_until(lambda: answers("1.1.0"), 20, "dewy server to deploy 1.1.0")
+        proc.send_signal(signal.SIGHUP)  # re-reads the same command line: a new generation
+        wait_until(lambda: (read_status(workdir) or {}).get("generation") == 3, 20, "the HUP restart")
+        assert answers("1.1.0")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def read_status(workdir):
+    from dewy import status
+    return status.read(str(workdir))
