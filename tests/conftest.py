@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,6 +76,24 @@ def _leftovers(tmp: str | None, exclude: set) -> list:
             if proc.pid not in exclude and proc.pid not in found and _mentions(proc, tmp):
                 found[proc.pid] = proc
     return [p for p in found.values() if p.is_running()]
+
+
+# Names our code and tests give temporary files (tempfile's default, the demo's and the tests' own).
+TEMP_PREFIXES = ("tmp", "dewy", "publish-")
+
+
+def _our_temp_entries() -> set:
+    tmp = tempfile.gettempdir()
+    return {name for name in os.listdir(tmp) if name.startswith(TEMP_PREFIXES)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_temp_files():
+    """Fail the run if it leaves files or directories in the system temp dir (tmp_path is pytest's job)."""
+    before = _our_temp_entries()
+    yield
+    left = _our_temp_entries() - before
+    assert not left, "the test run left these in %s: %s" % (tempfile.gettempdir(), sorted(left))
 
 
 @pytest.fixture(autouse=True)
