@@ -165,8 +165,10 @@ def options_from_args(args: dict) -> dict:
 
 def run_master(config, reload_config) -> int:
     """Hand over to the master (imported only now, so `dewy status` and `--check` stay light)."""
-    from dewy.master import arbiter
+    from dewy.master import arbiter, upgrade
 
+    if os.environ.get(upgrade.CHECK_ENV) == "1":
+        return EXIT_OK  # a running master's upgrade preflight: config and code are fine
     return arbiter.run(config, reload_config)
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 STATE_ENV = "DEWY_MASTER_STATE"
+CHECK_ENV = "DEWY_UPGRADE_CHECK"  # set: build the config, import the master, exit 0 (see preflight)
 STATE_VERSION = 1
 
 
@@ -15,15 +16,17 @@ def command() -> list:
 
 
 def preflight(timeout: float = 30.0) -> str | None:
-    """Check that the installed dewy can start before exec'ing into it; the problem in words, or None.
+    """Check that the new image would start before exec'ing into it; the problem in words, or None.
 
-    exec is a one-way door: a broken install would lose the master (and with it systemd's MAINPID),
-    so the new code must at least import its master in a separate process first.
+    exec is a one-way door: a broken install or a config file broken since start-up would lose the
+    master (and with it systemd's MAINPID). So the very command line that will be exec'd runs first
+    in check-only mode: it imports the new code and loads the config, then exits without binding.
     """
+    env = dict(os.environ)
+    env[CHECK_ENV] = "1"
     try:
-        done = subprocess.run([sys.executable, "-c", "import dewy.master.arbiter, dewy.cli"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=timeout)
+        done = subprocess.run([sys.executable] + command()[1:], env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     if done.returncode != 0:

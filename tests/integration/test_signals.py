@@ -263,3 +263,23 @@ def test_status_file_drops_a_retired_generation_at_once(make_master, registry):
     wait_until(lambda: not alive(old), 15, "the old generation to exit")
     st = master.wait_for(lambda s: not s["retiring_pids"], timeout=5, what="retiring_pids to empty")
     assert st["generation"] == 2 and st["app_pids"] != [old]
+
+
+@pytest.mark.timeout(60)
+def test_usr2_is_refused_while_the_ini_is_broken(make_master, registry):
+    """USR2 with a config that would not load: the master stays (same PID, same app), says why."""
+    registry.publish("1.0.0")
+    master = make_master().start(wait_version="1.0.0")
+    st = master.status()
+    master.ini.write_text(master.ini_text() + "intervall = 5s\n")
+    master.signal(signal.SIGUSR2)
+    wait_until(lambda: "upgrade refused" in master.log_text(), 30, "the refused upgrade in the log",
+               master.details)
+    assert 'unknown key "intervall"' in master.log_text()
+    assert master.running() and master.status()["app_pids"] == st["app_pids"]
+    assert master.status()["poller_pid"] == st["poller_pid"]  # nothing was torn down
+    assert master.get() == (200, "1.0.0\n")
+    master.write_ini()  # fixed: the next USR2 goes through
+    master.signal(signal.SIGUSR2)
+    master.wait_for(lambda s: s["poller_pid"] not in (None, st["poller_pid"]), what="the upgraded master")
+    assert master.pid == st["pid"] and master.status()["app_pids"] == st["app_pids"]
