@@ -46,7 +46,7 @@ import psutil
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dewy.demo.app import build_release  # noqa: E402
-from dewy.demo.demo import clean_environment, free_port, http_get  # noqa: E402
+from dewy.demo.demo import clean_environment, free_port, http_get, poll_until  # noqa: E402
 
 VERSION = "1.0.0"
 PEER = "start_server"
@@ -153,14 +153,10 @@ def alive(proc: psutil.Process) -> bool:
 
 def wait_until(predicate, timeout: float, what: str, details=lambda: "", interval: float = STATUS_POLL):
     """Poll predicate() until truthy (returned); RuntimeError naming what (and details()) on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise RuntimeError("timed out after %.1fs waiting for %s\n%s" % (timeout, what, details()))
-        time.sleep(interval)
+    value = poll_until(predicate, timeout, interval)
+    if value is None:
+        raise RuntimeError("timed out after %.1fs waiting for %s\n%s" % (timeout, what, details()))
+    return value
 
 
 def serving_pid(port: int, timeout: float = 2.0):

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 
 from dewy.demo.app import build_release
-from dewy.demo.demo import FailCount, Load, clean_environment, free_port, http_get  # noqa: F401 — re-exported
+from dewy.demo.demo import FailCount, Load, clean_environment, free_port, http_get, poll_until  # noqa: F401 — re-exported
 
 # Defaults for every Master unless a test says otherwise: quick polls, quick readiness, verbose logs.
 DEFAULT_SETTINGS = {
@@ -42,15 +42,11 @@ def norm(version: str) -> str:
 
 def wait_until(predicate, timeout: float, what: str, details=None, interval: float = POLL):
     """Poll predicate() until it returns something truthy (returned); AssertionError naming what on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            extra = ("\n" + details()) if details else ""
-            raise AssertionError("timed out after %.1fs waiting for %s%s" % (timeout, what, extra))
-        time.sleep(interval)
+    value = poll_until(predicate, timeout, interval)
+    if value is None:
+        extra = ("\n" + details()) if details else ""
+        raise AssertionError("timed out after %.1fs waiting for %s%s" % (timeout, what, extra))
+    return value
 
 
 # --------------------------------------------------------------------------- registry

@@ -35,6 +35,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def poll_until(predicate, timeout: float, interval: float = 0.02):
+    """Call predicate() every interval seconds until it returns something truthy (returned) or timeout (None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value or None
+        time.sleep(interval)
+
+
 def clean_environment(extra: dict | None = None) -> dict:
     """os.environ without socket-activation/notify variables meant for this process, plus extra."""
     env = {k: v for k, v in os.environ.items() if k not in INHERITED_PROTOCOL_VARS}
@@ -159,20 +169,12 @@ class Load:
 
     def wait_seen(self, version: str, timeout: float = 10.0) -> bool:
         """Wait until some request was answered with version; False on timeout."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.seen(version):
-                return True
-            time.sleep(0.01)
-        return self.seen(version)
+        return bool(poll_until(lambda: self.seen(version), timeout, 0.01))
 
     def wait_requests(self, n: int, timeout: float = 10.0) -> bool:
         """Wait until n more requests than now have finished; False on timeout."""
         goal = self.total + n
-        deadline = time.monotonic() + timeout
-        while self.total < goal and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self.total >= goal
+        return bool(poll_until(lambda: self.total >= goal, timeout, 0.01))
 
     def summary(self) -> str:
         """One line: totals and requests per version."""
@@ -223,17 +225,17 @@ def _say(t0: float, msg: str) -> None:
     print("[%5.1fs] %s" % (time.monotonic() - t0, msg), flush=True)
 
 
+def _answers(port: int, version: str) -> bool:
+    try:
+        return http_get(port, "/", timeout=2) == (200, version + "\n")
+    except OSError:
+        return False
+
+
 def _wait_version(port: int, version: str, timeout: float, master: subprocess.Popen) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and master.poll() is None:
-        try:
-            status, body = http_get(port, "/", timeout=2)
-            if status == 200 and body.strip() == version:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.05)
-    return False
+    # Stop waiting as soon as the master is gone: it will not start answering then.
+    poll_until(lambda: master.poll() is not None or _answers(port, version), timeout, 0.05)
+    return master.poll() is None and _answers(port, version)
 
 
 def _log_tail(path: str, lines: int = 30) -> str:
@@ -271,9 +273,7 @@ def _start_master(tmp: str, registry: str, workdir: str, log_path: str, t0: floa
         _say(t0, "started dewy-master (pid %d) on http://127.0.0.1:%d/" % (master.pid, port))
         # The master binds first and then writes its status file: wait for one or its exit.
         status_file = os.path.join(workdir, ".dewy", "status.json")
-        deadline = time.monotonic() + 10
-        while master.poll() is None and time.monotonic() < deadline and not os.path.exists(status_file):
-            time.sleep(0.05)
+        poll_until(lambda: master.poll() is not None or os.path.exists(status_file), 10, 0.05)
         if master.poll() is not None and "in use" in _log_tail(log_path):
             _say(t0, "port %d was taken meanwhile, trying another" % port)
             continue
