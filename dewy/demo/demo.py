@@ -234,8 +234,8 @@ def _answers(port: int, version: str) -> bool:
 
 def _wait_version(port: int, version: str, timeout: float, master: subprocess.Popen) -> bool:
     # Stop waiting as soon as the master is gone: it will not start answering then.
-    poll_until(lambda: master.poll() is not None or _answers(port, version), timeout, 0.05)
-    return master.poll() is None and _answers(port, version)
+    outcome = poll_until(lambda: "exited" if master.poll() is not None else _answers(port, version), timeout, 0.05)
+    return outcome is True
 
 
 def _log_tail(path: str, lines: int = 30) -> str:

@@ -132,9 +132,7 @@ class Deploy:
                 artifact=release.artifact_name, sha256=self.sha256, previous_version=self.previous_version)
         except Refuse as exc:
             self.discard_release_dir()
-            if self.artifact_changing():
-                return self.fail("%s (the artifact is still being written: will try again)" % exc)
-            return self.refuse("refused", str(exc))
+            return self.refuse_unless_changing("refused", str(exc))
         except Transient as exc:
             self.discard_release_dir()
             return self.fail(str(exc))
@@ -144,9 +142,7 @@ class Deploy:
         if not answer.get("ok"):
             self.discard_release_dir()
             error = "master: %s" % (answer.get("error") or "the release did not start")
-            if self.artifact_changing():
-                return self.fail("%s (the artifact is still being written: will try again)" % error)
-            return self.refuse("failed", error, answer)
+            return self.refuse_unless_changing("failed", error, answer)
         self.succeeded(answer)
         return None
 
@@ -190,15 +186,21 @@ class Deploy:
         return self._artifact
 
     def artifact_changing(self) -> bool:
-        """Whether the published artifact is still being written (then a bad copy is not the release's fault).
-
-        Either way the cached copy goes: it is bad, or it is of a release we refuse.
-        """
-        self.forget_cached()
+        """Whether the published artifact is still being written (then a bad copy is not the release's fault)."""
         try:
             return self.artifact().changing()
         except Exception:  # noqa: BLE001 - a store that cannot tell is taken at its word: not changing
             return False
+
+    def refuse_unless_changing(self, result: str, error: str, answer: dict | None = None) -> str:
+        """Refuse the version, or only retry it when the artifact was still being written meanwhile.
+
+        Either way the cached copy goes: it is bad, or it is of a release we refuse.
+        """
+        self.forget_cached()
+        if self.artifact_changing():
+            return self.fail("%s (the artifact is still being written: will try again)" % error)
+        return self.refuse(result, error, answer)
 
     def forget_cached(self) -> None:
         """Drop the cached artifact and its recorded checksum."""
