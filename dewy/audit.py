@@ -6,6 +6,8 @@ import json
 import os
 import re
 import socket
+import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 AUDIT_FILE = "audit.log"
@@ -78,28 +80,44 @@ def read(workdir: str) -> list:
     return entries
 
 
-def _stamp(when: datetime) -> str:
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+@dataclass(frozen=True)
+class Shipped:
+    """The record of one deploy attempt left where the release lives (Dewy's shipped_to file, a gRPC Report)."""
 
+    host: str                          # this host's name, lower case (as Dewy writes it)
+    mode: str                          # "server" or "assets" (Dewy's `command`)
+    time_ns: int                       # when, in nanoseconds since the epoch (UTC)
+    version: str
+    tag: str
+    previous_version: str | None = None
+    release_dir: str = ""
+    error: str | None = None           # set when the deploy failed
 
-def shipped_filename(host: str, mode: str, when: datetime) -> str:
-    """The Dewy-style record name: shipped_to_<host>_<mode>_at_<YYYYMMDDTHHMMSSZ>.txt."""
-    return "shipped_to_%s_%s_at_%s.txt" % (_UNSAFE.sub("-", host) or "unknown", _UNSAFE.sub("-", mode), _stamp(when))
+    @classmethod
+    def now(cls, mode: str, version: str, tag: str, **fields) -> "Shipped":
+        """A record of this host, now."""
+        return cls(host=hostname().lower(), mode=mode, time_ns=time.time_ns(), version=version, tag=tag, **fields)
 
+    def stamp(self) -> str:
+        """The time as Dewy writes it: YYYYMMDDTHHMMSS.nnnnnnnnnZ (UTC)."""
+        seconds, nanos = divmod(self.time_ns, 1_000_000_000)
+        return "%s.%09dZ" % (time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds)), nanos)
 
-def shipped_text(host: str, mode: str, when: datetime, version: str, release_dir: str = "",
-                 previous_version: str | None = None) -> str:
-    """The content of the shipped_to record: who got which version, when, in which mode."""
-    lines = [
-        "shipped %s to %s (%s) at %s" % (version, host, mode, _stamp(when)),
-        "version: %s" % version,
-        "previous_version: %s" % (previous_version or "none"),
-        "host: %s" % host,
-        "mode: %s" % mode,
-        "time: %s" % _stamp(when),
-    ]
-    if release_dir:
-        lines.append("release_dir: %s" % release_dir)
-    return "\n".join(lines) + "\n"
+    def sentence(self) -> str:
+        """`shipped to <host> <mode> at <time>`: Dewy's record, word for word."""
+        return "shipped to %s %s at %s" % (self.host, self.mode, self.stamp())
+
+    def filename(self) -> str:
+        """The record's file name: the sentence with `_` for spaces, `.txt` (unsafe characters replaced)."""
+        return _UNSAFE.sub("-", self.sentence().replace(" ", "_")) + ".txt"
+
+    def text(self) -> str:
+        """The record's content: the sentence, then what was shipped over what."""
+        lines = [self.sentence(), "version: %s" % self.version, "tag: %s" % self.tag,
+                 "previous_version: %s" % (self.previous_version or "none"), "host: %s" % self.host,
+                 "mode: %s" % self.mode, "time: %s" % self.stamp()]
+        if self.release_dir:
+            lines.append("release_dir: %s" % self.release_dir)
+        if self.error:
+            lines.append("error: %s" % self.error)
+        return "\n".join(lines) + "\n"

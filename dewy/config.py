@@ -34,6 +34,7 @@ STOP_SIGNALS = ("TERM", "QUIT", "INT", "HUP", "USR1", "USR2", "WINCH", "KILL")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 MODES = ("server", "assets")
+CHECKSUM_POLICIES = ("auto", "required", "off")
 
 DURATION_HELP = "expected a duration such as 500ms, 10s, 1m or plain seconds"
 PORT_HELP = ("expected a listen address such as 8000, 127.0.0.1:8000, [::1]:8000, 8000-8005 or "
@@ -388,6 +389,13 @@ SETTINGS: list[Setting] = [
             "workdir.", _path(required=False), meta="DIR", default_doc="none"),
     Setting("hook-timeout", "duration", "5m", "--hook-timeout", None,
             "How long a deploy hook may run before it is killed and counts as failed.",
+            _duration(0.0, inclusive=False), meta="DURATION", pytype=float),
+    Setting("verify-checksum", "auto|required|off", "auto", "--verify-checksum", None,
+            "Check the artifact against the checksum published beside it (checksums.txt, SHA256SUMS, "
+            "<artifact>.sha256, GitHub's asset digest): auto when there is one, required refuses a release "
+            "without one, off never checks.", _choice(*CHECKSUM_POLICIES), meta="WHEN"),
+    Setting("poll-backoff-max", "duration", "5m", "--poll-backoff-max", None,
+            "While the registry fails, the poll interval doubles up to this; the first success resets it.",
             _duration(0.0, inclusive=False), meta="DURATION", pytype=float),
 ]
 

@@ -53,7 +53,7 @@ def _supported(names: Iterable[str]) -> str:
 def check(url: str, table: Mapping[str, Iterable[str]], kind: str) -> ParsedURL:
     """Parse url and raise ValueError unless its scheme is in table and its query keys are allowed.
 
-    `table` maps scheme -> allowed query keys; `kind` ("registry", "cache"...) names the URL in
+    `table` maps scheme -> allowed query keys (None: any); `kind` ("registry", "cache"...) names the URL in
     the message when it has no scheme at all.
     """
     parsed = parse(url)
@@ -61,6 +61,8 @@ def check(url: str, table: Mapping[str, Iterable[str]], kind: str) -> ParsedURL:
         raise ValueError('%s URL has no scheme; supported: %s' % (kind, _supported(table)))
     if parsed.scheme not in table:
         raise ValueError('unsupported scheme "%s"; supported: %s' % (parsed.scheme, _supported(table)))
+    if table[parsed.scheme] is None:
+        return parsed  # the scheme takes any query (a presigned https:// URL carries its signature there)
     allowed = set(table[parsed.scheme])
     for key in parsed.query:
         if key not in allowed:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import fnmatch
 import platform
+import re
 from collections.abc import Iterable, Sequence
 
 import semver
 
 __all__ = [
+    "CalVer",
     "parse",
     "normalise",
     "select_newest",
@@ -43,6 +45,9 @@ _ARCH_ALIASES = {
 # and the audit records dewy itself writes into the registry). Matched case-insensitively.
 _NOT_ARTIFACT_PATTERNS = (
     "*.sha256",
+    "*.sha256sum",
+    "*.sha256.txt",
+    "*.sha256sums",
     "*checksums.txt",
     "sha256sums",
     "*.sig",
@@ -63,15 +68,16 @@ def parse(tag: str) -> semver.Version | None:
         return None
 
 
-def normalise(tag: str) -> str:
+def normalise(tag: str, calver: str | None = None) -> str:
     """The version text of a tag without its ``v`` prefix (``v1.2.3+blue`` -> ``1.2.3+blue``).
 
-    Raises ValueError when the tag is not strict semver, so a caller never stores a bogus version.
+    Raises ValueError when the tag is not strict semver (or of the calver format when given), so a
+    caller never stores a bogus version.
     """
-    version = parse(tag)
-    if version is None:
-        raise ValueError(f"not a semantic version: {tag!r}")
-    return str(version)
+    parsed = _parse_any(tag, CalVer(calver) if calver else None)
+    if parsed is None:
+        raise ValueError(f"not a {'calendar' if calver else 'semantic'} version: {tag!r}")
+    return parsed[3]
 
 
 def select_newest(
@@ -79,29 +85,124 @@ def select_newest(
     pre_release: bool = False,
     slot: str = "",
     exclude: Iterable[str] = (),
+    calver: str | None = None,
 ) -> str | None:
     """Return the tag (exactly as given) of the newest deployable version among tags, or None.
 
-    - tags that are not semver are ignored;
+    - tags that are not versions (semver, or the ``calver`` format when given) are ignored;
     - pre-releases are considered only when ``pre_release`` is true;
     - with ``slot`` set only versions whose build metadata equals it count; with no slot, every version
       counts, build metadata does not order them, and on a tie the tag without build metadata wins,
       then the lexically smallest tag (so the choice is deterministic);
     - ``exclude`` holds normalised versions (``1.2.3+blue``) that must not be chosen (e.g. refused ones).
     """
-    excluded = _normalised_set(exclude)
+    scheme = CalVer(calver) if calver else None
+    excluded = _normalised_set(exclude, scheme)
     best_key = None
     best_tag = None
     # Visit tags in lexical order and replace the best only on a strictly greater key, so that on a
     # tie the lexically smallest tag wins: the choice never depends on the registry's listing order.
     for tag in sorted(t for t in tags if isinstance(t, str)):
-        version = parse(tag)
-        if version is None or not _eligible(version, pre_release, slot, excluded):
+        parsed = _parse_any(tag, scheme)
+        if parsed is None:
             continue
-        key = _order_key(version)
+        key, prerelease, build, text = parsed
+        if prerelease and not pre_release:
+            continue
+        if slot and (build or "") != slot:
+            continue
+        # Compare the full text: precedence ignores build metadata, but refusing 1.2.3+blue
+        # must not refuse 1.2.3+green.
+        if text in excluded:
+            continue
+        key = (key, not build)
         if best_key is None or key > best_key:
             best_key, best_tag = key, tag
     return best_tag
+
+
+def explain(tags: Sequence[str], pre_release: bool = False, slot: str = "", exclude: Iterable[str] = (),
+            calver: str | None = None) -> str:
+    """Why select_newest() finds nothing among tags, in words: what was seen and what was ignored.
+
+    E.g. "3 tags: 1 not a version, 2 pre-releases ignored (use ?pre-release=true)".
+    """
+    scheme = CalVer(calver) if calver else None
+    excluded = _normalised_set(exclude, scheme)
+    counts = {"not a version": 0, "pre-release": 0, "other slot": 0, "refused": 0}
+    refused = []
+    for tag in tags:
+        parsed = _parse_any(tag, scheme)
+        if parsed is None:
+            counts["not a version"] += 1
+        elif parsed[1] and not pre_release:
+            counts["pre-release"] += 1
+        elif slot and (parsed[2] or "") != slot:
+            counts["other slot"] += 1
+        elif parsed[3] in excluded:
+            counts["refused"] += 1
+            refused.append(parsed[3])
+    parts = []
+    if counts["not a version"]:
+        parts.append("%d not %s" % (counts["not a version"], "in calver format %s" % calver if calver
+                                     else "a semantic version"))
+    if counts["pre-release"]:
+        parts.append("%d pre-release%s ignored (?pre-release=true takes them)"
+                     % (counts["pre-release"], "s" if counts["pre-release"] > 1 else ""))
+    if counts["other slot"]:
+        parts.append('%d not of slot "%s"' % (counts["other slot"], slot))
+    if refused:
+        parts.append("refused: %s (see .dewy/refused.json)" % ", ".join(sorted(refused)))
+    head = "%d tag%s" % (len(tags), "" if len(tags) == 1 else "s")
+    return head + (": " + ", ".join(parts) if parts else "")
+
+
+class CalVer:
+    """A calendar-version format in Dewy's language: ``YYYY YY 0Y MM 0M WW 0W DD 0D MICRO``, any other
+    character literal; tags may carry a ``v`` prefix, ``-pre`` and ``+build`` (e.g. ``v2024.01.3-rc.1+blue``).
+    Versions compare segment by segment, then a release above its pre-releases.
+    """
+
+    SPECIFIERS = {
+        "YYYY": r"(\d{4})", "YY": r"(\d{1,3})", "0Y": r"(\d{2,3})",
+        "MM": r"([1-9]|1[0-2])", "0M": r"(0[1-9]|1[0-2])",
+        "WW": r"([1-9]|[1-4]\d|5[0-3])", "0W": r"(0[1-9]|[1-4]\d|5[0-3])",
+        "DD": r"([1-9]|[12]\d|3[01])", "0D": r"(0[1-9]|[12]\d|3[01])",
+        "MICRO": r"(\d+)",
+    }
+    # Longest first, so "YYYY" is not read as "YY" "YY" and "0M" not as a literal 0 then "M".
+    _ORDER = ("YYYY", "0Y", "YY", "0M", "MM", "0W", "WW", "0D", "DD", "MICRO")
+
+    def __init__(self, format: str):
+        if not format:
+            raise ValueError("calver format is empty")
+        pattern, segments, rest = [], 0, format
+        while rest:
+            for spec in self._ORDER:
+                if rest.startswith(spec):
+                    pattern.append(self.SPECIFIERS[spec])
+                    segments += 1
+                    rest = rest[len(spec):]
+                    break
+            else:
+                pattern.append(re.escape(rest[0]))
+                rest = rest[1:]
+        if not segments:
+            raise ValueError("calver format %r has no specifier (expected YYYY, YY, 0Y, MM, 0M, WW, 0W, DD, 0D "
+                             "or MICRO)" % format)
+        self.format = format
+        self.regex = re.compile(r"^[vV]?(%s)(?:-([0-9A-Za-z.-]+))?(?:\+([0-9A-Za-z.-]+))?$" % "".join(pattern))
+        self.segments = segments
+
+    def parse(self, tag: str):
+        """(precedence key, pre-release, build, normalised text without "v") for a tag, or None if it does not match."""
+        match = self.regex.match(tag) if isinstance(tag, str) else None
+        if match is None:
+            return None
+        groups = match.groups()
+        numbers = tuple(int(g) for g in groups[1:1 + self.segments])
+        prerelease, build = groups[-2] or "", groups[-1] or ""
+        return (numbers, _prerelease_key(prerelease)), prerelease, build, _strip_prefix(tag)
 
 
 def platform_aliases(system: str | None = None, machine: str | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -147,30 +248,32 @@ def _strip_prefix(tag: str) -> str:
     return tag[1:] if tag[:1] in ("v", "V") else tag
 
 
-def _normalised_set(versions: Iterable[str]) -> set[str]:
+def _normalised_set(versions: Iterable[str], scheme: "CalVer | None" = None) -> set[str]:
     """Normalise the excluded versions so ``v1.2.3`` and ``1.2.3`` exclude the same release."""
     result = set()
     for text in versions:
-        version = parse(text)
-        result.add(str(version) if version is not None else text)
+        parsed = _parse_any(text, scheme)
+        result.add(parsed[3] if parsed is not None else _strip_prefix(text))
     return result
 
 
-def _eligible(version: semver.Version, pre_release: bool, slot: str, excluded: set[str]) -> bool:
-    """Whether a parsed version may be deployed under the given gating rules."""
-    if version.prerelease and not pre_release:
-        return False
-    if slot and (version.build or "") != slot:
-        return False
-    # Compare the full text: semver equality ignores build metadata, but refusing 1.2.3+blue
-    # must not refuse 1.2.3+green.
-    return str(version) not in excluded
-
-
-def _order_key(version: semver.Version) -> tuple[semver.Version, bool]:
-    """Sort key where greater means preferred: semver precedence, then "has no build metadata"."""
+def _parse_any(tag: str, scheme: "CalVer | None"):
+    """(precedence key, pre-release, build, normalised text) of a semver tag, or of a calver one with scheme."""
+    if scheme is not None:
+        return scheme.parse(tag)
+    version = parse(tag)
+    if version is None:
+        return None
     # semver compares build metadata as equal; dropping it keeps that explicit and the key hashable.
-    return (version.replace(build=None), not version.build)
+    return version.replace(build=None), version.prerelease or "", version.build or "", str(version)
+
+
+def _prerelease_key(prerelease: str) -> tuple:
+    """A sort key for a pre-release under semver's rules: a release sorts above its pre-releases,
+    numeric identifiers below alphanumeric ones, a longer list of equal identifiers above a shorter one."""
+    if not prerelease:
+        return (1,)
+    return (0,) + tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in prerelease.split("."))
 
 
 def _all_aliases(table: dict[str, tuple[str, ...]]) -> tuple[str, ...]:

@@ -6,6 +6,11 @@ from dewy.artifact.base import Artifact, ArtifactError
 # scheme -> (module, class, allowed query keys); the module is imported only when used.
 SCHEMES = {
     "file": ("dewy.artifact.file", "FileArtifact", frozenset()),
+    "ghr": ("dewy.artifact.ghr", "GitHubArtifact", frozenset()),
+    "s3": ("dewy.artifact.s3", "S3Artifact", frozenset({"endpoint"})),
+    "gs": ("dewy.artifact.gs", "GCSArtifact", frozenset()),
+    "https": ("dewy.artifact.http", "HTTPArtifact", None),  # any query: presigned URLs carry their own
+    "http": ("dewy.artifact.http", "HTTPArtifact", None),   # loopback hosts only (checked by the class)
 }
 
 __all__ = ["SCHEMES", "Artifact", "ArtifactError", "validate_url", "from_url"]

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from dewy import artifact as artifact_pkg
 from dewy import audit, hooks, releases
 from dewy.registry.base import Release
+from dewy.log import redact_text
 from dewy.status import read_json, write_json_atomic
 
 log = logging.getLogger("dewy.poller")
@@ -278,20 +279,25 @@ class Deploy:
                 # The release is live already: report the hook failure, do not undo the deploy.
                 error = "after-deploy-hook failed (%s)" % result.describe()
                 log.warning("%s", error)
-        when = datetime.now(timezone.utc).replace(microsecond=0)
         host = audit.hostname()
-        try:
-            self.registry.report(
-                release, audit.shipped_filename(host, config.mode, when),
-                audit.shipped_text(host, config.mode, when, release.version, release_dir, self.previous_version))
-        except Exception as exc:  # noqa: BLE001 - the record is a courtesy; the deploy stands
-            log.warning("cannot write the shipped_to record for %s: %s", release.version, exc)
+        self.report(answer.get("generation"), release_dir=release_dir)
         self.prune(release_dir)
         # The audit line comes last: whoever sees it sees the whole deploy done.
         self.audit("deployed", error, generation=answer.get("generation"))
         self.notify("deployed", "deployed %s on %s (%s), previously %s" % (
             release.version, host, config.mode, self.previous_version or "nothing"), error)
         log.info("deployed %s in %s (generation %s)", release.version, release_dir, answer.get("generation"))
+
+    def report(self, generation, release_dir: str = "", error: str | None = None) -> None:
+        """Leave the shipped_to record (or gRPC Report) in the registry; a failure is logged, never fatal."""
+        release = self.release
+        shipped = audit.Shipped.now(self.config.mode, release.version, release.tag,
+                                    previous_version=self.previous_version, release_dir=release_dir or "",
+                                    error=error)
+        try:
+            self.registry.report(release, shipped)
+        except Exception as exc:  # noqa: BLE001 - the record is a courtesy; the deploy stands
+            log.warning("cannot write the shipped_to record for %s: %s", release.version, redact_text(str(exc)))
 
     def prune(self, release_dir: str) -> None:
         """Keep keep_releases newest release directories (never the new or the previous one)."""

@@ -4,11 +4,16 @@ A new backend is one more row in SCHEMES (and its module); nothing else changes.
 """
 
 from dewy import urls
-from dewy.registry.base import Registry, RegistryError, Release
+from dewy.registry.base import COMMON_KEYS, Registry, RegistryError, Release
 
-# scheme -> (module, class, allowed query keys). The module is imported only when the scheme is used.
+# scheme -> (module, class, allowed query keys). The module is imported only when the scheme is used,
+# and imports its SDK (requests, boto3, google-cloud-storage, grpcio) only when it is constructed.
 SCHEMES = {
-    "file": ("dewy.registry.file", "FileRegistry", frozenset({"artifact", "pre-release"})),
+    "file": ("dewy.registry.file", "FileRegistry", COMMON_KEYS),
+    "ghr": ("dewy.registry.ghr", "GitHubRegistry", COMMON_KEYS),
+    "s3": ("dewy.registry.s3", "S3Registry", COMMON_KEYS | {"endpoint"}),
+    "gs": ("dewy.registry.gs", "GCSRegistry", COMMON_KEYS),
+    "grpc": ("dewy.registry.grpc", "GRPCRegistry", frozenset({"artifact", "calver", "no-tls", "ca"})),
 }
 
 __all__ = ["SCHEMES", "Registry", "RegistryError", "Release", "validate_url", "from_url"]

@@ -1,36 +1,130 @@
-"""The registry interface: `latest()` names the release to run, `report()` leaves an audit record."""
+"""The registry interface: `latest()` names the release to run, `report()` leaves an audit record.
+
+Every registry shares the same selection rules, implemented once here: the query keys `artifact`,
+`pre-release` and `calver`, the slot (build metadata), refused versions, the artifact picked by name
+or by this host's OS/arch, and checksums published next to the artifact (dewy.checksums).
+"""
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
+
+from dewy import checksums, urls, versions
+
+# Query keys every registry understands; a backend adds its own (endpoint, no-tls...) in SCHEMES.
+COMMON_KEYS = frozenset({"artifact", "pre-release", "calver"})
 
 
 class RegistryError(Exception):
     """The registry could not be read, or holds nothing deployable (one-line message)."""
 
 
+class NotYetPublished(RegistryError):
+    """The newest release exists but its artifact is not uploaded yet (CI still building): not an error yet."""
+
+
 @dataclass(frozen=True)
 class Release:
     """One deployable release as a registry publishes it."""
 
-    version: str                # normalised semver, no "v": "1.2.3-rc.1+blue"
+    version: str                # normalised version, no "v": "1.2.3-rc.1+blue" (or a calver "2024.01.3")
     tag: str                    # as published: "v1.2.3-rc.1+blue"
     artifact_name: str          # "app_linux_amd64.tar.gz"
     artifact_url: str           # what dewy.artifact.from_url() fetches
     sha256: str | None = None   # expected checksum when the release publishes one
+    checksum_source: str | None = None  # where sha256 came from: "checksums.txt", "GitHub asset digest"...
+
+
+def validate_common(parsed: urls.ParsedURL) -> None:
+    """Raise ValueError for a bad value of a common query key (pre-release, calver, artifact)."""
+    urls.query_bool(parsed, "pre-release")
+    if "calver" in parsed.query:
+        try:
+            versions.CalVer(parsed.query["calver"])
+        except ValueError as exc:
+            raise ValueError('bad value "%s" for query key "calver" of %s://: %s'
+                             % (parsed.query["calver"], parsed.scheme, exc)) from None
+    if "artifact" in parsed.query and not plain_name(parsed.query["artifact"]):
+        raise ValueError('bad value "%s" for query key "artifact" of %s://; allowed: a file name'
+                         % (parsed.query["artifact"], parsed.scheme))
+
+
+def plain_name(name: str) -> bool:
+    """True for a file name without directory parts (no traversal out of a version directory)."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name
 
 
 class Registry:
-    """Base class of the registries; constructed by dewy.registry.from_url(url, cache, slot)."""
+    """Base class of the registries; constructed by dewy.registry.from_url(url, cache, slot).
+
+    Subclasses list tags and files; `newest_tag`, `pick_artifact` and `find_checksum` apply the rules.
+    """
+
+    # The artifact name used when the URL has no ?artifact= (GitHub: $GITHUB_ARTIFACT).
+    default_artifact: str | None = None
+
+    @classmethod
+    def validate(cls, parsed: urls.ParsedURL) -> None:
+        """Raise ValueError for a bad query value (a backend extends this for its own keys)."""
+        validate_common(parsed)
 
     def __init__(self, url: str, cache=None, slot: str = ""):
         self.url = url
         self.cache = cache
         self.slot = slot
+        parsed = urls.parse(url)
+        self.validate(parsed)
+        self.parsed = parsed
+        self.pre_release = urls.query_bool(parsed, "pre-release")
+        self.artifact = parsed.query.get("artifact") or self.default_artifact or None
+        self.calver = parsed.query.get("calver") or None
 
     def latest(self, exclude: Iterable[str] = ()) -> Release:
         """The newest deployable release whose version is not in exclude; RegistryError if none."""
         raise NotImplementedError
 
-    def report(self, release: Release, filename: str, text: str) -> None:
-        """Store an audit record (`filename`, `text`) next to the release's artifacts."""
+    def report(self, release: Release, shipped) -> None:
+        """Leave the audit record `shipped` (a dewy.audit.Shipped) next to the release's artifacts.
+
+        Called after every deploy attempt; `shipped.error` is set for a failed one. Registries that
+        only record successes (file, S3, GCS, GitHub: Dewy's shipped_to files) skip failures.
+        """
         raise NotImplementedError
+
+    # --- the shared rules ---------------------------------------------------------------------
+
+    def version_of(self, tag: str) -> str:
+        """The normalised version of a tag under this registry's scheme (semver, or calver)."""
+        return versions.normalise(tag, self.calver)
+
+    def newest_tag(self, tags: Sequence[str], exclude: Iterable[str] = (), where: str = "") -> str:
+        """The newest deployable tag among tags; RegistryError saying why none qualifies."""
+        exclude = tuple(exclude)
+        tag = versions.select_newest(tags, pre_release=self.pre_release, slot=self.slot, exclude=exclude,
+                                     calver=self.calver)
+        if tag is None:
+            raise RegistryError("no deployable version%s: %s" % (
+                " in " + where if where else "",
+                versions.explain(list(tags), self.pre_release, self.slot, exclude, self.calver)))
+        return tag
+
+    def pick_artifact(self, version: str, names: Sequence[str]) -> str:
+        """The artifact named by ?artifact=, else the first name matching this OS/arch; RegistryError if none."""
+        if self.artifact is not None:
+            if self.artifact not in names:
+                raise NotYetPublished('version %s has no artifact "%s"; files: %s'
+                                      % (version, self.artifact, ", ".join(names) or "none"))
+            return self.artifact
+        name = versions.match_artifact([n for n in names if versions.is_artifact_name(n)])
+        if name is None:
+            os_names, arch_names = versions.platform_aliases()
+            raise NotYetPublished("version %s has no artifact for %s/%s; files: %s (name one with ?artifact=)"
+                                  % (version, os_names[0], arch_names[0], ", ".join(names) or "none"))
+        return name
+
+    @staticmethod
+    def find_checksum(artifact: str, names: Sequence[str], read: Callable[[str], str]) -> tuple:
+        """(sha256, source file) published for artifact among names, or (None, None); RegistryError on conflict."""
+        try:
+            return checksums.find(artifact, names, read)
+        except checksums.ChecksumConflict as exc:
+            raise RegistryError(str(exc)) from None

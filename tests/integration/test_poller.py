@@ -208,7 +208,7 @@ def test_deploy_refuse_newer_and_delete_newest(master):
     assert entry["mode"] == "server" and entry["previous_version"] is None and entry["error"] is None
     shipped = wait_for(lambda: [n for n in os.listdir(master.registry / "v1.0.0") if n.startswith("shipped_to_")],
                        "shipped_to record", master)
-    assert re.fullmatch(r"shipped_to_.+_server_at_\d{8}T\d{6}Z\.txt", shipped[0]), shipped
+    assert re.fullmatch(r"shipped_to_.+_server_at_\d{8}T\d{6}\.\d{9}Z\.txt", shipped[0]), shipped
     assert "1.0.0" in (master.registry / "v1.0.0" / shipped[0]).read_text()
     manifest = json.loads((master.workdir / ".dewy" / "releases.json").read_text())
     assert manifest[os.path.basename(release_dir)]["version"] == "1.0.0"

@@ -2,11 +2,13 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 
 import pytest
+from pathlib import Path
 
 from dewy import config
 from dewy.config import Config, ConfigError, Ready, load_ini, from_options, parse_duration, parse_ports
@@ -52,6 +54,10 @@ INI_ERRORS = [
      '[dewy] interval = "0": expected a duration greater than 0, such as 500ms, 10s or 1m'),
     ("negative-duration", BASE + "graceful-timeout = -1s\n",
      '[dewy] graceful-timeout = "-1s": expected a duration such as 500ms, 10s, 1m or plain seconds'),
+    ("bad-verify-checksum", BASE + "verify-checksum = yes\n",
+     '[dewy] verify-checksum = "yes": expected one of: auto, required, off'),
+    ("zero-poll-backoff-max", BASE + "poll-backoff-max = 0\n",
+     '[dewy] poll-backoff-max = "0": expected a duration greater than 0, such as 500ms, 10s or 1m'),
     ("zero-hook-timeout", BASE + "hook-timeout = 0s\n",
      '[dewy] hook-timeout = "0s": expected a duration greater than 0, such as 500ms, 10s or 1m'),
     ("unknown-key", BASE + "intervall = 10s\n", '[dewy] unknown key "intervall" (did you mean "interval"?)'),
@@ -178,10 +184,11 @@ def test_every_setting_has_a_default_or_is_required():
 
 
 def test_attributes_match_the_architecture_table():
-    names = [f for f in Config.__dataclass_fields__]
-    assert names == ["mode", "registry", "port", "interval", "log_level", "log_format", "cache", "notifier",
-                     "before_deploy_hook", "after_deploy_hook", "slot", "app", "workdir", "ready",
-                     "graceful_timeout", "stop_signal", "keep_releases", "backlog", "dir", "hook_timeout", "source"]
+    doc = (Path(__file__).parents[2] / "docs" / "ARCHITECTURE.md").read_text()
+    table = doc[doc.index("Config attributes"):doc.index("## Pipe protocol")]
+    documented = re.findall(r"^\| `(\w+)`(?:, `(\w+)`)? \|", table, re.M)
+    documented = [name for row in documented for name in row if name]
+    assert list(Config.__dataclass_fields__) == documented
 
 
 def test_config_is_frozen(tmp_path):
@@ -261,6 +268,9 @@ GOOD = [
     ("dir", "/srv/www", "/srv/www"),
     ("hook-timeout", "1s", 1.0),
     ("hook-timeout", "5m", 300.0),
+    ("verify-checksum", "Required", "required"),
+    ("verify-checksum", "off", "off"),
+    ("poll-backoff-max", "30s", 30.0),
 ]
 
 

@@ -103,15 +103,25 @@ def test_read_without_log(tmp_path):
     assert audit.read(str(tmp_path)) == []
 
 
-def test_shipped_filename_and_text():
-    when = datetime(2026, 11, 26, 6, 50, 12, tzinfo=timezone.utc)
-    assert audit.shipped_filename("web-1.example.com", "server", when) == \
-        "shipped_to_web-1.example.com_server_at_20261126T065012Z.txt"
-    assert audit.shipped_filename("we/ird host", "assets", when) == \
-        "shipped_to_we-ird-host_assets_at_20261126T065012Z.txt"
-    text = audit.shipped_text("web1", "server", when, "1.2.3", "/srv/app/releases/x", "1.2.2")
-    assert text.splitlines()[0] == "shipped 1.2.3 to web1 (server) at 20261126T065012Z"
+def test_shipped_record_uses_dewys_name_and_sentence():
+    when_ns = int(datetime(2026, 11, 26, 6, 50, 12, tzinfo=timezone.utc).timestamp()) * 10**9 + 123456789
+    shipped = audit.Shipped(host="web-1.example.com", mode="server", time_ns=when_ns, version="1.2.3",
+                            tag="v1.2.3", previous_version="1.2.2", release_dir="/srv/app/releases/x")
+    assert shipped.sentence() == "shipped to web-1.example.com server at 20261126T065012.123456789Z"
+    assert shipped.filename() == "shipped_to_web-1.example.com_server_at_20261126T065012.123456789Z.txt"
+    text = shipped.text()
+    assert text.splitlines()[0] == shipped.sentence()
     assert "previous_version: 1.2.2" in text and "release_dir: /srv/app/releases/x" in text
+
+
+def test_shipped_record_name_is_one_safe_file_name():
+    shipped = audit.Shipped(host="we/ird host", mode="assets", time_ns=0, version="1.0.0", tag="1.0.0")
+    assert shipped.filename() == "shipped_to_we-ird_host_assets_at_19700101T000000.000000000Z.txt"
+
+
+def test_shipped_now_lowercases_the_host(monkeypatch):
+    monkeypatch.setattr(audit.socket, "gethostname", lambda: "Web-1")
+    assert audit.Shipped.now("server", "1.0.0", "v1.0.0").host == "web-1"
 
 
 @pytest.mark.parametrize("result", audit.RESULTS)
