@@ -26,6 +26,7 @@ COMMANDS = {
     "server": "dewy server [options] -- CMD [ARG...]",
     "assets": "dewy assets [options]",
     "status": "dewy status [--workdir DIR | --config INI] [--json]",
+    "latest": "dewy latest (-c INI | --registry URL) [--slot SLOT] [--json]",
     "demo": "dewy demo",
 }
 
@@ -73,7 +74,7 @@ def help_text() -> str:
     """The whole `dewy --help` text."""
     return "\n".join([
         "dewy: keep an app (server) or static files (assets) on the newest release of a registry.\n",
-        usage(), setting_options(), STATUS_OPTIONS, OTHER_OPTIONS,
+        usage(), setting_options(), STATUS_OPTIONS, latest_options(), OTHER_OPTIONS,
         "Every setting is also an ini key: dewy-master -c dewy.ini reads the same settings from [dewy].",
     ])
 
@@ -88,7 +89,8 @@ def command_doc(command: str) -> str:
     line = COMMANDS[command]
     repeated = " ".join("[%s %s]..." % (s.flag, s.meta) for s in SETTINGS if s.flag and s.multiple)
     line = line.replace("[options]", "[options] " + repeated)
-    options = {"server": setting_options(), "assets": setting_options(), "status": STATUS_OPTIONS}.get(command, "")
+    options = {"server": setting_options(), "assets": setting_options(), "status": STATUS_OPTIONS,
+               "latest": latest_options()}.get(command, "")
     return "Usage:\n  %s\n\n%s" % (line, options)
 
 
@@ -129,6 +131,8 @@ def _parse(command: str, argv: list[str]):
         detail = _docopt_detail(exc)
         if command == "server" and "--" not in argv and not detail.endswith("requires argument"):
             detail = "the app's command goes after --, e.g. dewy server --registry URL -p 8000 -- ./app"
+        if command == "latest" and not {"-c", "--config", "--registry"} & {a.split("=")[0] for a in argv}:
+            detail = "dewy latest asks the registry of an ini file (-c INI) or a URL (--registry URL)"
         return _usage_error(detail or "bad arguments for %s" % command)
 
 
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(command, argv)
     if isinstance(args, int):
         return args
-    return {"server": run_mode, "assets": run_mode, "status": status, "demo": demo}[command](args)
+    return {"server": run_mode, "assets": run_mode, "status": status, "latest": latest, "demo": demo}[command](args)
 
 
 # --- server / assets ---------------------------------------------------------------------------
@@ -326,6 +330,22 @@ def status(args: dict) -> int:
     else:
         print(format_status(workdir, data, running))
     return EXIT_OK if running else EXIT_NOT_RUNNING
+
+
+# --- dewy latest -------------------------------------------------------------------------------
+
+def latest_options() -> str:
+    """The `Latest options:` block (declared with the command in dewy.latest)."""
+    from dewy.latest import OPTIONS
+
+    return OPTIONS
+
+
+def latest(args: dict) -> int:
+    """`dewy latest`: what the registry offers now (dewy.latest)."""
+    from dewy import latest as latest_module
+
+    return latest_module.main(args)
 
 
 # --- dewy demo ---------------------------------------------------------------------------------

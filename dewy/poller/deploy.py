@@ -12,10 +12,13 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, Callable
 
 from dewy import artifact as artifact_pkg
-from dewy import audit, hooks, releases
+from dewy import audit, checksums, hooks, releases
+from dewy.config import Config
 from dewy.registry.base import Release
 from dewy.log import redact_text
 from dewy.status import read_json, write_json_atomic
@@ -67,7 +70,12 @@ def _iso_now() -> str:
 
 def cache_key(release: Release) -> str:
     """The cache key of a release's artifact: `<version>/<artifact name>`."""
-    return "%s/%s" % (release.version, release.artifact_name)
+    return cache_key_of(release.version, release.artifact_name)
+
+
+def cache_key_of(version: str, artifact: str) -> str:
+    """The cache key of version's artifact."""
+    return "%s/%s" % (version, artifact)
 
 
 def _digest_key(key: str) -> str:
@@ -98,18 +106,64 @@ def _sha256_of(fh) -> str:
     return sha.hexdigest()
 
 
-class Deploy:
-    """Deploys one release on behalf of a poller worker (which owns the pipe and the backends)."""
+class Repeats:
+    """The last transient failure (version, error), so a run of identical failures is audited once."""
 
-    def __init__(self, worker, release: Release):
-        self.worker = worker
-        # The backends as they are now: a `reload` handled while we wait for the master must not
-        # switch them under a deploy in progress.
-        self.config = worker.config
-        self.registry, self.cache, self.notifier = worker.registry, worker.cache, worker.notifier
+    def __init__(self):
+        self.last = None
+
+    def first_time(self, version: str, error: str) -> bool:
+        """Remember (version, error); True unless it is the same as the last failure."""
+        if self.last == (version, error):
+            return False
+        self.last = (version, error)
+        return True
+
+    def pending(self, version: str) -> str | None:
+        """The error of the last failed attempt at version, if the last failure was of that version."""
+        return self.last[1] if self.last and self.last[0] == version else None
+
+    def clear(self) -> None:
+        """Forget: the next failure is news again."""
+        self.last = None
+
+
+@dataclass(frozen=True)
+class Backends:
+    """What one deploy runs against, fixed for its whole run (a `reload` meanwhile must not switch them)."""
+
+    config: Config
+    registry: Any
+    cache: Any
+    notifier: Any
+
+
+def record_event(backends: Backends, result: str, text: str, entry: dict) -> None:
+    """Append entry to the audit log (result, mode filled in) and notify `text`; failures only logged."""
+    config = backends.config
+    entry = dict(entry, result=result, mode=config.mode)
+    try:
+        audit.record(config.workdir, entry)
+    except OSError as exc:
+        log.error("cannot write the audit log: %s", exc)
+    fields = {key: entry.get(key) for key in ("version", "previous_version", "to_version", "mode", "error")
+              if key in entry}
+    fields["host"] = audit.hostname()
+    backends.notifier.send(result, text, fields)
+
+
+class Deploy:
+    """Deploys one release: the poller hands it the backends, what runs now and a way to ask the master."""
+
+    def __init__(self, release: Release, backends: Backends, previous: tuple, ask_master: Callable[..., dict],
+                 refused: "Refused", repeats: Repeats):
         self.release = release
-        self.previous_version = worker.current_version
-        self.previous_dir = worker.current_dir
+        self.backends = backends
+        self.config, self.registry, self.cache = backends.config, backends.registry, backends.cache
+        self.previous_version, self.previous_dir = previous
+        self.ask_master = ask_master
+        self.refused = refused
+        self.repeats = repeats
         self.release_dir = None
         self.sha256 = None
         self._artifact = None
@@ -117,7 +171,8 @@ class Deploy:
     # --- the pipeline ---------------------------------------------------------------------------
 
     def run(self) -> str | None:
-        """Deploy the release; return None on success, else the error (already logged and audited)."""
+        """Deploy the release; return None on success (then `release_dir` serves), else the error
+        (already logged and audited)."""
         release = self.release
         log.info("deploying %s (%s) over %s", release.version, release.artifact_name,
                  self.previous_version or "nothing")
@@ -128,7 +183,7 @@ class Deploy:
             self.before_hook()
             releases.Manifest(self.config.workdir).record(
                 self.release_dir, release.version, release.tag, release.artifact_name, self.sha256)
-            answer = self.worker.ask_master(
+            answer = self.ask_master(
                 version=release.version, tag=release.tag, release_dir=self.release_dir,
                 artifact=release.artifact_name, sha256=self.sha256, previous_version=self.previous_version)
         except Refuse as exc:
@@ -150,7 +205,7 @@ class Deploy:
     def fetch(self) -> str:
         """Make sure the cache holds the verified artifact; return its SHA-256."""
         cache, release, key = self.cache, self.release, cache_key(self.release)
-        expected = release.sha256.lower() if release.sha256 else None
+        expected = self.expected_sha256()
         cached = cache.open_read(key)
         if cached is not None:
             with cached:
@@ -177,8 +232,22 @@ class Deploy:
             raise Transient("download of %s failed: %s" % (release.artifact_name, exc)) from exc
         cache.set(_digest_key(key), digest.encode())
         log.info("downloaded %s: %d bytes, sha256 %s%s", release.artifact_name, writer.size, digest,
-                 " (verified)" if expected else "")
+                 " (verified against %s)" % (release.checksum_source or "the published checksum")
+                 if expected else "")
         return digest
+
+    def expected_sha256(self) -> str | None:
+        """The checksum to verify against under `verify-checksum`; Refuse when required and none is published."""
+        release, policy = self.release, self.config.verify_checksum
+        if policy == "off":
+            return None
+        if release.sha256:
+            return release.sha256.lower()
+        if policy == "required":
+            raise Refuse("no checksum published for %s %s, and verify-checksum = required (looked for %s%s)" % (
+                release.version, release.artifact_name, checksums.looked_for(release.artifact_name),
+                ", GitHub's asset digest" if release.artifact_url.startswith("ghr://") else ""))
+        return None
 
     def artifact(self):
         """The artifact store object for this release (made once)."""
@@ -268,8 +337,8 @@ class Deploy:
         """The master switched: after-hook, audit, shipped_to record, notify, prune."""
         config, release = self.config, self.release
         release_dir = answer.get("release_dir") or self.release_dir
-        self.worker.set_current(release.version, release_dir)
-        self.worker.last_failure = None
+        self.release_dir = release_dir
+        self.repeats.clear()
         error = None
         if config.after_deploy_hook:
             result = hooks.run_hook(config.after_deploy_hook, config.workdir, self.hook_env(), config.hook_timeout)
@@ -283,9 +352,9 @@ class Deploy:
         self.report(answer.get("generation"), release_dir=release_dir)
         self.prune(release_dir)
         # The audit line comes last: whoever sees it sees the whole deploy done.
-        self.audit("deployed", error, generation=answer.get("generation"))
-        self.notify("deployed", "deployed %s on %s (%s), previously %s" % (
-            release.version, host, config.mode, self.previous_version or "nothing"), error)
+        self.record("deployed", "deployed %s on %s (%s), previously %s" % (
+            release.version, host, config.mode, self.previous_version or "nothing"), error,
+            generation=answer.get("generation"))
         log.info("deployed %s in %s (generation %s)", release.version, release_dir, answer.get("generation"))
 
     def report(self, generation, release_dir: str = "", error: str | None = None) -> None:
@@ -300,7 +369,8 @@ class Deploy:
             log.warning("cannot write the shipped_to record for %s: %s", release.version, redact_text(str(exc)))
 
     def prune(self, release_dir: str) -> None:
-        """Keep keep_releases newest release directories (never the new or the previous one)."""
+        """Keep keep_releases newest release directories (never the new or the previous one), and drop
+        the cached artifacts of every version this workdir no longer keeps."""
         manifest = releases.Manifest(self.config.workdir)
         try:
             removed = releases.prune(os.path.join(self.config.workdir, "releases"), self.config.keep_releases,
@@ -311,28 +381,28 @@ class Deploy:
         for path in removed:
             manifest.forget(path)
             log.info("pruned %s", path)
+        prune_cache(self.cache, self.config.workdir, manifest)
 
     def refuse(self, result: str, error: str, answer: dict | None = None) -> str:
-        """Refuse the version for good, audit (`refused` or `failed`) and notify."""
+        """Refuse the version for good, audit (`refused` or `failed`), report to the registry and notify."""
         release = self.release
-        self.worker.refused.add(release.version, error)
+        self.refused.add(release.version, error)
         log.error("refusing %s: %s", release.version, error)
         extra = {"generation": answer.get("generation")} if answer else {}
-        self.audit(result, error, **extra)
-        self.notify(result, "%s %s on %s: %s (version refused)" % (
-            "refused" if result == "refused" else "deploy of", release.version, audit.hostname(), error), error)
+        self.report(extra.get("generation"), error=error)
+        self.record(result, "%s %s on %s: %s (version refused)" % (
+            "refused" if result == "refused" else "deploy of", release.version, audit.hostname(), error),
+            error, **extra)
         return error
 
     def fail(self, error: str) -> str:
-        """A transient failure: log it; audit and notify only the first of a run of identical ones."""
-        failure = (self.release.version, error)
-        if self.worker.last_failure == failure:
+        """A transient failure: log it; audit, report and notify only the first of a run of identical ones."""
+        if not self.repeats.first_time(self.release.version, error):
             log.debug("deploy of %s failed again: %s", self.release.version, error)
             return error
-        self.worker.last_failure = failure
         log.error("deploy of %s failed (will retry): %s", self.release.version, error)
-        self.audit("failed", error)
-        self.notify("failed", "deploy of %s on %s failed: %s (will retry)" % (
+        self.report(None, error=error)
+        self.record("failed", "deploy of %s on %s failed: %s (will retry)" % (
             self.release.version, audit.hostname(), error), error)
         return error
 
@@ -347,22 +417,32 @@ class Deploy:
         shutil.rmtree(path, ignore_errors=True)
         releases.Manifest(self.config.workdir).forget(path)
 
-    def audit(self, result: str, error: str | None, **extra) -> None:
-        """Append this deploy's line to the audit log (a failure to write is logged, not fatal)."""
+    def record(self, result: str, text: str, error: str | None, **extra) -> None:
+        """This deploy's audit line and notification (a failure to write either is logged, not fatal)."""
         release = self.release
         entry = {
-            "mode": self.config.mode, "version": release.version, "previous_version": self.previous_version,
-            "result": result, "error": error, "tag": release.tag, "artifact": release.artifact_name,
-            "sha256": self.sha256, "release_dir": self.release_dir,
+            "version": release.version, "previous_version": self.previous_version, "error": error,
+            "tag": release.tag, "artifact": release.artifact_name, "sha256": self.sha256,
+            "release_dir": self.release_dir,
         }
         entry.update(extra)
-        try:
-            audit.record(self.config.workdir, entry)
-        except OSError as exc:
-            log.error("cannot write the audit log: %s", exc)
+        record_event(self.backends, result, text, entry)
 
-    def notify(self, event: str, text: str, error: str | None) -> None:
-        """Tell the notifier (it never raises)."""
-        fields = {"version": self.release.version, "previous_version": self.previous_version,
-                  "mode": self.config.mode, "host": audit.hostname(), "error": error}
-        self.notifier.send(event, text, fields)
+
+def prune_cache(cache, workdir: str, manifest: "releases.Manifest") -> None:
+    """Delete the cached artifacts this workdir downloaded (per its audit log) for versions it keeps no
+    release of. Only keys this workdir's own history names are touched: a cache shared with other apps
+    keeps theirs."""
+    kept = {cache_key_of(entry["version"], entry["artifact"]) for entry in manifest.entries().values()
+            if entry.get("version") and entry.get("artifact")}
+    known = {cache_key_of(entry["version"], entry["artifact"]) for entry in audit.read(workdir)
+             if isinstance(entry.get("version"), str) and isinstance(entry.get("artifact"), str)}
+    for key in sorted(known - kept):
+        try:
+            if cache.open_read(key) is None:
+                continue
+            cache.delete(key)
+            cache.delete(_digest_key(key))
+            log.info("dropped %s from the download cache", key)
+        except Exception as exc:  # noqa: BLE001 - a cache that cannot delete only wastes space
+            log.warning("cannot remove %s from the cache: %s", key, exc)

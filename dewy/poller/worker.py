@@ -1,9 +1,10 @@
-"""The poller worker: `python -m dewy.poller --fd N`.
+"""The poller process: `python -m dewy.poller --fd N`.
 
 Single-threaded: one loop waits on the master's pipe with the time left until the next poll as its
 timeout. Every `interval` (±10% jitter, so a fleet does not poll in lock step) it asks the registry
 for the newest release not refused; when that version is not the one running, deploy.Deploy runs the
-pipeline and asks the master to switch. The master is the only source of truth for what runs: the
+pipeline and asks the master to switch. While the registry fails, the interval doubles up to
+`poll-backoff-max`; an outage is logged once when it starts and once when it ends. The master is the only source of truth for what runs: the
 `config`, `reload`, `deployed` and `rollback` messages set the current version.
 """
 
@@ -19,14 +20,15 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from dewy import audit, releases
+from dewy import audit, backoff, releases
 from dewy import cache as cache_pkg
 from dewy import log as dewy_log
 from dewy import notify as notify_pkg
 from dewy import registry as registry_pkg
 from dewy.config import Config
 from dewy.log import redact, redact_text
-from dewy.poller.deploy import Deploy, Refused
+from dewy.poller.deploy import Backends, Deploy, Refused, Repeats, record_event
+from dewy.registry.base import NotYetPublished
 from dewy.protocol import Channel, ProtocolError
 
 log = logging.getLogger("dewy.poller")
@@ -42,11 +44,12 @@ class Stop(BaseException):
     """
 
 
-def _iso_now() -> str:
+def iso_now() -> str:
+    """Now, UTC, as ISO 8601 with a Z."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-class Worker:
+class Poller:
     """Polls the registry and deploys on behalf of the master at the other end of `channel`."""
 
     def __init__(self, channel: Channel):
@@ -61,7 +64,9 @@ class Worker:
         self.last_poll = None
         self.latest_version = None
         self.last_error = None
-        self.last_failure = None  # (version, error) of the last transient failure, to audit it once
+        self.repeats = Repeats()  # the last transient deploy failure, to audit a run of them once
+        self.outage = None        # (first error, failed polls, since iso) while the registry fails
+        self.waiting_for = None   # the NotYetPublished message last logged
 
     # --- the pipe -------------------------------------------------------------------------------
 
@@ -142,24 +147,21 @@ class Worker:
         self.current_version = version or None
         self.current_dir = release_dir or None
 
+    def backends(self) -> Backends:
+        """The backends as they are now (a deploy keeps these even if a reload switches them meanwhile)."""
+        return Backends(self.config, self.registry, self.cache, self.notifier)
+
     def on_rollback(self, msg: dict) -> None:
         """The master went back from `version` to `to_version`: refuse `version`, audit and notify."""
         version, to_version, error = msg.get("version"), msg.get("to_version"), msg.get("error")
         log.error("the master rolled %s back to %s: %s", version, to_version or "nothing", error)
         if version:
             self.refused.add(version, "rolled back: %s" % (error or "crash-looped after deploy"))
-        try:
-            audit.record(self.config.workdir, {
-                "mode": self.config.mode, "version": version, "previous_version": to_version,
-                "to_version": to_version, "result": "rolled-back", "error": error})
-        except OSError as exc:
-            log.error("cannot write the audit log: %s", exc)
-        self.notifier.send("rolled-back", "rolled back %s to %s on %s: %s" % (
+        record_event(self.backends(), "rolled-back", "rolled back %s to %s on %s: %s" % (
             version, to_version or "nothing", audit.hostname(), error),
-            {"version": version, "to_version": to_version, "host": audit.hostname(),
-             "mode": self.config.mode, "error": error})
+            {"version": version, "previous_version": to_version, "to_version": to_version, "error": error})
         self.set_current(to_version, releases.read_link(os.path.join(self.config.workdir, "current")))
-        self.last_failure = None
+        self.repeats.clear()
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -178,22 +180,33 @@ class Worker:
                 continue
             if time.monotonic() >= self.next_poll:
                 self.poll()
-                interval = self.config.interval
-                self.next_poll = time.monotonic() + interval * random.uniform(1 - JITTER, 1 + JITTER)
+                self.next_poll = time.monotonic() + self.poll_delay() * random.uniform(1 - JITTER, 1 + JITTER)
+
+    def poll_delay(self) -> float:
+        """Seconds until the next poll: `interval`, doubled per failed poll in a row up to poll-backoff-max."""
+        interval = self.config.interval
+        failures = self.outage[1] - 1 if self.outage else 0
+        return backoff.delay(interval, failures, max(interval, self.config.poll_backoff_max))
 
     def poll(self) -> None:
         """Ask the registry once; deploy when its newest version is not the running one; report status."""
-        self.last_poll = _iso_now()
+        self.last_poll = iso_now()
         try:
             release = self.registry.latest(exclude=self.refused.versions())
-        except Exception as exc:  # noqa: BLE001 - a registry problem must never end the loop
-            error = redact_text(str(exc)) or type(exc).__name__
-            if error != self.last_error:
-                log.error("registry %s: %s", redact(self.config.registry), error)
-            else:
-                log.debug("registry %s: %s", redact(self.config.registry), error)
-            self.report_status(error)
+        except NotYetPublished as exc:
+            # The newest release is still being built and uploaded: not an outage, not an error yet.
+            self.registry_reachable()
+            message = redact_text(str(exc))
+            if message != self.waiting_for:
+                log.info("waiting for the artifact: %s", message)
+                self.waiting_for = message
+            self.report_status(None)
             return
+        except Exception as exc:  # noqa: BLE001 - a registry problem must never end the loop
+            self.registry_failed(redact_text(str(exc)) or type(exc).__name__)
+            return
+        self.registry_reachable()
+        self.waiting_for = None
         self.latest_version = release.version
         # Compare versions for equality, never "newer than": when the newest release is deleted
         # from the registry, the next newest is what must run (the FAQ rollback).
@@ -202,14 +215,41 @@ class Worker:
             return
         # A deploy is due: report the poll now (it may wait long for the master), keeping the error of
         # a previous failed attempt until this attempt's outcome replaces it, so the status does not flap.
-        pending = self.last_failure[1] if self.last_failure and self.last_failure[0] == release.version else None
-        self.report_status(pending)
+        self.report_status(self.repeats.pending(release.version))
+        deploy = Deploy(release, self.backends(), (self.current_version, self.current_dir), self.ask_master,
+                        self.refused, self.repeats)
         try:
-            error = Deploy(self, release).run()
+            error = deploy.run()
         except Exception as exc:  # noqa: BLE001 - a bug in one deploy must not kill the poller
             log.exception("deploy of %s failed unexpectedly", release.version)
             error = "deploy of %s failed: %s" % (release.version, redact_text(str(exc)) or type(exc).__name__)
+        if error is None:
+            self.set_current(release.version, deploy.release_dir)
         self.report_status(error)
+
+    def registry_failed(self, error: str) -> None:
+        """Count a failed poll; log the first of an outage (and a changed error) only."""
+        where = redact(self.config.registry)
+        if self.outage is None:
+            self.outage = (error, 1, iso_now())
+            log.error("registry %s: %s (polling backs off up to %gs until it answers)", where, error,
+                      max(self.config.interval, self.config.poll_backoff_max))
+        else:
+            first, count, since = self.outage
+            self.outage = (error, count + 1, since)
+            if error != first:
+                log.warning("registry %s: %s", where, error)
+            else:
+                log.debug("registry %s: %s (failed polls: %d)", where, error, count + 1)
+        self.report_status(error)
+
+    def registry_reachable(self) -> None:
+        """End an outage: one line saying how long it lasted."""
+        if self.outage is not None:
+            _, count, since = self.outage
+            log.info("registry %s answers again (after %d failed poll%s since %s)", redact(self.config.registry),
+                     count, "" if count == 1 else "s", since)
+            self.outage = None
 
     def report_status(self, error: str | None) -> None:
         """Send `status` to the master."""
@@ -242,7 +282,7 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGINT, _raise_stop)
         # A terminal hangup reaches the whole group; the master re-reads the config and sends `reload`.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        Worker(Channel(sock)).run()
+        Poller(Channel(sock)).run()
     except Stop:
         return 0
     except ProtocolError as exc:
