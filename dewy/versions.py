@@ -80,6 +80,14 @@ def normalise(tag: str, calver: str | None = None) -> str:
     return parsed[3]
 
 
+def normalise_or_none(tag: str, calver: str | None = None) -> str | None:
+    """normalise(tag, calver), or None when the tag is not a version of that scheme."""
+    try:
+        return normalise(tag, calver)
+    except ValueError:
+        return None
+
+
 def select_newest(
     tags: Iterable[str],
     pre_release: bool = False,

@@ -5,10 +5,13 @@ Every registry shares the same selection rules, implemented once here: the query
 or by this host's OS/arch, and checksums published next to the artifact (dewy.checksums).
 """
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from dewy import checksums, urls, versions
+
+log = logging.getLogger("dewy.registry")
 
 # Query keys every registry understands; a backend adds its own (endpoint, no-tls...) in SCHEMES.
 COMMON_KEYS = frozenset({"artifact", "pre-release", "calver"})
@@ -77,6 +80,7 @@ class Registry:
         self.pre_release = urls.query_bool(parsed, "pre-release")
         self.artifact = parsed.query.get("artifact") or self.default_artifact or None
         self.calver = parsed.query.get("calver") or None
+        self._skipped = set()  # names already logged as not being versions
 
     def latest(self, exclude: Iterable[str] = ()) -> Release:
         """The newest deployable release whose version is not in exclude; RegistryError if none."""
@@ -99,6 +103,11 @@ class Registry:
     def newest_tag(self, tags: Sequence[str], exclude: Iterable[str] = (), where: str = "") -> str:
         """The newest deployable tag among tags; RegistryError saying why none qualifies."""
         exclude = tuple(exclude)
+        for name in tags:
+            if name not in self._skipped and versions.normalise_or_none(name, self.calver) is None:
+                self._skipped.add(name)  # said once per name, not at every poll
+                log.debug("registry %s: skipping %r: not a %s version", where or self.parsed.scheme, name,
+                          "calendar (%s)" % self.calver if self.calver else "semantic")
         tag = versions.select_newest(tags, pre_release=self.pre_release, slot=self.slot, exclude=exclude,
                                      calver=self.calver)
         if tag is None:

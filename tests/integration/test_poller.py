@@ -408,3 +408,53 @@ def test_sigterm_during_a_hook_kills_the_hook(master):
             return True
 
     wait_for(gone, "the hook's process group to be killed", master)
+
+
+def test_verify_checksum_required_refuses_a_release_without_one(master):
+    master.publish("v1.0.0")
+    master.config(**{"verify-checksum": "required"})
+    wait_for(lambda: "1.0.0" in master.refused(), "1.0.0 refused", master)
+    reason = master.refused()["1.0.0"]["reason"]
+    assert "no checksum published" in reason and "checksums.txt" in reason and "SHA256SUMS" in reason
+    master.publish("v1.0.1", extra={"checksums.txt": lambda data: "%s  %s\n" % (hashlib.sha256(data).hexdigest(),
+                                                                                 ARTIFACT)})
+    master.deploy_ok("1.0.1")
+
+
+def test_verify_checksum_off_does_not_check(master):
+    master.publish("v1.0.0", extra={"SHA256SUMS": "%s  %s\n" % ("0" * 64, ARTIFACT)})
+    master.config(**{"verify-checksum": "off"})
+    deploy = master.deploy_ok("1.0.0")
+    assert deploy["sha256"] != "0" * 64
+
+
+def test_registry_outage_backs_off_and_is_logged_once(master):
+    shutil.rmtree(master.registry)
+    master.config(interval="0.05", **{"poll-backoff-max": "0.4"})
+    times = []
+    for _ in range(7):
+        master.expect("status")
+        times.append(time.monotonic())
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    # 0.05 doubling: 0.1, 0.2, 0.4, then capped at 0.4 (±10% jitter); without backoff every gap is ~0.05.
+    assert gaps[-1] >= 0.3 and gaps[-2] >= 0.3, gaps
+    assert max(gaps) < 0.8, gaps
+    master.registry.mkdir()
+    master.publish("v1.0.0")
+    master.deploy_ok("1.0.0")
+    log_text = master.log_path.read_text()
+    assert log_text.count("does not exist (polling backs off") == 1, master.output()
+    assert log_text.count("answers again (after") == 1, master.output()
+
+
+def test_the_download_cache_is_pruned_with_the_releases(master):
+    cache = master.tmp_path / "cache"
+    master.config(**{"keep-releases": "1"})
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        master.publish("v" + version, files={"bin/app": "#!/bin/sh\necho %s\n" % version})
+        master.deploy_ok(version)
+        master.wait_audit("deployed", version)
+    cached = sorted(name for name in os.listdir(cache) if name[0].isdigit())
+    # keep-releases = 1 keeps the new release and the previous one (never pruned): so do the downloads.
+    assert [name.split("%")[0] for name in cached] == ["1.1.0", "1.2.0"], cached
+    assert len(os.listdir(master.workdir / "releases")) == 2

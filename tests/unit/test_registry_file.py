@@ -220,3 +220,14 @@ def test_artifact_changing_detects_a_copy_in_progress(tmp_path):
     assert not fetcher.changing()
     os.unlink(path)
     assert fetcher.changing()
+
+
+def test_non_version_directories_are_logged_once_at_debug(tmp_path, caplog):
+    publish(tmp_path, "v1.0.0", {NATIVE: "x"})
+    (tmp_path / "drafts").mkdir()
+    registry_ = reg(tmp_path)
+    with caplog.at_level("DEBUG", logger="dewy.registry"):
+        registry_.latest()
+        registry_.latest()
+    skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(skipped) == 1 and "'drafts': not a semantic version" in skipped[0]

@@ -216,3 +216,56 @@ def test_checksum_and_signature_files_are_never_artifacts():
 )
 def test_is_artifact_name(name, expected):
     assert versions.is_artifact_name(name) is expected
+
+
+# --- calendar versions (Dewy's ?calver= format language) -------------------------------------------
+
+@pytest.mark.parametrize("fmt, tags, expected", [
+    ("YYYY.0M.MICRO", ["2024.01.3", "v2024.02.1", "2024.2.5", "2023.12.99"], "v2024.02.1"),
+    ("YYYY.MM.DD", ["2024.1.31", "2024.12.1", "2024.2.29"], "2024.12.1"),
+    ("YY.0W.MICRO", ["24.09.1", "24.10.0", "24.9.7"], "24.10.0"),
+    ("YYYY.MICRO", ["2024.9", "2024.10", "2024.10-rc.1"], "2024.10"),
+    ("vYYYY-0M-0D", ["v2024-01-05", "v2024-01-15", "2024-01-20"], "v2024-01-15"),
+])
+def test_calver_selects_segment_by_segment(fmt, tags, expected):
+    assert versions.select_newest(tags, calver=fmt) == expected
+
+
+def test_calver_pre_releases_slots_and_exclusions():
+    tags = ["2024.01.1", "2024.01.2-rc.1", "2024.01.2-rc.2", "2024.01.1+blue", "2024.01.3+green"]
+    assert versions.select_newest(tags, calver="YYYY.0M.MICRO") == "2024.01.3+green"
+    assert versions.select_newest(tags, calver="YYYY.0M.MICRO", pre_release=True) == "2024.01.3+green"
+    assert versions.select_newest(tags[:3], calver="YYYY.0M.MICRO", pre_release=True) == "2024.01.2-rc.2"
+    assert versions.select_newest(tags, calver="YYYY.0M.MICRO", slot="blue") == "2024.01.1+blue"
+    assert versions.select_newest(tags, calver="YYYY.0M.MICRO", exclude=["2024.01.3+green"]) == "2024.01.1"
+
+
+def test_calver_normalises_and_ignores_semver_tags():
+    assert versions.normalise("v2024.01.3+blue", "YYYY.0M.MICRO") == "2024.01.3+blue"
+    assert versions.select_newest(["1.2.3", "2024.1.1"], calver="YYYY.0M.MICRO") is None
+    with pytest.raises(ValueError, match="calendar"):
+        versions.normalise("1.2.3", "YYYY.0M.MICRO")
+
+
+@pytest.mark.parametrize("fmt", ["", "...", "v-"])
+def test_calver_format_needs_a_specifier(fmt):
+    with pytest.raises(ValueError):
+        versions.CalVer(fmt)
+
+
+def test_pre_release_precedence_follows_semver():
+    tags = ["2024.1-alpha", "2024.1-alpha.1", "2024.1-alpha.beta", "2024.1-beta.2", "2024.1-beta.11", "2024.1-rc.1"]
+    for i in range(1, len(tags)):
+        assert versions.select_newest(tags[:i + 1], calver="YYYY.MICRO", pre_release=True) == tags[i]
+
+
+def test_explain_counts_what_was_ignored():
+    text = versions.explain(["v1.0.0-rc.1", "latest", "v1.1.0+blue", "v0.9.0"], slot="green", exclude=["0.9.0"])
+    assert text.startswith("4 tags: ")
+    assert "1 not a semantic version" in text and "1 pre-release ignored" in text
+    assert 'not of slot "green"' in text
+
+
+def test_explain_names_refused_versions():
+    assert versions.explain(["v1.0.0"], exclude=["1.0.0"]) == \
+        "1 tag: refused: 1.0.0 (see .dewy/refused.json)"
