@@ -43,10 +43,12 @@ import time
 import psutil
 
 # Run from a checkout without installing too: bench/ sits next to the dewy package.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from dewy.demo.app import build_release  # noqa: E402
 from dewy.demo.demo import clean_environment, free_port, http_get, poll_until  # noqa: E402
+from dewy.status import status_path  # noqa: E402
 
 VERSION = "1.0.0"
 PEER = "start_server"
@@ -230,13 +232,13 @@ class Supervisor:
         self.remember(pid)
         return pid
 
-    def _popen(self, argv: list, **kw) -> None:
+    def _popen(self, argv: list, env: dict | None = None, **kw) -> None:
         self.command = argv
         with open(self.log_path, "ab") as log:
             # A session of its own: a Ctrl-C in the terminal reaches only the benchmark, which then
             # stops the supervisors in order instead of racing them against the signal.
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=clean_environment(), start_new_session=True, **kw)
+                                         env=env or clean_environment(), start_new_session=True, **kw)
 
     def remember(self, pid: int) -> None:
         """Track an app pid so the cleanup can kill it should the supervisor not."""
@@ -340,6 +342,8 @@ class Dewy(Supervisor):
 
     name = "dewy"
     restart_signal = signal.SIGUSR1
+    interval = "600s"  # restarts come from USR1; --idle measures with 10s
+    no_site = False  # --no-site
 
     def _launch(self) -> None:
         registry = os.path.join(self.base, "registry")
@@ -359,7 +363,7 @@ class Dewy(Supervisor):
                 "port = 127.0.0.1:%d" % self.port,
                 # Restarts come from USR1, not the registry: one poll at start-up, then the poller
                 # sleeps, so its CPU does not blur the comparison with a supervisor that has none.
-                "interval = 600s",
+                "interval = %s" % self.interval,
                 "ready = delay:%gs" % self.ready_delay,
                 "stop-signal = TERM",
                 "graceful-timeout = 10s",
@@ -369,12 +373,19 @@ class Dewy(Supervisor):
                 "workdir = %s" % self.workdir,
                 "",
             ]))
-        self._popen([sys.executable, "-m", "dewy.master", "-c", self.ini], cwd=self.base)
+        if self.no_site:
+            # What a host without this interpreter's site-packages .pth hooks runs: site-packages on the
+            # path, but no .pth file executed (here, one of them imports certifi and importlib.resources).
+            import site
+            env = clean_environment({"PYTHONPATH": os.pathsep.join([ROOT] + site.getsitepackages())})
+            self._popen([sys.executable, "-S", "-m", "dewy.master", "-c", self.ini], cwd=self.base, env=env)
+        else:
+            self._popen([sys.executable, "-m", "dewy.master", "-c", self.ini], cwd=self.base)
 
     def status(self) -> dict:
         """The parsed .dewy/status.json ({} before the first write)."""
         try:
-            with open(os.path.join(self.workdir, ".dewy", "status.json")) as fh:
+            with open(status_path(self.workdir)) as fh:
                 return json.load(fh)
         except (FileNotFoundError, ValueError):
             return {}
@@ -408,7 +419,7 @@ class ResourceMonitor(threading.Thread):
     def __init__(self, main: psutil.Process, helpers: list):
         super().__init__(name="rss-monitor", daemon=True)
         self.main, self.helpers = main, helpers
-        self.peak_main = self.peak_all = 0
+        self.peak_main = self.peak_all = self.peak_helpers = 0
         self._halt = threading.Event()
 
     def sample(self) -> None:
@@ -425,6 +436,7 @@ class ResourceMonitor(threading.Thread):
                 pass
         self.peak_main = max(self.peak_main, main)
         self.peak_all = max(self.peak_all, main + extra)
+        self.peak_helpers = max(self.peak_helpers, extra)
 
     def run(self) -> None:
         """Sample until stopped."""
@@ -459,6 +471,44 @@ def cpu_seconds(procs: list) -> float:
         except psutil.Error:
             pass
     return total
+
+
+def measure_idle(sup: "Dewy", seconds: float) -> dict:
+    """CPU and RSS of dewy's master and poller while nothing happens (no load, no restarts) for seconds."""
+    print("[dewy idle] starting (interval = %s)" % sup.interval, flush=True)
+    sup.start()
+    wait_until(lambda: sup.helpers(), SETTLE_TIMEOUT, "the poller", sup.details)
+    time.sleep(2)  # past the start-up and the first poll
+    procs = [sup.ps] + sup.helpers()
+    before = [cpu_seconds([p]) for p in procs]
+    time.sleep(seconds)
+    used = [cpu_seconds([p]) - b for p, b in zip(procs, before)]
+    rss = []
+    for proc in procs:
+        try:
+            rss.append(proc.memory_info().rss / 2 ** 20)
+        except psutil.Error:
+            rss.append(math.nan)
+    result = {"seconds": seconds, "master_ms": used[0] * 1000, "poller_ms": sum(used[1:]) * 1000,
+              "master_pct": used[0] / seconds * 100, "poller_pct": sum(used[1:]) / seconds * 100,
+              "total_pct": sum(used) / seconds * 100, "rss_master": rss[0], "rss_poller": sum(rss[1:])}
+    print("[dewy idle] %.0fs: master %.1f ms, poller %.1f ms CPU" % (seconds, result["master_ms"],
+                                                                   result["poller_ms"]), flush=True)
+    return result
+
+
+def interpreter_rss() -> str:
+    """RSS of the bare interpreter, with site and with -S: the floor under any Python supervisor."""
+    out = []
+    for flags in ([], ["-S"]):
+        code = "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
+        try:
+            kib = int(subprocess.run([sys.executable] + flags + ["-c", code], capture_output=True, text=True,
+                                     timeout=30).stdout)
+            out.append("%s %.1f MiB" % (" ".join(flags) or "with site", kib / 1024))
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            pass
+    return ", ".join(out) or "unknown"
 
 
 def restart_once(sup: Supervisor, load: Load, old_pid: int) -> dict:
@@ -580,7 +630,7 @@ def summarise(sup, load, restarts, monitor, cpu_main, cpu_helpers, error) -> dic
         "inflight_total": sum(inflight), "inflight_switches": sum(1 for n in inflight if n),
         "status_stale": sum(1 for x in lags if x is None),
         "status_lag_max": max((x for x in lags if x is not None), default=math.nan),
-        "rss_main": monitor.peak_main, "rss_all": monitor.peak_all,
+        "rss_main": monitor.peak_main, "rss_all": monitor.peak_all, "rss_helpers": monitor.peak_helpers,
         "cpu_main": cpu_main, "cpu_all": cpu_main + cpu_helpers,
         "log_tail": tail(sup.log_path, 60) if (failed or error) else "",
     }
@@ -606,6 +656,7 @@ ROWS = [
     ("status file stale > %.1fs after old gen exit" % STATUS_GRACE, "status_stale", "%d", 1),
     ("supervisor RSS peak, MiB (main process)", "rss_main", "%.1f", 1 / 2 ** 20),
     ("supervisor RSS peak, MiB (+ helpers)", "rss_all", "%.1f", 1 / 2 ** 20),
+    ("helpers RSS peak, MiB (dewy: the poller)", "rss_helpers", "%.1f", 1 / 2 ** 20),
     ("supervisor CPU during run, ms (main)", "cpu_main", "%.1f", 1000),
     ("supervisor CPU during run, ms (+ helpers)", "cpu_all", "%.1f", 1000),
 ]
@@ -683,6 +734,10 @@ def parse_args(argv):
     ap.add_argument("--require-peer", action="store_true", help="exit 3 if start_server is missing")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs) and print its path")
     ap.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
+    ap.add_argument("--no-site", action="store_true",
+                    help="run dewy-master with python -S (site-packages on PYTHONPATH, no .pth hooks executed)")
+    ap.add_argument("--idle", type=float, default=0, metavar="SECONDS",
+                    help="afterwards, measure dewy's idle CPU (master + poller, interval = 10s) for SECONDS")
     args = ap.parse_args(argv)
     if args.restarts < 1 or args.threads < 1 or args.slow_ms < 0 or args.ready_delay < 0:
         ap.error("--restarts and --threads must be >= 1, --slow-ms and --ready-delay >= 0")
@@ -720,6 +775,7 @@ def main(argv=None) -> int:
 
     scratch = tempfile.mkdtemp(prefix="dewy-bench-restart-")
     results = {}
+    idle = None
     sups = []
     interrupted = False
     try:
@@ -732,12 +788,23 @@ def main(argv=None) -> int:
             base = os.path.join(scratch, name)
             os.makedirs(base)
             sup = (Dewy if name == "dewy" else ServerStarter)(base, tarball, args.ready_delay)
+            sup.no_site = args.no_site
             sups.append(sup)
             try:
                 results[name] = run_supervisor(sup, args)
             except Exception as exc:  # noqa: BLE001 — start-up failed: say so, measure the other one
                 results[name] = None
                 print("[%s] FAILED: %s" % (name, exc), flush=True)
+            finally:
+                sup.stop()
+        if args.idle > 0:
+            base = os.path.join(scratch, "dewy-idle")
+            os.makedirs(base)
+            sup = Dewy(base, tarball, args.ready_delay)
+            sup.no_site, sup.interval = args.no_site, "10s"
+            sups.append(sup)
+            try:
+                idle = measure_idle(sup, args.idle)
             finally:
                 sup.stop()
     except KeyboardInterrupt:
@@ -759,6 +826,11 @@ def main(argv=None) -> int:
     print()
     print(table(results))
     print()
+    if idle:
+        print("idle, %(seconds).0fs with interval = 10s: master %(master_ms).1f ms CPU (%(master_pct).3f %% of a core), "
+              "poller %(poller_ms).1f ms (%(poller_pct).3f %%), together %(total_pct).3f %% of a core; "
+              "RSS master %(rss_master).1f MiB, poller %(rss_poller).1f MiB" % idle)
+    print("bare interpreter RSS (%s -c ''): %s" % (sys.executable, interpreter_rss()))
     bad = False
     for name, r in results.items():
         if r is None:

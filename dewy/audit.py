@@ -8,7 +8,10 @@ import re
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+
+from dewy.clock import utc_iso
+from dewy.status import state_dir
+from dewy.workdir import state_path
 
 AUDIT_FILE = "audit.log"
 RESULTS = ("deployed", "failed", "rolled-back", "refused")
@@ -17,17 +20,12 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 def audit_path(workdir: str) -> str:
     """Where the audit log of a workdir lives."""
-    return os.path.join(workdir, ".dewy", AUDIT_FILE)
+    return state_path(workdir, AUDIT_FILE)
 
 
 def hostname() -> str:
     """This host's name as the audit records it."""
     return socket.gethostname() or "localhost"
-
-
-def now_utc() -> datetime:
-    """The current time in UTC (seconds precision, as the records show it)."""
-    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 def record(workdir: str, entry: dict) -> dict:
@@ -37,7 +35,7 @@ def record(workdir: str, entry: dict) -> dict:
     previous_version, result, error.
     """
     line = {
-        "time": now_utc().isoformat().replace("+00:00", "Z"),
+        "time": utc_iso(),
         "host": hostname(),
         "mode": None,
         "version": None,
@@ -46,8 +44,7 @@ def record(workdir: str, entry: dict) -> dict:
         "error": None,
     }
     line.update(entry)
-    directory = os.path.join(workdir, ".dewy")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    state_dir(workdir)
     data = (json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
     # O_APPEND with one write() per line: concurrent writers (master, poller) never interleave a line.
     fd = os.open(audit_path(workdir), os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -172,7 +172,14 @@ def run_master(config, reload_config) -> int:
     from dewy.master import arbiter, upgrade
 
     if os.environ.get(upgrade.CHECK_ENV) == "1":
-        return EXIT_OK  # a running master's upgrade preflight: config and code are fine
+        # A running master's upgrade preflight: config and code are fine; the workdir must be too.
+        from dewy import workdir
+
+        problems = workdir.check(config.workdir)
+        if problems:
+            print("dewy: %s" % problems[0], file=sys.stderr)
+            return EXIT_USAGE
+        return EXIT_OK
     return arbiter.run(config, reload_config)
 
 
@@ -187,8 +194,12 @@ def run_mode(args: dict) -> int:
         return EXIT_USAGE
 
     def reload_config():
-        """The same flags again (raises ConfigError like the first time; the master keeps the old config)."""
-        return from_options(values, base_dir=cwd)
+        """The same flags again (ConfigLoadError when bad, as the master expects; it keeps the old config)."""
+        try:
+            return from_options(values, base_dir=cwd)
+        except ConfigError as exc:
+            from dewy.master.configview import ConfigLoadError
+            raise ConfigLoadError(str(exc)) from None
 
     return run_master(config, reload_config)
 
@@ -212,15 +223,36 @@ def master_main(argv: list[str] | None = None) -> int:
         print("dewy-master: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
     if args["--check"]:
-        print("dewy-master: %s: OK" % path)
-        return EXIT_OK
+        return check_master(path, config)
     absolute = os.path.abspath(path)  # the master may chdir; SIGHUP must still find the file
 
     def reload_config():
-        """The ini file read again (raises ConfigError when it went bad; the master keeps the old config)."""
-        return load_ini(absolute)
+        """The ini file read again (ConfigLoadError when it went bad; the master keeps the old config)."""
+        try:
+            return load_ini(absolute)
+        except ConfigError as exc:
+            from dewy.master.configview import ConfigLoadError
+            raise ConfigLoadError(str(exc)) from None
 
     return run_master(config, reload_config)
+
+
+def check_master(path: str, config) -> int:
+    """`dewy-master --check`: the config loaded; now the workdir (exit 2 when unusable) and who holds it."""
+    from dewy import workdir
+
+    problems = workdir.check(config.workdir)
+    for problem in problems:
+        print("dewy-master: %s: %s" % (path, problem), file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    holder = workdir.holder(config.workdir)
+    if holder:
+        # A warning, not an error: checking the file of a running master is normal before a restart.
+        print("dewy-master: %s: warning: workdir %s is in use by dewy-master pid %s; a second master there "
+              "would exit 2" % (path, config.workdir, holder), file=sys.stderr)
+    print("dewy-master: %s: OK" % path)
+    return EXIT_OK
 
 
 # --- dewy status -------------------------------------------------------------------------------

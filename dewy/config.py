@@ -25,14 +25,13 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from dewy import log
 from dewy.log import redact, redact_text
 
 SECTION = "dewy"
 CLI_SOURCE = "command line"
 MAX_PORTS = 1024
 STOP_SIGNALS = ("TERM", "QUIT", "INT", "HUP", "USR1", "USR2", "WINCH", "KILL")
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("text", "json")
 MODES = ("server", "assets")
 CHECKSUM_POLICIES = ("auto", "required", "off")
 
@@ -306,22 +305,24 @@ def _signal(raw: str, base: str) -> int:
 
 # --- the settings ------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Setting:
-    """One setting: ini key = long flag name, its CLI spelling, default, validator and documentation."""
+    """One setting, declared once: its ini key and flag, value, default, validation and documentation.
+
+    The command line spells it `--<name>` (plus `short`), unless `cli` says how it is given instead.
+    """
 
     name: str                       # ini key and long flag; the Config attribute is name with "_" for "-"
+    doc: str                        # one line for the reference table and the usage
     type: str                       # the kind of value, as the reference and usage show it
     default: str | None             # raw text, validated like a configured value; None = required
-    flag: str | None                # "--port"; None when the command line spells it otherwise
-    short: str | None               # "-p" or None
-    doc: str                        # one line for the reference table and the usage
     validator: Callable[[Any, str], Any]
-    meta: str = "VALUE"             # the argument's name in the usage
-    multiple: bool = False          # the flag may be repeated
     pytype: Any = str               # the normalised Python type (annotation of the Config field)
+    short: str | None = None        # "-p" or None
+    meta: str = "VALUE"             # the argument's name in the usage
+    multiple: bool = False          # a list: the flag may be repeated, the ini value may span indented lines
+    cli: str | None = None          # how the command line gives a setting that has no flag of its own
     default_doc: str | None = None  # how the reference shows a default that is not literal text
-    cli: str | None = None          # how the command line spells a flag-less setting
     example: str = ""               # a typical value, for "is required" messages
 
     @property
@@ -329,74 +330,140 @@ class Setting:
         """The Config attribute name (snake_case)."""
         return self.name.replace("-", "_")
 
+    @property
+    def flag(self) -> str | None:
+        """The long flag (`--port`), or None for a setting the command line spells otherwise (`cli`)."""
+        return None if self.cli else "--" + self.name
+
+
+def _one_of(choices) -> str:
+    """The `value` column for a choice setting: its choices joined by |."""
+    return "|".join(choices)
+
 
 SETTINGS: list[Setting] = [
-    Setting("mode", "server|assets", "server", None, None,
-            "Keep an application process running and current (server), or a directory of static files (assets).",
-            _choice(*MODES), cli="the command: dewy server | dewy assets"),
-    Setting("registry", "URL", None, "--registry", None,
-            "Where releases are published, e.g. file:///srv/releases; options ride on the query "
+    Setting(
+        name="mode", cli="the command: dewy server | dewy assets",
+        type=_one_of(MODES), default="server", validator=_choice(*MODES),
+        doc="Keep an application process running and current (server), or a directory of static files (assets).",
+    ),
+    Setting(
+        name="registry", meta="URL", example="file:///srv/releases",
+        type="URL", default=None, validator=_backend_url("registry", allow_empty=False),
+        doc="Where releases are published, e.g. file:///srv/releases; options ride on the query "
             "(?pre-release=true, ?artifact=NAME).",
-            _backend_url("registry", allow_empty=False), meta="URL", example="file:///srv/releases"),
-    Setting("port", "listen addresses", "", "--port", "-p",
-            "Addresses the master listens on and hands to the app as fds 3..: 8000, 127.0.0.1:8000, [::1]:8000, "
-            "8000,8001, 8000-8005, unix:/path. Repeatable.",
-            _ports, meta="PORT", multiple=True, pytype=tuple, default_doc="none"),
-    Setting("interval", "duration", "10s", "--interval", "-i",
-            "How often the registry is polled.", _duration(0.0, inclusive=False), meta="DURATION", pytype=float),
-    Setting("log-level", "debug|info|warning|error", "info", "--log-level", "-l",
-            "The least severe log records written.", _choice(*LOG_LEVELS, aliases={"warn": "warning"}),
-            meta="LEVEL"),
-    Setting("log-format", "text|json", "text", "--log-format", "-f",
-            "Log lines on stderr as text or as JSON objects.", _choice(*LOG_FORMATS), meta="FORMAT"),
-    Setting("cache", "URL", "file", "--cache", "-c",
-            "Where downloads and shared registry answers are kept: file ($DEWY_CACHEDIR, else workdir/.dewy/cache), "
-            "file:///dir or memory.",
-            _backend_url("cache", allow_empty=False), meta="URL"),
-    Setting("notifier", "URL", "", "--notifier", None,
-            "Where deploy notices go; empty: the log only.", _backend_url("notify", allow_empty=True),
-            meta="URL", default_doc="none (log only)"),
-    Setting("before-deploy-hook", "shell command", "", "--before-deploy-hook", None,
-            "Run with sh -c in workdir before a release is switched to; a failure aborts the deploy.",
-            _text, meta="CMD", default_doc="none"),
-    Setting("after-deploy-hook", "shell command", "", "--after-deploy-hook", None,
-            "Run with sh -c in workdir after a deploy.", _text, meta="CMD", default_doc="none"),
-    Setting("slot", "build metadata", "", "--slot", "-s",
-            "Deploy only releases whose build metadata is SLOT (v1.2.3+blue), for blue/green.",
-            _slot, meta="SLOT", default_doc="none"),
-    Setting("app", "command line", "", None, None,
-            "The application command: after -- on the command line, one shell-quoted line in ini. A relative path "
+    ),
+    Setting(
+        name="port", short="-p", meta="PORT", multiple=True,
+        type="listen addresses", default="", default_doc="none", validator=_ports, pytype=tuple,
+        doc="Addresses the master listens on and hands to the app as fds 3..: 8000, 127.0.0.1:8000, [::1]:8000, "
+            "8000,8001, 8000-8005, unix:/path. Repeatable; in ini, the list may go on over indented lines.",
+    ),
+    Setting(
+        name="interval", short="-i", meta="DURATION",
+        type="duration", default="10s", validator=_duration(0.0, inclusive=False), pytype=float,
+        doc="How often the registry is polled.",
+    ),
+    Setting(
+        name="log-level", short="-l", meta="LEVEL",
+        type=_one_of(log.LEVELS), default="info", validator=_choice(*log.LEVELS, aliases=log.LEVEL_ALIASES),
+        doc="The least severe log records written.",
+    ),
+    Setting(
+        name="log-format", short="-f", meta="FORMAT",
+        type=_one_of(log.FORMATS), default="text", validator=_choice(*log.FORMATS),
+        doc="Log lines on stderr as text or as JSON objects.",
+    ),
+    Setting(
+        name="cache", short="-c", meta="URL",
+        type="URL", default="file", validator=_backend_url("cache", allow_empty=False),
+        doc="Where downloads and shared registry answers are kept: file ($DEWY_CACHEDIR, else workdir/.dewy/cache), "
+            "file:///dir or memory; shared by a fleet: redis://[:password@]host:port/db, rediss://, "
+            "unix:///path/redis.sock or consul://host:port/prefix (artifacts stay on local disk), "
+            "with ?registry-ttl=30s for one registry call per TTL fleet-wide.",
+    ),
+    Setting(
+        name="notifier", meta="URL",
+        type="URL", default="", default_doc="none (log only)", validator=_backend_url("notify", allow_empty=True),
+        doc="Where deploy notices go; empty: the log only.",
+    ),
+    Setting(
+        name="before-deploy-hook", meta="CMD",
+        type="shell command", default="", default_doc="none", validator=_text,
+        doc="Run with sh -c in workdir before a release is switched to; a failure aborts the deploy.",
+    ),
+    Setting(
+        name="after-deploy-hook", meta="CMD",
+        type="shell command", default="", default_doc="none", validator=_text,
+        doc="Run with sh -c in workdir after a deploy.",
+    ),
+    Setting(
+        name="slot", short="-s", meta="SLOT",
+        type="build metadata", default="", default_doc="none", validator=_slot,
+        doc="Deploy only releases whose build metadata is SLOT (v1.2.3+blue), for blue/green.",
+    ),
+    Setting(
+        name="app", cli="-- CMD [ARG...]",
+        type="command line", default="", default_doc="none", validator=_app, pytype=tuple,
+        doc="The application command: after -- on the command line, one shell-quoted line in ini. A relative path "
             "containing / resolves against workdir. Required in server mode, empty in assets mode.",
-            _app, pytype=tuple, default_doc="none", cli="-- CMD [ARG...]"),
-    Setting("workdir", "directory", ".", "--workdir", None,
-            "Where releases/, current and .dewy/ live. Relative: to the ini file's directory, or on the command line "
-            "to the current directory.", _path(required=True), meta="DIR", default_doc="current directory"),
-    Setting("ready", "delay[:DURATION] or notify[:TIMEOUT]", "delay:1s", "--ready", None,
-            "When a new app generation counts as ready: alive after a delay, or READY=1 on NOTIFY_SOCKET within a "
-            "timeout (notify alone: 60s).", _ready, meta="HOW", pytype=Ready),
-    Setting("graceful-timeout", "duration", "30s", "--graceful-timeout", None,
-            "How long an old generation may take to exit after the stop signal before it is killed.",
-            _duration(0.0), meta="DURATION", pytype=float),
-    Setting("stop-signal", "signal", "TERM", "--stop-signal", None,
-            "The signal asking a generation to exit gracefully: %s, with or without SIG, or its number."
-            % ", ".join(STOP_SIGNALS), _signal, meta="SIGNAL", pytype=int),
-    Setting("keep-releases", "integer >= 1", "7", "--keep-releases", None,
-            "How many unpacked releases are kept in releases/.", _integer(1), meta="N", pytype=int),
-    Setting("backlog", "integer 1..65535", "1024", "--backlog", None,
-            "The listen backlog of each socket.", _integer(1, 65535), meta="N", pytype=int),
-    Setting("dir", "directory", "", "--dir", None,
-            "assets mode: a symlink kept pointing at the newest release (besides workdir/current). Relative like "
-            "workdir.", _path(required=False), meta="DIR", default_doc="none"),
-    Setting("hook-timeout", "duration", "5m", "--hook-timeout", None,
-            "How long a deploy hook may run before it is killed and counts as failed.",
-            _duration(0.0, inclusive=False), meta="DURATION", pytype=float),
-    Setting("verify-checksum", "auto|required|off", "auto", "--verify-checksum", None,
-            "Check the artifact against the checksum published beside it (checksums.txt, SHA256SUMS, "
+    ),
+    Setting(
+        name="workdir", meta="DIR",
+        type="directory", default=".", default_doc="current directory", validator=_path(required=True),
+        doc="Where releases/, current and .dewy/ live. Relative: to the ini file's directory, or on the command line "
+            "to the current directory.",
+    ),
+    Setting(
+        name="ready", meta="HOW",
+        type="delay[:DURATION] or notify[:TIMEOUT]", default="delay:1s", validator=_ready, pytype=Ready,
+        doc="When a new app generation counts as ready: alive after a delay, or READY=1 on NOTIFY_SOCKET within a "
+            "timeout (notify alone: 60s).",
+    ),
+    Setting(
+        name="graceful-timeout", meta="DURATION",
+        type="duration", default="30s", validator=_duration(0.0), pytype=float,
+        doc="How long an old generation may take to exit after the stop signal before it is killed.",
+    ),
+    Setting(
+        name="stop-signal", meta="SIGNAL",
+        type="signal", default="TERM", validator=_signal, pytype=int,
+        doc="The signal asking a generation to exit gracefully: %s, with or without SIG, or its number."
+            % ", ".join(STOP_SIGNALS),
+    ),
+    Setting(
+        name="keep-releases", meta="N",
+        type="integer >= 1", default="7", validator=_integer(1), pytype=int,
+        doc="How many unpacked releases are kept in releases/.",
+    ),
+    Setting(
+        name="backlog", meta="N",
+        type="integer 1..65535", default="1024", validator=_integer(1, 65535), pytype=int,
+        doc="The listen backlog of each socket.",
+    ),
+    Setting(
+        name="dir", meta="DIR",
+        type="directory", default="", default_doc="none", validator=_path(required=False),
+        doc="assets mode: a symlink kept pointing at the newest release (besides workdir/current). Relative like "
+            "workdir.",
+    ),
+    Setting(
+        name="hook-timeout", meta="DURATION",
+        type="duration", default="5m", validator=_duration(0.0, inclusive=False), pytype=float,
+        doc="How long a deploy hook may run before it is killed and counts as failed.",
+    ),
+    Setting(
+        name="verify-checksum", meta="WHEN",
+        type=_one_of(CHECKSUM_POLICIES), default="auto", validator=_choice(*CHECKSUM_POLICIES),
+        doc="Check the artifact against the checksum published beside it (checksums.txt, SHA256SUMS, "
             "<artifact>.sha256, GitHub's asset digest): auto when there is one, required refuses a release "
-            "without one, off never checks.", _choice(*CHECKSUM_POLICIES), meta="WHEN"),
-    Setting("poll-backoff-max", "duration", "5m", "--poll-backoff-max", None,
-            "While the registry fails, the poll interval doubles up to this; the first success resets it.",
-            _duration(0.0, inclusive=False), meta="DURATION", pytype=float),
+            "without one, off never checks.",
+    ),
+    Setting(
+        name="poll-backoff-max", meta="DURATION",
+        type="duration", default="5m", validator=_duration(0.0, inclusive=False), pytype=float,
+        doc="While the registry fails, the poll interval doubles up to this; the first success resets it.",
+    ),
 ]
 
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -573,18 +640,65 @@ def _parse_error(path: str, exc: configparser.Error) -> ConfigError:
     return ConfigError(redact_text("%s: %s" % (path, text)))
 
 
+def _continuation_lines(text: str):
+    """(line number, line, section, key) for each indented line configparser appends to the value above it.
+
+    Mirrors configparser's rule (as configured in _read_section): a line indented deeper than the key line
+    before it continues that key's value, unless a blank or comment line came between.
+    """
+    section = key = None
+    key_indent = 0
+    for number, line in enumerate(text.split("\n"), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", ";")):
+            key_indent = sys.maxsize  # a blank or comment line ends a value
+            continue
+        indent = len(line) - len(line.lstrip())
+        if key is not None and indent > key_indent:
+            yield number, stripped, section, key
+            continue
+        key_indent = indent
+        header = re.match(r"\[(.+)\]", stripped)  # configparser's SECTCRE and OPTCRE, keys lower-cased
+        option = re.match(r"(.*?)\s*[=:]", stripped)
+        if header:
+            section, key = header[1], None
+        else:
+            key = option[1].lower() if option else None
+
+
+def _check_continuations(path: str, text: str) -> None:
+    """Refuse an indented line that continues a single-line setting; only list settings may span lines.
+
+    `app = x` followed by `  port = 1234` would otherwise run x with the arguments `port = 1234` and
+    listen nowhere. A list setting (`multiple`: port) may go on over indented lines.
+    """
+    for number, line, section, key in _continuation_lines(text):
+        s = BY_NAME.get(key) if section == SECTION else None
+        if s is not None and not s.multiple:
+            # The line may be the query of a URL begun above (`?token=...`, `&sig=...`): redact it as one.
+            shown = redact(line) if "?" in line else redact("?" + line)[1:]
+            lists = " and ".join(t.name for t in SETTINGS if t.multiple)
+            raise ConfigError(redact_text(
+                "%s: line %d: %s is indented, so it would continue [%s] %s, which takes one line; remove the "
+                "indentation (only %s may continue on indented lines)" % (
+                    path, number, json.dumps(shown, ensure_ascii=False), SECTION, key, lists)))
+
+
 def _read_section(path: str) -> dict:
     """The raw `[dewy]` key -> value pairs of an ini file; ConfigError for anything unreadable or foreign."""
-    # A [DEFAULT] section would silently leak keys into [dewy]: give configparser a name nobody uses.
-    parser = configparser.ConfigParser(interpolation=None, strict=True, default_section="\0",
-                                       empty_lines_in_values=False)
     try:
-        with open(path, encoding="utf-8") as fh:
-            parser.read_file(fh, source=path)
+        # utf-8-sig: a byte-order mark (Windows editors write one) is skipped, not read as part of "[dewy]".
+        with open(path, encoding="utf-8-sig") as fh:
+            text = fh.read()
     except OSError as exc:
         raise ConfigError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
     except UnicodeDecodeError:
         raise ConfigError("%s: cannot read: not UTF-8 text" % path) from None
+    # A [DEFAULT] section would silently leak keys into [dewy]: give configparser a name nobody uses.
+    parser = configparser.ConfigParser(interpolation=None, strict=True, default_section="\0",
+                                       empty_lines_in_values=False)
+    try:
+        parser.read_string(text, source=path)
     except configparser.Error as exc:
         raise _parse_error(path, exc) from None
     for section in parser.sections():
@@ -592,6 +706,7 @@ def _read_section(path: str) -> dict:
             raise ConfigError("%s: unknown section [%s]; dewy reads only [%s]" % (path, section, SECTION))
     if not parser.has_section(SECTION):
         raise ConfigError("%s: no [%s] section" % (path, SECTION))
+    _check_continuations(path, text)
     return dict(parser.items(SECTION))
 
 

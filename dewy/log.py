@@ -11,15 +11,17 @@ import json
 import logging
 import re
 import sys
-import time
 
+from dewy.clock import utc_iso
+
+# The log levels and formats dewy accepts, declared here once (dewy.config's log-level/log-format use them).
 LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warning": logging.WARNING,
-    "warn": logging.WARNING,
     "error": logging.ERROR,
 }
+LEVEL_ALIASES = {"warn": "warning"}  # accepted on input, never shown as a choice
 FORMATS = ("text", "json")
 REDACTED = "***"
 
@@ -30,12 +32,6 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) |
 _SECRET_KEY = re.compile(r"token|secret|passw|pwd|key|signature|credential|auth|session|^sig$|^x-amz-", re.I)
 _USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#@:]*):(?P<password>[^/?#]*)@")
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
-
-
-def timestamp(created: float) -> str:
-    """ISO 8601 UTC time with milliseconds, e.g. 2026-11-26T06:50:12.123Z."""
-    millis = int((created - int(created)) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + ".%03dZ" % millis
 
 
 def extra_fields(record: logging.LogRecord) -> dict:
@@ -61,7 +57,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """One text line (plus a traceback when the record carries one)."""
         logger = self.default_name if record.name == "root" else record.name
-        line = "%s %s %s[%d]: %s" % (timestamp(record.created), record.levelname, logger,
+        line = "%s %s %s[%d]: %s" % (utc_iso(record.created, millis=True), record.levelname, logger,
                                      record.process, record.getMessage())
         fields = " ".join("%s=%s" % (k, _logfmt_value(v)) for k, v in extra_fields(record).items())
         if fields:
@@ -81,7 +77,7 @@ class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """The record as a compact JSON object on one line."""
         data = {
-            "time": timestamp(record.created),
+            "time": utc_iso(record.created, millis=True),
             "level": record.levelname.lower(),
             "logger": self.default_name if record.name == "root" else record.name,
             "pid": record.process,
@@ -106,16 +102,20 @@ class _StderrHandler(logging.StreamHandler):
         return sys.stderr
 
 
+QUIET_LIBRARIES = ("urllib3", "botocore", "boto3", "s3transfer", "google", "grpc", "requests_oauthlib")
+
+
 def setup(level: str, fmt: str, name: str) -> logging.Logger:
     """Send the root logger's records at `level` and above to stderr as `fmt` (text|json).
 
     Idempotent: a second call replaces the handler of the first. `name` labels records logged on the
     root logger; the logger of that name is returned for convenience.
     """
-    if level.lower() not in LEVELS:
-        raise ValueError('unknown log level "%s"; allowed: debug, info, warning, error' % level)
+    name_of_level = LEVEL_ALIASES.get(level.lower(), level.lower())
+    if name_of_level not in LEVELS:
+        raise ValueError('unknown log level "%s"; allowed: %s' % (level, ", ".join(LEVELS)))
     if fmt not in FORMATS:
-        raise ValueError('unknown log format "%s"; allowed: text, json' % fmt)
+        raise ValueError('unknown log format "%s"; allowed: %s' % (fmt, ", ".join(FORMATS)))
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_dewy", False)]:
         root.removeHandler(handler)
@@ -123,7 +123,11 @@ def setup(level: str, fmt: str, name: str) -> logging.Logger:
     handler._dewy = True
     handler.setFormatter(JSONFormatter(name) if fmt == "json" else TextFormatter(name))
     root.addHandler(handler)
-    root.setLevel(LEVELS[level.lower()])
+    root.setLevel(LEVELS[name_of_level])
+    # Libraries' debug output is not dewy's to show: urllib3 logs every URL it fetches (presigned
+    # storage URLs with their signatures), botocore logs request headers. Even at log-level = debug.
+    for library in QUIET_LIBRARIES:
+        logging.getLogger(library).setLevel(logging.WARNING)
     return logging.getLogger(name)
 
 

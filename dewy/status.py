@@ -1,9 +1,11 @@
 """The master's status file, workdir/.dewy/status.json: written atomically, read by `dewy status`."""
 
+import itertools
 import json
 import logging
 import os
-import tempfile
+
+from dewy.workdir import state_path
 
 log = logging.getLogger("dewy")
 
@@ -12,20 +14,29 @@ STATUS_FILE = "status.json"
 
 def state_dir(workdir: str) -> str:
     """The directory where dewy keeps its own state for a workdir (created on demand, mode 0700)."""
-    path = os.path.join(workdir, ".dewy")
+    path = state_path(workdir)
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
 
 
 def status_path(workdir: str) -> str:
     """Where the status file of a workdir lives."""
-    return os.path.join(workdir, ".dewy", STATUS_FILE)
+    return state_path(workdir, STATUS_FILE)
+
+
+_tmp_numbers = itertools.count()
 
 
 def write_json_atomic(path: str, data) -> None:
     """Write data as JSON to path so that readers see the old or the new file, never a part."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+    # Named by pid and a counter instead of tempfile.mkstemp: the master then never imports tempfile
+    # (random, shutil, hashlib: about 1 MiB it would keep for months).
+    tmp = os.path.join(os.path.dirname(path), ".%s.%d.%d" % (os.path.basename(path), os.getpid(), next(_tmp_numbers)))
+    try:
+        os.unlink(tmp)  # left by a crashed process that had our pid
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=True)

@@ -1,8 +1,9 @@
-"""Shared fixtures: registry, master factory, master logs on failure, and a leftover-process check."""
+"""Shared fixtures: registry, master factory, master logs on failure, leftover-process and temp-file checks."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -15,6 +16,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `import helpers` from any test dir
 
 from helpers import Master, Registry, describe_process  # noqa: E402
+import servers  # noqa: E402
+from servers import gcs_server, s3_server  # noqa: E402,F401 — session fixtures (moto, fake-gcs-server)
+from valkeyserver import redis_server  # noqa: E402,F401 — session fixture (valkey-server)
 
 LEFTOVER_GRACE = 3.0  # seconds a process that is on its way out gets before it counts as left behind
 
@@ -70,7 +74,8 @@ def _mentions(proc: psutil.Process, needle: str) -> bool:
 
 def _leftovers(tmp: str | None, exclude: set) -> list:
     """Live descendants of pytest (zombies included: nobody reaped them) and processes mentioning tmp."""
-    found = {p.pid: p for p in psutil.Process().children(recursive=True)}
+    found = {p.pid: p for p in psutil.Process().children(recursive=True)
+             if p.pid not in servers.SESSION_PIDS}  # session servers live until the session ends
     if tmp:
         for proc in psutil.process_iter():
             if proc.pid not in exclude and proc.pid not in found and _mentions(proc, tmp):
@@ -78,22 +83,30 @@ def _leftovers(tmp: str | None, exclude: set) -> list:
     return [p for p in found.values() if p.is_running()]
 
 
-# Names our code and tests give temporary files (tempfile's default, the demo's and the tests' own).
-TEMP_PREFIXES = ("tmp", "dewy", "publish-")
-
-
-def _our_temp_entries() -> set:
-    tmp = tempfile.gettempdir()
-    return {name for name in os.listdir(tmp) if name.startswith(TEMP_PREFIXES)}
-
-
 @pytest.fixture(scope="session", autouse=True)
-def no_leftover_temp_files():
-    """Fail the run if it leaves files or directories in the system temp dir (tmp_path is pytest's job)."""
-    before = _our_temp_entries()
-    yield
-    left = _our_temp_entries() - before
-    assert not left, "the test run left these in %s: %s" % (tempfile.gettempdir(), sorted(left))
+def no_leftover_temp_files(tmp_path_factory):
+    """Fail the run if it leaves temporary files behind; only the run's own count, not the machine's.
+
+    The session gets a temp directory of its own and points TMPDIR (inherited by every master, poller,
+    app and server the tests start) and this process's tempfile at it; whatever is still in it at the
+    end was left by the tests. The directory is removed either way. tmp_path is pytest's job: its base
+    directory is fixed before the switch, so it stays in the system temp dir.
+    """
+    tmp_path_factory.getbasetemp()
+    saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    session_tmp = tempfile.mkdtemp(prefix="dewy-tests-")
+    os.environ["TMPDIR"] = tempfile.tempdir = session_tmp
+    try:
+        yield session_tmp
+    finally:
+        tempfile.tempdir = saved_tempdir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        left = sorted(os.listdir(session_tmp))
+        shutil.rmtree(session_tmp, ignore_errors=True)
+    assert not left, "the test run left these in its temp dir (TMPDIR): %s" % left
 
 
 @pytest.fixture(autouse=True)

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import psutil
 
+from dewy.demo import demo
 from dewy.demo.app import build_release
-from dewy.demo.demo import FailCount, Load, clean_environment, free_port, http_get, poll_until  # noqa: F401 — re-exported
+from dewy.demo.demo import clean_environment, free_port, http_get, poll_until  # noqa: F401 — re-exported
 
 # Defaults for every Master unless a test says otherwise: quick polls, quick readiness, verbose logs.
 DEFAULT_SETTINGS = {
@@ -47,6 +48,52 @@ def wait_until(predicate, timeout: float, what: str, details=None, interval: flo
         extra = ("\n" + details()) if details else ""
         raise AssertionError("timed out after %.1fs waiting for %s%s" % (timeout, what, extra))
     return value
+
+
+# --------------------------------------------------------------------------- load
+class FailCount(int):
+    """An int that shows why requests failed in its repr, so `assert load.failed == 0` explains itself."""
+
+    def __new__(cls, n: int, reasons: list):
+        obj = super().__new__(cls, n)
+        obj.reasons = reasons
+        return obj
+
+    def __repr__(self):
+        if not self:
+            return "0"
+        return "%d (failures: %s)" % (int(self), "; ".join(self.reasons))
+
+
+class Load(demo.Load):
+    """The demo's HTTP load (threads, a new connection per request), plus what tests assert with.
+
+    `with Load(port) as load:` runs it for the block; `failed` explains itself in an assertion;
+    wait_requests() waits for progress, summary() is the one-line evidence for a failure message.
+    """
+
+    @property
+    def failed(self) -> FailCount:
+        """How many requests failed; its repr lists why."""
+        with self._lock:
+            return FailCount(self._failed, list(self.reasons))
+
+    def __enter__(self) -> "Load":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def wait_requests(self, n: int, timeout: float = 10.0) -> bool:
+        """Wait until n more requests than now have finished; False on timeout."""
+        goal = self.total + n
+        return bool(poll_until(lambda: self.total >= goal, timeout, 0.01))
+
+    def summary(self) -> str:
+        """One line: totals and requests per version."""
+        with self._lock:
+            per = ", ".join("%s: %d" % (v, self.counts[v]) for v in self.versions)
+            return "%d requests, %d ok, %d failed (%s)" % (self.ok + self._failed, self.ok, self._failed, per)
 
 
 # --------------------------------------------------------------------------- registry
@@ -171,6 +218,10 @@ class Master:
         self.settings.update({k.replace("_", "-"): v for k, v in settings.items()})
         self.proc = None
         self.pid = None
+        # How to start it: launcher argv goes before the master's (e.g. tests/sd_listen.py, starting it the
+        # way systemd's socket activation does); pass_fds stay open in it.
+        self.launcher: list = []
+        self.pass_fds: tuple = ()
 
     # ---------------------------------------------------------------- config
     def _pick_ports(self) -> None:
@@ -214,8 +265,9 @@ class Master:
                     time.strftime("%H:%M:%S"), self.ini, ", ".join(self.ports))).encode())
                 log.flush()
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "dewy.master", "-c", str(self.ini)], cwd=str(self.base),
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=clean_environment(self.extra_env))
+                    self.launcher + [sys.executable, "-m", "dewy.master", "-c", str(self.ini)], cwd=str(self.base),
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=clean_environment(self.extra_env),
+                    pass_fds=self.pass_fds)
             self.pid = self.proc.pid
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:

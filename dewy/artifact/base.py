@@ -23,3 +23,38 @@ class Artifact:
         """Whether the artifact changed since fetch() read it (a copy still in progress), so a bad read
         must not be held against the release. Stores whose uploads are atomic (S3, GCS, GitHub) keep this False."""
         return False
+
+
+RESUME_ATTEMPTS = 4  # tries of one download, each resuming where the last one broke off
+
+
+def copy_resuming(open_at, out: BinaryIO, what: str, retry_on: tuple = (OSError,),
+                  attempts: int = RESUME_ATTEMPTS) -> int:
+    """Stream a download into out, resuming with a ranged request when the connection breaks.
+
+    `open_at(offset)` starts the transfer at byte `offset` (a `Range: bytes=offset-` request, S3's
+    `Range=`, GCS's `start=`) and returns an iterator of byte chunks; it may return None when the store
+    cannot resume, and the download then fails rather than start over into a half-written out.
+    Errors in `retry_on` raised while streaming are retried; the rest propagate. Returns the byte count.
+    """
+    written = 0
+    for attempt in range(1, attempts + 1):
+        chunks = open_at(written)
+        if chunks is None:
+            raise ArtifactError("%s: the connection broke after %d bytes and the store cannot resume"
+                                % (what, written))
+        try:
+            for chunk in chunks:
+                if chunk:
+                    out.write(chunk)
+                    written += len(chunk)
+            return written
+        except retry_on as exc:
+            if attempt == attempts:
+                raise ArtifactError("%s: download broke off after %d bytes, %d times: %s"
+                                    % (what, written, attempts, exc)) from exc
+            import logging
+
+            logging.getLogger("dewy.artifact").warning(
+                "%s: download broke off after %d bytes (%s); resuming", what, written, exc)
+    return written

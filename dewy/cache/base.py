@@ -1,4 +1,9 @@
-"""The cache interface: streamed blobs (artifacts) and small values with a TTL (registry answers)."""
+"""The cache interface: streamed blobs (artifacts) and small values with a TTL (registry answers).
+
+Blobs (`open_write`, `open_read`, `path`) always live on this host's disk: the shared caches (Redis,
+Consul) keep them in the local file cache and hold only the small values (`get`, `set`, `add`,
+`discard`) on their server, where other hosts see them. `delete` removes both.
+"""
 
 import hashlib
 import re
@@ -12,6 +17,10 @@ _MAX_NAME = 200  # well under NAME_MAX (255) once a temp prefix is added
 
 class CacheError(Exception):
     """The cache could not be used (one-line message)."""
+
+
+class CacheUnavailable(CacheError):
+    """A shared cache's server cannot be reached or refuses us: the caller goes without it (asks the registry)."""
 
 
 def safe_name(key: str) -> str:
@@ -33,7 +42,17 @@ def safe_name(key: str) -> str:
 
 
 class Cache:
-    """Base class of the caches; constructed by dewy.cache.from_url(url, workdir)."""
+    """Base class of the caches; constructed by dewy.cache.from_url(url, workdir, registry).
+
+    `get`/`set`/`delete` never fail because a shared server is down (a miss, a no-op; the outage is
+    logged once by the cache): a cache outage must never stop a deploy. `add` and `discard`, used for
+    locks, raise CacheUnavailable instead, because "not taken" and "cannot tell" differ there.
+    """
+
+    # True when values are seen by other hosts (Redis, Consul): only then can registry answers be shared.
+    shared = False
+    # Seconds a shared registry answer stays fresh (`?registry-ttl=`), or None: every host asks the registry.
+    registry_ttl: float | None = None
 
     def open_write(self, key: str) -> AbstractContextManager[BinaryIO]:
         """A writable binary file whose content becomes `key` atomically on a clean exit (discarded on error)."""
@@ -53,6 +72,17 @@ class Cache:
 
     def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         """Store value under key, expiring after ttl seconds when ttl is given."""
+        raise NotImplementedError
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store value under key only if key is absent (or expired), atomically; True when this call stored it.
+
+        The value expires after ttl seconds, so a lock taken by a host that dies frees itself.
+        """
+        raise NotImplementedError
+
+    def discard(self, key: str, value: bytes) -> bool:
+        """Delete key only while it still holds value (atomically); True when it did (releases a lock we hold)."""
         raise NotImplementedError
 
     def path(self, key: str) -> str | None:

@@ -13,13 +13,14 @@ from typing import BinaryIO, Iterator
 
 from dewy import urls
 from dewy.cache.base import Cache, CacheError, safe_name
+from dewy.workdir import state_path
 
 _STALE_TMP = 3600.0  # a temp file this old was left by a killed writer
 
 
 def default_dir(workdir: str) -> str:
     """The default cache directory: $DEWY_CACHEDIR, else <workdir>/.dewy/cache."""
-    return os.environ.get("DEWY_CACHEDIR") or os.path.join(workdir, ".dewy", "cache")
+    return os.environ.get("DEWY_CACHEDIR") or state_path(workdir, "cache")
 
 
 class FileCache(Cache):

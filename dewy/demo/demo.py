@@ -4,7 +4,8 @@ It makes a throw-away `file://` registry, publishes v1.0.0 of the sample app, st
 `dewy-master` on a free 127.0.0.1 port, drives HTTP load at it (a new connection per request),
 publishes v1.1.0, waits until v1.1.0 answers, and reports how many requests failed (0).
 
-`Load` and `free_port` live here so the integration tests drive load the same way.
+The client side (free_port, http_get, Load, poll_until) is what the demo itself runs; the tests and
+bench/restart.py reuse it, and tests/helpers.py extends Load with what only assertions need.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import threading
 import time
 
 from dewy.demo.app import build_release
+from dewy.status import status_path
 
 # Variables a supervisor above us may have set for *us*; the master must not mistake them for its own.
 INHERITED_PROTOCOL_VARS = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
@@ -87,20 +89,6 @@ def http_get(target, path: str = "/", timeout: float = 10.0) -> tuple:
         conn.close()
 
 
-class FailCount(int):
-    """An int that shows why requests failed in its repr, so `assert load.failed == 0` explains itself."""
-
-    def __new__(cls, n: int, reasons: list):
-        obj = super().__new__(cls, n)
-        obj.reasons = reasons
-        return obj
-
-    def __repr__(self):
-        if not self:
-            return "0"
-        return "%d (failures: %s)" % (int(self), "; ".join(self.reasons))
-
-
 class Load:
     """N threads sending GETs, each on a new connection, until stopped; counts every request.
 
@@ -129,10 +117,10 @@ class Load:
         self._threads = []
 
     @property
-    def failed(self) -> FailCount:
-        """How many requests failed (its repr lists why)."""
+    def failed(self) -> int:
+        """How many requests failed (`reasons` says why)."""
         with self._lock:
-            return FailCount(self._failed, list(self.reasons))
+            return self._failed
 
     @property
     def total(self) -> int:
@@ -156,12 +144,6 @@ class Load:
             thread.join(self.timeout + 5)
         return self
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
     def seen(self, version: str) -> bool:
         """True once some request was answered with version."""
         with self._lock:
@@ -170,17 +152,6 @@ class Load:
     def wait_seen(self, version: str, timeout: float = 10.0) -> bool:
         """Wait until some request was answered with version; False on timeout."""
         return bool(poll_until(lambda: self.seen(version), timeout, 0.01))
-
-    def wait_requests(self, n: int, timeout: float = 10.0) -> bool:
-        """Wait until n more requests than now have finished; False on timeout."""
-        goal = self.total + n
-        return bool(poll_until(lambda: self.total >= goal, timeout, 0.01))
-
-    def summary(self) -> str:
-        """One line: totals and requests per version."""
-        with self._lock:
-            per = ", ".join("%s: %d" % (v, self.counts[v]) for v in self.versions)
-            return "%d requests, %d ok, %d failed (%s)" % (self.ok + self._failed, self.ok, self._failed, per)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -272,7 +243,7 @@ def _start_master(tmp: str, registry: str, workdir: str, log_path: str, t0: floa
         log.close()
         _say(t0, "started dewy-master (pid %d) on http://127.0.0.1:%d/" % (master.pid, port))
         # The master binds first and then writes its status file: wait for one or its exit.
-        status_file = os.path.join(workdir, ".dewy", "status.json")
+        status_file = status_path(workdir)
         poll_until(lambda: master.poll() is not None or os.path.exists(status_file), 10, 0.05)
         if master.poll() is not None and "in use" in _log_tail(log_path):
             _say(t0, "port %d was taken meanwhile, trying another" % port)
@@ -330,7 +301,7 @@ def run(tmp: str) -> int:
         print("  versions seen : %s" % " -> ".join(load.versions))
         print("  per version   : %s" % ", ".join("%s: %d" % (v, load.counts[v]) for v in load.versions))
         print("  switch time   : %.2fs from publishing v1.1.0 to its first answer (poll interval 0.2s)" % switch)
-        for reason in failed.reasons[:10]:
+        for reason in load.reasons[:10]:
             print("  failure       : %s" % reason)
         print()
         return 0 if failed == 0 else 1

@@ -1,6 +1,6 @@
 """`python -m dewy.master -c dewy.ini` == `dewy-master -c dewy.ini`."""
 import sys
 
-from dewy.cli import master_main
+from dewy.master.main import main
 
-sys.exit(master_main())
+sys.exit(main())

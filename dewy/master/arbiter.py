@@ -1,8 +1,12 @@
-"""dewy-master: owns the sockets and signals, runs app generations and the poller worker.
+"""dewy-master's I/O shell: sockets, signals, children, status file, in-place upgrade; the guarded loop.
 
-Single-threaded on purpose (fork stays safe): signal handlers only queue the signal and wake
-the loop; the loop reaps children, dispatches signals to handle_<name>(), reads the poller
-and notify sockets, and fires timers.
+Single-threaded on purpose (fork stays safe): signal handlers only queue the signal and wake the
+loop; the loop reaps children, turns signals into named commands (handle_<command>()), reads the
+poller's pipe and the notify socket, and fires timers. What to do about generations is decided by
+the Lifecycle (lifecycle.py), the poller process is kept by a PollerHandle (pollerhandle.py); this
+module only does their I/O. Every handler runs under a guard: an unexpected exception is logged with
+its traceback and counted (status `errors`) and the app keeps serving; only a tight loop of them
+ends the master (exit 1, for systemd to restart it).
 """
 
 import collections
@@ -10,68 +14,55 @@ import logging
 import os
 import selectors
 import signal
-import socket
-import sys
 import time
 
-from .. import __version__, procgroup, releases, status
-from ..protocol import Channel, ProtocolError
-from . import process, sockets, upgrade
-from .generation import EXITED, RETIRING, SERVING, STARTING, Generation, resolve_argv
+from .. import __version__, procgroup, status, workdir
+from . import activation, output, process, sockets, upgrade
+from .configview import ConfigLoadError
+from .generation import command_problem
+from ..clock import utc_iso
+from .lifecycle import CommandError, Host, Lifecycle
+from .pollerhandle import PollerHandle
 from .sdnotify import NotifyListener, SystemdNotifier, notify_socket_path
 
 log = logging.getLogger("dewy.master")
 
 EXIT_OK = 0
-EXIT_CONFIG = 2
+EXIT_ERRORS = 1  # unexpected errors in a tight loop: systemd restarts the master
+EXIT_CONFIG = 2  # the workdir or systemd's sockets do not fit the config: a restart would not help
 EXIT_LISTEN = 3
 
-PROBATION = 60.0  # a release that dies this soon after its deploy counts towards a rollback
-PROBATION_DEATHS = 3  # deaths within PROBATION that roll a release back
-STABLE_AFTER = 10.0  # a generation up this long resets the respawn backoff
-BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 SWEEP_INTERVAL = 1.0  # safety net: re-check retiring process groups at least this often
+ERROR_BURST, ERROR_WINDOW = 10, 10.0  # this many unexpected errors within this many seconds end the master
 
-SIGNAMES = {getattr(signal, "SIG" + n): n.lower() for n in ("HUP", "USR1", "USR2", "TERM", "INT", "QUIT")}
-
-
-def _now() -> float:
-    return time.monotonic()
-
-
-def _utc() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+# Signals are operator commands; the operator commands of a later interface reuse the same names.
+SIGNAL_COMMANDS = {signal.SIGHUP: "reload", signal.SIGUSR1: "restart", signal.SIGUSR2: "upgrade",
+                   signal.SIGTERM: "stop", signal.SIGINT: "stop", signal.SIGQUIT: "stop-fast"}
+# Test-only: a command name whose handler raises, to prove the guard (never set it in production).
+FAIL_COMMAND_ENV = "DEWY_TEST_FAIL_COMMAND"
 
 
 class ReloadError(Exception):
     """A re-read configuration cannot be applied to the running master."""
 
 
-class Probation:
-    """A freshly deployed release, watched for a crash loop, and where to go back to."""
+class ErrorBudget:
+    """Counts unexpected errors; exhausted when ERROR_BURST of them fall within ERROR_WINDOW seconds."""
 
-    def __init__(self, version, release_dir, previous_version, previous_dir, until):
-        self.version, self.release_dir = version, release_dir
-        self.previous_version, self.previous_dir = previous_version, previous_dir
-        self.until = until
-        self.deaths = 0
+    def __init__(self, clock=time.monotonic, burst: int = ERROR_BURST, window: float = ERROR_WINDOW):
+        self.clock, self.burst, self.window = clock, burst, window
+        self.count = 0
+        self.recent = collections.deque(maxlen=burst)
 
-    def to_state(self) -> dict:
-        """This probation for an in-place upgrade (monotonic time made relative)."""
-        return {"version": self.version, "release_dir": self.release_dir,
-                "previous_version": self.previous_version, "previous_dir": self.previous_dir,
-                "until_in": self.until - _now(), "deaths": self.deaths}
-
-    @classmethod
-    def from_state(cls, d: dict) -> "Probation":
-        """Rebuild a probation handed over by the previous master image."""
-        p = cls(d["version"], d["release_dir"], d["previous_version"], d["previous_dir"],
-                _now() + d["until_in"])
-        p.deaths = d["deaths"]
-        return p
+    def spend(self) -> bool:
+        """Count one error; True when the budget is exhausted (errors are repeating in a tight loop)."""
+        self.count += 1
+        now = self.clock()
+        self.recent.append(now)
+        return len(self.recent) == self.burst and now - self.recent[0] <= self.window
 
 
-class Arbiter:
+class Arbiter(Host):
     """The master process: one instance per dewy, run() until stopped."""
 
     def __init__(self, cfg, reload_config):
@@ -81,70 +72,64 @@ class Arbiter:
         self.selector = selectors.DefaultSelector()
         self.systemd = SystemdNotifier.from_environment()
         self.listeners = []
+        self.lock: workdir.Lock | None = None  # the workdir's flock, held until the process ends
+        self.outputs = {}  # generation leader pid -> output.StderrTail of its stderr pipe
+        self.status_dirty = False  # changed() since the status file was last written
+        self.title = None  # the process title last set
         self.notify_listener = None
-        self.generation_count = 0
-        self.starting: Generation | None = None
-        self.serving: Generation | None = None
-        self.retiring: list = []
+        self.lifecycle = Lifecycle(cfg, self)
+        self.poller = PollerHandle()
         self.orphans = {}  # pid -> KILL deadline: processes of ours that belong to no generation
-        self.current_version: str | None = None
-        self.current_release: str | None = None
-        self.probation: Probation | None = None
-        self.crash_streak = 0
-        self.respawn_at: float | None = None
-        self.pending_deploy = None
-        self.restart_pending = False
-        self.upgrade_pending = False
-        self.stopping = False
-        self.stop_deadline: float | None = None
-        self.poller_pid: int | None = None
-        self.poller: Channel | None = None
-        self.poller_failures = 0
-        self.poller_started_at = 0.0
-        self.poller_respawn_at: float | None = None
         self.sent_ready = False
         self.watchdog_at: float | None = None
-        self.started_at = _utc()
-        self.info = {"last_poll": None, "latest_version": None, "last_error": None, "last_deploy": None}
+        self.started_at = utc_iso()
+        self.info = {"last_poll": None, "latest_version": None, "last_error": None}
+        self.errors = ErrorBudget()
+        self.exit_code: int | None = None
+        self.fail_command = os.environ.pop(FAIL_COMMAND_ENV, None)
 
-    # ----------------------------------------------------------------- paths
     @property
     def state_dir(self) -> str:
         return status.state_dir(self.cfg.workdir)
 
-    @property
-    def current_link(self) -> str:
-        return os.path.join(self.cfg.workdir, "current")
-
     # ----------------------------------------------------------------- start
-    def start(self, handed_over: dict | None) -> None:
-        """Bind sockets, install signals, adopt or start the app and the poller."""
-        os.makedirs(self.cfg.workdir, exist_ok=True)
+    def start(self, handed_over: "upgrade.UpgradeState | None") -> None:
+        """Claim the workdir, bind sockets, install signals, adopt or start the app and the poller."""
+        if handed_over:
+            try:
+                self.lock = workdir.Lock.acquire(self.cfg.workdir)  # the one the previous image held
+            except workdir.WorkdirError as exc:
+                log.error("after the upgrade: %s", exc)  # keep running: the app and its sockets are here
+        else:
+            # Checked and locked before binding, created only after: see dewy.workdir.claim.
+            self.lock, self.listeners = workdir.claim(
+                self.cfg.workdir, lambda: activation.listeners(self.cfg.port, self.cfg.backlog))
         process.become_subreaper()
         self.init_signals()
         if handed_over:
             self.resume(handed_over)
         else:
-            self.listeners = sockets.bind_all(self.cfg.port, self.cfg.backlog)
+            previous = status.read(self.cfg.workdir)
             self.notify_listener = NotifyListener(notify_socket_path(self.state_dir))
-            self.start_from_current()
+            self.lifecycle.cold_start(previous)
         self.selector.register(self.notify_listener, selectors.EVENT_READ, self.on_notify)
         if self.systemd.watchdog_interval:
-            self.watchdog_at = _now()
+            self.watchdog_at = time.monotonic()
         self.spawn_poller()
-        if self.cfg.mode == "assets" or self.serving or not self.starting:
+        lc = self.lifecycle
+        if self.cfg.mode == "assets" or lc.serving or not lc.starting:
             # Nothing to wait for (assets, an adopted app, or no release yet): systemd may go on.
-            self.tell_systemd_ready()
+            self.ready()
         log.info("dewy-master %s started (pid %d, mode %s, listening on %s)", __version__, os.getpid(),
                  self.cfg.mode, ", ".join(l.spec for l in self.listeners) or "nothing")
-        self.update_status()
+        self.changed()
 
     def init_signals(self) -> None:
         """Queue signals from handlers and wake the loop through a pipe."""
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         self.selector.register(self.wake_r, selectors.EVENT_READ, self.on_wakeup)
-        for sig in SIGNAMES:
+        for sig in SIGNAL_COMMANDS:
             signal.signal(sig, self.queue_signal)
         # A handler (not SIG_DFL) so that SIGCHLD writes to the wake-up pipe.
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
@@ -154,40 +139,53 @@ class Arbiter:
         if len(self.sig_queue) < 5:
             self.sig_queue.append(signum)
 
-    def start_from_current(self) -> None:
-        """On a cold start, run the release `current` points at, if there is one."""
-        if self.cfg.mode != "server":
-            self.current_release = releases.read_link(self.current_link)
-            self.current_version = self.version_of(self.current_release)
-            return
-        release = releases.read_link(self.current_link)
-        if release is None:
-            log.info("no release deployed yet; waiting for the poller")
-            return
-        self.current_release, self.current_version = release, self.version_of(release)
-        self.spawn("initial", self.current_version, release)
-
-    def version_of(self, release_dir: str | None) -> str | None:
-        """The version recorded for an unpacked release dir."""
-        if not release_dir:
-            return None
-        return releases.Manifest(self.cfg.workdir).version_of(release_dir)
-
     # ------------------------------------------------------------------ loop
     def run(self) -> int:
         """The main loop; returns the exit code once stopped."""
-        while True:
-            self.reap()
+        while self.exit_code is None:
+            self.guarded("reaping children", self.reap)
             while self.sig_queue:
-                name = SIGNAMES[self.sig_queue.popleft()]
-                log.info("received SIG%s", name.upper())
-                getattr(self, "handle_" + name)()
-            if self.stopping and self.all_gone():
+                signum = self.sig_queue.popleft()
+                log.info("received SIG%s", signal.Signals(signum).name[3:])
+                self.guarded(SIGNAL_COMMANDS[signum], self.command, SIGNAL_COMMANDS[signum])
+            if self.lifecycle.stopping and self.all_gone():
                 break
-            self.run_timers()
-            for key, _ in self.selector.select(self.next_timeout()):
-                key.data()
+            self.guarded("timers", self.fire_timers)
+            if self.status_dirty:
+                self.guarded("writing the status", self.write_status)
+            try:
+                events = self.selector.select(self.next_timeout())
+            except InterruptedError:
+                events = []
+            for key, _ in events:
+                self.guarded("event", key.data)
+        if self.exit_code is not None:
+            return self.exit_code
         return self.shutdown()
+
+    def guarded(self, what: str, handler, *args) -> None:
+        """Run one handler; an unexpected error is logged and counted, and the master carries on."""
+        try:
+            handler(*args)
+        except Exception:  # noqa: BLE001 — the master must outlive any bug in one handler
+            log.exception("unexpected error in %s; dewy-master carries on (the app keeps serving)", what)
+            if self.errors.spend():
+                self.give_up()
+            else:
+                self.changed()
+
+    def give_up(self) -> None:
+        """Errors repeat in a tight loop: stop the children now and exit 1 for systemd to restart dewy."""
+        log.critical("%d unexpected errors within %.0fs: dewy-master exits so that systemd restarts it",
+                     self.errors.burst, self.errors.window)
+        self.exit_code = EXIT_ERRORS
+        try:
+            self.lifecycle.stopping = True
+            self.lifecycle.kill_everything("the master gives up")
+            self.poller.kill()
+            self.changed(state="failed")
+        except Exception:  # noqa: BLE001 — leaving anyway; children get SIGTERM from PR_SET_PDEATHSIG
+            log.exception("while giving up")
 
     def on_wakeup(self) -> None:
         """Drain the wake-up pipe (the signals themselves are in sig_queue)."""
@@ -197,50 +195,40 @@ class Arbiter:
         except BlockingIOError:
             pass
 
+    def timers(self) -> list:
+        """Every deadline of the master with its action: [(deadline, action(now))]; the one timer table."""
+        table = list(self.lifecycle.timers())
+        if not self.lifecycle.stopping:
+            table += self.poller.timers(self.cfg, self.spawn_poller)
+        for pid, deadline in self.orphans.items():
+            table.append((deadline, lambda now, pid=pid: self.kill_orphan(pid, now)))
+        if self.watchdog_at is not None:
+            table.append((self.watchdog_at, self.ping_watchdog))
+        return table
+
     def next_timeout(self) -> float:
-        deadlines = [self.respawn_at, self.poller_respawn_at, self.stop_deadline, self.watchdog_at]
-        if self.starting:
-            deadlines.append(self.starting.ready_deadline)
-        deadlines += [g.kill_deadline for g in self.retiring]
-        deadlines += list(self.orphans.values())
-        pending = [d for d in deadlines if d is not None]
-        timeout = min(pending) - _now() if pending else SWEEP_INTERVAL
+        """Seconds until the earliest deadline (at most SWEEP_INTERVAL)."""
+        deadlines = [d for d, _ in self.timers()]
+        timeout = min(deadlines) - time.monotonic() if deadlines else SWEEP_INTERVAL
         return max(0.0, min(timeout, SWEEP_INTERVAL))
 
-    def run_timers(self) -> None:
+    def fire_timers(self) -> None:
         """Act on every deadline that has passed."""
-        now = _now()
-        gen = self.starting
-        if gen and gen.ready_deadline is not None and now >= gen.ready_deadline:
-            if gen.ready_kind == "delay":
-                self.on_ready(gen)
-            else:
-                self.on_start_failed(gen, "did not send READY=1 within %gs" % gen.ready_timeout)
-        for g in self.retiring:
-            if g.kill_deadline is not None and now >= g.kill_deadline:
-                if g.signal(signal.SIGKILL):
-                    log.warning("%s still running %.0fs after the stop signal: killed", g.label(),
-                                self.cfg.graceful_timeout)
-                g.kill_deadline = None
-        for pid, deadline in list(self.orphans.items()):
+        now = time.monotonic()
+        for deadline, action in self.timers():
             if now >= deadline:
-                procgroup.signal_group(pid, signal.SIGKILL)
-                self.orphans[pid] = now + 3600  # killed; just wait to reap it
-        if self.respawn_at is not None and now >= self.respawn_at:
-            self.respawn_at = None
-            self.respawn()
-        if self.poller_respawn_at is not None and now >= self.poller_respawn_at:
-            self.poller_respawn_at = None
-            self.spawn_poller()
-        if self.watchdog_at is not None and now >= self.watchdog_at:
-            # The loop itself pings: a wedged master stops pinging and systemd restarts it.
-            self.systemd.send(WATCHDOG=1)
-            self.watchdog_at = now + self.systemd.watchdog_interval
-        if self.stop_deadline is not None and now >= self.stop_deadline:
-            self.stop_deadline = None
-            self.kill_everything("graceful-timeout expired")
+                action(now)
 
-    # ----------------------------------------------------------- reaping
+    def kill_orphan(self, pid: int, now: float) -> None:
+        procgroup.signal_group(pid, signal.SIGKILL)
+        self.orphans[pid] = now + 3600  # killed; just wait to reap it
+
+    def ping_watchdog(self, now: float) -> None:
+        # The loop itself pings: a wedged master stops pinging and systemd restarts it.
+        self.systemd.send(WATCHDOG=1)
+        self.watchdog_at = now + self.systemd.watchdog_interval
+
+    # ----------------------------------------------------------- children
     def reap(self) -> None:
         """Collect every exited child (never leave a zombie) and react to who it was."""
         while True:
@@ -251,391 +239,166 @@ class Arbiter:
             if pid == 0:
                 break
             self.on_child_exit(pid, wstatus)
-        still_retiring = [g for g in self.retiring if not self.retired(g)]
-        if len(still_retiring) != len(self.retiring):
-            self.retiring = still_retiring
-            self.update_status()
-
-    def retired(self, gen) -> bool:
-        if gen.finished():
-            log.info("%s stopped (%s)", gen.label(), procgroup.describe_status(gen.exit_status))
-            return True
-        return False
+        if self.lifecycle.sweep():
+            self.changed()
 
     def on_child_exit(self, pid: int, wstatus: int) -> None:
-        if pid == self.poller_pid:
+        if pid == self.poller.pid:
             self.on_poller_exit(wstatus)
-            return
-        for gen in self.generations():
-            if gen.pid == pid:
-                gen.exit_status = wstatus
-                if gen.state == STARTING:
-                    self.on_start_failed(gen, procgroup.describe_status(wstatus) + " before it was ready")
-                elif gen.state == SERVING:
-                    self.on_serving_died(gen)
-                return
-        if self.orphans.pop(pid, None) is None:
+        elif self.lifecycle.child_exited(pid, wstatus):
+            pass
+        elif self.orphans.pop(pid, None) is None:
             log.debug("reaped pid %d (%s)", pid, procgroup.describe_status(wstatus))
-
-    def generations(self) -> list:
-        """Every generation this master still tracks."""
-        gens = [g for g in (self.starting, self.serving) if g]
-        return gens + self.retiring
+        tail = self.outputs.get(pid)
+        if tail is not None:
+            # Kept until the pipe is drained too: other processes of the group may still write to it.
+            tail.reaped = True
+            if tail.closed:
+                del self.outputs[pid]
 
     def all_gone(self) -> bool:
-        return not self.generations() and self.poller_pid is None and not self.orphans
+        return self.lifecycle.all_gone() and self.poller.pid is None and not self.orphans
 
-    # ------------------------------------------------------- generations
-    def spawn(self, reason: str, version: str | None, release_dir: str | None) -> Generation | None:
-        """Start a new generation from release_dir (the `starting` one); None if it could not fork."""
-        self.generation_count += 1
-        env = self.app_environment(version, release_dir)
-        argv = resolve_argv(self.cfg.app, self.cfg.workdir)
+    # ------------------------------------------------ Host: the lifecycle's I/O
+    def spawn(self, gen) -> int:
+        """Start the app for gen with the listeners as fds 3..; its pid (CommandError: `app` cannot run)."""
+        env = self.app_environment(gen)
+        argv = list(self.cfg.app)
+        problem = command_problem(argv, env.get("PATH"), self.cfg.workdir)
+        if problem:
+            raise CommandError(problem)
+        tail, write_end = output.StderrTail.pipe()
         try:
-            gen = Generation.spawn(self.generation_count, argv, self.cfg.workdir, env, self.listeners,
-                                   version, release_dir, reason)
-        except OSError as exc:
-            log.error("cannot start generation %d: %s", self.generation_count, exc)
-            return None
-        # Pinned per generation: a reload must not change the rules for one already starting.
-        gen.ready_kind, gen.ready_timeout = self.cfg.ready.kind, self.cfg.ready.seconds
-        gen.ready_deadline = _now() + gen.ready_timeout
-        self.starting = gen
-        log.info("started %s [%s], waiting for it to be ready (%s %gs)", gen.label(), reason,
-                 self.cfg.ready.kind, self.cfg.ready.seconds)
-        self.update_status()
-        return gen
+            pid = process.fork_exec(argv, env, self.cfg.workdir, [l.fileno() for l in self.listeners],
+                                    set_listen_pid=True, stderr=write_end)
+        except BaseException:
+            tail.close()
+            raise
+        finally:
+            os.close(write_end)
+        self.watch_output(pid, tail)
+        return pid
 
-    def app_environment(self, version, release_dir) -> dict:
+    def watch_output(self, pid: int, tail) -> None:
+        """Forward a generation's stderr as it comes (read in the loop, never blocking) and keep its tail."""
+        tail.reaped = False
+        self.outputs[pid] = tail
+        self.selector.register(tail, selectors.EVENT_READ, lambda: self.on_output(pid))
+
+    def on_output(self, pid: int) -> None:
+        tail = self.outputs[pid]
+        if not tail.read():
+            self.selector.unregister(tail)
+            if tail.reaped:
+                del self.outputs[pid]
+
+    def explain(self, pid: int, why: str) -> str:
+        """why, with the tail of what generation pid wrote to stderr (for the reason of a refusal)."""
+        return output.with_reason(why, self.outputs.get(pid))
+
+    def app_environment(self, gen) -> dict:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("LISTEN_", "SERVER_STARTER_")) and k != "NOTIFY_SOCKET"}
         env.update(sockets.app_environment(self.listeners))
-        env["SERVER_STARTER_GENERATION"] = str(self.generation_count)
-        env["DEWY_GENERATION"] = str(self.generation_count)
-        env["DEWY_VERSION"] = version or ""
-        env["DEWY_RELEASE_DIR"] = release_dir or ""
-        if self.cfg.ready.kind == "notify":
+        env["SERVER_STARTER_GENERATION"] = str(gen.number)
+        env["DEWY_GENERATION"] = str(gen.number)
+        env["DEWY_VERSION"] = gen.version or ""
+        env["DEWY_RELEASE_DIR"] = gen.release_dir or ""
+        if gen.ready_kind == "notify":
             env["NOTIFY_SOCKET"] = self.notify_listener.path
         return env
+
+    def signal(self, pid: int, sig: int) -> bool:
+        return procgroup.signal_group(pid, sig)
+
+    def group_alive(self, pid: int) -> bool:
+        return procgroup.group_alive(pid)
+
+    def tell_poller(self, type_: str, **fields) -> None:
+        self.poller.send(type_, **fields)
+
+    def ready(self) -> None:
+        """Tell systemd dewy is up (and what runs)."""
+        self.systemd.send(READY=1, STATUS=self.lifecycle.status_line())
+        self.sent_ready = True
 
     def on_notify(self) -> None:
         """READY=1 from the starting generation (or a process it started) makes it ready."""
         for pid, fields in self.notify_listener.receive():
-            gen = self.starting
-            if fields.get("READY") != "1" or gen is None or gen.ready_kind != "notify":
-                continue
-            if pid == gen.pid or self.descends_from(pid, gen.pid):
-                self.on_ready(gen)
-            else:
-                log.debug("ignored READY=1 from pid %s (not generation %d)", pid, gen.number)
-
-    @staticmethod
-    def descends_from(pid, ancestor: int) -> bool:
-        if not pid:
-            return False
-        try:
-            return os.getpgid(pid) == ancestor  # every app process stays in its generation's group
-        except OSError:
-            return False
-
-    def on_ready(self, gen: Generation) -> None:
-        """The starting generation is ready: it serves, the previous one retires."""
-        gen.state, gen.ready_at, gen.ready_deadline = SERVING, _now(), None
-        log.info("%s is ready [%s] after %.2fs", gen.label(), gen.reason, gen.uptime())
-        old, self.serving, self.starting = self.serving, gen, None
-        if old:
-            self.retire(old)
-        previous_version, previous_dir = self.current_version, self.current_release
-        self.current_version, self.current_release = gen.version, gen.release_dir
-        if gen.reason == "deploy":
-            if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir):
-                self.probation = Probation(gen.version, gen.release_dir, previous_version, previous_dir,
-                                           _now() + PROBATION)
-            self.finish_deploy(gen.version, gen.release_dir, True, None, gen.number)
-        self.tell_systemd_ready()
-        self.update_status()
-        self.after_start()
-
-    def on_start_failed(self, gen: Generation, why: str) -> None:
-        """The starting generation died or never became ready: drop it, keep what serves."""
-        self.starting = None
-        log.error("%s failed to start [%s]: %s", gen.label(), gen.reason, why)
-        self.discard(gen)
-        if not self.sent_ready:
-            self.tell_systemd_ready()  # dewy itself is up; it keeps retrying the app
-        if gen.reason == "deploy":
-            self.restore_current()
-            self.finish_deploy(gen.version, gen.release_dir, False, "%s failed: %s" % (
-                "version " + (gen.version or "?"), why), gen.number)
-        elif not self.serving and not self.stopping:
-            if not self.count_crash(gen):
-                self.schedule_respawn()
-        self.update_status()
-        self.after_start()
-
-    def on_serving_died(self, gen: Generation) -> None:
-        """The serving generation exited by itself: restart it with backoff, or roll back."""
-        self.serving = None
-        log.error("%s exited unexpectedly (%s)", gen.label(), procgroup.describe_status(gen.exit_status))
-        self.discard(gen)
-        if self.stopping:
-            return
-        if gen.ready_at is not None and _now() - gen.ready_at >= STABLE_AFTER:
-            self.crash_streak = 0
-        if not self.count_crash(gen) and not self.starting:
-            self.schedule_respawn()
-        self.update_status()
-
-    def discard(self, gen: Generation) -> None:
-        """Stop tracking gen as live: stop it if it still runs, clean up what is left of its group."""
-        if gen.alive:
-            # Gracefully: a generation that never became ready may already hold accepted connections.
-            self.retire(gen)
-        elif procgroup.group_alive(gen.pid):
-            gen.signal(signal.SIGKILL)
-            gen.state, gen.kill_deadline = RETIRING, None
-            self.retiring.append(gen)
-        else:
-            gen.state = EXITED
-
-    def count_crash(self, gen: Generation) -> bool:
-        """Count a death of the release on probation; True when that started a rollback."""
-        p = self.probation
-        if not p or gen.release_dir != p.release_dir or _now() > p.until:
-            return False
-        p.deaths += 1
-        log.warning("version %s died %d time(s) within %.0fs of its deploy", p.version, p.deaths, PROBATION)
-        if p.deaths < PROBATION_DEATHS:
-            return False
-        self.rollback(p)
-        return True
-
-    def rollback(self, p: Probation) -> None:
-        """Go back to the release that served before p was deployed, and tell the poller."""
-        self.probation = None
-        self.crash_streak = 0
-        error = "version %s crashed %d times after its deploy; rolled back to %s" % (
-            p.version, p.deaths, p.previous_version)
-        log.error("%s", error)
-        releases.switch_link(self.current_link, p.previous_dir)
-        self.current_version, self.current_release = p.previous_version, p.previous_dir
-        self.info["last_deploy"] = {"version": p.version, "ok": False, "error": error, "time": _utc(),
-                                    "rolled_back_to": p.previous_version}
-        self.send_poller("rollback", version=p.version, to_version=p.previous_version, error=error)
-        if self.starting is None:
-            self.spawn("rollback", p.previous_version, p.previous_dir)
-
-    def schedule_respawn(self) -> None:
-        """Start the current release again after a delay that grows with consecutive crashes."""
-        if self.current_release is None:
-            return
-        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** self.crash_streak)
-        self.crash_streak += 1
-        self.respawn_at = _now() + delay
-        log.info("restarting %s in %.1fs", self.current_version or "the app", delay)
-
-    def respawn(self) -> None:
-        if self.serving or self.starting or self.stopping or self.cfg.mode != "server":
-            return
-        release = releases.read_link(self.current_link)
-        if release is None:
-            return
-        self.current_release = release
-        self.spawn("respawn", self.current_version, release)
-
-    def retire(self, gen: Generation) -> None:
-        """Ask gen to stop (stop-signal), KILL it after graceful-timeout."""
-        log.info("stopping %s (%s, KILL after %gs)", gen.label(), signal.Signals(self.cfg.stop_signal).name,
-                 self.cfg.graceful_timeout)
-        gen.state = RETIRING
-        gen.kill_deadline = _now() + self.cfg.graceful_timeout
-        gen.signal(self.cfg.stop_signal)
-        self.retiring.append(gen)
-
-    def restart(self) -> None:
-        """Start a new generation of the current release; the old one retires once it is ready."""
-        if self.cfg.mode != "server" or self.stopping:
-            return
-        if self.starting:
-            self.restart_pending = True
-            return
-        release = releases.read_link(self.current_link)
-        if release is None:
-            log.info("nothing to restart: no release deployed yet")
-            return
-        self.respawn_at = None
-        self.spawn("restart", self.version_of(release) or self.current_version, release)
-
-    def after_start(self) -> None:
-        """Run what waited for the starting generation to settle: an upgrade, a deploy, a restart."""
-        if self.starting or self.stopping:
-            return
-        if self.upgrade_pending:
-            self.upgrade_pending = False
-            self.upgrade()
-        if self.pending_deploy:
-            msg, self.pending_deploy = self.pending_deploy, None
-            self.start_deploy(msg)
-        elif self.restart_pending:
-            self.restart_pending = False
-            self.restart()
-
-    # ------------------------------------------------------------ deploys
-    def on_deploy_request(self, msg: dict) -> None:
-        """The poller has unpacked a release: switch to it (now, or once the starting one settles)."""
-        if self.stopping:
-            return
-        if self.starting:
-            self.pending_deploy = msg
-            return
-        self.start_deploy(msg)
-
-    def start_deploy(self, msg: dict) -> None:
-        version, release_dir = msg.get("version"), msg.get("release_dir")
-        if not release_dir or not os.path.isdir(release_dir):
-            self.finish_deploy(version, release_dir, False, "release dir %r does not exist" % release_dir, None)
-            return
-        log.info("deploying version %s from %s", version, release_dir)
-        self.link_before_deploy = releases.read_link(self.current_link)
-        releases.switch_link(self.current_link, release_dir)
-        if self.cfg.mode == "assets":
-            if self.cfg.dir:
-                releases.switch_link(self.cfg.dir, release_dir)
-            self.current_version, self.current_release = version, release_dir
-            self.finish_deploy(version, release_dir, True, None, None)
-            self.update_status()
-            return
-        self.respawn_at = None
-        if self.spawn("deploy", version, release_dir) is None:
-            self.restore_current()
-            self.finish_deploy(version, release_dir, False, "cannot start the app", None)
-
-    def restore_current(self) -> None:
-        """Point `current` back where it was before the failed deploy."""
-        before = getattr(self, "link_before_deploy", None)
-        if before and os.path.isdir(before):
-            releases.switch_link(self.current_link, before)
-        else:
-            try:
-                os.unlink(self.current_link)
-            except FileNotFoundError:
-                pass
-        if not self.serving and not self.stopping and before:
-            self.schedule_respawn()
-
-    def finish_deploy(self, version, release_dir, ok: bool, error, generation) -> None:
-        """Record the outcome of a deploy and answer the poller."""
-        self.info["last_deploy"] = {"version": version, "ok": ok, "error": error, "time": _utc(),
-                                    "generation": generation}
-        if ok:
-            log.info("deployed version %s (generation %s)", version, generation)
-        else:
-            log.error("deploy of version %s failed: %s", version, error)
-        self.send_poller("deployed", version=version, ok=ok, error=error, generation=generation,
-                         release_dir=release_dir)
-        self.update_status()
+            if fields.get("READY") == "1":
+                self.lifecycle.notify_ready(pid, in_group)
 
     # ------------------------------------------------------------- poller
     def spawn_poller(self) -> None:
-        """Start the poller worker with one end of a socketpair as its fd 3, and send it the config."""
-        if self.stopping:
+        """Start the poller worker and send it the config."""
+        if self.lifecycle.stopping:
             return
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            argv = [sys.executable, "-m", "dewy.poller", "--fd", "3"]
-            env = {k: v for k, v in os.environ.items() if k != upgrade.STATE_ENV}
-            self.poller_pid = process.fork_exec(argv, env, self.cfg.workdir, [theirs.fileno()])
-        except OSError as exc:
-            ours.close()
-            log.error("cannot start the poller: %s", exc)
-            self.schedule_poller_respawn()
+        env = {k: v for k, v in os.environ.items() if k != upgrade.STATE_ENV}
+        if not self.poller.spawn(self.cfg.workdir, env):
             return
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        self.poller = Channel(ours)
-        self.poller_started_at = _now()
-        self.selector.register(self.poller, selectors.EVENT_READ, self.on_poller_message)
-        self.send_poller("config", config=self.cfg.to_json(), current=self.current_info())
-        log.info("started poller (pid %d)", self.poller_pid)
+        self.selector.register(self.poller.channel, selectors.EVENT_READ, self.on_poller_message)
+        self.poller.send("config", config=self.cfg.to_json(), current=self.current_info())
+        self.changed()
 
     def current_info(self) -> dict | None:
-        if not self.current_release:
+        lc = self.lifecycle
+        if not lc.current_release:
             return None
-        return {"version": self.current_version, "release_dir": self.current_release}
-
-    def send_poller(self, type_: str, **fields) -> None:
-        if self.poller is None or self.poller.closed:
-            return
-        try:
-            self.poller.send(type_, **fields)
-        except OSError as exc:
-            log.warning("cannot talk to the poller: %s", exc)
+        return {"version": lc.current_version, "release_dir": lc.current_release}
 
     def on_poller_message(self) -> None:
-        try:
-            messages = self.poller.receive()
-        except ProtocolError as exc:
-            log.error("poller sent garbage, restarting it: %s", exc)
-            procgroup.signal_group(self.poller_pid, signal.SIGKILL)
-            messages = []
-        for msg in messages:
+        for msg in self.poller.receive(self.lifecycle.current_version):
             kind = msg.get("type")
             if kind == "deploy":
-                self.on_deploy_request(msg)
+                self.lifecycle.deploy(msg)
             elif kind == "status":
-                for key in ("last_poll", "latest_version", "last_error"):
+                for key in self.info:
                     self.info[key] = msg.get(key)
-                self.update_status()
+                self.changed()
+            elif kind == "pong":
+                pass  # a sign of life is all it is (receive() noted it)
             else:
                 log.warning("ignored unknown message %r from the poller", kind)
-        if self.poller is not None and self.poller.closed:
+        channel = self.poller.channel
+        if channel is not None and channel.closed:
             self.close_poller_channel()
 
     def close_poller_channel(self) -> None:
-        if self.poller is not None:
+        if self.poller.channel is not None:
             try:
-                self.selector.unregister(self.poller)
+                self.selector.unregister(self.poller.channel)
             except (KeyError, ValueError):
                 pass
             self.poller.close()
-            self.poller = None
 
     def on_poller_exit(self, wstatus: int) -> None:
-        pid, self.poller_pid = self.poller_pid, None
-        self.close_poller_channel()
-        if self.stopping:
+        if self.poller.channel is not None:
+            try:
+                self.selector.unregister(self.poller.channel)
+            except (KeyError, ValueError):
+                pass
+        pid = self.poller.exited()
+        if self.lifecycle.stopping:
             return
         log.error("poller (pid %d) %s; the app keeps serving", pid, procgroup.describe_status(wstatus))
-        self.schedule_poller_respawn()
-        self.update_status()
+        self.poller.schedule_respawn()
+        self.changed()
 
-    def schedule_poller_respawn(self) -> None:
-        if _now() - self.poller_started_at >= 60:
-            self.poller_failures = 0
-        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** self.poller_failures)
-        self.poller_failures += 1
-        self.poller_respawn_at = _now() + delay
-        log.info("restarting the poller in %.1fs", delay)
+    # ----------------------------------------------------------- commands
+    def command(self, name: str) -> None:
+        """Run an operator command by name: reload, restart, upgrade, stop, stop-fast."""
+        if name == self.fail_command:
+            raise RuntimeError("injected failure in the %s command (%s, test only)" % (name, FAIL_COMMAND_ENV))
+        getattr(self, "handle_" + name.replace("-", "_"))()
 
-    def stop_poller(self) -> None:
-        """Ask the poller to exit (message, then SIGTERM); it is reaped like any child."""
-        self.send_poller("stop")
-        if self.poller_pid:
-            procgroup.signal_group(self.poller_pid, signal.SIGTERM)
-
-    # ------------------------------------------------------------ signals
-    def handle_hup(self) -> None:
+    def handle_reload(self) -> None:
         """Re-read the configuration and gracefully restart the app."""
-        from ..config import ConfigError
         self.systemd.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         try:
             self.apply_config(self.reload_config())
-        except ConfigError as exc:
+        except (ConfigLoadError, sockets.ListenError, ReloadError) as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
-        except (sockets.ListenError, ReloadError) as exc:
-            log.error("reload failed, keeping the running configuration: %s", exc)
-        self.systemd.send(READY=1, STATUS=self.status_line())
+        self.systemd.send(READY=1, STATUS=self.lifecycle.status_line())
 
     def apply_config(self, new) -> None:
         """Switch to a re-read configuration: re-bind changed ports, tell the poller, restart the app."""
@@ -645,63 +408,41 @@ class Arbiter:
         listeners = sockets.bind_all(new.port, new.backlog, reuse={l.spec: l for l in self.listeners})
         dropped = [l for l in self.listeners if l not in listeners]
         self.listeners, self.cfg = listeners, new
+        self.lifecycle.cfg = new
         for listener in dropped:
             listener.close()
         self.setup_logging()
         log.info("configuration reloaded from %s", new.source)
-        self.send_poller("reload", config=new.to_json(), current=self.current_info())
-        self.restart()
+        self.poller.send("reload", config=new.to_json(), current=self.current_info())
+        self.lifecycle.restart()
 
-    def handle_usr1(self) -> None:
+    def handle_restart(self) -> None:
         """Gracefully restart the app (a new generation of the same release)."""
-        self.restart()
+        self.lifecycle.restart()
 
-    def handle_usr2(self) -> None:
+    def handle_upgrade(self) -> None:
         """Upgrade dewy-master in place: same PID, same sockets, the app keeps running."""
-        if self.starting:
-            log.info("upgrade deferred until generation %d settles", self.starting.number)
-            self.upgrade_pending = True
-            return
-        self.upgrade()
+        if self.lifecycle.request_upgrade():
+            self.upgrade()
 
-    def handle_term(self) -> None:
+    def handle_stop(self) -> None:
         """Graceful stop: the app gets its stop signal; wait for it up to graceful-timeout."""
         self.begin_stop(graceful=True)
 
-    handle_int = handle_term
-
-    def handle_quit(self) -> None:
+    def handle_stop_fast(self) -> None:
         """Fast stop: kill the app and the poller now."""
         self.begin_stop(graceful=False)
 
     def begin_stop(self, graceful: bool) -> None:
-        if not self.stopping:
-            self.stopping = True
+        if not self.lifecycle.stopping:
             self.systemd.send(STOPPING=1)
-            self.respawn_at = self.poller_respawn_at = None
-            self.pending_deploy, self.restart_pending, self.upgrade_pending = None, False, False
-            self.stop_poller()
+            self.poller.stop()
+        self.lifecycle.stop(graceful)
         if not graceful:
-            self.kill_everything("fast stop")
-            return
-        self.stop_deadline = _now() + self.cfg.graceful_timeout
-        for gen in [g for g in (self.starting, self.serving) if g]:
-            self.retire(gen)
-        self.starting = self.serving = None
-        self.update_status()
-
-    def kill_everything(self, why: str) -> None:
-        """SIGKILL every generation's process group and the poller."""
-        for gen in self.generations():
-            if gen.signal(signal.SIGKILL):
-                log.warning("killed %s (%s)", gen.label(), why)
-            gen.state, gen.kill_deadline = RETIRING, None
-        self.retiring = [g for g in self.generations()]
-        self.starting = self.serving = None
-        if self.poller_pid:
-            procgroup.signal_group(self.poller_pid, signal.SIGKILL)
-        for pid in self.orphans:
-            procgroup.signal_group(pid, signal.SIGKILL)
+            self.poller.kill()
+            for pid in self.orphans:
+                procgroup.signal_group(pid, signal.SIGKILL)
+        self.changed()
 
     def shutdown(self) -> int:
         """Release everything once the children are gone."""
@@ -709,7 +450,7 @@ class Arbiter:
             listener.close()
         self.notify_listener.close()
         self.close_poller_channel()
-        self.update_status(state="stopped")
+        self.changed(state="stopped")
         log.info("dewy-master stopped")
         return EXIT_OK
 
@@ -722,24 +463,22 @@ class Arbiter:
             return
         log.info("upgrading dewy-master in place (pid %d stays)", os.getpid())
         self.systemd.send(STATUS="upgrading dewy-master")
+        now = time.monotonic()
         orphans = dict(self.orphans)
-        if self.poller_pid:
+        if self.poller.pid:
             # The new image starts a poller of its own; the old one is told to stop and reaped there.
-            self.stop_poller()
-            orphans[self.poller_pid] = _now() + 10
-        state = {
-            "listeners": [[l.spec, l.fileno()] for l in self.listeners],
-            "notify": [self.notify_listener.path, self.notify_listener.fileno()],
-            "generations": [g.to_state() for g in self.generations()],
-            "generation_count": self.generation_count,
-            "current": [self.current_version, self.current_release],
-            "probation": self.probation.to_state() if self.probation else None,
-            "orphans": {str(pid): max(0.0, d - _now()) for pid, d in orphans.items()},
-            "info": self.info, "started_at": self.started_at, "sent_ready": self.sent_ready,
-            # from_environment() took these out of os.environ, so the new image cannot find them there.
-            "systemd": [self.systemd.path, self.systemd.watchdog_usec],
-        }
+            self.poller.stop()
+            orphans[self.poller.pid] = now + 10
+        state = upgrade.UpgradeState(
+            listeners=[[l.spec, l.fileno()] for l in self.listeners],
+            notify=[self.notify_listener.path, self.notify_listener.fileno()],
+            orphans={str(pid): max(0.0, d - now) for pid, d in orphans.items()},
+            info=self.info, started_at=self.started_at, sent_ready=self.sent_ready,
+            systemd=[self.systemd.path, self.systemd.watchdog_usec], errors=self.errors.count,
+            outputs={str(pid): t.fd for pid, t in self.outputs.items() if not t.closed},
+            **self.lifecycle.to_state())
         keep = [l.fileno() for l in self.listeners] + [self.notify_listener.fileno()]
+        keep += [t.fd for t in self.outputs.values() if not t.closed]
         signal.set_wakeup_fd(-1)
         try:
             upgrade.exec_self(state, keep)
@@ -747,89 +486,70 @@ class Arbiter:
             signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
             log.error("upgrade failed, this master keeps running: %s", exc)
             self.orphans = orphans
-            self.poller_pid_lost()
+            # The poller was stopped for the upgrade that did not happen: it is an orphan now; start another.
+            self.poller.pid = None
+            self.close_poller_channel()
+            self.spawn_poller()
 
-    def poller_pid_lost(self) -> None:
-        # We stopped the poller for the upgrade that did not happen: it is an orphan now, start another.
-        self.poller_pid = None
-        self.close_poller_channel()
-        self.spawn_poller()
-
-    def resume(self, state: dict) -> None:
+    def resume(self, state: "upgrade.UpgradeState") -> None:
         """Take over from the previous master image (after USR2)."""
-        inherited = {spec: sockets.adopt(spec, fd) for spec, fd in state["listeners"]}
+        import socket
+        inherited = {spec: sockets.adopt(spec, fd) for spec, fd in state.listeners}
         self.listeners = sockets.bind_all(self.cfg.port, self.cfg.backlog, reuse=inherited)
         for spec, listener in inherited.items():
             if listener not in self.listeners:
                 listener.sock.close()  # no longer configured; the running app keeps its own copy
-        path, fd = state["notify"]
+        path, fd = state.notify
         sock = socket.socket(fileno=fd)
         sock.set_inheritable(False)
         self.notify_listener = NotifyListener(path, sock)
-        self.generation_count = state["generation_count"]
-        self.current_version, self.current_release = state["current"]
-        for d in state["generations"]:
-            gen = Generation.from_state(d)
-            if gen.state == SERVING and self.serving is None:
-                self.serving = gen
-            elif gen.state == STARTING and self.starting is None:
-                self.starting = gen
-            else:
-                gen.state = RETIRING
-                self.retiring.append(gen)
-        if state["probation"]:
-            p = state["probation"]
-            self.probation = Probation.from_state(p)
-        now = _now()
-        self.orphans = {int(pid): now + left for pid, left in state["orphans"].items()}
-        self.info.update(state["info"])
-        self.started_at = state["started_at"]
-        self.sent_ready = state["sent_ready"]
-        self.systemd = SystemdNotifier(*state["systemd"])
+        self.lifecycle.adopt(state)
+        for pid, fd in (state.outputs or {}).items():
+            self.watch_output(int(pid), output.StderrTail(fd))
+        now = time.monotonic()
+        self.orphans = {int(pid): now + left for pid, left in state.orphans.items()}
+        self.info.update({k: v for k, v in state.info.items() if k in self.info})
+        self.started_at = state.started_at
+        self.sent_ready = state.sent_ready
+        self.errors.count = state.errors
+        if self.lifecycle.last_deploy is None:
+            self.lifecycle.last_deploy = state.info.get("last_deploy")  # where an older image kept it
+        self.systemd = SystemdNotifier(*state.systemd)
         log.info("resumed after in-place upgrade: %d generation(s), version %s",
-                 len(self.generations()), self.current_version)
+                 len(self.lifecycle.generations()), self.lifecycle.current_version)
 
     # ------------------------------------------------------------- status
-    def tell_systemd_ready(self) -> None:
-        self.systemd.send(READY=1, STATUS=self.status_line())
-        self.sent_ready = True
+    def changed(self, state: str | None = None) -> None:
+        """Something the status shows changed: the loop rewrites the status file before it sleeps again.
 
-    def status_line(self) -> str:
-        if self.cfg.mode == "assets":
-            return "assets %s" % (self.current_version or "(none yet)")
-        gen = self.serving
-        if gen is None:
-            return "waiting for a release" if self.current_release is None else "app not running"
-        return "app %s gen %d" % ("v" + gen.version if gen.version else "(unknown version)", gen.number)
+        Coalesced: a restart changes the status five or six times within one pass of the loop, and each
+        write is a file creation and a rename (about 0.4 ms). A final state (stopped, failed) is written now.
+        """
+        self.status_dirty = True
+        if state is not None:
+            self.write_status(state)
 
-    def state_name(self) -> str:
-        if self.stopping:
-            return "stopping"
-        if self.starting:
-            return "deploying" if self.starting.reason == "deploy" else "starting"
-        if self.serving or (self.cfg.mode == "assets" and self.current_release):
-            return "running"
-        return "waiting"
-
-    def update_status(self, state: str | None = None) -> None:
+    def write_status(self, state: str | None = None) -> None:
         """Write the status file and the process title."""
-        line = self.status_line()
-        try:
-            from setproctitle import setproctitle
-            setproctitle("dewy-master [%s]" % line)
-        except ImportError:
-            pass
-        serving = self.serving
+        self.status_dirty = False
+        lc = self.lifecycle
+        line = lc.status_line()
+        if line != self.title:
+            self.title = line
+            try:
+                from setproctitle import setproctitle
+                setproctitle("dewy-master [%s]" % line)
+            except ImportError:
+                pass
         data = {
-            "pid": os.getpid(), "mode": self.cfg.mode, "state": state or self.state_name(),
-            "version": self.current_version, "release_dir": self.current_release,
-            "generation": serving.number if serving else None,
-            "app_pids": [serving.pid] if serving else [],
-            "starting_pid": self.starting.pid if self.starting else None,
-            "retiring_pids": [g.pid for g in self.retiring],
-            "poller_pid": self.poller_pid, "started_at": self.started_at, "updated_at": _utc(),
+            "pid": os.getpid(), "mode": self.cfg.mode, "state": state or lc.state_name(),
+            **lc.status_fields(),
+            "poller_pid": self.poller.pid, "started_at": self.started_at, "updated_at": utc_iso(),
             "dewy_version": __version__, "listen": [l.spec for l in self.listeners],
             **self.info,
+            # The master's own problem (a lost release, an app command that cannot run) outranks the poller's.
+            "last_error": lc.problem or self.info["last_error"],
+            "errors": self.errors.count,
         }
         try:
             status.write(self.cfg.workdir, data)
@@ -839,6 +559,14 @@ class Arbiter:
     def setup_logging(self) -> None:
         from .. import log as dewy_log
         dewy_log.setup(self.cfg.log_level, self.cfg.log_format, "dewy.master")
+
+
+def in_group(pid: int, pgid: int) -> bool:
+    """Whether pid is in process group pgid (every app process stays in its generation's group)."""
+    try:
+        return os.getpgid(pid) == pgid
+    except OSError:
+        return False
 
 
 def run(cfg, reload_config) -> int:
@@ -855,4 +583,7 @@ def run(cfg, reload_config) -> int:
     except sockets.ListenError as exc:
         log.error("%s", exc)
         return EXIT_LISTEN
+    except (workdir.WorkdirError, activation.ActivationError) as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
     return arbiter.run()

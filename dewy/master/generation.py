@@ -1,10 +1,10 @@
-"""One app generation: a process started from one release on the master's sockets."""
+"""One app generation: a process started from one release on the master's sockets.
+
+Plain data: the lifecycle (lifecycle.py) moves it from starting to serving to retiring, and the
+process behind it is started and signalled by the master's I/O shell (arbiter.py).
+"""
 
 import os
-import time
-
-from .. import procgroup
-from . import process
 
 STARTING, SERVING, RETIRING, EXITED = "starting", "serving", "retiring", "exited"
 
@@ -13,25 +13,19 @@ class Generation:
     """An app process, its release, and where it is in its life (starting -> serving -> retiring)."""
 
     def __init__(self, number: int, pid: int, version: str | None, release_dir: str | None,
-                 reason: str, state: str = STARTING, started_at: float | None = None):
+                 reason: str, started_at: float, state: str = STARTING):
         self.number = number
         self.pid = pid  # also its process group id: fork_exec makes it a group leader
         self.version = version
         self.release_dir = release_dir
         self.reason = reason  # why it was started: initial, deploy, restart, respawn, rollback
         self.state = state
-        self.started_at = started_at if started_at is not None else time.monotonic()
-        self.ready_kind, self.ready_timeout = "delay", 0.0  # set by the arbiter when it spawns
+        self.started_at = started_at  # monotonic clock
+        self.ready_kind, self.ready_timeout = "delay", 0.0  # pinned when spawned: a reload must not change them
         self.ready_deadline: float | None = None  # ready by then (delay) or failed (notify)
         self.kill_deadline: float | None = None  # while retiring: KILL at this time
         self.ready_at: float | None = None
         self.exit_status: int | None = None  # wait status once the leader is reaped
-
-    @classmethod
-    def spawn(cls, number, argv, cwd, env, listeners, version, release_dir, reason) -> "Generation":
-        """Start the app with the listeners as fds 3.. and return its Generation."""
-        pid = process.fork_exec(argv, env, cwd, [l.fileno() for l in listeners], set_listen_pid=True)
-        return cls(number, pid, version, release_dir, reason)
 
     @property
     def alive(self) -> bool:
@@ -42,44 +36,54 @@ class Generation:
         """How logs name this generation."""
         return "generation %d (pid %d, %s)" % (self.number, self.pid, self.version or "unknown version")
 
-    def signal(self, sig: int) -> bool:
-        """Signal the generation's whole process group; False when nothing is left of it."""
-        return procgroup.signal_group(self.pid, sig)
-
-    def finished(self) -> bool:
-        """True when the leader is reaped and no process of its group is left."""
-        return not self.alive and not procgroup.group_alive(self.pid)
-
-    def uptime(self) -> float:
-        """Seconds since the generation was started."""
-        return time.monotonic() - self.started_at
-
-    def to_state(self) -> dict:
-        """What an in-place upgraded master needs to keep managing this generation."""
-        now = time.monotonic()
+    def to_state(self, now: float) -> dict:
+        """What an in-place upgraded master needs to keep managing this generation (from_state reverses it)."""
         rel = lambda t: None if t is None else t - now  # noqa: E731 — monotonic clocks do not survive exec
         return {"number": self.number, "pid": self.pid, "version": self.version,
                 "release_dir": self.release_dir, "reason": self.reason, "state": self.state,
                 "age": now - self.started_at, "ready_in": rel(self.ready_deadline),
-                "kill_in": rel(self.kill_deadline)}
+                "kill_in": rel(self.kill_deadline), "ready_kind": self.ready_kind,
+                "ready_timeout": self.ready_timeout,
+                "ready_age": None if self.ready_at is None else now - self.ready_at}
 
     @classmethod
-    def from_state(cls, d: dict) -> "Generation":
+    def from_state(cls, d: dict, now: float) -> "Generation":
         """Rebuild a Generation handed over by the previous master image."""
-        now = time.monotonic()
-        gen = cls(d["number"], d["pid"], d["version"], d["release_dir"], d["reason"], d["state"],
-                  started_at=now - d["age"])
+        gen = cls(d["number"], d["pid"], d["version"], d["release_dir"], d["reason"],
+                  started_at=now - d["age"], state=d["state"])
         gen.ready_deadline = None if d["ready_in"] is None else now + d["ready_in"]
         gen.kill_deadline = None if d["kill_in"] is None else now + d["kill_in"]
+        gen.ready_kind = d.get("ready_kind", "delay")
+        gen.ready_timeout = d.get("ready_timeout", 0.0)
+        if d.get("ready_age") is not None:
+            gen.ready_at = now - d["ready_age"]
         return gen
 
     def __repr__(self):
         return "<Generation %d pid=%d %s %s>" % (self.number, self.pid, self.version, self.state)
 
 
-def resolve_argv(app, workdir: str) -> list:
-    """The app command with a relative program path (one containing '/') made absolute under workdir."""
-    argv = list(app)
-    if argv and "/" in argv[0] and not os.path.isabs(argv[0]):
-        argv[0] = os.path.join(workdir, argv[0])
-    return argv
+def command_problem(argv, path: str | None, cwd: str) -> str | None:
+    """Why argv[0] cannot be executed at all (missing, not a file, not executable), or None.
+
+    Checked before forking, the way execvp(3) looks it up (PATH when it has no '/'), so that a typo in
+    `app` is reported as what it is (a configuration error) instead of as a release that failed to start.
+    """
+    if not argv:
+        return "the app command is empty"
+    program = argv[0]
+    if "/" in program:
+        candidates = [program if os.path.isabs(program) else os.path.join(cwd, program)]
+    else:
+        dirs = (path if path is not None else os.defpath).split(os.pathsep)
+        candidates = [os.path.join(d or ".", program) if os.path.isabs(d or ".") else
+                      os.path.join(cwd, d or ".", program) for d in dirs]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return None
+    where = candidates[0] if "/" in program else "PATH"
+    if "/" in program and os.path.isfile(candidates[0]):
+        return "cannot execute %s: it is not executable" % program
+    if "/" in program and os.path.exists(candidates[0]):
+        return "cannot execute %s: it is not a file" % program
+    return "cannot execute %s: no such file (looked in %s)" % (program, where)

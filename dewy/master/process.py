@@ -30,12 +30,13 @@ def _max_fd() -> int:
     return soft if soft != resource.RLIM_INFINITY else 65536
 
 
-def fork_exec(argv, env: dict, cwd: str, pass_fds=(), set_listen_pid: bool = False) -> int:
+def fork_exec(argv, env: dict, cwd: str, pass_fds=(), set_listen_pid: bool = False, stderr: int | None = None) -> int:
     """Start argv in its own process group with exactly fds 0-2 and pass_fds at 3, 4, ...; return its pid.
 
     With set_listen_pid the child's LISTEN_PID is its own pid, as sd_listen_fds(3) requires,
     which is why this forks by hand instead of using posix_spawn. The child gets SIGTERM if the
     master dies without stopping it (SIGKILL), so it cannot keep the ports from a restarted master.
+    With stderr (a descriptor) the child's fd 2 is that one instead of the master's.
     """
     pass_fds = list(pass_fds)
     parent = os.getpid()
@@ -52,6 +53,8 @@ def fork_exec(argv, env: dict, cwd: str, pass_fds=(), set_listen_pid: bool = Fal
         for sig in _PYTHON_IGNORED:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        if stderr is not None:
+            os.dup2(stderr, 2)
         first_free = 3 + len(pass_fds)
         # Move the passed sockets above their destination range first so dup2 cannot clobber one.
         parked = [_dup_at_least(fd, first_free) for fd in pass_fds]

@@ -59,6 +59,12 @@ def parse_address(spec: str):
         # A bare port listens on every IPv4 address, as Server::Starter does.
         return socket.AF_INET, ("0.0.0.0", int(spec))
     try:
+        socket.inet_pton(socket.AF_INET, host)
+        # A numeric address needs no resolver (nor the idna codec a str host to getaddrinfo imports).
+        return socket.AF_INET, (host, int(port))
+    except OSError:
+        pass
+    try:
         infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ListenError("cannot listen on %s: %s" % (spec, exc.strerror)) from None

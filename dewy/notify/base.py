@@ -1,8 +1,5 @@
 """The notifier interface: one message per deploy event."""
 
-# Events the poller sends (also the notifier's vocabulary for filtering later).
-EVENTS = ("deployed", "failed", "refused", "rolled-back")
-
 
 class Notifier:
     """Base class of the notifiers; constructed by dewy.notify.from_url(url)."""
@@ -11,5 +8,8 @@ class Notifier:
         self.url = url
 
     def send(self, event: str, text: str, fields: dict) -> None:
-        """Deliver one notification; never raises and never logs tokens."""
+        """Deliver one notification; never raises and never logs tokens.
+
+        event is the audit log's `result`: deployed, failed, refused or rolled-back.
+        """
         raise NotImplementedError

@@ -13,15 +13,16 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from dewy import artifact as artifact_pkg
 from dewy import audit, checksums, hooks, releases
+from dewy.clock import utc_iso
 from dewy.config import Config
 from dewy.registry.base import Release
 from dewy.log import redact_text
 from dewy.status import read_json, write_json_atomic
+from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.poller")
 
@@ -44,7 +45,7 @@ class Refused:
     """
 
     def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, ".dewy", REFUSED_FILE)
+        self.path = state_path(workdir, REFUSED_FILE)
 
     def load(self) -> dict:
         """The refused versions and why ({} when the file is missing or unreadable)."""
@@ -59,13 +60,9 @@ class Refused:
     def add(self, version: str, reason: str | None) -> None:
         """Refuse version from now on, remembering why."""
         entries = self.load()
-        entries[version] = {"reason": reason, "time": _iso_now()}
+        entries[version] = {"reason": reason, "time": utc_iso()}
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         write_json_atomic(self.path, {"versions": entries})
-
-
-def _iso_now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def cache_key(release: Release) -> str:
@@ -290,7 +287,7 @@ class Deploy:
             if path is not None:
                 return releases.install(path, release.artifact_name, releases_dir)
             # The cache has no local file (memory, or a network cache later): spool it to disk first.
-            tmp_dir = os.path.join(self.config.workdir, ".dewy")
+            tmp_dir = state_path(self.config.workdir)
             os.makedirs(tmp_dir, mode=0o700, exist_ok=True)
             with tempfile.NamedTemporaryFile(prefix=".artifact.", dir=tmp_dir) as spool:
                 src = cache.open_read(key)

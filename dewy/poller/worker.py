@@ -18,16 +18,17 @@ import signal
 import socket
 import sys
 import time
-from datetime import datetime, timezone
 
 from dewy import audit, backoff, releases
 from dewy import cache as cache_pkg
 from dewy import log as dewy_log
 from dewy import notify as notify_pkg
 from dewy import registry as registry_pkg
+from dewy.registry import shared as shared_registry
+from dewy.clock import utc_iso
 from dewy.config import Config
 from dewy.log import redact, redact_text
-from dewy.poller.deploy import Backends, Deploy, Refused, Repeats, record_event
+from dewy.poller.deploy import Backends, Deploy, Refused, Repeats, Transient, record_event
 from dewy.registry.base import NotYetPublished
 from dewy.protocol import Channel, ProtocolError
 
@@ -42,11 +43,6 @@ class Stop(BaseException):
     A BaseException so that no `except Exception` on the way (a registry error handler, say)
     swallows it.
     """
-
-
-def iso_now() -> str:
-    """Now, UTC, as ISO 8601 with a Z."""
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 class Poller:
@@ -103,6 +99,10 @@ class Poller:
             raise Stop()
         elif kind == "rollback":
             self.on_rollback(msg)
+        elif kind == "lost":
+            self.on_lost(msg)
+        elif kind == "ping":
+            self.send("pong")  # liveness: the master restarts a poller that stops answering
         elif kind == "deployed":
             log.warning("ignoring an unexpected deployed message for %s", msg.get("version"))
         else:
@@ -117,6 +117,9 @@ class Poller:
         while True:
             msg = self.next_message(None)
             if msg.get("type") == "deployed" and msg.get("version") == deploy["version"]:
+                if not msg.get("ok") and msg.get("retry"):
+                    # Not the release's fault (the app command cannot run, say): try again, refuse nothing.
+                    raise Transient("master: %s" % (msg.get("error") or "cannot start the app"))
                 return msg
             self.handle(msg)
 
@@ -127,11 +130,14 @@ class Poller:
         old = self.config
         config = Config.from_json(msg["config"])
         dewy_log.setup(config.log_level, config.log_format, "dewy.poller")
-        if old is None or (old.cache, old.workdir) != (config.cache, config.workdir):
-            self.cache = cache_pkg.from_url(config.cache, config.workdir)
+        if old is None or (old.cache, old.workdir, old.registry) != (config.cache, config.workdir, config.registry):
+            # The registry URL names this app's keys in a shared cache (redis://, consul://) without ?app=.
+            self.cache = cache_pkg.from_url(config.cache, config.workdir, registry=config.registry)
             self.registry = None
         if old is None or self.registry is None or (old.registry, old.slot) != (config.registry, config.slot):
-            self.registry = registry_pkg.from_url(config.registry, cache=self.cache, slot=config.slot)
+            # A shared cache with ?registry-ttl= makes the fleet share one registry answer per TTL.
+            self.registry = shared_registry.wrap(
+                registry_pkg.from_url(config.registry, cache=self.cache, slot=config.slot), self.cache)
         if old is None or old.notifier != config.notifier:
             self.notifier = notify_pkg.from_url(config.notifier)
         self.config = config
@@ -163,6 +169,12 @@ class Poller:
         self.set_current(to_version, releases.read_link(os.path.join(self.config.workdir, "current")))
         self.repeats.clear()
 
+    def on_lost(self, msg: dict) -> None:
+        """The release the master ran is gone from disk: forget it, so the next poll deploys afresh."""
+        log.error("the master lost %s (%s): deploying again", msg.get("version"), msg.get("error"))
+        self.set_current(None, None)
+        self.next_poll = time.monotonic()
+
     # --- the loop -------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -190,7 +202,7 @@ class Poller:
 
     def poll(self) -> None:
         """Ask the registry once; deploy when its newest version is not the running one; report status."""
-        self.last_poll = iso_now()
+        self.last_poll = utc_iso()
         try:
             release = self.registry.latest(exclude=self.refused.versions())
         except NotYetPublished as exc:
@@ -231,7 +243,7 @@ class Poller:
         """Count a failed poll; log the first of an outage (and a changed error) only."""
         where = redact(self.config.registry)
         if self.outage is None:
-            self.outage = (error, 1, iso_now())
+            self.outage = (error, 1, utc_iso())
             log.error("registry %s: %s (polling backs off up to %gs until it answers)", where, error,
                       max(self.config.interval, self.config.poll_backoff_max))
         else:

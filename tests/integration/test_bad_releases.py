@@ -184,11 +184,12 @@ def test_a_crashing_app_is_restarted_with_backoff_not_in_a_tight_loop(make_maste
     """An app that keeps dying (nothing to roll back to) is restarted ever more slowly: 0.5 s, 1 s, 2 s..."""
     registry.publish("1.0.0", behaviour="crash-after:0.4")
     master = make_master(ready="delay:0.2s").start()
-    master.wait_for(lambda s: (s.get("generation") or 0) >= 1, what="the first generation")
-    time.sleep(5)  # observing a rate over a fixed window: the quantity under test is time itself
+    started = time.monotonic()
+    wait_until(lambda: "restarting 1.0.0 in 2.0s" in master.log_text(), 15, "the third restart's delay",
+               master.log_tail)
+    took = time.monotonic() - started
     starts = master.log_text().count("waiting for it to be ready")
-    # Generation lives ~0.4 s; with backoff 0.5+1+2 s the 5 s window holds 4 starts at most,
-    # a tight loop would hold 10 or more.
-    assert 2 <= starts <= 5, master.log_tail()
-    assert "restarting 1.0.0 in 2.0s" in master.log_text(), master.log_tail()
+    # Each generation lives ~0.4 s, then waits 0.5 s, 1 s: the 2 s delay comes after exactly three starts
+    # and at least 0.5 + 1 s of backoff; a tight loop would have started many more by then.
+    assert starts == 3 and took >= 1.5, (starts, took, master.log_tail())
     assert master.running()

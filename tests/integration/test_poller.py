@@ -1,4 +1,4 @@
-"""The real poller process, driven over a real socketpair by the test playing the master.
+"""The real poller process, driven over a real socketpair by the test playing the master (PollerHarness).
 
 Nothing is mocked: a file:// registry directory, real tar.gz artifacts, the real file cache, real
 hooks. Every wait is for an actual message or file, with a deadline.
@@ -23,6 +23,7 @@ import pytest
 
 from dewy import audit, config, versions
 from dewy.protocol import Channel
+from helpers import wait_until
 
 ARTIFACT = "app_%s_%s.tar.gz" % (versions.platform_aliases()[0][0], versions.platform_aliases()[1][0])
 DEADLINE = 15.0
@@ -42,8 +43,13 @@ def make_tarball(path, files: dict) -> bytes:
     return buf.getvalue()
 
 
-class Master:
-    """The test's end of the pipe: what dewy-master would send and receive."""
+class PollerHarness:
+    """A real poller process with the test at the master's end of its pipe (no dewy-master runs).
+
+    It publishes to a file:// registry, sends what dewy-master would send (config, deploy answers),
+    receives what the poller sends, and reads what it leaves in the workdir. tests/helpers.Master is the
+    other harness: a whole dewy-master process, poller included.
+    """
 
     def __init__(self, tmp_path):
         self.tmp_path = tmp_path
@@ -146,10 +152,14 @@ class Master:
 
     def wait_audit(self, result, version, **match):
         """The first audit entry with this result, version (and other fields), once it is written."""
-        return wait_for(lambda: next((e for e in self.audit()
-                                      if e["result"] == result and e["version"] == version
-                                      and all(e.get(k) == v for k, v in match.items())), None),
-                        "audit %s %s %r" % (result, version, match), self)
+        return self.wait_for(lambda: next((e for e in self.audit()
+                                           if e["result"] == result and e["version"] == version
+                                           and all(e.get(k) == v for k, v in match.items())), None),
+                             "audit %s %s %r" % (result, version, match))
+
+    def wait_for(self, predicate, what, deadline=DEADLINE):
+        """predicate()'s first truthy value, polling until deadline; the failure shows the poller's output."""
+        return wait_until(predicate, deadline, what, self.output)
 
     def refused(self):
         try:
@@ -171,100 +181,89 @@ class Master:
         self.channel.close()
 
 
-def wait_for(predicate, what, master=None, deadline=DEADLINE):
-    """predicate()'s first truthy value, polling until deadline."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for %s\n%s" % (what, master.output() if master else ""))
-
-
 @pytest.fixture
-def master(tmp_path):
-    m = Master(tmp_path)
-    yield m
-    m.close()
+def poller(tmp_path):
+    harness = PollerHarness(tmp_path)
+    yield harness
+    harness.close()
 
 
-def test_deploy_refuse_newer_and_delete_newest(master):
-    artifact = master.publish("v1.0.0")
-    master.config()
-    deploy = master.expect("deploy")
+def test_deploy_refuse_newer_and_delete_newest(poller):
+    artifact = poller.publish("v1.0.0")
+    poller.config()
+    deploy = poller.expect("deploy")
     assert deploy["version"] == "1.0.0" and deploy["tag"] == "v1.0.0"
     assert deploy["artifact"] == ARTIFACT and deploy["previous_version"] is None
     assert deploy["sha256"] == hashlib.sha256(artifact).hexdigest()
     release_dir = deploy["release_dir"]
-    assert os.path.isabs(release_dir) and os.path.dirname(release_dir) == str(master.workdir / "releases")
+    assert os.path.isabs(release_dir) and os.path.dirname(release_dir) == str(poller.workdir / "releases")
     with open(os.path.join(release_dir, "bin", "app")) as fh:
         assert "v1.0.0" in fh.read()
     # The artifact sits in the cache under <version>/<artifact>.
-    assert os.listdir(master.tmp_path / "cache").count("1.0.0%2F" + ARTIFACT) == 1
+    assert os.listdir(poller.tmp_path / "cache").count("1.0.0%2F" + ARTIFACT) == 1
 
-    master.answer(deploy)
-    entry = master.wait_audit("deployed", "1.0.0")
+    poller.answer(deploy)
+    entry = poller.wait_audit("deployed", "1.0.0")
     assert entry["mode"] == "server" and entry["previous_version"] is None and entry["error"] is None
-    shipped = wait_for(lambda: [n for n in os.listdir(master.registry / "v1.0.0") if n.startswith("shipped_to_")],
-                       "shipped_to record", master)
+    shipped = poller.wait_for(
+        lambda: [n for n in os.listdir(poller.registry / "v1.0.0") if n.startswith("shipped_to_")], "shipped_to record")
     assert re.fullmatch(r"shipped_to_.+_server_at_\d{8}T\d{6}\.\d{9}Z\.txt", shipped[0]), shipped
-    assert "1.0.0" in (master.registry / "v1.0.0" / shipped[0]).read_text()
-    manifest = json.loads((master.workdir / ".dewy" / "releases.json").read_text())
+    assert "1.0.0" in (poller.registry / "v1.0.0" / shipped[0]).read_text()
+    manifest = json.loads((poller.workdir / ".dewy" / "releases.json").read_text())
     assert manifest[os.path.basename(release_dir)]["version"] == "1.0.0"
-    status = master.expect("status")
+    status = poller.expect("status")
     assert status["latest_version"] == "1.0.0" and status["last_error"] is None and status["last_poll"]
-    master.no_deploy_for(3)  # 1.0.0 runs: nothing to do
+    poller.no_deploy_for(3)  # 1.0.0 runs: nothing to do
 
     # A newer release that the master cannot start is refused, and not retried while it is newest.
-    master.publish("v1.1.0")
-    failed = master.expect("deploy", version="1.1.0")
+    poller.publish("v1.1.0")
+    failed = poller.expect("deploy", version="1.1.0")
     assert failed["previous_version"] == "1.0.0"
-    master.answer(failed, ok=False, error="exited with status 1 before ready")
-    wait_for(lambda: "1.1.0" in master.refused(), "1.1.0 refused", master)
-    assert "exited with status 1" in master.refused()["1.1.0"]["reason"]
-    entry = master.wait_audit("failed", "1.1.0")
+    poller.answer(failed, ok=False, error="exited with status 1 before ready")
+    poller.wait_for(lambda: "1.1.0" in poller.refused(), "1.1.0 refused")
+    assert "exited with status 1" in poller.refused()["1.1.0"]["reason"]
+    entry = poller.wait_audit("failed", "1.1.0")
     assert entry["previous_version"] == "1.0.0" and "exited with status 1" in entry["error"]
     assert not os.path.exists(failed["release_dir"])
-    master.no_deploy_for(5)
+    poller.no_deploy_for(5)
 
     # A newer one still gets deployed.
-    master.publish("v1.2.0")
-    master.deploy_ok("1.2.0", previous_version="1.0.0")
-    wait_for(lambda: any(n.startswith("shipped_to_") for n in os.listdir(master.registry / "v1.2.0")),
-             "shipped_to record of 1.2.0", master)
+    poller.publish("v1.2.0")
+    poller.deploy_ok("1.2.0", previous_version="1.0.0")
+    poller.wait_for(lambda: any(n.startswith("shipped_to_") for n in os.listdir(poller.registry / "v1.2.0")),
+                    "shipped_to record of 1.2.0")
 
     # The newest disappears: the next newest (not refused) is the one to run — the FAQ rollback.
-    master.unpublish("v1.2.0")
-    back = master.deploy_ok("1.0.0", previous_version="1.2.0")
-    master.wait_audit("deployed", "1.0.0", previous_version="1.2.0")
+    poller.unpublish("v1.2.0")
+    back = poller.deploy_ok("1.0.0", previous_version="1.2.0")
+    poller.wait_audit("deployed", "1.0.0", previous_version="1.2.0")
     assert os.path.isdir(back["release_dir"])
-    master.no_deploy_for(3)
+    poller.no_deploy_for(3)
 
-    master.channel.send("stop")
-    assert master.proc.wait(timeout=5) == 0
+    poller.channel.send("stop")
+    assert poller.proc.wait(timeout=5) == 0
 
 
-def test_checksum_mismatch_is_refused(master):
-    master.publish("v1.0.0", extra={"SHA256SUMS": "%s  %s\n" % ("0" * 64, ARTIFACT)})
-    master.config()
-    wait_for(lambda: "1.0.0" in master.refused(), "1.0.0 refused", master)
-    assert "checksum mismatch" in master.refused()["1.0.0"]["reason"]
-    entry = master.wait_audit("refused", "1.0.0")
+def test_checksum_mismatch_is_refused(poller):
+    poller.publish("v1.0.0", extra={"SHA256SUMS": "%s  %s\n" % ("0" * 64, ARTIFACT)})
+    poller.config()
+    poller.wait_for(lambda: "1.0.0" in poller.refused(), "1.0.0 refused")
+    assert "checksum mismatch" in poller.refused()["1.0.0"]["reason"]
+    entry = poller.wait_audit("refused", "1.0.0")
     assert "checksum mismatch" in entry["error"]
-    master.no_deploy_for(5)
-    assert not any(n.startswith("1.0.0") for n in os.listdir(master.tmp_path / "cache"))
-    assert not (master.workdir / "releases").exists() or os.listdir(master.workdir / "releases") == []
+    poller.no_deploy_for(5)
+    assert not any(n.startswith("1.0.0") for n in os.listdir(poller.tmp_path / "cache"))
+    assert not (poller.workdir / "releases").exists() or os.listdir(poller.workdir / "releases") == []
 
     # A fixed release with a correct checksum goes through.
-    data = master.publish("v1.0.1", files={"bin/app": "fixed"},
+    data = poller.publish("v1.0.1", files={"bin/app": "fixed"},
                           extra={ARTIFACT + ".sha256": lambda data: hashlib.sha256(data).hexdigest()})
-    deploy = master.expect("deploy", version="1.0.1")
+    deploy = poller.expect("deploy", version="1.0.1")
     assert deploy["sha256"] == hashlib.sha256(data).hexdigest()
 
 
-def test_escaping_archive_is_refused(master, tmp_path):
-    version_dir = master.registry / "v1.0.0"
+def test_escaping_archive_is_refused(poller, tmp_path):
+    version_dir = poller.registry / "v1.0.0"
     version_dir.mkdir()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -272,134 +271,134 @@ def test_escaping_archive_is_refused(master, tmp_path):
         info.size = 4
         tar.addfile(info, io.BytesIO(b"evil"))
     (version_dir / ARTIFACT).write_bytes(buf.getvalue())
-    master.config()
-    wait_for(lambda: "1.0.0" in master.refused(), "1.0.0 refused", master)
-    assert "unsafe archive" in master.refused()["1.0.0"]["reason"]
-    master.wait_audit("refused", "1.0.0")
-    master.no_deploy_for(5)
+    poller.config()
+    poller.wait_for(lambda: "1.0.0" in poller.refused(), "1.0.0 refused")
+    assert "unsafe archive" in poller.refused()["1.0.0"]["reason"]
+    poller.wait_audit("refused", "1.0.0")
+    poller.no_deploy_for(5)
     assert not list(tmp_path.rglob("escaped.txt"))
-    assert os.listdir(master.workdir / "releases") == []
+    assert os.listdir(poller.workdir / "releases") == []
 
 
-def test_before_hook_failure_aborts_and_is_retried(master):
-    master.publish("v1.0.0")
-    hook_env = master.tmp_path / "hook.env"
-    master.config(**{"before-deploy-hook": "env | grep ^DEWY_ > %s.tmp; mv %s.tmp %s; exit 7" % (hook_env, hook_env, hook_env), "mode": "assets",
+def test_before_hook_failure_aborts_and_is_retried(poller):
+    poller.publish("v1.0.0")
+    hook_env = poller.tmp_path / "hook.env"
+    poller.config(**{"before-deploy-hook": "env | grep ^DEWY_ > %s.tmp; mv %s.tmp %s; exit 7" % (hook_env, hook_env, hook_env), "mode": "assets",
                      "app": None, "cache": "memory"})
-    entry = master.wait_audit("failed", "1.0.0")
+    entry = poller.wait_audit("failed", "1.0.0")
     assert "before-deploy-hook failed (exit status 7)" in entry["error"]
-    master.no_deploy_for(5)
-    assert master.refused() == {}  # a hook failure does not refuse the version
+    poller.no_deploy_for(5)
+    assert poller.refused() == {}  # a hook failure does not refuse the version
     # Retried every poll, but audited once per run of identical failures.
-    assert [e["result"] for e in master.audit()] == ["failed"]
+    assert [e["result"] for e in poller.audit()] == ["failed"]
     env = dict(line.split("=", 1) for line in hook_env.read_text().splitlines())
     assert env["DEWY_VERSION"] == "1.0.0" and env["DEWY_MODE"] == "assets"
     assert env["DEWY_PREVIOUS_VERSION"] == ""
-    assert env["DEWY_RELEASE_DIR"].startswith(str(master.workdir / "releases"))
+    assert env["DEWY_RELEASE_DIR"].startswith(str(poller.workdir / "releases"))
     # Each attempt's unpacked release is removed again (one may be in flight right now).
-    assert len(os.listdir(master.workdir / "releases")) <= 1
+    assert len(os.listdir(poller.workdir / "releases")) <= 1
 
     # The operator fixes the hook (SIGHUP on the master -> reload): the deploy goes through.
-    marker = master.tmp_path / "after.ran"
-    master.config(type_="reload", **{"before-deploy-hook": "test -d \"$DEWY_RELEASE_DIR\"", "mode": "assets",
+    marker = poller.tmp_path / "after.ran"
+    poller.config(type_="reload", **{"before-deploy-hook": "test -d \"$DEWY_RELEASE_DIR\"", "mode": "assets",
                                      "app": None, "cache": "memory",
                                      "after-deploy-hook": "echo $DEWY_VERSION > %s" % marker})
-    deploy = master.deploy_ok("1.0.0")
+    deploy = poller.deploy_ok("1.0.0")
     assert os.path.isfile(os.path.join(deploy["release_dir"], "bin", "app"))
-    wait_for(lambda: marker.exists() and marker.read_text() == "1.0.0\n", "after-deploy-hook", master)
-    entry = master.wait_audit("deployed", "1.0.0")
+    poller.wait_for(lambda: marker.exists() and marker.read_text() == "1.0.0\n", "after-deploy-hook")
+    entry = poller.wait_audit("deployed", "1.0.0")
     assert entry["mode"] == "assets"
-    assert any(n.startswith("shipped_to_") and "_assets_at_" in n for n in os.listdir(master.registry / "v1.0.0"))
+    assert any(n.startswith("shipped_to_") and "_assets_at_" in n for n in os.listdir(poller.registry / "v1.0.0"))
 
 
-def test_rollback_refuses_the_version_across_restarts(master, tmp_path):
-    master.publish("v1.0.0")
-    master.publish("v1.1.0")
-    master.config(current={"version": "1.0.0", "release_dir": None})
-    deploy = master.deploy_ok("1.1.0", previous_version="1.0.0")
-    master.wait_audit("deployed", "1.1.0")
-    master.channel.send("rollback", version="1.1.0", to_version="1.0.0", error="crash-looped: 3 exits in 60s")
-    wait_for(lambda: "1.1.0" in master.refused(), "1.1.0 refused", master)
-    entry = master.wait_audit("rolled-back", "1.1.0")
+def test_rollback_refuses_the_version_across_restarts(poller, tmp_path):
+    poller.publish("v1.0.0")
+    poller.publish("v1.1.0")
+    poller.config(current={"version": "1.0.0", "release_dir": None})
+    deploy = poller.deploy_ok("1.1.0", previous_version="1.0.0")
+    poller.wait_audit("deployed", "1.1.0")
+    poller.channel.send("rollback", version="1.1.0", to_version="1.0.0", error="crash-looped: 3 exits in 60s")
+    poller.wait_for(lambda: "1.1.0" in poller.refused(), "1.1.0 refused")
+    entry = poller.wait_audit("rolled-back", "1.1.0")
     assert entry["to_version"] == "1.0.0" and "crash-looped" in entry["error"]
-    master.no_deploy_for(5)
+    poller.no_deploy_for(5)
     assert os.path.isdir(deploy["release_dir"])
 
     # A new poller process (the master restarted it) still refuses 1.1.0.
-    master.channel.send("stop")
-    assert master.proc.wait(timeout=5) == 0
-    master.channel.close()
+    poller.channel.send("stop")
+    assert poller.proc.wait(timeout=5) == 0
+    poller.channel.close()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    master.channel, master.pending = Channel(ours), []
-    with open(master.log_path, "ab") as log:
-        master.proc = subprocess.Popen([sys.executable, "-m", "dewy.poller", "--fd", str(theirs.fileno())],
+    poller.channel, poller.pending = Channel(ours), []
+    with open(poller.log_path, "ab") as log:
+        poller.proc = subprocess.Popen([sys.executable, "-m", "dewy.poller", "--fd", str(theirs.fileno())],
                                        pass_fds=[theirs.fileno()], stdout=log, stderr=log)
     theirs.close()
-    master.config(current={"version": "1.0.0", "release_dir": None})
-    master.no_deploy_for(5)
+    poller.config(current={"version": "1.0.0", "release_dir": None})
+    poller.no_deploy_for(5)
 
 
-def test_registry_errors_are_reported_and_survived(master):
-    shutil.rmtree(master.registry)
-    master.config()
-    status = master.expect("status")
+def test_registry_errors_are_reported_and_survived(poller):
+    shutil.rmtree(poller.registry)
+    poller.config()
+    status = poller.expect("status")
     assert "does not exist" in status["last_error"] and status["latest_version"] is None
-    master.registry.mkdir()
-    master.publish("v2.0.0")
-    master.deploy_ok("2.0.0")
-    status = master.expect("status", last_error=None)
+    poller.registry.mkdir()
+    poller.publish("v2.0.0")
+    poller.deploy_ok("2.0.0")
+    status = poller.expect("status", last_error=None)
     assert status["latest_version"] == "2.0.0"
 
 
-def test_unknown_messages_are_ignored(master):
-    master.publish("v1.0.0")
-    master.channel.send("from-the-future", x=1)
-    master.config()
-    master.deploy_ok("1.0.0")
-    master.channel.send("another-new-type")
-    master.no_deploy_for(2)
-    assert master.proc.poll() is None
+def test_unknown_messages_are_ignored(poller):
+    poller.publish("v1.0.0")
+    poller.channel.send("from-the-future", x=1)
+    poller.config()
+    poller.deploy_ok("1.0.0")
+    poller.channel.send("another-new-type")
+    poller.no_deploy_for(2)
+    assert poller.proc.poll() is None
 
 
-def test_eof_on_the_pipe_exits_0(master):
-    master.config()
-    master.expect("status")
-    master.channel.close()
-    assert master.proc.wait(timeout=5) == 0
+def test_eof_on_the_pipe_exits_0(poller):
+    poller.config()
+    poller.expect("status")
+    poller.channel.close()
+    assert poller.proc.wait(timeout=5) == 0
 
 
-def test_sigterm_exits_promptly(master):
-    master.config()
-    master.expect("status")
-    assert psutil.Process(master.proc.pid).cmdline()[0] == "dewy-poller"  # setproctitle
-    master.proc.send_signal(signal.SIGTERM)
-    assert master.proc.wait(timeout=5) == 0
+def test_sigterm_exits_promptly(poller):
+    poller.config()
+    poller.expect("status")
+    assert psutil.Process(poller.proc.pid).cmdline()[0] == "dewy-poller"  # setproctitle
+    poller.proc.send_signal(signal.SIGTERM)
+    assert poller.proc.wait(timeout=5) == 0
 
 
-def test_stop_while_waiting_for_the_deploy_answer(master):
-    master.publish("v1.0.0")
-    master.config()
-    master.expect("deploy", version="1.0.0")
-    master.channel.send("stop")
-    assert master.proc.wait(timeout=5) == 0
+def test_stop_while_waiting_for_the_deploy_answer(poller):
+    poller.publish("v1.0.0")
+    poller.config()
+    poller.expect("deploy", version="1.0.0")
+    poller.channel.send("stop")
+    assert poller.proc.wait(timeout=5) == 0
 
 
-def test_stop_while_sleeping_with_a_long_interval(master):
-    master.config(interval="1h")
-    master.expect("status")
+def test_stop_while_sleeping_with_a_long_interval(poller):
+    poller.config(interval="1h")
+    poller.expect("status")
     started = time.monotonic()
-    master.channel.send("stop")
-    assert master.proc.wait(timeout=5) == 0
+    poller.channel.send("stop")
+    assert poller.proc.wait(timeout=5) == 0
     assert time.monotonic() - started < 5
 
 
-def test_sigterm_during_a_hook_kills_the_hook(master):
-    master.publish("v1.0.0")
-    pid_file = master.tmp_path / "hook.pid"
-    master.config(**{"before-deploy-hook": "sleep 60 & echo $! > %s; wait" % pid_file})
-    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), "the hook to start", master))
-    master.proc.send_signal(signal.SIGTERM)
-    assert master.proc.wait(timeout=5) == 0
+def test_sigterm_during_a_hook_kills_the_hook(poller):
+    poller.publish("v1.0.0")
+    pid_file = poller.tmp_path / "hook.pid"
+    poller.config(**{"before-deploy-hook": "sleep 60 & echo $! > %s; wait" % pid_file})
+    pid = int(poller.wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), "the hook to start"))
+    poller.proc.send_signal(signal.SIGTERM)
+    assert poller.proc.wait(timeout=5) == 0
 
     def gone():
         try:
@@ -407,54 +406,54 @@ def test_sigterm_during_a_hook_kills_the_hook(master):
         except psutil.NoSuchProcess:
             return True
 
-    wait_for(gone, "the hook's process group to be killed", master)
+    poller.wait_for(gone, "the hook's process group to be killed")
 
 
-def test_verify_checksum_required_refuses_a_release_without_one(master):
-    master.publish("v1.0.0")
-    master.config(**{"verify-checksum": "required"})
-    wait_for(lambda: "1.0.0" in master.refused(), "1.0.0 refused", master)
-    reason = master.refused()["1.0.0"]["reason"]
+def test_verify_checksum_required_refuses_a_release_without_one(poller):
+    poller.publish("v1.0.0")
+    poller.config(**{"verify-checksum": "required"})
+    poller.wait_for(lambda: "1.0.0" in poller.refused(), "1.0.0 refused")
+    reason = poller.refused()["1.0.0"]["reason"]
     assert "no checksum published" in reason and "checksums.txt" in reason and "SHA256SUMS" in reason
-    master.publish("v1.0.1", extra={"checksums.txt": lambda data: "%s  %s\n" % (hashlib.sha256(data).hexdigest(),
+    poller.publish("v1.0.1", extra={"checksums.txt": lambda data: "%s  %s\n" % (hashlib.sha256(data).hexdigest(),
                                                                                  ARTIFACT)})
-    master.deploy_ok("1.0.1")
+    poller.deploy_ok("1.0.1")
 
 
-def test_verify_checksum_off_does_not_check(master):
-    master.publish("v1.0.0", extra={"SHA256SUMS": "%s  %s\n" % ("0" * 64, ARTIFACT)})
-    master.config(**{"verify-checksum": "off"})
-    deploy = master.deploy_ok("1.0.0")
+def test_verify_checksum_off_does_not_check(poller):
+    poller.publish("v1.0.0", extra={"SHA256SUMS": "%s  %s\n" % ("0" * 64, ARTIFACT)})
+    poller.config(**{"verify-checksum": "off"})
+    deploy = poller.deploy_ok("1.0.0")
     assert deploy["sha256"] != "0" * 64
 
 
-def test_registry_outage_backs_off_and_is_logged_once(master):
-    shutil.rmtree(master.registry)
-    master.config(interval="0.05", **{"poll-backoff-max": "0.4"})
+def test_registry_outage_backs_off_and_is_logged_once(poller):
+    shutil.rmtree(poller.registry)
+    poller.config(interval="0.05", **{"poll-backoff-max": "0.4"})
     times = []
     for _ in range(7):
-        master.expect("status")
+        poller.expect("status")
         times.append(time.monotonic())
     gaps = [b - a for a, b in zip(times, times[1:])]
     # 0.05 doubling: 0.1, 0.2, 0.4, then capped at 0.4 (±10% jitter); without backoff every gap is ~0.05.
     assert gaps[-1] >= 0.3 and gaps[-2] >= 0.3, gaps
     assert max(gaps) < 0.8, gaps
-    master.registry.mkdir()
-    master.publish("v1.0.0")
-    master.deploy_ok("1.0.0")
-    log_text = master.log_path.read_text()
-    assert log_text.count("does not exist (polling backs off") == 1, master.output()
-    assert log_text.count("answers again (after") == 1, master.output()
+    poller.registry.mkdir()
+    poller.publish("v1.0.0")
+    poller.deploy_ok("1.0.0")
+    log_text = poller.log_path.read_text()
+    assert log_text.count("does not exist (polling backs off") == 1, poller.output()
+    assert log_text.count("answers again (after") == 1, poller.output()
 
 
-def test_the_download_cache_is_pruned_with_the_releases(master):
-    cache = master.tmp_path / "cache"
-    master.config(**{"keep-releases": "1"})
+def test_the_download_cache_is_pruned_with_the_releases(poller):
+    cache = poller.tmp_path / "cache"
+    poller.config(**{"keep-releases": "1"})
     for version in ("1.0.0", "1.1.0", "1.2.0"):
-        master.publish("v" + version, files={"bin/app": "#!/bin/sh\necho %s\n" % version})
-        master.deploy_ok(version)
-        master.wait_audit("deployed", version)
+        poller.publish("v" + version, files={"bin/app": "#!/bin/sh\necho %s\n" % version})
+        poller.deploy_ok(version)
+        poller.wait_audit("deployed", version)
     cached = sorted(name for name in os.listdir(cache) if name[0].isdigit())
     # keep-releases = 1 keeps the new release and the previous one (never pruned): so do the downloads.
     assert [name.split("%")[0] for name in cached] == ["1.1.0", "1.2.0"], cached
-    assert len(os.listdir(master.workdir / "releases")) == 2
+    assert len(os.listdir(poller.workdir / "releases")) == 2

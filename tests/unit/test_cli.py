@@ -42,7 +42,7 @@ MASTER_KINDS = ["bad-duration", "negative-duration", "zero-hook-timeout", "unkno
                 "missing-registry", "bad-cache", "bad-notifier", "port-range", "log-level", "log-format", "ready",
                 "stop-signal", "keep-releases", "backlog", "slot", "mode", "missing-app", "app-in-assets",
                 "empty-workdir", "duplicate-key", "missing-section", "no-section", "key-before-section",
-                "parse-error", "credentials"]
+                "parse-error", "continued-app", "credentials"]
 MASTER_CASES = [case for case in INI_ERRORS if case[0] in MASTER_KINDS]
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 from pathlib import Path
 
-from dewy import config
+from dewy import config, log
 from dewy.config import Config, ConfigError, Ready, load_ini, from_options, parse_duration, parse_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -113,6 +113,13 @@ INI_ERRORS = [
      'line 1: "registry = x" before any section; expected [dewy] first'),
     ("parse-error", BASE + "this is not a setting\n",
      'line 4: cannot parse "this is not a setting"; expected key = value'),
+    ("continued-app", BASE + "  port = 1234\n",
+     'line 4: "port = 1234" is indented, so it would continue [dewy] app, which takes one line; remove the '
+     'indentation (only port may continue on indented lines)'),
+    ("continued-hook", BASE + "before-deploy-hook = make\n\tinstall\n",
+     'line 5: "install" is indented, so it would continue [dewy] before-deploy-hook, which takes one line;'),
+    ("continued-registry", "[dewy]\n  registry = file:///r?a=1\n      &token=s3cr3t\napp = a\n",
+     'line 3: "&token=***" is indented, so it would continue [dewy] registry, which takes one line;'),
     ("credentials", "[dewy]\nregistry = ftps://bob:hunter2@example.com/r?token=s3cr3t\napp = a\n",
      '[dewy] registry = "ftps://bob:***@example.com/r?token=***": unsupported scheme "ftps"; supported: '),
 ]
@@ -296,6 +303,23 @@ def test_ports_across_lines_in_ini(tmp_path):
     assert cfg.port == ("8000", "8001", "8002", "unix:/run/app.sock")
 
 
+def test_an_indented_key_after_a_blank_or_comment_line_is_a_key_of_its_own(tmp_path):
+    # configparser ends a value at a blank or comment line, so these are keys, not continuations of app.
+    cfg = load_ini(write_ini(tmp_path, BASE + "\n  port = 1234\n# every 2s\n    interval = 2s\n"))
+    assert (len(cfg.app), cfg.port, cfg.interval) == (1, ("1234",), 2.0)
+
+
+def test_only_list_settings_may_continue_on_indented_lines():
+    assert [s.name for s in config.SETTINGS if s.multiple] == ["port"]
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "dewy.ini"
+    path.write_bytes(b"\xef\xbb\xbf" + (BASE + "port = 8000\n").encode())
+    cfg = load_ini(str(path))
+    assert (cfg.registry, cfg.port) == (REGISTRY, ("8000",))
+
+
 def test_port_duplicates_across_flags_are_refused():
     with pytest.raises(ConfigError, match=r'^command line: --port = "8000-8001": "8001" is listed twice'):
         from_options({"registry": REGISTRY, "app": ["a"], "port": ["8001", "8000-8001"]})
@@ -372,6 +396,24 @@ def test_keys_are_case_insensitive_and_comments_allowed(tmp_path):
 
 def test_percent_signs_are_not_interpolated(tmp_path):
     assert load_with(tmp_path, before_deploy_hook="date +%s").before_deploy_hook == "date +%s"
+
+
+def test_log_levels_and_formats_are_dewy_logs():
+    level, fmt = config.BY_NAME["log-level"], config.BY_NAME["log-format"]
+    assert level.type == "|".join(log.LEVELS) and fmt.type == "|".join(log.FORMATS)
+    for name in list(log.LEVELS) + [alias.upper() for alias in log.LEVEL_ALIASES]:
+        assert level.validator(name, "/") in log.LEVELS
+    assert [fmt.validator(name, "/") for name in log.FORMATS] == list(log.FORMATS)
+    with pytest.raises(config.BadValue, match="expected one of: %s$" % ", ".join(log.LEVELS)):
+        level.validator("loud", "/")
+
+
+def test_settings_are_declared_with_keyword_arguments():
+    with pytest.raises(TypeError):
+        config.Setting("x", "a doc", "text", "", config._text)  # positional: refused
+    s = config.Setting(name="x-y", doc="a doc", type="text", default="", validator=config._text)
+    assert (s.flag, s.attr, s.multiple) == ("--x-y", "x_y", False)
+    assert config.Setting(name="x", doc="d", type="t", default="", validator=config._text, cli="-- X").flag is None
 
 
 # --- command-line errors name the flag -----------------------------------------------------------

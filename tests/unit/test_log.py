@@ -1,4 +1,4 @@
-"""dewy.log: text and JSON lines on stderr, idempotent setup, URL redaction."""
+"""dewy.log: text and JSON lines on stderr, idempotent setup, URL redaction; dewy.clock's timestamps."""
 
 import json
 import logging
@@ -8,6 +8,7 @@ import re
 import pytest
 
 from dewy import log
+from dewy.clock import utc_iso
 
 TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
@@ -89,8 +90,11 @@ def test_setup_refuses_unknown_level_or_format(root_logger):
 
 
 def test_timestamp():
-    assert log.timestamp(0.5) == "1970-01-01T00:00:00.500Z"
-    assert log.timestamp(1795675812.1239) == "2026-11-26T06:50:12.123Z"
+    assert utc_iso(0.5, millis=True) == "1970-01-01T00:00:00.500Z"
+    assert utc_iso(1795675812.1239, millis=True) == "2026-11-26T06:50:12.123Z"
+    assert utc_iso(1795675812.9999) == "2026-11-26T06:50:12Z"  # truncated, never the next second
+    before = utc_iso()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", before) and before <= utc_iso()
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -114,3 +118,13 @@ def test_redact(url, expected):
 def test_redact_text_finds_urls_in_messages():
     text = 'registry = "https://u:pw@h/?token=t": unsupported; see https://example.com/doc'
     assert log.redact_text(text) == 'registry = "https://u:***@h/?token=***": unsupported; see https://example.com/doc'
+
+
+def test_library_debug_output_is_kept_out_even_at_debug():
+    import logging
+
+    log.setup("debug", "text", "dewy-test")
+    # urllib3 logs fetched URLs (presigned, with signatures) and botocore request headers at debug.
+    assert not logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.DEBUG)
+    assert not logging.getLogger("botocore.endpoint").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("dewy.poller").isEnabledFor(logging.DEBUG)

@@ -97,7 +97,7 @@ def test_cache_validate_url_accepts(url):
 
 
 @pytest.mark.parametrize("url,message", [
-    ("redis-ish://x", 'unsupported scheme "redis-ish"; supported: file, memory'),
+    ("redis-ish://x", 'unsupported scheme "redis-ish"; supported: consul, file, memory, redis, rediss, unix'),
     ("file://rel/dir", "absolute path"),
     ("memory://host", "memory cache takes no host"),
 ])

@@ -1,0 +1,105 @@
+"""The master's configuration, loaded in a short-lived child so the master never imports the loader.
+
+Parsing and validating an ini file pulls in configparser, difflib, ipaddress, the registry modules
+(validating the registry URL imports `dewy.registry.<scheme>`), semver and more: about 8 MiB that a
+Python process never gives back once imported (unloading the modules frees nothing measurable). The
+master needs none of that to run, so `load()` forks, the child runs `dewy.config.load_ini()` and
+sends `Config.to_json()` back over a pipe, and the master keeps a `ConfigView` of that JSON. SIGHUP
+does the same again. The poller gets the very same JSON, as before.
+"""
+
+import json
+import os
+
+
+class ConfigLoadError(Exception):
+    """The ini file is bad (str() is dewy.config's one-line ConfigError text) or could not be loaded."""
+
+
+class Ready:
+    """`ready` of a ConfigView: kind ("delay"/"notify") and seconds, like dewy.config.Ready."""
+
+    __slots__ = ("kind", "seconds")
+
+    def __init__(self, kind: str, seconds: float):
+        self.kind, self.seconds = kind, float(seconds)
+
+    def __eq__(self, other):
+        return (self.kind, self.seconds) == (getattr(other, "kind", None), getattr(other, "seconds", None))
+
+    def __repr__(self):
+        return "Ready(%r, %r)" % (self.kind, self.seconds)
+
+
+class ConfigView:
+    """A read-only Config made from Config.to_json(): the same attributes, and to_json() gives the JSON back."""
+
+    def __init__(self, data: dict):
+        object.__setattr__(self, "_data", dict(data))
+        for key, value in data.items():
+            if key == "ready":
+                value = Ready(value["kind"], value["seconds"])
+            elif isinstance(value, list):
+                value = tuple(value)
+            object.__setattr__(self, key, value)
+
+    def __setattr__(self, key, value):
+        raise AttributeError("the configuration is read-only")
+
+    def to_json(self) -> dict:
+        """The JSON the child sent (what the poller's Config.from_json takes)."""
+        return json.loads(json.dumps(self._data))
+
+    def __repr__(self):
+        return "<ConfigView %s>" % self._data.get("source", "?")
+
+
+def load(path: str) -> ConfigView:
+    """The validated config of the ini at path, loaded in a child process; ConfigLoadError when it is bad."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the child: load, answer, never return into the master's code
+        code = 1
+        try:
+            os.close(r)
+            code = _child(path, w)
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    raw = b"".join(chunks)
+    try:
+        answer = json.loads(raw) if raw else {}
+    except ValueError:
+        answer = {}
+    if "config" in answer:
+        return ConfigView(answer["config"])
+    raise ConfigLoadError(answer.get("error") or "%s: cannot load the configuration (loader exited with status %d)"
+                          % (path, os.waitstatus_to_exitcode(status)))
+
+
+def _child(path: str, fd: int) -> int:
+    """Load path with dewy.config and write {"config": ...} or {"error": ...} to fd; the exit code."""
+    try:
+        from dewy.config import ConfigError, load_ini
+        try:
+            answer, code = {"config": load_ini(path).to_json()}, 0
+        except ConfigError as exc:
+            answer, code = {"error": str(exc)}, 2
+    except Exception as exc:  # noqa: BLE001 — a bug in the loader: report it rather than hang the master
+        answer, code = {"error": "%s: cannot load the configuration: %s: %s" % (path, type(exc).__name__, exc)}, 1
+    data = json.dumps(answer).encode()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.close(fd)
+    return code

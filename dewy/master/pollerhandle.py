@@ -1,0 +1,169 @@
+"""The master's handle on its poller worker: spawn it, talk to it, restart it with backoff, notice a wedge.
+
+Liveness: the master pings a poller it has not heard from for `ping_after` seconds; an idle poller
+(waiting for its next poll, or for the master's answer to a deploy) answers at once. One that is busy
+in a poll answers when the poll is done, so the poller counts as wedged only when it has said nothing
+for longer than a poll may take: the ping cadence plus CALL_TIMEOUT, plus the hook timeouts and
+DEPLOY_TIMEOUT while it reported a deploy under way. A wedged poller is killed and restarted.
+"""
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+from .. import backoff, procgroup
+from ..protocol import Channel, ProtocolError
+from . import process
+from .lifecycle import BACKOFF_FIRST, BACKOFF_MAX  # the app's respawn backoff, for the poller too
+
+log = logging.getLogger("dewy.master")
+
+STABLE_AFTER = 60.0  # a poller up this long resets the restart backoff
+CALL_TIMEOUT = 60.0  # the longest one poll (registry calls) may keep the poller from reading its pipe
+DEPLOY_TIMEOUT = 1800.0  # the longest a download + unpack may take (on top of the deploy hooks)
+PING_MIN, PING_MAX = 1.0, 30.0
+# Test-only: a smaller CALL_TIMEOUT, so a test can see a wedged poller restarted within seconds.
+CALL_TIMEOUT_ENV = "DEWY_TEST_POLLER_CALL_TIMEOUT"
+
+
+class PollerHandle:
+    """One poller process at a time: its pid, its pipe, when to restart it, whether it is stuck."""
+
+    def __init__(self, clock=time.monotonic, start=process.fork_exec, signal_group=procgroup.signal_group):
+        self.clock = clock
+        # Unit tests pass fakes for both: fork_exec(argv, env, cwd, pass_fds) -> pid, signal_group(pid, sig).
+        self.start_process, self.signal_group = start, signal_group
+        self.pid: int | None = None
+        self.channel: Channel | None = None
+        self.failures = 0
+        self.started_at = 0.0
+        self.respawn_at: float | None = None
+        self.last_heard = 0.0
+        self.ping_sent = False
+        self.busy_deploying = False  # its last status announced a deploy: allow for download and hooks
+        self.call_timeout = float(os.environ.get(CALL_TIMEOUT_ENV) or CALL_TIMEOUT)
+
+    # ---------------------------------------------------------------- process
+    def spawn(self, cwd: str, env: dict) -> bool:
+        """Start `python -m dewy.poller --fd 3` with one end of a socketpair as fd 3; False if it failed."""
+        self.respawn_at = None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            argv = [sys.executable, "-m", "dewy.poller", "--fd", "3"]
+            self.pid = self.start_process(argv, env, cwd, [theirs.fileno()])
+        except OSError as exc:
+            ours.close()
+            log.error("cannot start the poller: %s", exc)
+            self.schedule_respawn()
+            return False
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self.channel = Channel(ours)
+        self.started_at = self.last_heard = self.clock()
+        self.ping_sent = self.busy_deploying = False
+        log.info("started poller (pid %d)", self.pid)
+        return True
+
+    def exited(self) -> int | None:
+        """The poller was reaped: forget it; its pid."""
+        pid, self.pid = self.pid, None
+        self.close()
+        return pid
+
+    def schedule_respawn(self) -> None:
+        """Start a new poller after a delay that grows while pollers keep dying young."""
+        if self.clock() - self.started_at >= STABLE_AFTER:
+            self.failures = 0
+        delay = backoff.delay(BACKOFF_FIRST, self.failures, BACKOFF_MAX)
+        self.failures += 1
+        self.respawn_at = self.clock() + delay
+        log.info("restarting the poller in %.1fs", delay)
+
+    def stop(self) -> None:
+        """Ask the poller to exit (message, then SIGTERM); it is reaped like any child."""
+        self.send("stop")
+        self.respawn_at = None
+        if self.pid:
+            self.signal_group(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the poller's process group."""
+        if self.pid:
+            self.signal_group(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Close our end of the pipe."""
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+    # ---------------------------------------------------------------- the pipe
+    def send(self, type_: str, **fields) -> None:
+        """Send a message; dropped (with a warning) when the poller is gone."""
+        if self.channel is None or self.channel.closed:
+            return
+        try:
+            self.channel.send(type_, **fields)
+        except OSError as exc:
+            log.warning("cannot talk to the poller: %s", exc)
+
+    def receive(self, running_version: str | None) -> list:
+        """The messages that arrived; [] and the poller killed when it sent garbage. Anything counts as a sign of life.
+
+        A `status` naming a newest version other than running_version announces a deploy: the poller may
+        then be busy downloading and running hooks for a long time.
+        """
+        try:
+            messages = self.channel.receive()
+        except ProtocolError as exc:
+            log.error("poller sent garbage, restarting it: %s", exc)
+            self.kill()
+            return []
+        if messages:
+            self.last_heard, self.ping_sent = self.clock(), False
+        for msg in messages:
+            if msg.get("type") == "status":
+                latest = msg.get("latest_version")
+                self.busy_deploying = latest is not None and latest != running_version
+            elif msg.get("type") == "deploy":
+                self.busy_deploying = False  # from now on it waits for our answer: it answers pings
+        return messages
+
+    # ------------------------------------------------------------- liveness
+    def ping_after(self, cfg) -> float:
+        """Silence after which the poller is pinged."""
+        return min(PING_MAX, max(PING_MIN, cfg.interval))
+
+    def stall_bound(self, cfg) -> float:
+        """Silence after which the poller counts as wedged."""
+        bound = self.ping_after(cfg) + self.call_timeout
+        if self.busy_deploying:
+            bound += 2 * cfg.hook_timeout + DEPLOY_TIMEOUT
+        return bound
+
+    def timers(self, cfg, respawn) -> list:
+        """[(deadline, action(now))]: the restart (respawn(), the shell's: it owns the selector), the ping,
+        the wedge check."""
+        table = []
+        if self.respawn_at is not None:
+            table.append((self.respawn_at, lambda now: respawn()))
+        if self.pid is not None and self.channel is not None:
+            if not self.ping_sent:
+                table.append((self.last_heard + self.ping_after(cfg), lambda now: self.ping()))
+            table.append((self.last_heard + self.stall_bound(cfg), lambda now: self.wedged(now, cfg)))
+        return table
+
+    def ping(self) -> None:
+        self.ping_sent = True
+        self.send("ping")
+
+    def wedged(self, now: float, cfg) -> None:
+        """Silent past the bound: kill it (reaped and restarted like a poller that died)."""
+        log.error("poller (pid %d) said nothing for %.1fs (bound %.1fs): it is stuck; restarting it",
+                  self.pid, now - self.last_heard, self.stall_bound(cfg))
+        self.last_heard = now  # do not fire again while it is being killed and reaped
+        self.kill()

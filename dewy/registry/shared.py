@@ -1,0 +1,224 @@
+"""The shared registry answer: one upstream registry call per `registry-ttl` for a whole fleet.
+
+`wrap(registry, cache)` puts a `SharedRegistry` around any Registry when the cache is shared (Redis,
+Consul) and its URL has `?registry-ttl=`; otherwise the registry comes back unchanged.
+
+The answer to `latest(exclude)` is kept in the shared cache under
+`registry/<hash of (normalised registry URL, slot, OS, arch, refused versions)>` as a small JSON entry:
+
+    {"v": 1, "checked": <unix time the registry was last asked>, "answered": <unix time of the answer>,
+     "release": {Release fields} | null, "waiting": <NotYetPublished message> | null,
+     "error": <why the last refresh failed> | null, "by": <host that asked>}
+
+- Younger than the TTL (`checked`): used without calling the registry.
+- Stale: one host takes the lock `<entry key>/lock` (`Cache.add`: Redis `SET NX PX`, Consul `?cas=0`)
+  for LOCK seconds, asks the registry, writes the entry and releases the lock. The others poll the entry
+  until it changes (single flight); when the lock holder dies its lock expires and one of them takes over,
+  so nobody waits longer than the lock's expiry.
+- A failed refresh keeps the last answer (stale but usable), records the error and stamps `checked`, so
+  the fleet asks the registry again once per TTL, not once per host per poll; the host that saw the
+  outage start logs it (once for the fleet) and the one that sees it end says so.
+- A cache server that cannot be reached: the registry is asked directly (the cache logs its outage once).
+
+Refused versions are part of the key, so hosts that refused the same versions share an answer and a host
+that refused one alone gets its own; what a host runs is never shared.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+import socket
+import time
+import urllib.parse
+from typing import Iterable
+
+from dewy.clock import utc_iso
+from dewy.log import redact, redact_text
+from dewy.registry.base import NotYetPublished, RegistryError, Release
+
+log = logging.getLogger("dewy.registry.shared")
+
+FORMAT = 1             # the entry's "v"; an entry of another format is ignored (refreshed)
+KEEP = 7 * 86400.0     # seconds an entry outlives its freshness: the last answer kept through an outage
+LOCK_MIN, LOCK_MAX = 2.0, 15.0  # the lock expires after the TTL clamped to these bounds
+WAIT_STEP = 0.05       # seconds between two looks at the entry while another host refreshes it
+
+_RELEASE_FIELDS = frozenset(f.name for f in dataclasses.fields(Release))
+
+
+def normalised_url(url: str) -> str:
+    """url without credentials, fragment or a trailing slash, scheme and host in lower case, query sorted.
+
+    Two hosts naming the same registry with different tokens or key order get the same string.
+    """
+    parts = urllib.parse.urlsplit((url or "").strip())
+    host = parts.hostname or ""
+    if ":" in host:
+        host = "[%s]" % host  # IPv6 literal
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = host + (":%d" % port if port else "")
+    query = urllib.parse.urlencode(sorted(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)))
+    return urllib.parse.urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), query, ""))
+
+
+def url_id(url: str, size: int = 16) -> str:
+    """A short stable hex id of the normalised URL (names an app's keys in a shared cache)."""
+    return hashlib.sha256(normalised_url(url).encode()).hexdigest()[:size]
+
+
+def lock_seconds(ttl: float) -> float:
+    """How long a refresh lock lives: the TTL, but at least LOCK_MIN (a slow registry) and at most LOCK_MAX."""
+    return min(max(ttl, LOCK_MIN), LOCK_MAX)
+
+
+def wrap(registry, cache):
+    """registry wrapped in a SharedRegistry when cache shares values and has a registry-ttl; else registry."""
+    ttl = getattr(cache, "registry_ttl", None)
+    if ttl is None or not getattr(cache, "shared", False):
+        return registry
+    return SharedRegistry(registry, cache, ttl)
+
+
+class SharedRegistry:
+    """A Registry whose `latest()` answers come from the shared cache, refreshed by one host per TTL.
+
+    Everything else (`report`, `url`, `slot`...) is the wrapped registry's.
+    """
+
+    def __init__(self, registry, cache, ttl: float, lock_ttl: float | None = None):
+        self.registry = registry
+        self.cache = cache
+        self.ttl = float(ttl)
+        self.lock_ttl = lock_seconds(self.ttl) if lock_ttl is None else float(lock_ttl)
+        self.host = socket.gethostname()
+        self._base = "\0".join((normalised_url(registry.url), getattr(registry, "slot", "") or "",
+                                platform.system().lower(), platform.machine().lower()))
+
+    def __getattr__(self, name):
+        return getattr(self.registry, name)  # report(), url, slot, parsed...: the wrapped registry's
+
+    def key(self, exclude: Iterable[str] = ()) -> str:
+        """The cache key of the answer for these refused versions."""
+        material = self._base + "\0" + "\0".join(sorted(set(exclude)))
+        return "registry/" + hashlib.sha256(material.encode()).hexdigest()[:32]
+
+    # --- the answer ---------------------------------------------------------------------------
+
+    def latest(self, exclude: Iterable[str] = ()) -> Release:
+        """The newest release not in exclude, from the shared answer while it is fresh."""
+        exclude = tuple(exclude)
+        key = self.key(exclude)
+        lock = key + "/lock"
+        seen = self._read(key)
+        if seen is not None and self._fresh(seen):
+            return self._answer(seen)
+        deadline = time.monotonic() + self.lock_ttl + WAIT_STEP
+        while True:
+            token = ("%s:%d:%s" % (self.host, os.getpid(), os.urandom(8).hex())).encode()
+            try:
+                locked = self.cache.add(lock, token, self.lock_ttl)
+            except Exception as exc:  # noqa: BLE001 - CacheUnavailable (logged once by the cache), or a bug there
+                log.debug("shared answer unavailable (%s): asking the registry", redact_text(str(exc)))
+                return self.registry.latest(exclude=exclude)
+            if locked:
+                return self._refresh(key, lock, token, exclude, seen)
+            # Another host is refreshing: wait for its result, no longer than its lock can live.
+            time.sleep(WAIT_STEP)
+            now = self._read(key)
+            if now is not None and (seen is None or now.get("checked") != seen.get("checked")):
+                return self._answer(now)
+            if time.monotonic() >= deadline:
+                break
+        # The holder neither finished nor let its lock expire in time (clocks, a slow cache): go without.
+        if seen is not None and self._has_answer(seen):
+            log.debug("no fresh shared answer in %.1fs: using the last one", self.lock_ttl)
+            return self._answer(seen)
+        return self.registry.latest(exclude=exclude)
+
+    def _refresh(self, key: str, lock: str, token: bytes, exclude: tuple, previous: dict | None) -> Release:
+        """Ask the registry (we hold the lock), store the entry, release the lock; keep the last answer on failure."""
+        where = redact(self.registry.url)
+        now = time.time()
+        try:
+            release = self.registry.latest(exclude=exclude)
+            entry = {"release": dataclasses.asdict(release), "waiting": None}
+        except NotYetPublished as exc:
+            release, entry = None, {"release": None, "waiting": redact_text(str(exc))}
+        except Exception as exc:  # noqa: BLE001 - any failure of the registry: keep the last answer
+            error = redact_text(str(exc)) or type(exc).__name__
+            entry = dict(previous or {"release": None, "waiting": None}, v=FORMAT, checked=now, error=error,
+                         by=self.host)
+            if (previous or {}).get("error") is None:
+                log.warning("registry %s: %s (the fleet keeps the last answer%s; asked again every %gs)", where,
+                            error, "" if self._has_answer(previous) else ", there is none", self.ttl)
+            elif previous.get("error") != error:
+                log.warning("registry %s: %s", where, error)
+            else:
+                log.debug("registry %s still failing: %s", where, error)
+            self._store(key, lock, token, entry)
+            if self._has_answer(previous):
+                return self._answer(previous)
+            raise
+        if previous is not None and previous.get("error") is not None:
+            log.info("registry %s answers again (failing since %s)", where,
+                     utc_iso(previous.get("failing_since") or now))
+        entry.update(v=FORMAT, checked=now, answered=now, error=None, by=self.host)
+        self._store(key, lock, token, entry)
+        if release is None:
+            raise NotYetPublished(entry["waiting"])
+        return release
+
+    def _store(self, key: str, lock: str, token: bytes, entry: dict) -> None:
+        """Write the entry (kept KEEP seconds past its freshness), then release our lock."""
+        if entry.get("error") is not None:
+            entry.setdefault("failing_since", entry["checked"])
+        else:
+            entry.pop("failing_since", None)
+        self.cache.set(key, json.dumps(entry, sort_keys=True).encode(), ttl=self.ttl + KEEP)
+        try:
+            self.cache.discard(lock, token)
+        except Exception as exc:  # noqa: BLE001 - the lock expires by itself
+            log.debug("cannot release the registry lock: %s", redact_text(str(exc)))
+
+    # --- entries --------------------------------------------------------------------------------
+
+    def _read(self, key: str) -> dict | None:
+        """The entry under key, or None when absent, unreadable or of another format."""
+        raw = self.cache.get(key)
+        if raw is None:
+            return None
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(entry, dict) or entry.get("v") != FORMAT:
+            return None
+        if not isinstance(entry.get("checked"), (int, float)):
+            return None
+        return entry
+
+    def _fresh(self, entry: dict) -> bool:
+        """Whether the registry was asked less than a TTL ago (either way round: clocks differ a little)."""
+        return abs(time.time() - entry["checked"]) < self.ttl
+
+    @staticmethod
+    def _has_answer(entry: dict | None) -> bool:
+        return bool(entry) and (entry.get("release") is not None or entry.get("waiting") is not None)
+
+    def _answer(self, entry: dict) -> Release:
+        """The Release an entry holds; NotYetPublished / RegistryError for the other answers."""
+        data = entry.get("release")
+        if isinstance(data, dict):
+            try:
+                return Release(**{k: v for k, v in data.items() if k in _RELEASE_FIELDS})
+            except TypeError:
+                pass  # a field missing: written by an incompatible dewy; treat as no answer
+        if entry.get("waiting"):
+            raise NotYetPublished(entry["waiting"])
+        raise RegistryError(entry.get("error") or "the shared registry answer holds no release")

@@ -1,0 +1,54 @@
+"""dewy.master.output: an app's stderr forwarded without blocking, its tail kept for refusal reasons."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dewy.master import output
+
+
+@pytest.fixture
+def devnull():
+    """A descriptor to forward to when the forwarded bytes do not matter."""
+    fd = os.open(os.devnull, os.O_WRONLY)
+    yield fd
+    os.close(fd)
+
+
+def test_forwards_everything_and_keeps_only_the_tail(tmp_path):
+    forward = open(tmp_path / "master-stderr", "wb")
+    tail, w = output.StderrTail.pipe(forward.fileno())
+    data = b"".join(b"line %05d\n" % i for i in range(2000))  # 22 kB, more than the tail keeps
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stderr.buffer.write(sys.stdin.buffer.read())"],
+                             stdin=subprocess.PIPE, stderr=w)
+    os.close(w)
+    child.communicate(data, timeout=20)
+    while tail.read():
+        pass  # a test may block; the master only reads when its selector says so
+    forward.close()
+    assert (tmp_path / "master-stderr").read_bytes() == data
+    assert len(tail.tail) == output.TAIL_BYTES and data.endswith(bytes(tail.tail))
+    assert tail.closed
+
+
+def test_read_never_blocks_on_a_quiet_pipe(devnull):
+    tail, w = output.StderrTail.pipe(devnull)
+    assert tail.read() is True  # nothing there yet: returns at once, still open
+    os.write(w, b"Traceback (most recent call last):\n  File x\nModuleNotFoundError: No module named 'flask'\n")
+    assert tail.read() is True
+    assert tail.reason() == "Traceback (most recent call last): | File x | ModuleNotFoundError: No module named 'flask'"
+    os.close(w)
+    assert tail.read() is False and tail.closed
+
+
+def test_reason_is_one_bounded_line_ending_with_the_last_words(devnull):
+    tail, w = output.StderrTail.pipe(devnull)
+    os.write(w, b"x" * 3000 + b"\nfatal: port busy\n")
+    os.close(w)
+    tail.read()
+    reason = tail.reason(limit=100)
+    assert len(reason) <= 100 and reason.endswith("fatal: port busy") and "\n" not in reason
+    assert output.with_reason("exited with code 1", tail).startswith("exited with code 1; stderr: ")
+    assert output.with_reason("exited with code 1", None) == "exited with code 1"

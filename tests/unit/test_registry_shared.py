@@ -1,0 +1,277 @@
+"""The shared registry answer (`?registry-ttl=`): pollers sharing one real Redis (valkey-server) make one
+upstream call per TTL in total, all see the newest release, survive a dead lock holder and a registry outage,
+and go straight to the registry when the cache is down. Upstream calls are counted by a file registry
+that counts its own `latest()` calls."""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from dewy import cache as cache_pkg
+from dewy.demo.demo import free_port
+from dewy.registry.base import NotYetPublished, RegistryError
+from dewy.registry.file import FileRegistry
+from dewy.registry.shared import SharedRegistry, lock_seconds, normalised_url, wrap
+from consulstub import ConsulStub
+from helpers import Registry, wait_until
+
+
+class Counter:
+    """Upstream calls made by every CountingRegistry sharing this counter (thread-safe)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.calls = []  # monotonic time of each call
+
+    def add(self):
+        with self.lock:
+            self.calls.append(time.monotonic())
+
+    @property
+    def count(self) -> int:
+        with self.lock:
+            return len(self.calls)
+
+
+class CountingRegistry(FileRegistry):
+    """A real file:// registry that counts its upstream calls."""
+
+    def __init__(self, url, counter, **kw):
+        super().__init__(url, **kw)
+        self.counter = counter
+
+    def latest(self, exclude=()):
+        self.counter.add()
+        return super().latest(exclude)
+
+
+@pytest.fixture
+def reg(tmp_path):
+    return Registry(tmp_path)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.delenv("DEWY_CACHEDIR", raising=False)
+    return str(tmp_path / "work")
+
+
+def poller(redis_url, reg, counter, workdir, **kw):
+    """One host: its own cache connection, its own registry and wrapper."""
+    cache = cache_pkg.from_url(redis_url, workdir, registry=reg.url)
+    return wrap(CountingRegistry(reg.url, counter, cache=cache, **kw), cache)
+
+
+def test_wrap_only_with_a_shared_cache_and_a_ttl(redis_server, reg, workdir):
+    plain = FileRegistry(reg.url)
+    assert wrap(plain, cache_pkg.from_url("file", workdir)) is plain
+    assert wrap(plain, cache_pkg.from_url(redis_server.url(), workdir)) is plain
+    shared = wrap(plain, cache_pkg.from_url(redis_server.url(**{"registry-ttl": "30s"}), workdir))
+    assert isinstance(shared, SharedRegistry) and shared.ttl == 30.0
+    assert shared.url == reg.url and shared.report == plain.report  # the rest is the registry's
+
+
+def test_key_ignores_credentials_and_query_order_but_not_slot_or_refusals(reg):
+    assert normalised_url("S3://User:Secret@Host:9000/b/p/?b=2&a=1#x") == "s3://host:9000/b/p?a=1&b=2"
+    base = FileRegistry("file:///srv/r?artifact=a.tgz&pre-release=true")
+    same = FileRegistry("file:///srv/r/?pre-release=true&artifact=a.tgz")
+    blue = FileRegistry("file:///srv/r?artifact=a.tgz&pre-release=true", slot="blue")
+    key = SharedRegistry(base, None, 30).key
+    assert key() == SharedRegistry(same, None, 30).key()
+    assert key() != SharedRegistry(blue, None, 30).key()
+    assert key(["1.0.0", "2.0.0"]) == key(["2.0.0", "1.0.0"]) != key(["2.0.0"]) != key()
+
+
+def test_fresh_answer_is_used_without_calling_the_registry(redis_server, reg, workdir):
+    reg.publish_bytes("1.0.0", b"one")
+    counter = Counter()
+    url = redis_server.url(**{"registry-ttl": "30s"})
+    first, second = poller(url, reg, counter, workdir), poller(url, reg, counter, workdir)
+    assert first.latest().version == "1.0.0"
+    reg.publish_bytes("1.1.0", b"two")
+    assert second.latest().version == "1.0.0"  # fresh for 30 s: shared, not asked again
+    assert first.latest().version == "1.0.0"
+    assert counter.count == 1
+
+
+def test_fleet_makes_one_upstream_call_per_ttl_and_ends_on_the_newest(redis_server, reg, workdir):
+    """20 pollers, registry-ttl=2s, ~7 s, three releases published meanwhile."""
+    ttl, hosts, duration = 2.0, 20, 7.0
+    counter = Counter()
+    url = redis_server.url(**{"registry-ttl": "%gs" % ttl})
+    pollers = [poller(url, reg, counter, workdir) for _ in range(hosts)]
+    reg.publish_bytes("1.0.0", b"one")
+    last = [None] * hosts
+    errors = []
+    stop = threading.Event()
+
+    def run(i):
+        while not stop.is_set():
+            try:
+                last[i] = pollers[i].latest().version
+            except Exception as exc:  # noqa: BLE001 - collected and asserted on below
+                errors.append(repr(exc))
+            stop.wait(0.05)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(hosts)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    reg.publish_bytes("1.1.0", b"two")
+    time.sleep(1.5)
+    reg.publish_bytes("1.2.0", b"three")
+    time.sleep(duration - 2.5)
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    elapsed = time.monotonic() - started
+    assert not errors, errors[:3]
+    assert counter.count <= elapsed / ttl + 1, (counter.count, elapsed)
+    assert counter.count >= 3  # it did refresh: the newest came through
+    assert last == ["1.2.0"] * hosts
+    gaps = [b - a for a, b in zip(counter.calls, counter.calls[1:])]
+    assert min(gaps) >= ttl * 0.9, gaps  # never two refreshes within one TTL
+
+
+def test_lock_holder_killed_mid_refresh_stalls_others_no_longer_than_the_lock(redis_server, reg, workdir, tmp_path):
+    ttl = 2.0
+    url = redis_server.url(**{"registry-ttl": "%gs" % ttl})
+    reg.publish_bytes("1.0.0", b"one")
+    script = tmp_path / "holder.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        from dewy import cache
+        from dewy.registry.file import FileRegistry
+        from dewy.registry.shared import wrap
+
+        class Hanging(FileRegistry):
+            def latest(self, exclude=()):
+                print("refreshing", flush=True)   # holds the lock now
+                time.sleep(60)
+
+        c = cache.from_url(sys.argv[1], sys.argv[2], registry=sys.argv[3])
+        wrap(Hanging(sys.argv[3], cache=c), c).latest()
+    """))
+    holder = subprocess.Popen([sys.executable, str(script), url, workdir, reg.url], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"refreshing\n"
+        locked_at = time.monotonic()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(5)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        holder.stdout.close()
+    counter = Counter()
+    answers, took = [], []
+
+    def ask():
+        answers.append(poller(url, reg, counter, workdir).latest().version)
+        took.append(time.monotonic() - locked_at)
+
+    threads = [threading.Thread(target=ask) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert answers == ["1.0.0"] * 5
+    assert counter.count == 1  # one survivor refreshed once the dead holder's lock expired
+    lock = lock_seconds(ttl)
+    assert max(took) <= lock + 1.0, took
+    assert min(took) >= lock - 0.5, took  # they did wait for the lock: it was held
+
+
+def test_registry_down_everyone_keeps_the_last_answer_logged_once(redis_server, reg, workdir, caplog):
+    ttl = 1.0
+    counter = Counter()
+    url = redis_server.url(**{"registry-ttl": "%gs" % ttl})
+    pollers = [poller(url, reg, counter, workdir) for _ in range(5)]
+    reg.publish_bytes("1.0.0", b"one")
+    assert {p.latest().version for p in pollers} == {"1.0.0"}
+    hidden = reg.root.with_name("registry-away")
+    os.rename(reg.root, hidden)  # the registry is gone: every refresh fails
+    with caplog.at_level(logging.DEBUG, logger="dewy.registry.shared"):
+        calls_before = counter.count
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5 * ttl:
+            assert {p.latest().version for p in pollers} == {"1.0.0"}
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+        assert 1 <= counter.count - calls_before <= elapsed / ttl + 1
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "keeps the last answer" in warnings[0], warnings
+        os.rename(hidden, reg.root)
+        reg.publish_bytes("1.1.0", b"two")
+        wait_until(lambda: {p.latest().version for p in pollers} == {"1.1.0"}, 5, "the new release")
+    assert len([r for r in caplog.records if "answers again" in r.getMessage()]) == 1
+
+
+def test_registry_down_and_no_answer_yet_is_an_error_shared_by_all(redis_server, reg, workdir):
+    counter = Counter()
+    url = redis_server.url(**{"registry-ttl": "30s"})
+    pollers = [poller(url, reg, counter, workdir) for _ in range(3)]
+    reg.root.rmdir()
+    for p in pollers:
+        with pytest.raises(RegistryError, match="does not exist"):
+            p.latest()
+    assert counter.count == 1
+
+
+def test_not_yet_published_is_shared(redis_server, reg, workdir):
+    counter = Counter()
+    url = redis_server.url(**{"registry-ttl": "30s"})
+    (reg.root / "v1.0.0").mkdir()  # the version exists, its artifact is still uploading
+    for _ in range(3):
+        with pytest.raises(NotYetPublished):
+            poller(url, reg, counter, workdir).latest()
+    assert counter.count == 1
+
+
+def test_refused_versions_get_their_own_answer(redis_server, reg, workdir):
+    counter = Counter()
+    url = redis_server.url(**{"registry-ttl": "30s"})
+    reg.publish_bytes("1.0.0", b"one")
+    reg.publish_bytes("1.1.0", b"two")
+    a, b, c = (poller(url, reg, counter, workdir) for _ in range(3))
+    assert a.latest().version == "1.1.0"
+    assert b.latest(exclude=["1.1.0"]).version == "1.0.0"  # refused here only: not the fleet's answer
+    assert c.latest(exclude=("1.1.0",)).version == "1.0.0"
+    assert a.latest().version == "1.1.0"
+    assert counter.count == 2  # one per distinct set of refused versions
+
+
+def test_cache_down_asks_the_registry_directly(reg, workdir, caplog):
+    counter = Counter()
+    url = "redis://127.0.0.1:%d/0?registry-ttl=30s&app=x" % free_port()
+    reg.publish_bytes("1.0.0", b"one")
+    p = poller(url, reg, counter, workdir)
+    with caplog.at_level(logging.INFO, logger="dewy.cache"):
+        for _ in range(4):
+            assert p.latest().version == "1.0.0"
+    assert counter.count == 4
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+def test_consul_shares_the_answer_too(reg, workdir, monkeypatch):
+    monkeypatch.delenv("CONSUL_HTTP_TOKEN", raising=False)
+    counter = Counter()
+    reg.publish_bytes("1.0.0", b"one")
+    with ConsulStub() as consul:
+        url = "consul://%s/dewy?registry-ttl=1s" % consul.address
+        pollers = [poller(url, reg, counter, workdir) for _ in range(4)]
+        assert {p.latest().version for p in pollers} == {"1.0.0"}
+        assert counter.count == 1
+        reg.publish_bytes("1.1.0", b"two")
+        wait_until(lambda: {p.latest().version for p in pollers} == {"1.1.0"}, 5, "the new release")
+        assert counter.count == 2
+        locks = [q for m, path, q, _ in consul.requests_seen if m == "PUT" and path.endswith("/lock")]
+        assert locks and all(q.get("cas") == "0" or int(q.get("cas", 0)) > 0 for q in locks)
