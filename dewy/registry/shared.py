@@ -127,7 +127,13 @@ class SharedRegistry:
                 log.debug("shared answer unavailable (%s): asking the registry", redact_text(str(exc)))
                 return self.registry.latest(exclude=exclude)
             if locked:
-                return self._refresh(key, lock, token, exclude, seen)
+                # Another host may have refreshed between our read and our lock: check again, or two
+                # hosts would ask the registry within one TTL.
+                current = self._read(key)
+                if current is not None and self._fresh(current):
+                    self._unlock(lock, token)
+                    return self._answer(current)
+                return self._refresh(key, lock, token, exclude, current if current is not None else seen)
             # Another host is refreshing: wait for its result, no longer than its lock can live.
             time.sleep(WAIT_STEP)
             now = self._read(key)
@@ -181,6 +187,10 @@ class SharedRegistry:
         else:
             entry.pop("failing_since", None)
         self.cache.set(key, json.dumps(entry, sort_keys=True).encode(), ttl=self.ttl + KEEP)
+        self._unlock(lock, token)
+
+    def _unlock(self, lock: str, token: bytes) -> None:
+        """Release our lock (if it is still ours); a failure only means it expires by itself."""
         try:
             self.cache.discard(lock, token)
         except Exception as exc:  # noqa: BLE001 - the lock expires by itself
