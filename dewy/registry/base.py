@@ -96,6 +96,17 @@ class Registry:
 
     # --- the shared rules ---------------------------------------------------------------------
 
+    @staticmethod
+    def record_name(shipped) -> str | None:
+        """The shipped_to file name to write for shipped, or None for a failed deploy (Dewy's records
+        name successful deploys only); RegistryError for a name that is not one plain file name."""
+        if shipped.error:
+            return None
+        filename = shipped.filename()
+        if not plain_name(filename):
+            raise RegistryError("bad report file name %r" % filename)
+        return filename
+
     def version_of(self, tag: str) -> str:
         """The normalised version of a tag under this registry's scheme (semver, or calver)."""
         return versions.normalise(tag, self.calver)

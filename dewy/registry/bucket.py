@@ -9,7 +9,7 @@ shipped_to record there. A subclass supplies the storage calls (and imports its 
 from typing import Iterable
 
 from dewy import checksums
-from dewy.registry.base import Registry, RegistryError, Release, plain_name
+from dewy.registry.base import Registry, RegistryError, Release
 
 
 def normal_prefix(path: str) -> str:
@@ -89,9 +89,7 @@ class BucketRegistry(Registry):
 
     def report(self, release: Release, shipped) -> None:
         """Write the empty object `<prefix>/<tag>/<shipped_to file>` (Dewy's record) after a successful deploy."""
-        if shipped.error:
-            return  # Dewy's shipped_to records name successful deploys only
-        filename = shipped.filename()
-        if not plain_name(filename):
-            raise RegistryError("bad report file name %r" % filename)
+        filename = self.record_name(shipped)
+        if filename is None:
+            return
         self.call("cannot write %s" % filename, self.put_empty, self.prefix + release.tag + "/" + filename)

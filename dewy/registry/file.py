@@ -12,7 +12,7 @@ import urllib.parse
 from typing import Iterable
 
 from dewy import checksums, urls, versions
-from dewy.registry.base import Registry, RegistryError, Release, plain_name
+from dewy.registry.base import Registry, RegistryError, Release
 
 log = logging.getLogger("dewy.registry")
 
@@ -76,11 +76,9 @@ class FileRegistry(Registry):
 
     def report(self, release: Release, shipped) -> None:
         """Write `<path>/<tag>/<shipped_to file>` (atomically) so the team sees where the release was shipped."""
-        if shipped.error:
-            return  # Dewy's shipped_to records name successful deploys only
-        filename = shipped.filename()
-        if not plain_name(filename):
-            raise RegistryError("bad report file name %r" % filename)
+        filename = self.record_name(shipped)
+        if filename is None:
+            return
         version_dir = os.path.join(self.path, release.tag)
         try:
             fd, tmp = tempfile.mkstemp(prefix=".report.", dir=version_dir)

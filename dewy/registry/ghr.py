@@ -183,13 +183,14 @@ class GitHubRegistry(Registry):
     # ---------------------------------------------------------------- report
     def report(self, release: Release, shipped) -> None:
         """Upload Dewy's shipped_to record as an asset of the release (successful deploys only)."""
-        if shipped.error:
-            return  # Dewy's shipped_to records name successful deploys only
+        filename = self.record_name(shipped)
+        if filename is None:
+            return
         if self.client.auth.kind == "none":
             raise RegistryError("cannot upload %s to release %s of %s without GitHub credentials "
-                                "(GH_TOKEN, GITHUB_TOKEN or a GitHub App)" % (shipped.filename(), release.tag, self.where))
+                                "(GH_TOKEN, GITHUB_TOKEN or a GitHub App)" % (filename, release.tag, self.where))
         try:
-            self._upload(release.tag, shipped.filename(), shipped.text().encode("utf-8"))
+            self._upload(release.tag, filename, shipped.text().encode("utf-8"))
         except github.GitHubError as exc:
             raise RegistryError(str(exc)) from None
 
