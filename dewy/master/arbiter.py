@@ -17,10 +17,10 @@ import signal
 import time
 
 from .. import __version__, procgroup, status, workdir
+from ..clock import utc_iso
 from . import activation, output, process, sockets, upgrade
 from .configview import ConfigLoadError
 from .generation import command_problem
-from ..clock import utc_iso
 from .lifecycle import CommandError, Host, Lifecycle
 from .pollerhandle import PollerHandle
 from .sdnotify import NotifyListener, SystemdNotifier, notify_socket_path
@@ -153,8 +153,9 @@ class Arbiter(Host):
             self.guarded("timers", self.fire_timers)
             if self.status_dirty:
                 self.guarded("writing the status", self.write_status)
+            timeout = self.guarded("timers", self.next_timeout, default=SWEEP_INTERVAL)
             try:
-                events = self.selector.select(self.next_timeout())
+                events = self.selector.select(timeout)
             except InterruptedError:
                 events = []
             for key, _ in events:
@@ -163,16 +164,21 @@ class Arbiter(Host):
             return self.exit_code
         return self.shutdown()
 
-    def guarded(self, what: str, handler, *args) -> None:
-        """Run one handler; an unexpected error is logged and counted, and the master carries on."""
+    def guarded(self, what: str, handler, *args, default=None):
+        """Run one handler (its result, or default when it failed); an unexpected error is logged and
+        counted, and the master carries on."""
         try:
-            handler(*args)
+            return handler(*args)
         except Exception:  # noqa: BLE001 — the master must outlive any bug in one handler
             log.exception("unexpected error in %s; dewy-master carries on (the app keeps serving)", what)
             if self.errors.spend():
                 self.give_up()
-            else:
-                self.changed()
+                return default
+            try:
+                self.changed()  # the count in the status file; its own failure must not escape the guard
+            except Exception:  # noqa: BLE001
+                log.exception("cannot record the error in the status file")
+            return default
 
     def give_up(self) -> None:
         """Errors repeat in a tight loop: stop the children now and exit 1 for systemd to restart dewy."""
@@ -286,6 +292,7 @@ class Arbiter(Host):
         self.selector.register(tail, selectors.EVENT_READ, lambda: self.on_output(pid))
 
     def on_output(self, pid: int) -> None:
+        """Generation pid wrote to stderr (or closed it): forward it; forget the pipe at EOF once reaped."""
         tail = self.outputs[pid]
         if not tail.read():
             self.selector.unregister(tail)
@@ -372,11 +379,7 @@ class Arbiter(Host):
             self.poller.close()
 
     def on_poller_exit(self, wstatus: int) -> None:
-        if self.poller.channel is not None:
-            try:
-                self.selector.unregister(self.poller.channel)
-            except (KeyError, ValueError):
-                pass
+        self.close_poller_channel()
         pid = self.poller.exited()
         if self.lifecycle.stopping:
             return
@@ -436,7 +439,7 @@ class Arbiter(Host):
     def begin_stop(self, graceful: bool) -> None:
         if not self.lifecycle.stopping:
             self.systemd.send(STOPPING=1)
-            self.poller.stop()
+            self.poller.stop(reason="graceful stop (SIGTERM/SIGINT)" if graceful else "fast stop (SIGQUIT)")
         self.lifecycle.stop(graceful)
         if not graceful:
             self.poller.kill()
@@ -476,6 +479,7 @@ class Arbiter(Host):
             info=self.info, started_at=self.started_at, sent_ready=self.sent_ready,
             systemd=[self.systemd.path, self.systemd.watchdog_usec], errors=self.errors.count,
             outputs={str(pid): t.fd for pid, t in self.outputs.items() if not t.closed},
+            systemd_sockets=[l.spec for l in self.listeners if isinstance(l, activation.InheritedListener)],
             **self.lifecycle.to_state())
         keep = [l.fileno() for l in self.listeners] + [self.notify_listener.fileno()]
         keep += [t.fd for t in self.outputs.values() if not t.closed]
@@ -495,6 +499,9 @@ class Arbiter(Host):
         """Take over from the previous master image (after USR2)."""
         import socket
         inherited = {spec: sockets.adopt(spec, fd) for spec, fd in state.listeners}
+        for spec in state.systemd_sockets or ():
+            if spec in inherited:  # still systemd's: closing it must not remove its socket file
+                inherited[spec] = activation.InheritedListener(spec, inherited[spec].sock)
         self.listeners = sockets.bind_all(self.cfg.port, self.cfg.backlog, reuse=inherited)
         for spec, listener in inherited.items():
             if listener not in self.listeners:

@@ -36,6 +36,10 @@ class Generation:
         """How logs name this generation."""
         return "generation %d (pid %d, %s)" % (self.number, self.pid, self.version or "unknown version")
 
+    def log_fields(self) -> dict:
+        """The structured log fields of a line about this generation (`extra=`): version, generation, app_pid."""
+        return {"version": self.version, "generation": self.number, "app_pid": self.pid}
+
     def to_state(self, now: float) -> dict:
         """What an in-place upgraded master needs to keep managing this generation (from_state reverses it)."""
         rel = lambda t: None if t is None else t - now  # noqa: E731 — monotonic clocks do not survive exec

@@ -240,7 +240,9 @@ class Lifecycle:
         gen.ready_deadline = gen.started_at + gen.ready_timeout
         self.starting = gen
         log.info("started %s [%s], waiting for it to be ready (%s %gs)", gen.label(), reason,
-                 gen.ready_kind, gen.ready_timeout)
+                 gen.ready_kind, gen.ready_timeout, extra=gen.log_fields())
+        # For the poller's metrics (dewy_app_restarts_total by reason): a cheap line on the pipe.
+        self.host.tell_poller("spawned", reason=reason, version=version, generation=gen.number)
         self.host.changed()
         return gen
 
@@ -264,7 +266,7 @@ class Lifecycle:
         """The starting generation is ready: it serves, the previous one retires."""
         now = self.clock()
         gen.state, gen.ready_at, gen.ready_deadline = SERVING, now, None
-        log.info("%s is ready [%s] after %.2fs", gen.label(), gen.reason, now - gen.started_at)
+        log.info("%s is ready [%s] after %.2fs", gen.label(), gen.reason, now - gen.started_at, extra=gen.log_fields())
         old, self.serving, self.starting = self.serving, gen, None
         if old:
             self.retire(old)
@@ -284,7 +286,7 @@ class Lifecycle:
     def on_start_failed(self, gen: Generation, why: str) -> None:
         """The starting generation died or never became ready: drop it, keep what serves."""
         self.starting = None
-        log.error("%s failed to start [%s]: %s", gen.label(), gen.reason, why)
+        log.error("%s failed to start [%s]: %s", gen.label(), gen.reason, why, extra=gen.log_fields())
         self.discard(gen)
         self.host.ready()  # dewy itself is up; it keeps retrying the app
         if gen.reason == "deploy":
@@ -300,7 +302,7 @@ class Lifecycle:
     def on_serving_died(self, gen: Generation) -> None:
         """The serving generation exited by itself: restart it with backoff, or roll back."""
         self.serving = None
-        log.error("%s exited unexpectedly (%s)", gen.label(), describe_status(gen.exit_status))
+        log.error("%s exited unexpectedly (%s)", gen.label(), describe_status(gen.exit_status), extra=gen.log_fields())
         self.discard(gen)
         if self.stopping:
             return
@@ -327,7 +329,7 @@ class Lifecycle:
         left = []
         for gen in self.retiring:
             if not gen.alive and not self.host.group_alive(gen.pid):
-                log.info("%s stopped (%s)", gen.label(), describe_status(gen.exit_status))
+                log.info("%s stopped (%s)", gen.label(), describe_status(gen.exit_status), extra=gen.log_fields())
                 gen.state = EXITED
             else:
                 left.append(gen)
@@ -551,9 +553,10 @@ class Lifecycle:
         self.last_deploy = {"version": version, "ok": ok, "error": error, "time": utc_iso(),
                             "generation": generation}
         if ok:
-            log.info("deployed version %s (generation %s)", version, generation)
+            log.info("deployed version %s (generation %s)", version, generation,
+                     extra={"version": version, "generation": generation})
         else:
-            log.error("deploy of version %s failed: %s", version, error)
+            log.error("deploy of version %s failed: %s", version, error, extra={"version": version})
         fields = {"retry": True} if retry else {}
         self.host.tell_poller("deployed", version=version, ok=ok, error=error, generation=generation,
                               release_dir=release_dir, **fields)

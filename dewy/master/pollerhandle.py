@@ -24,7 +24,7 @@ log = logging.getLogger("dewy.master")
 STABLE_AFTER = 60.0  # a poller up this long resets the restart backoff
 CALL_TIMEOUT = 60.0  # the longest one poll (registry calls) may keep the poller from reading its pipe
 DEPLOY_TIMEOUT = 1800.0  # the longest a download + unpack may take (on top of the deploy hooks)
-PING_MIN, PING_MAX = 1.0, 30.0
+PING_MIN, PING_MAX = 0.5, 30.0
 # Test-only: a smaller CALL_TIMEOUT, so a test can see a wedged poller restarted within seconds.
 CALL_TIMEOUT_ENV = "DEWY_TEST_POLLER_CALL_TIMEOUT"
 
@@ -83,9 +83,12 @@ class PollerHandle:
         self.respawn_at = self.clock() + delay
         log.info("restarting the poller in %.1fs", delay)
 
-    def stop(self) -> None:
-        """Ask the poller to exit (message, then SIGTERM); it is reaped like any child."""
-        self.send("stop")
+    def stop(self, reason: str | None = None) -> None:
+        """Ask the poller to exit (message, then SIGTERM); it is reaped like any child.
+
+        reason: why dewy stops (the poller notifies "dewy stopped" with it); None when only the poller
+        goes (an upgrade starts another), so nobody is told dewy stopped."""
+        self.send("stop", **({"reason": reason} if reason else {}))
         self.respawn_at = None
         if self.pid:
             self.signal_group(self.pid, signal.SIGTERM)

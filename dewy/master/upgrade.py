@@ -65,6 +65,7 @@ class UpgradeState:
         "last_deploy": None,
         "errors": 0,
         "outputs": None,  # {"pid": fd}: read ends of the generations' stderr pipes (dewy.master.output)
+        "systemd_sockets": None,  # specs of listeners systemd passed (socket activation): never unlinked
     }
 
     def __init__(self, **values):

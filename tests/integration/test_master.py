@@ -55,7 +55,7 @@ def systemd(tmp_path):
 @pytest.mark.timeout(60)
 def test_tells_systemd_ready_reloading_and_stopping(make_master, registry, systemd):
     """READY=1 at once with no release; with one, only once it serves; RELOADING=1 on HUP; STOPPING=1."""
-    registry.publish("1.0.0", behaviour="slow-start:1")
+    registry.publish("1.0.0", behaviour="slow-start:0.5")
     master = make_master(env={"NOTIFY_SOCKET": systemd.path}, ready="notify:10s").start()
     # Nothing deployed yet: systemd must not wait for the registry.
     assert systemd.wait("READY", "1")["STATUS"] == "waiting for a release"

@@ -163,7 +163,7 @@ def test_term_stops_gracefully_and_leaves_nothing(make_master, registry, sig):
 @pytest.mark.timeout(120)
 def test_term_during_a_deploy_stops_both_generations(make_master, registry):
     """TERM while a new generation is still starting: both generations and the poller are stopped."""
-    master = _start(make_master, registry, ready="delay:3s")
+    master = _start(make_master, registry, ready="delay:1s")  # long enough to send TERM while 1.1.0 starts
     pids = master.tree_pids()
     registry.publish("1.1.0")
     st = master.wait_for(lambda s: s.get("starting_pid"), 30, "the deploy of 1.1.0 to start")
@@ -188,7 +188,7 @@ def test_restart_after_stop_serves_the_current_release(make_master, registry):
 @pytest.mark.timeout(120)
 def test_usr2_while_a_deploy_is_starting(make_master, registry):
     """USR2 while a new generation is starting: the upgrade waits for it, the deploy completes, nothing fails."""
-    master = _start(make_master, registry, ready="delay:1s")
+    master = _start(make_master, registry, ready="delay:0.6s")
     with Load(master.port) as load:
         registry.publish("1.1.0")
         master.wait_for(lambda s: s.get("starting_pid"), 30, "the deploy of 1.1.0 to start")

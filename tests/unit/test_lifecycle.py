@@ -529,3 +529,26 @@ def test_rollback_target_deleted_asks_the_poller_to_redeploy_it(world, tmp_path)
     assert host.sent("rollback")[0]["version"] == "1.1.0", "the crash-looping version is refused"
     assert host.sent("lost") == [{"version": "1.0.0", "release_dir": v1, "error": lc.problem}]
     assert current(lc) == v2 and lc.respawn_at is not None, "1.1.0 is respawned until a redeploy arrives"
+
+
+# ------------------------------------------------------------------ the poller's side of the pipe
+def test_poller_answers_ping_forgets_a_lost_release_and_retries_a_config_error():
+    from dewy.poller.deploy import Transient
+    from dewy.poller.worker import Poller
+    from dewy.protocol import Channel
+    ours, theirs = socket.socketpair()
+    ours.settimeout(2)  # no pong: the test fails instead of hanging
+    master, poller = Channel(ours), Poller(Channel(theirs))
+    try:
+        poller.handle({"type": "ping"})
+        assert [m["type"] for m in master.receive()] == ["pong"]
+        poller.current_version, poller.current_dir, poller.next_poll = "1.0.0", "/gone", float("inf")
+        poller.handle({"type": "lost", "version": "1.0.0", "release_dir": "/gone", "error": "is gone"})
+        assert poller.current_version is None and poller.current_dir is None
+        assert poller.next_poll != float("inf"), "a lost release is deployed again at the next poll, now"
+        master.send("deployed", version="1.1.0", ok=False, error="cannot execute nosuchcmd", retry=True)
+        with pytest.raises(Transient, match="nosuchcmd"):
+            poller.ask_master(version="1.1.0", release_dir="/r")
+    finally:
+        master.close()
+        poller.channel.close()
