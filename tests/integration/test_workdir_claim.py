@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from helpers import Load, alive, clean_environment, free_port
+from helpers import Load, alive, clean_environment, free_port, wait_until
 
 NOT_WRITABLE = "/proc/1"  # a directory even root cannot write to (a chmod would not stop root)
 
@@ -151,7 +151,9 @@ def test_a_refusal_says_what_the_app_wrote_to_stderr(make_master, registry):
                          and s["last_deploy"].get("ok") is False, 30, "the deploy of 1.1.0 to fail")
     error = st["last_deploy"]["error"]
     assert "exited with code 3" in error and "crash-at-start: exiting with 3" in error, error
-    assert "crash-at-start: exiting with 3" in (master.workdir / ".dewy" / "refused.json").read_text()
+    refused = master.workdir / ".dewy" / "refused.json"  # written by the poller once it has the answer
+    wait_until(lambda: refused.exists() and "crash-at-start: exiting with 3" in refused.read_text(), 10,
+               "refused.json to carry the app's last words", master.details)
     assert "crash-at-start: exiting with 3" in master.log_text()  # forwarded
     assert master.get() == (200, "1.0.0\n")
     assert all(alive(p) for p in master.status()["app_pids"])
