@@ -69,11 +69,13 @@ def resolve_endpoint(endpoint: str | None) -> str | None:
     return endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def make_client(region: str, endpoint: str | None, attempts: int = 1):
+def make_client(region: str, endpoint: str | None, attempts: int = 1,
+                connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT):
     """A boto3 S3 client for region; path-style addressing against an explicit or environment endpoint.
 
     `attempts` bounds botocore's own retries: the registry uses 1 (the next poll is the retry, and a
-    poll must not sleep in backoff), downloads a few. Creating a client is slow: callers keep theirs.
+    poll must not sleep in backoff), downloads a few. The timeouts are seconds; the S3 cache uses short
+    ones (a bucket that does not answer must not hold up a poll). Creating a client is slow: callers keep theirs.
     """
     import boto3
     from botocore.config import Config
@@ -81,8 +83,8 @@ def make_client(region: str, endpoint: str | None, attempts: int = 1):
     endpoint = resolve_endpoint(endpoint)
     config = Config(
         region_name=region,
-        connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
         retries={"mode": "standard", "total_max_attempts": attempts},
         # Compatible servers rarely have per-bucket DNS names: address them as <endpoint>/<bucket>/<key>.
         s3={"addressing_style": "path"} if endpoint else {},

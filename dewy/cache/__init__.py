@@ -3,7 +3,8 @@
 `file` (the default: `$DEWY_CACHEDIR`, else `<workdir>/.dewy/cache`) or `file:///abs/dir`;
 `memory` / `memory://` (one process only). Shared by a fleet (values on the server, artifacts on local
 disk; see dewy/cache/remote.py): `redis://[:password@]host:port/db`, `rediss://...`,
-`unix:///path/redis.sock`, `consul://host:port/prefix`. Only these take `?registry-ttl=` (the shared
+`unix:///path/redis.sock`, `consul://host:port/prefix`, `s3://region/bucket/prefix?endpoint=`,
+`gs://bucket/prefix`. Only these take `?registry-ttl=` (the shared
 registry answer, dewy/registry/shared.py).
 """
 
@@ -18,6 +19,8 @@ SCHEMES = {
     "rediss": ("dewy.cache.redis", "RedisCache", frozenset({"registry-ttl", "app", "prefix", "ca"})),
     "unix": ("dewy.cache.redis", "RedisCache", frozenset({"registry-ttl", "app", "prefix", "db", "password"})),
     "consul": ("dewy.cache.consul", "ConsulCache", frozenset({"registry-ttl", "app"})),
+    "s3": ("dewy.cache.s3", "S3Cache", frozenset({"registry-ttl", "app", "endpoint"})),
+    "gs": ("dewy.cache.gs", "GCSCache", frozenset({"registry-ttl", "app"})),
 }
 # Caches whose values no other host sees: a shared registry answer makes no sense there.
 LOCAL_SCHEMES = ("file", "memory")

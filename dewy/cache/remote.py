@@ -1,4 +1,4 @@
-"""What the shared caches (redis.py, consul.py) have in common: a two-tier cache that survives its server.
+"""What the shared caches (redis.py, consul.py, s3.py, gs.py) have in common: a two-tier cache that survives its server.
 
 - Two tiers: blobs (artifacts: `open_write`, `open_read`, `path`) stay in the local file cache
   (`$DEWY_CACHEDIR`, else `<workdir>/.dewy/cache`), because artifacts are large and every host unpacks

@@ -11,7 +11,7 @@ The answer to `latest(exclude)` is kept in the shared cache under
      "error": <why the last refresh failed> | null, "by": <host that asked>}
 
 - Younger than the TTL (`checked`): used without calling the registry.
-- Stale: one host takes the lock `<entry key>/lock` (`Cache.add`: Redis `SET NX PX`, Consul `?cas=0`)
+- Stale: one host takes the lock `<entry key>/lock` (`Cache.add`: Redis `SET NX PX`, S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`, Consul `?cas=0`)
   for LOCK seconds, asks the registry, writes the entry and releases the lock. The others poll the entry
   until it changes (single flight); when the lock holder dies its lock expires and one of them takes over,
   so nobody waits longer than the lock's expiry.

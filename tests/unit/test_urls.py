@@ -97,7 +97,7 @@ def test_cache_validate_url_accepts(url):
 
 
 @pytest.mark.parametrize("url,message", [
-    ("redis-ish://x", 'unsupported scheme "redis-ish"; supported: consul, file, memory, redis, rediss, unix'),
+    ("redis-ish://x", 'unsupported scheme "redis-ish"; supported: consul, file, gs, memory, redis, rediss, s3, unix'),
     ("file://rel/dir", "absolute path"),
     ("memory://host", "memory cache takes no host"),
 ])
@@ -109,7 +109,7 @@ def test_cache_validate_url_refuses(url, message):
 def test_notifier_urls():
     notify.validate_url("")
     notify.validate_url("log://")
-    with pytest.raises(ValueError, match='unsupported scheme "slak"; supported: log'):
+    with pytest.raises(ValueError, match='unsupported scheme "slak"; supported: http, https, log, mail, slack, smtp'):
         notify.validate_url("slak://x")
     assert type(notify.from_url("")).__name__ == "LogNotifier"
 
