@@ -12,7 +12,6 @@ from __future__ import annotations
 import bz2
 import contextlib
 import datetime
-import errno
 import gzip
 import logging
 import lzma
@@ -29,7 +28,7 @@ from collections.abc import Iterable
 
 # The `current` symlink, the manifest and ReleaseError live in dewy.current (the master needs them without
 # tarfile and zipfile); they are re-exported here for the poller and the tests.
-from dewy.current import Manifest, ReleaseError, _fsync_dir, _unlink_quietly, read_link, switch_link  # noqa: F401
+from dewy.current import Manifest, ReleaseError, _unlink_quietly, read_link, switch_link  # noqa: F401
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
@@ -25,7 +23,7 @@ from dewy.cache.bucket import EXPIRES
 from dewy.registry.shared import lock_seconds, wrap
 from helpers import Registry, wait_until
 from registry_cases import UnavailableServer
-from unit.test_registry_shared import Counter, CountingRegistry
+from shared_answer import Counter, CountingRegistry, kill_lock_holder
 
 
 class Backend:
@@ -300,32 +298,7 @@ class BucketCacheCases:
         reg, counter = Registry(tmp_path), Counter()
         reg.publish_bytes("1.0.0", b"one")
         survivors = self.pollers(url, reg, counter, workdir, 5)
-        script = tmp_path / "holder.py"
-        script.write_text(textwrap.dedent("""
-            import sys, time
-            from dewy import cache
-            from dewy.registry.file import FileRegistry
-            from dewy.registry.shared import wrap
-
-            class Hanging(FileRegistry):
-                def latest(self, exclude=()):
-                    print("refreshing", flush=True)   # holds the lock now
-                    time.sleep(60)
-
-            c = cache.from_url(sys.argv[1], sys.argv[2], registry=sys.argv[3])
-            wrap(Hanging(sys.argv[3], cache=c), c).latest()
-        """))
-        holder = subprocess.Popen([sys.executable, str(script), url, workdir, reg.url], stdout=subprocess.PIPE)
-        try:
-            assert holder.stdout.readline() == b"refreshing\n"
-            locked_at = time.monotonic()
-            holder.send_signal(signal.SIGKILL)
-            holder.wait(5)
-        finally:
-            if holder.poll() is None:
-                holder.kill()
-                holder.wait()
-            holder.stdout.close()
+        locked_at = kill_lock_holder(url, workdir, reg.url, tmp_path)
         answers, took = [], []
 
         def ask(p):

@@ -11,7 +11,7 @@ import tempfile
 import urllib.parse
 from typing import Iterable
 
-from dewy import checksums, urls, versions
+from dewy import checksums, urls
 from dewy.registry.base import Registry, RegistryError, Release
 
 log = logging.getLogger("dewy.registry")

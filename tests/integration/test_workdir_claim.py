@@ -5,7 +5,6 @@ Items 2, 3, 4 and 8 of issue 6, end to end with real dewy-master processes.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess

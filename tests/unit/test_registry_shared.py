@@ -5,10 +5,6 @@ that counts its own `latest()` calls."""
 
 import logging
 import os
-import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
@@ -21,35 +17,7 @@ from dewy.registry.file import FileRegistry
 from dewy.registry.shared import SharedRegistry, lock_seconds, normalised_url, wrap
 from consulstub import ConsulStub
 from helpers import Registry, wait_until
-
-
-class Counter:
-    """Upstream calls made by every CountingRegistry sharing this counter (thread-safe)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.calls = []  # monotonic time of each call
-
-    def add(self):
-        with self.lock:
-            self.calls.append(time.monotonic())
-
-    @property
-    def count(self) -> int:
-        with self.lock:
-            return len(self.calls)
-
-
-class CountingRegistry(FileRegistry):
-    """A real file:// registry that counts its upstream calls."""
-
-    def __init__(self, url, counter, **kw):
-        super().__init__(url, **kw)
-        self.counter = counter
-
-    def latest(self, exclude=()):
-        self.counter.add()
-        return super().latest(exclude)
+from shared_answer import Counter, CountingRegistry, kill_lock_holder
 
 
 @pytest.fixture
@@ -145,32 +113,7 @@ def test_lock_holder_killed_mid_refresh_stalls_others_no_longer_than_the_lock(re
     ttl = 2.0
     url = redis_server.url(**{"registry-ttl": "%gs" % ttl})
     reg.publish_bytes("1.0.0", b"one")
-    script = tmp_path / "holder.py"
-    script.write_text(textwrap.dedent("""
-        import sys, time
-        from dewy import cache
-        from dewy.registry.file import FileRegistry
-        from dewy.registry.shared import wrap
-
-        class Hanging(FileRegistry):
-            def latest(self, exclude=()):
-                print("refreshing", flush=True)   # holds the lock now
-                time.sleep(60)
-
-        c = cache.from_url(sys.argv[1], sys.argv[2], registry=sys.argv[3])
-        wrap(Hanging(sys.argv[3], cache=c), c).latest()
-    """))
-    holder = subprocess.Popen([sys.executable, str(script), url, workdir, reg.url], stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout.readline() == b"refreshing\n"
-        locked_at = time.monotonic()
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(5)
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
-        holder.stdout.close()
+    locked_at = kill_lock_holder(url, workdir, reg.url, tmp_path)
     counter = Counter()
     answers, took = [], []
 

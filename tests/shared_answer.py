@@ -1,0 +1,77 @@
+"""Test helpers for the shared registry answer: a registry that counts its upstream calls, and a lock
+holder that dies mid-refresh (a real process, SIGKILLed while it holds the lock)."""
+
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+from dewy.registry.file import FileRegistry
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from dewy import cache
+    from dewy.registry.file import FileRegistry
+    from dewy.registry.shared import wrap
+
+    class Hanging(FileRegistry):
+        def latest(self, exclude=()):
+            print("refreshing", flush=True)   # holds the lock now
+            time.sleep(60)
+
+    c = cache.from_url(sys.argv[1], sys.argv[2], registry=sys.argv[3])
+    wrap(Hanging(sys.argv[3], cache=c), c).latest()
+""")
+
+
+class Counter:
+    """Upstream calls made by every CountingRegistry sharing this counter (thread-safe)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.calls = []  # monotonic time of each call
+
+    def add(self):
+        """Count one call, now."""
+        with self.lock:
+            self.calls.append(time.monotonic())
+
+    @property
+    def count(self) -> int:
+        """How many calls so far."""
+        with self.lock:
+            return len(self.calls)
+
+
+class CountingRegistry(FileRegistry):
+    """A real file:// registry that counts its upstream calls."""
+
+    def __init__(self, url, counter, **kw):
+        super().__init__(url, **kw)
+        self.counter = counter
+
+    def latest(self, exclude=()):
+        """The file registry's answer, counted."""
+        self.counter.add()
+        return super().latest(exclude)
+
+
+def kill_lock_holder(cache_url: str, workdir: str, registry_url: str, script_dir) -> float:
+    """Start a host that takes the refresh lock and hangs, SIGKILL it; return when (monotonic) it held it."""
+    script = script_dir / "holder.py"
+    script.write_text(HOLDER)
+    holder = subprocess.Popen([sys.executable, str(script), cache_url, workdir, registry_url],
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"refreshing\n"
+        locked_at = time.monotonic()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(5)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        holder.stdout.close()
+    return locked_at
