@@ -4,10 +4,15 @@ Text:  2026-11-26T06:50:12.123Z INFO dewy.master[1234]: message key=value
 JSON:  {"time": "...", "level": "info", "logger": "dewy.master", "pid": 1234, "msg": "...", "key": "value"}
 
 Extra fields (`log.info("deployed", extra={"version": "1.2.3"})`) are appended to the text line and
-become keys of the JSON object, so log shippers can index them.
+become keys of the JSON object, so log shippers can index them. `with fields(version="1.2.3"):` attaches
+fields to every record logged inside the block (one deploy followed through its lines); `pid` is always
+there. Values of secret environment variables (SLACK_TOKEN, MAIL_PASSWORD...) never reach a line: `scrub`.
 """
 
+import contextlib
+import contextvars
 import json
+import os
 import logging
 import re
 import sys
@@ -34,9 +39,45 @@ _USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#@:]*
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
 
 
+# Environment variables holding credentials: their values are masked wherever dewy writes text.
+_SECRET_ENV = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|_KEY$|_PASS$|CREDENTIALS?$", re.I)
+_MIN_SECRET = 6  # shorter values are too likely to occur by chance ("true", a port number)
+
+_context = contextvars.ContextVar("dewy_log_fields", default={})
+
+
 def extra_fields(record: logging.LogRecord) -> dict:
-    """The fields a caller attached to record with `extra=`, in the order they were given."""
-    return {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS and not k.startswith("_")}
+    """The fields a caller attached to record with `extra=` (in the order given), after the context's."""
+    given = {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS and not k.startswith("_")}
+    context = _context.get()
+    return dict(context, **given) if context else given
+
+
+@contextlib.contextmanager
+def fields(**values):
+    """Attach values (None ones are skipped) to every record logged in this block (and this thread)."""
+    token = _context.set(dict(_context.get(), **{k: v for k, v in values.items() if v is not None}))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def secret_values() -> list:
+    """The values of secret-named environment variables (longest first), read now."""
+    found = {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= _MIN_SECRET}
+    return sorted(found, key=len, reverse=True)
+
+
+def scrub(value, secrets=None):
+    """value with URLs redacted and every secret environment value masked (strings only; others as given)."""
+    if not isinstance(value, str):
+        return value
+    value = redact_text(value)
+    for secret in secret_values() if secrets is None else secrets:
+        if secret in value:
+            value = value.replace(secret, REDACTED)
+    return value
 
 
 def _logfmt_value(value) -> str:
@@ -64,7 +105,7 @@ class TextFormatter(logging.Formatter):
             line += " " + fields
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return scrub_line(line)
 
 
 class JSONFormatter(logging.Formatter):
@@ -87,7 +128,18 @@ class JSONFormatter(logging.Formatter):
             data.setdefault(key, value)  # never let an extra field overwrite the fixed ones
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str, separators=(",", ":"))
+        return scrub_line(json.dumps(data, default=str, separators=(",", ":")))
+
+
+_SECRETS = []  # secret_values() as of setup(): the environment does not change under a running process
+
+
+def scrub_line(line: str) -> str:
+    """A formatted log line with the secret environment values masked."""
+    for secret in _SECRETS:
+        if secret in line:
+            line = line.replace(secret, REDACTED)
+    return line
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -102,7 +154,8 @@ class _StderrHandler(logging.StreamHandler):
         return sys.stderr
 
 
-QUIET_LIBRARIES = ("urllib3", "botocore", "boto3", "s3transfer", "google", "grpc", "requests_oauthlib")
+QUIET_LIBRARIES = ("urllib3", "botocore", "boto3", "s3transfer", "google", "grpc", "requests_oauthlib",
+                   "slack_sdk")  # slack_sdk logs each request (headers, bodies) at debug
 
 
 def setup(level: str, fmt: str, name: str) -> logging.Logger:
@@ -116,6 +169,7 @@ def setup(level: str, fmt: str, name: str) -> logging.Logger:
         raise ValueError('unknown log level "%s"; allowed: %s' % (level, ", ".join(LEVELS)))
     if fmt not in FORMATS:
         raise ValueError('unknown log format "%s"; allowed: %s' % (fmt, ", ".join(FORMATS)))
+    _SECRETS[:] = secret_values()
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_dewy", False)]:
         root.removeHandler(handler)

@@ -5,6 +5,7 @@ Every backend package (registry, artifact, cache, notify) describes what it supp
 supported. Messages never contain the URL itself, so credentials in it cannot leak.
 """
 
+import ipaddress
 import re
 import urllib.parse
 from typing import Iterable, Mapping, NamedTuple
@@ -83,6 +84,25 @@ def query_bool(parsed: ParsedURL, key: str, default: bool = False) -> bool:
         return False
     raise ValueError('bad value "%s" for query key "%s" of %s://; allowed: true, false, 1, 0, yes, no'
                      % (value, key, parsed.scheme))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether host names this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_web_url(parsed: ParsedURL, kind: str) -> None:
+    """Raise ValueError for an http(s) URL without a host, or plaintext http:// to anything but loopback
+    (over a network, anyone on the path could read or change what goes over it). kind: "artifact", "webhook"."""
+    if not parsed.hostname:
+        raise ValueError("%s:// %s URL needs a host" % (parsed.scheme, kind))
+    if parsed.scheme == "http" and not is_loopback(parsed.hostname):
+        raise ValueError("http:// %s URLs are allowed for loopback hosts only; use https://" % kind)
 
 
 def table_keys(schemes: Mapping[str, tuple]) -> dict:

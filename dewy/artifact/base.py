@@ -14,10 +14,17 @@ class Artifact:
 
     def __init__(self, url: str):
         self.url = url
+        self.total = None  # the size in bytes, once fetch() learned it from the store (see size())
 
     def fetch(self, out: BinaryIO) -> None:
         """Stream the artifact's bytes into out, chunk by chunk (never whole in memory)."""
         raise NotImplementedError
+
+    def size(self) -> int | None:
+        """The artifact's size in bytes when the store told it (known once fetch() has started), else None.
+
+        Used for download progress (percent, ETA); stores that cannot tell keep None."""
+        return getattr(self, "total", None)
 
     def changing(self) -> bool:
         """Whether the artifact changed since fetch() read it (a copy still in progress), so a bad read

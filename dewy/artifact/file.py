@@ -32,6 +32,7 @@ class FileArtifact(Artifact):
         with src:
             st = os.fstat(src.fileno())
             self._fetched = (st.st_size, st.st_mtime_ns)
+            self.total = st.st_size
             while True:
                 chunk = src.read(CHUNK)
                 if not chunk:

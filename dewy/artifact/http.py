@@ -8,7 +8,6 @@ server answers ranged requests (206), else the download fails rather than start 
 half-written file.
 """
 
-import ipaddress
 import logging
 from typing import BinaryIO
 
@@ -22,26 +21,13 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0  # between two chunks, not for the whole download
 
 
-def is_loopback(host: str) -> bool:
-    """Whether host names this machine (localhost, 127.0.0.0/8, ::1)."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class HTTPArtifact(Artifact):
     """Streams an https:// (or loopback http://) URL, resuming a broken download with a Range request."""
 
     @classmethod
     def validate(cls, parsed: urls.ParsedURL) -> None:
         """Raise ValueError for a URL without a host, or plaintext http:// to anything but loopback."""
-        if not parsed.hostname:
-            raise ValueError("%s:// artifact URL needs a host" % parsed.scheme)
-        if parsed.scheme == "http" and not is_loopback(parsed.hostname):
-            raise ValueError("http:// artifact URLs are allowed for loopback hosts only; use https://")
+        urls.check_web_url(parsed, "artifact")
 
     def __init__(self, url: str):
         super().__init__(url)
@@ -75,6 +61,9 @@ class HTTPArtifact(Artifact):
                 raise ArtifactError("cannot download %s: HTTP %d %s" % (self.shown, response.status_code,
                                                                         response.reason or ""))
             state["validator"] = response.headers.get("ETag") or response.headers.get("Last-Modified")
+            length = response.headers.get("Content-Length", "")
+            if response.status_code == 200 and length.isdigit():
+                self.total = int(length)  # the whole size (a 206's length is only the rest)
             return _chunks(response)
 
         try:

@@ -4,6 +4,7 @@ import logging
 
 from dewy import urls
 from dewy.notify.base import Notifier
+from dewy.notify.events import Event
 
 log = logging.getLogger("dewy.notify")
 
@@ -16,10 +17,8 @@ class LogNotifier(Notifier):
         """Raise ValueError when log:// carries a host or path (it takes none)."""
         if parsed.netloc or parsed.path:
             raise ValueError("log notifier takes no host or path: use log:// or leave notifier empty")
+        urls.query_bool(parsed, "quiet")
 
-    def send(self, event: str, text: str, fields: dict) -> None:
-        """Log the event; swallow any error so that a notification never breaks a deploy."""
-        try:
-            log.info("notify %s: %s", event, text, extra={"event": event})
-        except Exception:  # noqa: BLE001 - a notifier must never raise
-            pass
+    def deliver(self, event: Event) -> None:
+        """Log the event."""
+        log.info("notify %s: %s", event.name, event.text, extra={"event": event.name})

@@ -12,15 +12,18 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from dewy import artifact as artifact_pkg
 from dewy import audit, checksums, hooks, releases
+from dewy import log as dewy_log
 from dewy.clock import utc_iso
 from dewy.config import Config
 from dewy.registry.base import Release
 from dewy.log import redact_text
+from dewy.poller.progress import Progress
 from dewy.status import read_json, write_json_atomic
 from dewy.workdir import state_path
 
@@ -36,6 +39,14 @@ class Refuse(Exception):
 
 class Transient(Exception):
     """This attempt failed for a reason outside the release: try again at the next poll."""
+
+
+class HookFailed(Transient):
+    """The before-deploy-hook failed: retried next poll; notified as `hook-failed` with its output's tail."""
+
+    def __init__(self, message: str, output: str):
+        super().__init__(message)
+        self.output = output
 
 
 class Refused:
@@ -81,18 +92,21 @@ def _digest_key(key: str) -> str:
 
 
 class _HashingWriter:
-    """A write-only file that hashes and counts what passes through to the real one."""
+    """A write-only file that hashes and counts what passes through to the real one (and reports progress)."""
 
-    def __init__(self, out):
+    def __init__(self, out, progress: Progress | None = None):
         self.out = out
         self.sha = hashlib.sha256()
         self.size = 0
+        self.progress = progress
 
     def write(self, data) -> int:
         """Hash data and write it through."""
         self.sha.update(data)
         self.size += len(data)
         self.out.write(data)
+        if self.progress is not None:
+            self.progress.update(len(data))
         return len(data)
 
 
@@ -127,26 +141,34 @@ class Repeats:
 
 @dataclass(frozen=True)
 class Backends:
-    """What one deploy runs against, fixed for its whole run (a `reload` meanwhile must not switch them)."""
+    """What one deploy runs against, fixed for its whole run (a `reload` meanwhile must not switch them).
+
+    notifier: a dewy.notify.dispatch.Dispatcher (`emit(name, version, **fields)`, returns at once);
+    metrics: a dewy.poller.metrics.Metrics (a no-op one when `metrics` is off)."""
 
     config: Config
     registry: Any
     cache: Any
     notifier: Any
+    metrics: Any = None
 
 
-def record_event(backends: Backends, result: str, text: str, entry: dict) -> None:
-    """Append entry to the audit log (result, mode filled in) and notify `text`; failures only logged."""
+# Entry keys that travel with a notification (besides the version).
+_NOTIFIED_KEYS = ("previous_version", "to_version", "mode", "error", "generation", "tag", "artifact")
+
+
+def record_event(backends: Backends, result: str, entry: dict, event: str | None = None, **notify) -> None:
+    """Append entry to the audit log (result, mode filled in) and notify `event` (default: the result) with
+    the entry's main fields plus `notify`; failures are only logged."""
     config = backends.config
-    entry = dict(entry, result=result, mode=config.mode)
+    entry = {key: dewy_log.scrub(value) for key, value in dict(entry, result=result, mode=config.mode).items()}
     try:
         audit.record(config.workdir, entry)
     except OSError as exc:
         log.error("cannot write the audit log: %s", exc)
-    fields = {key: entry.get(key) for key in ("version", "previous_version", "to_version", "mode", "error")
-              if key in entry}
-    fields["host"] = audit.hostname()
-    backends.notifier.send(result, text, fields)
+    fields = {key: entry[key] for key in _NOTIFIED_KEYS if entry.get(key) is not None}
+    fields.update(notify)
+    backends.notifier.emit(event or result, entry.get("version"), **fields)
 
 
 class Deploy:
@@ -164,12 +186,19 @@ class Deploy:
         self.release_dir = None
         self.sha256 = None
         self._artifact = None
+        self.metrics = backends.metrics
+        self.started = time.monotonic()  # the release was seen: the deploy duration runs from here
+        self.switch_seconds = None       # how long the master took to switch (deploy sent -> answer)
 
     # --- the pipeline ---------------------------------------------------------------------------
 
     def run(self) -> str | None:
         """Deploy the release; return None on success (then `release_dir` serves), else the error
-        (already logged and audited)."""
+        (already logged and audited). Every line logged meanwhile carries the version."""
+        with dewy_log.fields(version=self.release.version):
+            return self._run()
+
+    def _run(self) -> str | None:
         release = self.release
         log.info("deploying %s (%s) over %s", release.version, release.artifact_name,
                  self.previous_version or "nothing")
@@ -180,12 +209,17 @@ class Deploy:
             self.before_hook()
             releases.Manifest(self.config.workdir).record(
                 self.release_dir, release.version, release.tag, release.artifact_name, self.sha256)
+            asked = time.monotonic()
             answer = self.ask_master(
                 version=release.version, tag=release.tag, release_dir=self.release_dir,
                 artifact=release.artifact_name, sha256=self.sha256, previous_version=self.previous_version)
+            self.switch_seconds = round(time.monotonic() - asked, 3)
         except Refuse as exc:
             self.discard_release_dir()
             return self.refuse_unless_changing("refused", str(exc))
+        except HookFailed as exc:
+            self.discard_release_dir()
+            return self.fail(str(exc), event="hook-failed", hook="before-deploy-hook", output=exc.output)
         except Transient as exc:
             self.discard_release_dir()
             return self.fail(str(exc))
@@ -216,9 +250,11 @@ class Deploy:
             cache.delete(key)
             cache.delete(_digest_key(key))
         fetcher = self.artifact()
+        began = time.monotonic()
+        progress = Progress(release.artifact_name, fetcher.size)
         try:
             with cache.open_write(key) as out:
-                writer = _HashingWriter(out)
+                writer = _HashingWriter(out, progress)
                 fetcher.fetch(writer)
                 digest = writer.sha.hexdigest()
                 if expected is not None and digest != expected:
@@ -227,10 +263,16 @@ class Deploy:
                                  % (release.version, release.artifact_name, digest, expected))
         except (artifact_pkg.ArtifactError, OSError) as exc:
             raise Transient("download of %s failed: %s" % (release.artifact_name, exc)) from exc
+        finally:
+            if self.metrics is not None:
+                self.metrics.downloaded(progress.done)  # every byte fetched counts, failed downloads' too
         cache.set(_digest_key(key), digest.encode())
-        log.info("downloaded %s: %d bytes, sha256 %s%s", release.artifact_name, writer.size, digest,
+        seconds = round(time.monotonic() - began, 3)
+        log.info("downloaded %s: %d bytes in %.1fs, sha256 %s%s", release.artifact_name, writer.size, seconds, digest,
                  " (verified against %s)" % (release.checksum_source or "the published checksum")
                  if expected else "")
+        self.backends.notifier.emit("downloaded", release.version, artifact=release.artifact_name,
+                                    bytes=writer.size, seconds=seconds, sha256=digest)
         return digest
 
     def expected_sha256(self) -> str | None:
@@ -326,7 +368,7 @@ class Deploy:
         if result.output.strip():
             log.info("before-deploy-hook output:\n%s", result.output.rstrip())
         if not result.ok:
-            raise Transient("before-deploy-hook failed (%s)" % result.describe())
+            raise HookFailed("before-deploy-hook failed (%s)" % result.describe(), result.output)
 
     # --- outcomes -------------------------------------------------------------------------------
 
@@ -337,6 +379,8 @@ class Deploy:
         self.release_dir = release_dir
         self.repeats.clear()
         error = None
+        if self.metrics is not None:
+            self.metrics.deployed(release.version, time.monotonic() - self.started)
         if config.after_deploy_hook:
             result = hooks.run_hook(config.after_deploy_hook, config.workdir, self.hook_env(), config.hook_timeout)
             if result.output.strip():
@@ -345,14 +389,17 @@ class Deploy:
                 # The release is live already: report the hook failure, do not undo the deploy.
                 error = "after-deploy-hook failed (%s)" % result.describe()
                 log.warning("%s", error)
+                self.backends.notifier.emit("hook-failed", release.version, hook="after-deploy-hook", error=error,
+                                            output=result.output, previous_version=self.previous_version)
         host = audit.hostname()
         self.report(answer.get("generation"), release_dir=release_dir)
         self.prune(release_dir)
         # The audit line comes last: whoever sees it sees the whole deploy done.
-        self.record("deployed", "deployed %s on %s (%s), previously %s" % (
-            release.version, host, config.mode, self.previous_version or "nothing"), error,
-            generation=answer.get("generation"))
-        log.info("deployed %s in %s (generation %s)", release.version, release_dir, answer.get("generation"))
+        self.record("deployed", error, notify={"switch_seconds": self.switch_seconds},
+                    generation=answer.get("generation"))
+        log.info("deployed %s on %s in %s (generation %s, previously %s)", release.version, host, release_dir,
+                 answer.get("generation"), self.previous_version or "nothing",
+                 extra={"generation": answer.get("generation")})
 
     def report(self, generation, release_dir: str = "", error: str | None = None) -> None:
         """Leave the shipped_to record (or gRPC Report) in the registry; a failure is logged, never fatal."""
@@ -382,25 +429,29 @@ class Deploy:
 
     def refuse(self, result: str, error: str, answer: dict | None = None) -> str:
         """Refuse the version for good, audit (`refused` or `failed`), report to the registry and notify."""
+        error = dewy_log.scrub(error)  # a hook's or the app's output may quote a secret of the environment
         release = self.release
         self.refused.add(release.version, error)
         log.error("refusing %s: %s", release.version, error)
         extra = {"generation": answer.get("generation")} if answer else {}
         self.report(extra.get("generation"), error=error)
-        self.record(result, "%s %s on %s: %s (version refused)" % (
-            "refused" if result == "refused" else "deploy of", release.version, audit.hostname(), error),
-            error, **extra)
+        if self.metrics is not None:
+            self.metrics.deploy_result("refused")  # the release itself is refused (audit: refused or failed)
+        self.record(result, error, event="refused", **extra)
         return error
 
-    def fail(self, error: str) -> str:
-        """A transient failure: log it; audit, report and notify only the first of a run of identical ones."""
+    def fail(self, error: str, event: str = "failed", **notify) -> str:
+        """A transient failure: log it; audit, report and notify (`event`, with `notify` fields) only the first
+        of a run of identical ones."""
+        error = dewy_log.scrub(error)
+        if self.metrics is not None:
+            self.metrics.deploy_result("failed")
         if not self.repeats.first_time(self.release.version, error):
             log.debug("deploy of %s failed again: %s", self.release.version, error)
             return error
         log.error("deploy of %s failed (will retry): %s", self.release.version, error)
         self.report(None, error=error)
-        self.record("failed", "deploy of %s on %s failed: %s (will retry)" % (
-            self.release.version, audit.hostname(), error), error)
+        self.record("failed", error, event=event, notify=notify)
         return error
 
     def discard_release_dir(self) -> None:
@@ -414,8 +465,10 @@ class Deploy:
         shutil.rmtree(path, ignore_errors=True)
         releases.Manifest(self.config.workdir).forget(path)
 
-    def record(self, result: str, text: str, error: str | None, **extra) -> None:
-        """This deploy's audit line and notification (a failure to write either is logged, not fatal)."""
+    def record(self, result: str, error: str | None, event: str | None = None, notify: dict | None = None,
+               **extra) -> None:
+        """This deploy's audit line and notification `event` (default: result; `notify`: extra fields for the
+        notification only); a failure to write either is logged, not fatal."""
         release = self.release
         entry = {
             "version": release.version, "previous_version": self.previous_version, "error": error,
@@ -423,7 +476,7 @@ class Deploy:
             "release_dir": self.release_dir,
         }
         entry.update(extra)
-        record_event(self.backends, result, text, entry)
+        record_event(self.backends, result, entry, event, **(notify or {}))
 
 
 def prune_cache(cache, workdir: str, manifest: "releases.Manifest") -> None:

@@ -1,7 +1,8 @@
 """The poller process: `python -m dewy.poller --fd N`.
 
-Single-threaded: one loop waits on the master's pipe with the time left until the next poll as its
-timeout. Every `interval` (±10% jitter, so a fleet does not poll in lock step) it asks the registry
+One loop waits on the master's pipe with the time left until the next poll as its timeout. (Two
+helper threads never touch its state: the notifications' sender, dewy.notify.dispatch, and with the
+`metrics` setting prometheus-client's HTTP server.) Every `interval` (±10% jitter, so a fleet does not poll in lock step) it asks the registry
 for the newest release not refused; when that version is not the one running, deploy.Deploy runs the
 pipeline and asks the master to switch. While the registry fails, the interval doubles up to
 `poll-backoff-max`; an outage is logged once when it starts and once when it ends. The master is the only source of truth for what runs: the
@@ -13,17 +14,22 @@ import collections
 import logging
 import os
 import random
+import urllib.parse
 import select
 import signal
 import socket
 import sys
 import time
 
-from dewy import audit, backoff, releases
+from dewy import backoff, releases
 from dewy import cache as cache_pkg
 from dewy import log as dewy_log
 from dewy import notify as notify_pkg
 from dewy import registry as registry_pkg
+from dewy.notify.dispatch import Dispatcher
+from dewy.poller.metrics import Metrics
+from dewy.status import read_json, write_json_atomic
+from dewy.workdir import state_path
 from dewy.registry import shared as shared_registry
 from dewy.clock import utc_iso
 from dewy.config import Config
@@ -52,7 +58,10 @@ class Poller:
         self.channel = channel
         self.inbox = collections.deque()
         self.config = None
-        self.registry = self.cache = self.notifier = None
+        self.registry = self.cache = None
+        self.notifier = None      # a Dispatcher: the notifiers of the `notifier` setting, sent from a thread
+        self.metrics = Metrics()  # served only with the `metrics` setting
+        self.stop_reason = None   # why dewy stops, from the master's `stop` (None: only the poller goes)
         self.refused = None
         self.current_version = None
         self.current_dir = None
@@ -96,7 +105,10 @@ class Poller:
             self.apply_config(msg)
         elif kind == "stop":
             log.info("stop requested by the master")
+            self.stop_reason = msg.get("reason") or None
             raise Stop()
+        elif kind == "spawned":
+            self.metrics.spawned(msg.get("reason") or "unknown")
         elif kind == "rollback":
             self.on_rollback(msg)
         elif kind == "lost":
@@ -139,14 +151,57 @@ class Poller:
             self.registry = shared_registry.wrap(
                 registry_pkg.from_url(config.registry, cache=self.cache, slot=config.slot), self.cache)
         if old is None or old.notifier != config.notifier:
-            self.notifier = notify_pkg.from_url(config.notifier)
+            if self.notifier is not None:
+                self.notifier.close(0)  # what it still has queued goes out in the background
+            self.notifier = Dispatcher(notify_pkg.from_setting(config.notifier))
+        self.notifier.app = app_name(config)
+        self.metrics.start(config.metrics)
         self.config = config
         self.refused = Refused(config.workdir)
         current = msg.get("current") or {}
         self.set_current(current.get("version"), current.get("release_dir"))
         self.next_poll = time.monotonic()  # a new config may name a new registry: look now
+        self.metrics.serving(self.current_version)
         log.info("%s: registry %s, every %gs, running %s", msg.get("type"), dewy_log.redact(config.registry),
                  config.interval, self.current_version or "nothing")
+        if old is None:
+            self.announce_start()
+
+    def announce_start(self) -> None:
+        """Notify "dewy started" once per master process: not again when the master only restarts its poller
+        (or re-execs itself for an upgrade: same pid, same start time)."""
+        master = _process_identity(os.getppid())
+        path = state_path(self.config.workdir, ANNOUNCED_FILE)
+        if master is not None and (read_json(path, "notification state") or {}).get("master") == master:
+            return
+        self.notifier.emit("started", self.current_version, mode=self.config.mode)
+        if master is not None:
+            try:
+                write_json_atomic(path, {"master": master})
+            except OSError as exc:
+                log.warning("cannot write %s: %s", path, exc)
+
+    def finish(self) -> None:
+        """Leaving: notify "dewy stopped" when the master stops (not when only this poller goes), then give
+        the queued notifications a bounded time to go out."""
+        if self.stop_reason is None:
+            try:  # SIGTERM may have beaten the `stop` message that says why
+                for msg in self.inbox:
+                    if msg.get("type") == "stop" and msg.get("reason"):
+                        self.stop_reason = msg["reason"]
+                ready, _, _ = select.select([self.channel], [], [], 0)
+                if ready:
+                    for msg in self.channel.receive():
+                        if msg.get("type") == "stop" and msg.get("reason"):
+                            self.stop_reason = msg["reason"]
+            except (OSError, ProtocolError):
+                pass
+        if self.notifier is None:
+            return
+        if self.stop_reason and self.config is not None:
+            self.notifier.emit("stopped", self.current_version, reason=self.stop_reason, mode=self.config.mode)
+        self.notifier.close()
+        self.metrics.stop()
 
     def set_current(self, version: str | None, release_dir: str | None) -> None:
         """Remember what the master runs now."""
@@ -155,17 +210,17 @@ class Poller:
 
     def backends(self) -> Backends:
         """The backends as they are now (a deploy keeps these even if a reload switches them meanwhile)."""
-        return Backends(self.config, self.registry, self.cache, self.notifier)
+        return Backends(self.config, self.registry, self.cache, self.notifier, self.metrics)
 
     def on_rollback(self, msg: dict) -> None:
         """The master went back from `version` to `to_version`: refuse `version`, audit and notify."""
-        version, to_version, error = msg.get("version"), msg.get("to_version"), msg.get("error")
+        version, to_version, error = msg.get("version"), msg.get("to_version"), dewy_log.scrub(msg.get("error"))
         log.error("the master rolled %s back to %s: %s", version, to_version or "nothing", error)
         if version:
             self.refused.add(version, "rolled back: %s" % (error or "crash-looped after deploy"))
-        record_event(self.backends(), "rolled-back", "rolled back %s to %s on %s: %s" % (
-            version, to_version or "nothing", audit.hostname(), error),
-            {"version": version, "previous_version": to_version, "to_version": to_version, "error": error})
+        self.metrics.rolled_back(to_version)
+        record_event(self.backends(), "rolled-back",
+                     {"version": version, "previous_version": to_version, "to_version": to_version, "error": error})
         self.set_current(to_version, releases.read_link(os.path.join(self.config.workdir, "current")))
         self.repeats.clear()
 
@@ -207,6 +262,7 @@ class Poller:
             release = self.registry.latest(exclude=self.refused.versions())
         except NotYetPublished as exc:
             # The newest release is still being built and uploaded: not an outage, not an error yet.
+            self.metrics.polled("waiting")
             self.registry_reachable()
             message = redact_text(str(exc))
             if message != self.waiting_for:
@@ -215,8 +271,10 @@ class Poller:
             self.report_status(None)
             return
         except Exception as exc:  # noqa: BLE001 - a registry problem must never end the loop
+            self.metrics.polled("error")
             self.registry_failed(redact_text(str(exc)) or type(exc).__name__)
             return
+        self.metrics.polled("not_modified" if getattr(self.registry, "not_modified", False) is True else "ok")
         self.registry_reachable()
         self.waiting_for = None
         self.latest_version = release.version
@@ -237,6 +295,7 @@ class Poller:
             error = "deploy of %s failed: %s" % (release.version, redact_text(str(exc)) or type(exc).__name__)
         if error is None:
             self.set_current(release.version, deploy.release_dir)
+            self.metrics.serving(release.version)
         self.report_status(error)
 
     def registry_failed(self, error: str) -> None:
@@ -246,6 +305,7 @@ class Poller:
             self.outage = (error, 1, utc_iso())
             log.error("registry %s: %s (polling backs off up to %gs until it answers)", where, error,
                       max(self.config.interval, self.config.poll_backoff_max))
+            self.notifier.emit("registry-unreachable", self.current_version, error=error, registry=where)
         else:
             first, count, since = self.outage
             self.outage = (error, count + 1, since)
@@ -262,11 +322,37 @@ class Poller:
             log.info("registry %s answers again (after %d failed poll%s since %s)", redact(self.config.registry),
                      count, "" if count == 1 else "s", since)
             self.outage = None
+            self.notifier.emit("registry-reachable", self.current_version, failed_polls=count, since=since,
+                               registry=redact(self.config.registry))
 
     def report_status(self, error: str | None) -> None:
         """Send `status` to the master."""
+        error = dewy_log.scrub(error)  # the master shows it in the status file and `dewy status`
         self.last_error = error
         self.send("status", last_poll=self.last_poll, latest_version=self.latest_version, last_error=error)
+
+
+ANNOUNCED_FILE = "notified.json"  # {"master": "<pid>:<start time>"}: the master "dewy started" was sent for
+
+
+def _process_identity(pid: int) -> str | None:
+    """`<pid>:<start time in clock ticks>`: names one process for good (pids are reused); None if unknown."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            stat = fh.read()
+        return "%d:%s" % (pid, stat.rpartition(")")[2].split()[19])
+    except (OSError, IndexError):
+        return None
+
+
+def app_name(config: Config) -> str:
+    """The app's name in notifications (a notifier's ?title= overrides it): the registry's last path part
+    (ghr://owner/REPO, s3://region/bucket/PREFIX), else its host, else the workdir's name."""
+    parsed = urllib.parse.urlsplit(config.registry)
+    path = [part for part in parsed.path.split("/") if part]
+    if parsed.scheme == "ghr" and not path:
+        return parsed.hostname or "dewy"
+    return (path[-1] if path else parsed.hostname) or os.path.basename(config.workdir.rstrip("/")) or "dewy"
 
 
 def _raise_stop(signum, frame):
@@ -289,13 +375,23 @@ def main(argv=None) -> int:
     except OSError as exc:
         print("dewy.poller: bad --fd %d: %s" % (args.fd, exc), file=sys.stderr)
         return 2
+    poller = None
     try:
         signal.signal(signal.SIGTERM, _raise_stop)
         signal.signal(signal.SIGINT, _raise_stop)
         # A terminal hangup reaches the whole group; the master re-reads the config and sends `reload`.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        Poller(Channel(sock)).run()
+        poller = Poller(Channel(sock))
+        poller.run()
     except Stop:
+        # We are leaving: a second SIGTERM must not cut the last notifications (bounded) short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if poller is not None:
+                poller.finish()
+        except Exception:  # noqa: BLE001 - leaving anyway
+            log.exception("while finishing")
         return 0
     except ProtocolError as exc:
         log.error("the master sent garbage: %s", exc)

@@ -62,6 +62,7 @@ class GitHubRegistry(Registry):
         self._memo = None       # (pages, exclude, Release): the answer of an unchanged list
         self._by_tag = {}       # tag -> release JSON of the last listing (report() needs upload_url)
         self._texts = {}        # (asset id, updated_at) -> checksum file text
+        self.not_modified = False  # the last latest() was answered by 304s only (the poller's metrics count it)
 
     @property
     def where(self) -> str:
@@ -104,6 +105,7 @@ class GitHubRegistry(Registry):
         else:
             raise RegistryError("no deployable release in the first %d pages of %s" % (MAX_PAGES, self.where))
         memo = self._memo
+        self.not_modified = not changed
         if not changed and memo is not None and memo[0] == pages and memo[1] == exclude:
             return memo[2]  # every page answered 304: the same answer as last time, nothing parsed
         self._by_tag = {r.get("tag_name"): r for r in listed}

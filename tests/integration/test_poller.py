@@ -457,3 +457,22 @@ def test_the_download_cache_is_pruned_with_the_releases(poller):
     # keep-releases = 1 keeps the new release and the previous one (never pruned): so do the downloads.
     assert [name.split("%")[0] for name in cached] == ["1.1.0", "1.2.0"], cached
     assert len(os.listdir(poller.workdir / "releases")) == 2
+
+
+def test_download_progress_is_logged_with_percent_rate_and_eta(tmp_path, monkeypatch):
+    """Every progress interval (5 s; 0 here: every chunk) the poller logs percent, MiB/s and ETA, the size
+    coming from the store (Artifact.size())."""
+    monkeypatch.setenv("DEWY_TEST_PROGRESS_INTERVAL", "0")
+    harness = PollerHarness(tmp_path)
+    try:
+        artifact = harness.publish("v1.0.0", files={"bin/app": "#!/bin/sh\n", "data.txt": os.urandom(3 << 20).hex()})
+        harness.config()
+        harness.deploy_ok("1.0.0")
+        harness.wait_audit("deployed", "1.0.0")
+        lines = re.findall(r"downloading %s: ([\d.]+)%% of ([\d.]+) MiB, [\d.]+ MiB/s, ETA \d+s" % re.escape(ARTIFACT),
+                           harness.log_path.read_text())
+        assert len(lines) >= 2, harness.output()
+        assert float(lines[-1][1]) == round(len(artifact) / (1 << 20), 1)
+        assert [float(p) for p, _ in lines] == sorted(float(p) for p, _ in lines) and float(lines[-1][0]) == 100.0
+    finally:
+        harness.close()

@@ -128,3 +128,25 @@ def test_library_debug_output_is_kept_out_even_at_debug():
     assert not logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.DEBUG)
     assert not logging.getLogger("botocore.endpoint").isEnabledFor(logging.DEBUG)
     assert logging.getLogger("dewy.poller").isEnabledFor(logging.DEBUG)
+
+
+def test_context_fields_reach_text_and_json_lines_and_secrets_are_masked(root_logger, capsys, monkeypatch):
+    """`with log.fields(version=...)` tags every line logged inside it; values of secret-named environment
+    variables never reach a line (read at setup)."""
+    monkeypatch.setenv("SLACK_TOKEN", "xoxb-logged-by-accident")
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/run/user/0/agent.sock")  # not a secret: auth, but no key/token
+    for fmt in ("text", "json"):
+        log.setup("info", fmt, "dewy.poller")
+        logger = logging.getLogger("dewy.poller")
+        with log.fields(version="1.2.3", generation=None):
+            logger.info("token is xoxb-logged-by-accident at /run/user/0/agent.sock", extra={"generation": 7})
+        logger.info("outside")
+        inside, outside = stderr_lines(capsys)
+        if fmt == "json":
+            inside, outside = json.loads(inside), json.loads(outside)
+            assert (inside["version"], inside["generation"], inside["pid"]) == ("1.2.3", 7, os.getpid())
+            assert "version" not in outside
+            inside = inside["msg"]
+        else:
+            assert inside.endswith(" version=1.2.3 generation=7") and "version=" not in outside
+        assert "token is *** at /run/user/0/agent.sock" in inside

@@ -124,16 +124,19 @@ def test_unchanged_poll_sends_if_none_match_gets_304_and_downloads_nothing(stub)
     reg = ghr()
     first = reg.latest()
     assert first.checksum_source is None or first.checksum_source == "checksums.txt"
+    assert reg.not_modified is False
     stub.clear()
     second = reg.latest()
     (poll,) = stub.requests  # one request, nothing else: no asset, no checksum, no storage
     assert poll.headers.get("if-none-match") and poll.status == 304
     assert second == first
+    assert reg.not_modified is True  # the poller's metrics count it as dewy_registry_requests_total{result="not_modified"}
     # A change (a new release) is a 200 again, and the new answer is used.
     stub.publish("acme", "app", "v1.1.0", {NATIVE: b"b"})
     stub.clear()
     assert reg.latest().version == "1.1.0"
     assert [r.status for r in stub.recorded("api", contains="/releases")][0] == 200
+    assert reg.not_modified is False
 
 
 def test_304_does_not_use_up_the_rate_limit(stub):

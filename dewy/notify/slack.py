@@ -1,0 +1,121 @@
+"""`slack://<channel>?title=<app>&url=<link>&quiet=true&thread=true`: chat.postMessage via slack-sdk.
+
+The bot token comes from `SLACK_TOKEN` (never from the URL: an ini is read by more people than a unit's
+environment file). `SLACK_API_URL` points the client at a Slack-compatible server; like the SDK's own
+base_url it must end with `/`. HTTP 429 is retried once after `Retry-After` by the SDK's rate-limit retry
+handler (waits longer than MAX_RETRY_AFTER are not: the message is dropped and logged instead).
+With `thread=true`, every message about one version goes into the thread its first message started.
+"""
+
+import os
+
+from dewy import urls
+from dewy.notify.base import Notifier, NotifyError
+from dewy.notify.events import Event
+
+MAX_RETRY_AFTER = 30  # seconds: a longer rate-limit wait would hold the queue of notifications up too long
+MAX_THREADS = 50      # versions whose thread ts is remembered
+SECTION_LIMIT = 2500  # characters of the text in the message's section block (Slack's limit is 3000)
+
+
+class SlackNotifier(Notifier):
+    """Posts each event to a channel with the Web API's chat.postMessage."""
+
+    @classmethod
+    def validate(cls, parsed: urls.ParsedURL) -> None:
+        """Raise ValueError without a channel, or with a bad boolean or a non-http link."""
+        if not (parsed.netloc or parsed.path.strip("/")):
+            raise ValueError("slack notifier needs a channel: slack://<channel> (a name such as deploys, or an id)")
+        for key in ("quiet", "thread"):
+            urls.query_bool(parsed, key)
+        link = parsed.query.get("url")
+        if link and not link.startswith(("https://", "http://")):
+            raise ValueError("slack notifier: url= must be an http(s) link")
+        base = os.environ.get("SLACK_API_URL")
+        if base and not base.endswith("/"):
+            raise ValueError("SLACK_API_URL must end with / (e.g. https://slack.example.com/api/)")
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.validate(self.parsed)
+        # A name (deploys, #deploys) or an id (C0123ABC): chat.postMessage takes either as it is.
+        self.channel = (self.parsed.netloc + self.parsed.path).strip("/")
+        self.link = self.parsed.query.get("url") or ""
+        self.thread = urls.query_bool(self.parsed, "thread")
+        self.threads = {}  # version -> ts of the message that started its thread
+        self._client = None
+
+    def describe(self) -> str:
+        """slack://<channel> (the channel is not a secret; the token never is in the URL)."""
+        return "slack://%s" % self.channel.lstrip("#")
+
+    def client(self):
+        """The WebClient (made once): SLACK_TOKEN, SLACK_API_URL, bounded timeout, 429 retry handler."""
+        if self._client is None:
+            from slack_sdk import WebClient
+            from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+            class BoundedRateLimitRetry(RateLimitErrorRetryHandler):
+                """The SDK's 429 handler, except that a Retry-After beyond MAX_RETRY_AFTER is not waited for."""
+
+                def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+                    if not super()._can_retry(state=state, request=request, response=response, error=error):
+                        return False
+                    for key, value in response.headers.items():
+                        if key.lower() == "retry-after":
+                            text = value[0] if isinstance(value, list) else value
+                            return text.strip().isdigit() and int(text) <= MAX_RETRY_AFTER
+                    return True
+
+            token = os.environ.get("SLACK_TOKEN", "")
+            if not token:
+                raise NotifyError("SLACK_TOKEN is not set")
+            kwargs = {"token": token, "timeout": int(self.timeout),
+                      "retry_handlers": [BoundedRateLimitRetry(max_retry_count=1)]}
+            base = os.environ.get("SLACK_API_URL")
+            if base:
+                kwargs["base_url"] = base
+            self._client = WebClient(**kwargs)
+        return self._client
+
+    def message(self, event: Event) -> tuple[str, list]:
+        """The fallback text and the Block Kit blocks of event."""
+        named = event.replace(app=self.title) if self.title else event
+        text = named.text
+        headline = _escape(named.title)
+        # url= links the headline (the app's dashboard, the release page).
+        headline = "*<%s|%s>*" % (self.link, headline) if self.link else "*%s*" % headline
+        body = _escape(text)
+        if len(body) > SECTION_LIMIT:  # Slack refuses a section text over 3000 characters (invalid_blocks)
+            body = body[:SECTION_LIMIT - 1] + "…"
+        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "%s\n%s" % (headline, body)}}]
+        return text, blocks
+
+    def deliver(self, event: Event) -> None:
+        """chat.postMessage; a thread per version with thread=true. NotifyError names Slack's `error` code."""
+        from slack_sdk.errors import SlackApiError, SlackClientError
+
+        text, blocks = self.message(event)
+        version = event.fields.get("version")
+        kwargs = {"channel": self.channel, "text": text, "blocks": blocks}
+        if self.thread and version and version in self.threads:
+            kwargs["thread_ts"] = self.threads[version]
+        try:
+            response = self.client().chat_postMessage(**kwargs)
+        except SlackApiError as exc:
+            data = exc.response.data if isinstance(exc.response.data, dict) else {}
+            raise NotifyError("Slack answered HTTP %s: %s" % (
+                exc.response.status_code, data.get("error") or "not ok")) from None
+        except SlackClientError as exc:
+            raise NotifyError("Slack: %s" % type(exc).__name__) from None
+        except OSError as exc:  # URLError, timeouts, refused connections
+            raise NotifyError("cannot reach Slack: %s" % (getattr(exc, "reason", None) or exc)) from None
+        if self.thread and version and version not in self.threads and response.get("ts"):
+            if len(self.threads) >= MAX_THREADS:
+                self.threads.pop(next(iter(self.threads)))
+            self.threads[version] = response["ts"]
+
+
+def _escape(text: str) -> str:
+    """Text for mrkdwn: &, <, > escaped as Slack requires."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

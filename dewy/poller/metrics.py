@@ -1,0 +1,142 @@
+"""Prometheus metrics, served by the poller (`metrics = 127.0.0.1:9464`; off by default).
+
+The poller serves them from an HTTP thread of its own (prometheus-client's, imported only when the
+setting is on), so the master stays lean. Metrics (all `dewy_`):
+
+- `dewy_deploys_total{result}`               deploy attempts by result: deployed, refused (the release is
+                                             refused: bad, or it did not start), failed (retried), rolled_back
+- `dewy_deploy_duration_seconds`             histogram, release seen by a poll -> the new version serving
+- `dewy_app_restarts_total{reason}`          app generations started, by reason: initial, deploy, signal
+                                             (USR1 restart), crash (respawn after an exit), health (failed
+                                             health checks), rollback
+- `dewy_rollbacks_total`                     crash-looping releases rolled back
+- `dewy_release_info{version}`               the version serving now (info metric: value 1)
+- `dewy_registry_requests_total{result}`     polls by answer: ok, not_modified (HTTP 304), waiting
+                                             (artifact not yet published), error
+- `dewy_last_successful_poll_timestamp_seconds`  Unix time of the last poll the registry answered
+- `dewy_downloaded_bytes_total`              artifact bytes downloaded
+
+Without the setting, Metrics is a do-nothing object with the same methods.
+"""
+
+import logging
+import time
+
+log = logging.getLogger("dewy.poller")
+
+DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
+# The master's spawn reasons (dewy.master.lifecycle) -> the restart reasons shown.
+RESTART_REASONS = {"initial": "initial", "deploy": "deploy", "restart": "signal", "respawn": "crash",
+                   "rollback": "rollback", "health": "health"}
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """`127.0.0.1:9464`, `[::1]:9464`, `:9464` (all interfaces) -> (host, port); ValueError otherwise."""
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        port = rest[1:] if bracket and rest.startswith(":") else ""
+    else:
+        host, colon, port = text.rpartition(":")
+        port = port if colon else ""  # a bare port would mean every interface: say so with ":9464"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT such as 127.0.0.1:9464, [::1]:9464 or :9464")
+    return host or "0.0.0.0", int(port)
+
+
+class Metrics:
+    """dewy's metrics; every method is cheap and never raises. start(address) serves them over HTTP."""
+
+    def __init__(self):
+        self.address = None
+        self.server = None
+        self.registry = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the metrics are being served."""
+        return self.server is not None
+
+    def start(self, address: str) -> None:
+        """Serve the metrics on address (HOST:PORT); an address in use is logged, never fatal."""
+        if address == self.address and self.server is not None:
+            return
+        self.stop()
+        if not address:
+            return
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+        host, port = parse_address(address)
+        registry = CollectorRegistry()
+        self.deploys = Counter("dewy_deploys", "Deploy attempts by result.", ["result"], registry=registry)
+        self.duration = Histogram("dewy_deploy_duration_seconds", "From the poll that saw a release to it serving.",
+                                  buckets=DURATION_BUCKETS, registry=registry)
+        self.restarts = Counter("dewy_app_restarts", "App generations started, by reason.", ["reason"],
+                                registry=registry)
+        self.rollbacks = Counter("dewy_rollbacks", "Releases rolled back after crash-looping.", registry=registry)
+        self.release = Info("dewy_release", "The version serving now.", registry=registry)
+        self.requests = Counter("dewy_registry_requests", "Registry polls by answer.", ["result"], registry=registry)
+        self.last_poll = Gauge("dewy_last_successful_poll_timestamp_seconds",
+                               "Unix time of the last poll the registry answered.", registry=registry)
+        self.bytes = Counter("dewy_downloaded_bytes", "Artifact bytes downloaded.", registry=registry)
+        for result in ("deployed", "refused", "failed", "rolled_back"):
+            self.deploys.labels(result)  # present at 0 from the start: rate() needs a first sample
+        for result in ("ok", "not_modified", "waiting", "error"):
+            self.requests.labels(result)
+        try:
+            self.server, self.thread = start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:
+            log.error("cannot serve metrics on %s: %s", address, exc)
+            return
+        self.registry, self.address = registry, address
+        log.info("serving Prometheus metrics on http://%s/metrics", address)
+
+    def stop(self) -> None:
+        """Stop serving (a reload moved or removed the address)."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        self.server = self.registry = self.address = None
+
+    # --- what happened -------------------------------------------------------------------------
+
+    def deployed(self, version: str, seconds: float) -> None:
+        """A deploy succeeded after `seconds` since its release was seen."""
+        if self.enabled:
+            self.deploys.labels("deployed").inc()
+            self.duration.observe(seconds)
+            self.serving(version)
+
+    def deploy_result(self, result: str) -> None:
+        """A deploy attempt ended otherwise: refused, failed."""
+        if self.enabled:
+            self.deploys.labels(result).inc()
+
+    def rolled_back(self, to_version: str | None) -> None:
+        """The master rolled a crash-looping release back."""
+        if self.enabled:
+            self.deploys.labels("rolled_back").inc()
+            self.rollbacks.inc()
+            self.serving(to_version)
+
+    def serving(self, version: str | None) -> None:
+        """The version serving now (None: nothing)."""
+        if self.enabled:
+            self.release.info({"version": version or ""})
+
+    def spawned(self, reason: str) -> None:
+        """The master started an app generation for reason (its spawn reason)."""
+        if self.enabled:
+            self.restarts.labels(RESTART_REASONS.get(reason, reason)).inc()
+
+    def polled(self, result: str) -> None:
+        """One poll's answer: ok, not_modified, waiting or error."""
+        if self.enabled:
+            self.requests.labels(result).inc()
+            if result != "error":
+                self.last_poll.set(time.time())
+
+    def downloaded(self, count: int) -> None:
+        """count artifact bytes arrived."""
+        if self.enabled and count:
+            self.bytes.inc(count)
