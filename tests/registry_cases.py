@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import json
 import subprocess
 import sys
@@ -116,6 +117,13 @@ class BucketRegistryCases:
         assert release.artifact_url == store.artifact_url("v1.10.0/" + NATIVE)
         assert (release.sha256, release.checksum_source) == (None, None)
         assert fetch(release.artifact_url) == b"v1.10.0"
+
+    def test_the_artifact_tells_its_size_for_download_progress(self, store):
+        data = os.urandom(300_000)
+        store.put("v1.0.0/" + NATIVE, data)
+        fetcher = artifact.from_url(self.registry(store).latest().artifact_url)
+        fetcher.fetch(io.BytesIO())
+        assert fetcher.size() == len(data)
 
     def test_pre_release_slot_and_refused_versions(self, store):
         for tag in ("v1.0.0+blue", "v1.1.0+green", "v1.2.0-rc.1+blue", "v0.9.0"):

@@ -81,6 +81,8 @@ class GitHubArtifact(Artifact):
 
         def open_at(offset: int):
             response = github.open_asset(self.client, self.owner, self.repo, asset_id, offset)
+            if response is not None and not offset and response.headers.get("Content-Length", "").isdigit():
+                self.total = int(response.headers["Content-Length"])  # for download progress
             return None if response is None else response.iter_content(READ_CHUNK)
 
         try:

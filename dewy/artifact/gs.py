@@ -147,6 +147,7 @@ class GCSArtifact(Artifact):
             raise ArtifactError("cannot download %s: %s" % (what, describe(exc))) from None
         if blob is None:
             raise ArtifactError("cannot download %s: no such object" % what)
+        self.total = blob.size  # for download progress
 
         def open_at(offset: int):
             # if_generation_match: a replaced object fails the download instead of mixing two uploads.

@@ -174,6 +174,8 @@ class S3Artifact(Artifact):
                 raise ArtifactError("cannot download %s: %s" % (what, describe(exc))) from None
             if not etag and response.get("ETag"):
                 etag.append(response["ETag"])
+            if not offset and response.get("ContentLength") is not None:
+                self.total = int(response["ContentLength"])  # for download progress
             return response["Body"].iter_chunks(CHUNK)
 
         copy_resuming(open_at, out, what, retry_on=stream_errors())

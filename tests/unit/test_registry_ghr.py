@@ -456,6 +456,14 @@ def test_download_follows_302_without_the_token(stub):
     assert not stub.storage_auth_violations()
 
 
+def test_the_artifact_tells_its_size_for_download_progress(stub):
+    data = b"x" * 123_457
+    stub.publish("acme", "app", "v1.0.0", {NATIVE: data})
+    fetcher = artifact.from_url(ghr().latest().artifact_url)
+    fetcher.fetch(io.BytesIO())
+    assert fetcher.size() == len(data)
+
+
 def test_the_storage_stand_in_refuses_a_token(stub):
     """The proof above is only worth something if the stand-in would catch a leaked token."""
     import requests
