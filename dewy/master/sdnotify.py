@@ -103,10 +103,10 @@ class NotifyListener:
                     fields[key] = value
             messages.append((pid, fields))
 
-    def close(self, unlink: bool = True) -> None:
-        """Close the socket (and remove its file unless it is being handed over)."""
+    def close(self) -> None:
+        """Close the socket and remove its file (an in-place upgrade hands the fd over instead: no close)."""
         self.sock.close()
-        if unlink and not self.path.startswith("@"):
+        if not self.path.startswith("@"):
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
