@@ -27,6 +27,11 @@ COMMANDS = {
     "assets": "dewy assets [options]",
     "status": "dewy status [--workdir DIR | --config INI] [--json]",
     "latest": "dewy latest (-c INI | --registry URL) [--slot SLOT] [--json]",
+    "history": "dewy history [--workdir DIR | --config INI] [-n N] [--json]",
+    "rollback": "dewy rollback [--workdir DIR | --config INI] [--to VERSION] [--timeout SECS] [--json]",
+    "pause": "dewy pause [--workdir DIR | --config INI] [--reason TEXT] [--json]",
+    "resume": "dewy resume [--workdir DIR | --config INI] [--json]",
+    "deploy-now": "dewy deploy-now [--workdir DIR | --config INI] [--timeout SECS] [--json]",
     "demo": "dewy demo",
 }
 
@@ -74,7 +79,8 @@ def help_text() -> str:
     """The whole `dewy --help` text."""
     return "\n".join([
         "dewy: keep an app (server) or static files (assets) on the newest release of a registry.\n",
-        usage(), setting_options(), STATUS_OPTIONS, latest_options(), OTHER_OPTIONS,
+        usage(), setting_options(), STATUS_OPTIONS, latest_options(), history_options(), control_options(),
+        OTHER_OPTIONS,
         "Every setting is also an ini key: dewy-master -c dewy.ini reads the same settings from [dewy].",
     ])
 
@@ -90,7 +96,8 @@ def command_doc(command: str) -> str:
     repeated = " ".join("[%s %s]..." % (s.flag, s.meta) for s in SETTINGS if s.flag and s.multiple)
     line = line.replace("[options]", "[options] " + repeated)
     options = {"server": setting_options(), "assets": setting_options(), "status": STATUS_OPTIONS,
-               "latest": latest_options()}.get(command, "")
+               "latest": latest_options(), "history": STATUS_OPTIONS + history_options()}.get(
+                   command, STATUS_OPTIONS + control_options() if command in CONTROL_COMMANDS else "")
     return "Usage:\n  %s\n\n%s" % (line, options)
 
 
@@ -151,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(command, argv)
     if isinstance(args, int):
         return args
-    return {"server": run_mode, "assets": run_mode, "status": status, "latest": latest, "demo": demo}[command](args)
+    if command in CONTROL_COMMANDS:
+        return control(command, args)
+    return {"server": run_mode, "assets": run_mode, "status": status, "latest": latest, "demo": demo,
+            "history": history}[command](args)
 
 
 # --- server / assets ---------------------------------------------------------------------------
@@ -241,9 +251,14 @@ def check_master(path: str, config) -> int:
     """`dewy-master --check`: the config loaded; now the workdir (exit 2 when unusable) and who holds it."""
     from dewy import workdir
 
-    problems = workdir.check(config.workdir)
+    from dewy.master.generation import startup_problem
+
+    problems = ["%s: %s" % (path, problem) for problem in workdir.check(config.workdir)]
+    app_problem = startup_problem(config)
+    if app_problem:
+        problems.append(app_problem)
     for problem in problems:
-        print("dewy-master: %s: %s" % (path, problem), file=sys.stderr)
+        print("dewy-master: %s" % problem, file=sys.stderr)
     if problems:
         return EXIT_USAGE
     holder = workdir.holder(config.workdir)
@@ -316,6 +331,13 @@ def _deploy_line(deploy) -> str:
     return line + (": %s" % deploy["error"] if deploy.get("error") else "")
 
 
+def _paused_line(paused) -> str:
+    """`dewy pause`: `since TIME: reason`, or `no`."""
+    if not isinstance(paused, dict):
+        return "no"
+    return "since %s%s" % (_show(paused.get("since")), ": %s" % paused["reason"] if paused.get("reason") else "")
+
+
 def format_status(workdir: str, data: dict, running: bool) -> str:
     """The human-readable `dewy status` table."""
     pid = data.get("pid")
@@ -328,25 +350,36 @@ def format_status(workdir: str, data: dict, running: bool) -> str:
         last_poll += " (latest %s)" % data["latest_version"]
     rows = [
         ("workdir", workdir), ("state", state), ("mode", _show(data.get("mode"))),
-        ("version", _show(data.get("version"))), ("generation", _show(data.get("generation"))),
+        ("version", _show(data.get("version"))), ("serving since", _show(data.get("serving_since"))),
+        ("generation", _show(data.get("generation"))),
         ("release", _show(data.get("release_dir"))), ("app pids", _show(data.get("app_pids"))),
         ("retiring pids", _show(data.get("retiring_pids"))), ("poller pid", _show(data.get("poller_pid"))),
         ("last poll", last_poll), ("last error", _show(data.get("last_error"))),
-        ("last deploy", _deploy_line(data.get("last_deploy"))), ("started", _show(data.get("started_at"))),
+        ("last deploy", _deploy_line(data.get("last_deploy"))), ("paused", _paused_line(data.get("paused"))),
+        ("started", _show(data.get("started_at"))),
         ("updated", _show(data.get("updated_at"))), ("dewy", _show(data.get("dewy_version"))),
     ]
     return "\n".join("%-14s %s" % row for row in rows)
 
 
-def status(args: dict) -> int:
-    """`dewy status`: print what the master of a workdir reports (0 running, 1 no status, 3 not running)."""
-    from dewy import status as status_file
-
+def _with_workdir(args: dict, run) -> int:
+    """run(workdir) for the workdir of --workdir / --config / the current directory; exit 2 when the ini is bad."""
     try:
         workdir = _status_workdir(args)
     except ConfigError as exc:
         print("dewy: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
+    return run(workdir)
+
+
+def status(args: dict) -> int:
+    """`dewy status`: print what the master of a workdir reports (0 running, 1 no status, 3 not running)."""
+    return _with_workdir(args, lambda workdir: _status(workdir, args))
+
+
+def _status(workdir: str, args: dict) -> int:
+    from dewy import status as status_file
+
     try:
         data = status_file.read(workdir)
     except (OSError, ValueError) as exc:
@@ -378,6 +411,41 @@ def latest(args: dict) -> int:
     from dewy import latest as latest_module
 
     return latest_module.main(args)
+
+
+# --- dewy history ------------------------------------------------------------------------------
+
+def history_options() -> str:
+    """The `History options:` block (declared with the command in dewy.history)."""
+    from dewy.history import OPTIONS
+
+    return OPTIONS
+
+
+def history(args: dict) -> int:
+    """`dewy history`: deploys, refusals and rollbacks from the audit log, newest first (dewy.history)."""
+    from dewy import history as history_module
+
+    return _with_workdir(args, lambda workdir: history_module.main(workdir, args))
+
+
+# --- dewy rollback / pause / resume / deploy-now -------------------------------------------------
+
+CONTROL_COMMANDS = ("rollback", "pause", "resume", "deploy-now")  # sent to the master's control socket
+
+
+def control_options() -> str:
+    """The `Control options:` block (declared with the commands in dewy.control)."""
+    from dewy.control import OPTIONS
+
+    return OPTIONS
+
+
+def control(command: str, args: dict) -> int:
+    """An operator command for the running master of a workdir (dewy.control)."""
+    from dewy import control as control_module
+
+    return _with_workdir(args, lambda workdir: control_module.main(command, workdir, args))
 
 
 # --- dewy demo ---------------------------------------------------------------------------------

@@ -190,7 +190,17 @@ def _redact_query(query: str) -> str:
     pairs = []
     for pair in query.split("&"):
         key, sep, value = pair.partition("=")
-        pairs.append(key + sep + REDACTED if sep and value and _SECRET_KEY.search(key) else pair)
+        if sep and value and _SECRET_KEY.search(key):
+            pairs.append(key + sep + REDACTED)
+        elif sep and ("://" in value or "%3a%2f%2f" in value.lower()):
+            # A URL inside the query (?endpoint=http://key:pw@host, or percent-encoded): redact it too.
+            import urllib.parse  # only here: the master never needs it otherwise
+
+            inner = urllib.parse.unquote(value)
+            redacted = redact(inner)
+            pairs.append(pair if redacted == inner else key + sep + urllib.parse.quote(redacted, safe=":/@*"))
+        else:
+            pairs.append(pair)
     return "&".join(pairs)
 
 

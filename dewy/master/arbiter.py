@@ -16,11 +16,11 @@ import selectors
 import signal
 import time
 
-from .. import __version__, procgroup, status, workdir
+from .. import __version__, current, pause, procgroup, status, workdir
 from ..clock import utc_iso
-from . import activation, output, process, sockets, upgrade
+from . import activation, control, httpprobe, output, process, sockets, upgrade
 from .configview import ConfigLoadError
-from .generation import command_problem
+from .generation import command_problem, startup_problem
 from .lifecycle import CommandError, Host, Lifecycle
 from .pollerhandle import PollerHandle
 from .sdnotify import NotifyListener, SystemdNotifier, notify_socket_path
@@ -38,12 +38,20 @@ ERROR_BURST, ERROR_WINDOW = 10, 10.0  # this many unexpected errors within this 
 # Signals are operator commands; the operator commands of a later interface reuse the same names.
 SIGNAL_COMMANDS = {signal.SIGHUP: "reload", signal.SIGUSR1: "restart", signal.SIGUSR2: "upgrade",
                    signal.SIGTERM: "stop", signal.SIGINT: "stop", signal.SIGQUIT: "stop-fast"}
+# What the control socket (.dewy/control.sock) may ask, with the arguments each takes.
+RELOAD_FAILED = "reload failed, keeping the running configuration"
+CONTROL_COMMANDS = {"status": (), "restart": (), "reload": (), "rollback": ("to",), "pause": ("reason",),
+                    "resume": (), "deploy-now": ()}
 # Test-only: a command name whose handler raises, to prove the guard (never set it in production).
 FAIL_COMMAND_ENV = "DEWY_TEST_FAIL_COMMAND"
 
 
 class ReloadError(Exception):
     """A re-read configuration cannot be applied to the running master."""
+
+
+class CommandRefused(Exception):
+    """An operator command that cannot be done now; str() says why (the control socket's answer)."""
 
 
 class ErrorBudget:
@@ -80,10 +88,16 @@ class Arbiter(Host):
         self.lifecycle = Lifecycle(cfg, self)
         self.poller = PollerHandle()
         self.orphans = {}  # pid -> KILL deadline: processes of ours that belong to no generation
+        self.probes = {}  # httpprobe.Probe -> the generation it checks (ready = http:, health)
+        self.control = None  # control.ControlServer: .dewy/control.sock
+        self.clients = {}  # control.ControlConnection -> the deadline of its request line
+        self.paused = pause.read(cfg.workdir)  # {reason, since} while deploys are paused (survives restarts)
+        self.polls = 0  # `status` messages from pollers
+        self.poll_requests = 0  # `poll-now` ids sent; the poller echoes the last one it read in `status`
         self.sent_ready = False
         self.watchdog_at: float | None = None
         self.started_at = utc_iso()
-        self.info = {"last_poll": None, "latest_version": None, "last_error": None}
+        self.info = {"last_poll": None, "latest_version": None, "last_error": None, "poll_request": None}
         self.errors = ErrorBudget()
         self.exit_code: int | None = None
         self.fail_command = os.environ.pop(FAIL_COMMAND_ENV, None)
@@ -112,7 +126,10 @@ class Arbiter(Host):
             previous = status.read(self.cfg.workdir)
             self.notify_listener = NotifyListener(notify_socket_path(self.state_dir))
             self.lifecycle.cold_start(previous)
+            if self.lifecycle.last_deploy is None and isinstance(previous, dict):
+                self.lifecycle.last_deploy = previous.get("last_deploy")  # `dewy status` shows it across restarts
         self.selector.register(self.notify_listener, selectors.EVENT_READ, self.on_notify)
+        self.open_control()
         if self.systemd.watchdog_interval:
             self.watchdog_at = time.monotonic()
         self.spawn_poller()
@@ -210,6 +227,10 @@ class Arbiter(Host):
             table.append((deadline, lambda now, pid=pid: self.kill_orphan(pid, now)))
         if self.watchdog_at is not None:
             table.append((self.watchdog_at, self.ping_watchdog))
+        for probe in self.probes:
+            table.append((probe.deadline(), lambda now, probe=probe: self.drive_probe(probe, probe.tick, now)))
+        for conn, deadline in self.clients.items():
+            table.append((deadline, lambda now, conn=conn: self.drop_client(conn)))
         return table
 
     def next_timeout(self) -> float:
@@ -282,6 +303,9 @@ class Arbiter(Host):
             raise
         finally:
             os.close(write_end)
+        if self.cfg.log_format == "json":
+            # One JSON log stream: the app's lines become records too (a shipper or jq must not choke).
+            tail.as_json = {"app_pid": pid, "generation": gen.number, "version": gen.version}
         self.watch_output(pid, tail)
         return pid
 
@@ -324,6 +348,44 @@ class Arbiter(Host):
     def tell_poller(self, type_: str, **fields) -> None:
         self.poller.send(type_, **fields)
 
+    def probe(self, gen, path: str, timeout: float) -> None:
+        """GET path on the first TCP listener, non-blocking in the loop (httpprobe); the answer goes to
+        lifecycle.probe_done."""
+        listener = next((l for l in self.listeners if l.unix_path is None), None)
+        if listener is None:
+            self.lifecycle.probe_done(gen, httpprobe.FAILED, "no TCP listener to send GET %s to" % path)
+            return
+        probe = httpprobe.Probe(listener.sock.family, listener.sock.getsockname(), path, gen.pid, timeout,
+                                time.monotonic())
+        self.probes[probe] = gen
+        if not probe.finished:
+            self.selector.register(probe, selectors.EVENT_WRITE,
+                                   lambda: self.drive_probe(probe, probe.on_event, time.monotonic()))
+        self.sync_probe(probe, registered=not probe.finished)
+
+    def drive_probe(self, probe, step, now: float) -> None:
+        """Run one step of a probe (socket event or tick), then follow its state in the selector."""
+        step(now)
+        self.sync_probe(probe, registered=True)
+
+    def sync_probe(self, probe, registered: bool) -> None:
+        """A finished probe: unregister, close, tell the lifecycle; else watch the event it waits for."""
+        if probe not in self.probes:
+            return
+        if not probe.finished:
+            wanted = {"write": selectors.EVENT_WRITE, "read": selectors.EVENT_READ}.get(probe.events())
+            if wanted:
+                key = self.selector.get_key(probe)
+                if key.events != wanted:
+                    self.selector.modify(probe, wanted, key.data)
+            return
+        gen = self.probes.pop(probe)
+        if registered:
+            self.selector.unregister(probe)
+        probe.close()
+        self.lifecycle.probe_done(gen, probe.outcome, probe.detail)
+        self.changed()
+
     def ready(self) -> None:
         """Tell systemd dewy is up (and what runs)."""
         self.systemd.send(READY=1, STATUS=self.lifecycle.status_line())
@@ -361,6 +423,8 @@ class Arbiter(Host):
             elif kind == "status":
                 for key in self.info:
                     self.info[key] = msg.get(key)
+                self.polls += 1
+                self.lifecycle.check_current()  # once per poll: a deleted release dir is noticed now
                 self.changed()
             elif kind == "pong":
                 pass  # a sign of life is all it is (receive() noted it)
@@ -388,19 +452,156 @@ class Arbiter(Host):
         self.changed()
 
     # ----------------------------------------------------------- commands
-    def command(self, name: str) -> None:
-        """Run an operator command by name: reload, restart, upgrade, stop, stop-fast."""
+    def command(self, name: str, **args):
+        """Run an operator command by name (reload, restart, upgrade, stop, stop-fast, and the control socket's
+        status, rollback, pause, resume, deploy-now); what its handler returns (the control socket's answer)."""
         if name == self.fail_command:
             raise RuntimeError("injected failure in the %s command (%s, test only)" % (name, FAIL_COMMAND_ENV))
-        getattr(self, "handle_" + name.replace("-", "_"))()
+        return getattr(self, "handle_" + name.replace("-", "_"))(**args)
+
+    # ------------------------------------------------------- control socket
+    def open_control(self) -> None:
+        """Listen on .dewy/control.sock (a failure is logged: signals still work)."""
+        try:
+            self.control = control.ControlServer(workdir.state_path(self.cfg.workdir, control.CONTROL_FILE))
+        except OSError as exc:
+            log.error("cannot open the control socket (dewy rollback/pause/resume/deploy-now will not reach this "
+                      "master): %s", exc)
+            return
+        self.selector.register(self.control, selectors.EVENT_READ, self.on_control_accept)
+
+    def close_control(self) -> None:
+        for conn in list(self.clients):
+            self.drop_client(conn)
+        if self.control is not None:
+            self.selector.unregister(self.control)
+            self.control.close()
+            self.control = None
+
+    def on_control_accept(self) -> None:
+        for conn in self.control.accept():
+            if not conn.allowed():
+                log.warning("control socket: refused a connection from uid %d (pid %d)", conn.peer_uid, conn.peer_pid)
+                conn.answer({"ok": False, "error": "only dewy's user may command dewy-master"})
+                continue
+            self.clients[conn] = time.monotonic() + control.REQUEST_TIMEOUT
+            self.selector.register(conn, selectors.EVENT_READ, lambda conn=conn: self.on_control_request(conn))
+
+    def drop_client(self, conn) -> None:
+        """Forget a control connection (answered, gone, or too slow)."""
+        if self.clients.pop(conn, None) is not None:
+            self.selector.unregister(conn)
+            conn.close()
+
+    def on_control_request(self, conn) -> None:
+        """A control client sent (part of) its line: once complete, run the command and answer."""
+        request = conn.read()
+        if request is None:
+            return
+        self.clients.pop(conn, None)
+        self.selector.unregister(conn)
+        if isinstance(request, str):
+            conn.answer({"ok": False, "error": request})
+            return
+        conn.answer(self.control_command(request))
+
+    def control_command(self, request: dict) -> dict:
+        """Run one control-socket request: {"ok": true, ...} or {"ok": false, "error": why}."""
+        name, args = request["command"], request.get("args") or {}
+        if name not in CONTROL_COMMANDS:
+            return {"ok": False, "error": "unknown command %r (known: %s)" % (name, ", ".join(sorted(CONTROL_COMMANDS)))}
+        unknown = sorted(set(args) - set(CONTROL_COMMANDS[name]))
+        if unknown:
+            return {"ok": False, "error": "%s takes no argument %s" % (name, ", ".join(unknown))}
+        log.info("control socket: %s %s", name, " ".join("%s=%r" % kv for kv in sorted(args.items())))
+        try:
+            answer = self.command(name, **args) or {}
+        except CommandRefused as exc:
+            log.warning("control socket: %s refused: %s", name, exc)
+            return {"ok": False, "error": str(exc)}
+        self.changed()
+        return dict(answer, ok=True)
+
+    def handle_status(self) -> dict:
+        """The status, as the status file will show it."""
+        return {"status": self.status_data()}
+
+    def handle_pause(self, reason: str | None = None) -> dict:
+        """Deploy no new version until resumed (the app keeps running and restarting as usual)."""
+        self.paused = pause.write(self.cfg.workdir, reason if isinstance(reason, str) else None)
+        log.warning("deploys paused%s", ": %s" % reason if reason else "")
+        return {"paused": self.paused}
+
+    def handle_resume(self) -> dict:
+        """Deploy new versions again, starting with a poll now."""
+        was = pause.clear(self.cfg.workdir)
+        self.paused = None
+        if was:
+            log.info("deploys resumed")
+            self.poller.send("poll-now")
+        return {"resumed": was}
+
+    def handle_deploy_now(self) -> dict:
+        """Make the poller poll now; `poll_request` in the answer: statuses echoing it come from polls after it."""
+        if self.paused:
+            raise CommandRefused("deploys are paused (%s); `dewy resume` first" % (
+                self.paused.get("reason") or "no reason given"))
+        if self.poller.channel is None or self.lifecycle.stopping:
+            raise CommandRefused("the poller is not running right now (it is being restarted); try again")
+        self.poll_requests += 1
+        self.poller.send("poll-now", id=self.poll_requests)
+        return {"poll_request": self.poll_requests, "version": self.lifecycle.current_version}
+
+    def handle_rollback(self, to: str | None = None) -> dict:
+        """Switch back to the previous (or the named, still unpacked) release with a zero-downtime switch;
+        the poller then refuses the version rolled back from until a newer one is published."""
+        version, release_dir = self.rollback_target(to if isinstance(to, str) and to else None)
+        from_version = self.lifecycle.current_version
+        problem = self.lifecycle.switch_back(version, release_dir)
+        if problem:
+            raise CommandRefused(problem)
+        return {"from": from_version, "to": version, "release_dir": release_dir}
+
+    def rollback_target(self, to: str | None) -> tuple:
+        """(version, release dir) to roll back to: the newest unpacked release of version `to`, or the newest one
+        older than what serves with another version; CommandRefused when there is none."""
+        entries = current.Manifest(self.cfg.workdir).entries()
+        base = os.path.join(self.cfg.workdir, "releases")
+
+        def order(name):  # 20261126T065012Z, 20261126T065012Z-2: by time, then by the counter
+            stamp, _, n = name.partition("-")
+            return stamp, int(n) if n.isdigit() else 0
+        names = sorted((n for n in entries if os.path.isdir(os.path.join(base, n))), key=order)
+        now = os.path.basename(self.lifecycle.current_release or "")
+        if to:
+            want = to[1:] if to.startswith("v") else to
+            found = [n for n in names if entries[n].get("version") == want]
+            if not found:
+                raise CommandRefused("version %s is not unpacked in %s (unpacked: %s)" % (
+                    want, base, ", ".join(sorted({entries[n].get("version") or "?" for n in names})) or "none"))
+            name = found[-1]
+        else:
+            older = [n for n in names if (not now or order(n) < order(now))
+                     and entries[n].get("version") != self.lifecycle.current_version]
+            if not older:
+                raise CommandRefused("no earlier release is unpacked in %s to roll back to" % base)
+            name = older[-1]
+        return entries[name].get("version"), os.path.join(base, name)
 
     def handle_reload(self) -> None:
         """Re-read the configuration and gracefully restart the app."""
         self.systemd.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        failed = self.lifecycle.problem or ""
         try:
             self.apply_config(self.reload_config())
         except (ConfigLoadError, sockets.ListenError, ReloadError) as exc:
-            log.error("reload failed, keeping the running configuration: %s", exc)
+            # Logged and shown in `dewy status` (last error) until a reload succeeds.
+            self.lifecycle.set_problem("%s: %s" % (RELOAD_FAILED, exc))
+            self.changed()
+        else:
+            if failed.startswith(RELOAD_FAILED):
+                self.lifecycle.set_problem(None)
+                self.changed()
         self.systemd.send(READY=1, STATUS=self.lifecycle.status_line())
 
     def apply_config(self, new) -> None:
@@ -408,6 +609,9 @@ class Arbiter(Host):
         for key in ("mode", "workdir"):
             if getattr(new, key) != getattr(self.cfg, key):
                 raise ReloadError("%s: %s cannot change on reload; restart dewy" % (new.source, key))
+        problem = startup_problem(new)
+        if problem:
+            raise ReloadError(problem)
         listeners = sockets.bind_all(new.port, new.backlog, reuse={l.spec: l for l in self.listeners})
         dropped = [l for l in self.listeners if l not in listeners]
         self.listeners, self.cfg = listeners, new
@@ -449,6 +653,7 @@ class Arbiter(Host):
 
     def shutdown(self) -> int:
         """Release everything once the children are gone."""
+        self.close_control()
         for listener in self.listeners:
             listener.close()
         self.notify_listener.close()
@@ -511,6 +716,7 @@ class Arbiter(Host):
         sock.set_inheritable(False)
         self.notify_listener = NotifyListener(path, sock)
         self.lifecycle.adopt(state)
+        # (the control socket is bound afresh by start(): the old image's copy closed at exec)
         for pid, fd in (state.outputs or {}).items():
             self.watch_output(int(pid), output.StderrTail(fd))
         now = time.monotonic()
@@ -548,7 +754,15 @@ class Arbiter(Host):
                 setproctitle("dewy-master [%s]" % line)
             except ImportError:
                 pass
-        data = {
+        try:
+            status.write(self.cfg.workdir, self.status_data(state))
+        except OSError as exc:
+            log.warning("cannot write the status file: %s", exc)
+
+    def status_data(self, state: str | None = None) -> dict:
+        """What the status file says (and the control socket's `status` answers)."""
+        lc = self.lifecycle
+        return {
             "pid": os.getpid(), "mode": self.cfg.mode, "state": state or lc.state_name(),
             **lc.status_fields(),
             "poller_pid": self.poller.pid, "started_at": self.started_at, "updated_at": utc_iso(),
@@ -556,12 +770,8 @@ class Arbiter(Host):
             **self.info,
             # The master's own problem (a lost release, an app command that cannot run) outranks the poller's.
             "last_error": lc.problem or self.info["last_error"],
-            "errors": self.errors.count,
+            "errors": self.errors.count, "paused": self.paused, "polls": self.polls,
         }
-        try:
-            status.write(self.cfg.workdir, data)
-        except OSError as exc:
-            log.warning("cannot write the status file: %s", exc)
 
     def setup_logging(self) -> None:
         from .. import log as dewy_log
@@ -585,10 +795,15 @@ def run(cfg, reload_config) -> int:
     except ValueError as exc:
         log.error("%s; starting cold", exc)
         handed_over = None
+    problem = None if handed_over else startup_problem(cfg)
+    if problem:
+        log.error("%s", problem)
+        return EXIT_CONFIG
     try:
         arbiter.start(handed_over)
     except sockets.ListenError as exc:
-        log.error("%s", exc)
+        where = "[dewy] port" if cfg.source != "command line" else "--port"
+        log.error("%s: %s: %s", cfg.source, where, exc)
         return EXIT_LISTEN
     except (workdir.WorkdirError, activation.ActivationError) as exc:
         log.error("%s", exc)

@@ -22,10 +22,17 @@ class Generation:
         self.state = state
         self.started_at = started_at  # monotonic clock
         self.ready_kind, self.ready_timeout = "delay", 0.0  # pinned when spawned: a reload must not change them
+        self.ready_path = ""  # ready = http: the path asked
         self.ready_deadline: float | None = None  # ready by then (delay) or failed (notify)
         self.kill_deadline: float | None = None  # while retiring: KILL at this time
         self.ready_at: float | None = None
         self.exit_status: int | None = None  # wait status once the leader is reaped
+        # HTTP checks (ready = http:, health): when to ask next, whether a probe is out, what it last said.
+        self.probe_at: float | None = None
+        self.probing = False
+        self.probe_detail: str | None = None
+        self.health_failures = 0
+        self.rollback_from: str | None = None  # `dewy rollback`: the version this generation replaces
 
     @property
     def alive(self) -> bool:
@@ -47,7 +54,7 @@ class Generation:
                 "release_dir": self.release_dir, "reason": self.reason, "state": self.state,
                 "age": now - self.started_at, "ready_in": rel(self.ready_deadline),
                 "kill_in": rel(self.kill_deadline), "ready_kind": self.ready_kind,
-                "ready_timeout": self.ready_timeout,
+                "ready_timeout": self.ready_timeout, "ready_path": self.ready_path,
                 "ready_age": None if self.ready_at is None else now - self.ready_at}
 
     @classmethod
@@ -59,6 +66,7 @@ class Generation:
         gen.kill_deadline = None if d["kill_in"] is None else now + d["kill_in"]
         gen.ready_kind = d.get("ready_kind", "delay")
         gen.ready_timeout = d.get("ready_timeout", 0.0)
+        gen.ready_path = d.get("ready_path", "")
         if d.get("ready_age") is not None:
             gen.ready_at = now - d["ready_age"]
         return gen
@@ -91,3 +99,22 @@ def command_problem(argv, path: str | None, cwd: str) -> str | None:
     if "/" in program and os.path.exists(candidates[0]):
         return "cannot execute %s: it is not a file" % program
     return "cannot execute %s: no such file (looked in %s)" % (program, where)
+
+
+def startup_problem(config) -> str | None:
+    """Why the configured `app` can never run, found before anything starts (None when it may).
+
+    Only commands looked up in PATH and absolute paths outside the workdir are checked: a program inside
+    a release (current/bin/server) may not exist before the first deploy.
+    """
+    if config.mode != "server" or not config.app:
+        return None
+    program = config.app[0]
+    workdir = config.workdir.rstrip("/") + "/"
+    if "/" in program and (program + "/").startswith(workdir):
+        return None
+    problem = command_problem(list(config.app), os.environ.get("PATH"), config.workdir)
+    if problem is None:
+        return None
+    where = "[dewy] app" if config.source != "command line" else "the app command (after --)"
+    return "%s: %s: %s" % (config.source, where, problem)

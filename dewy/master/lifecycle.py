@@ -25,6 +25,9 @@ PROBATION = 60.0  # a release that dies this soon after its deploy counts toward
 PROBATION_DEATHS = 3  # deaths within PROBATION that roll a release back
 STABLE_AFTER = 10.0  # a generation up this long resets the respawn backoff
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
+PROBE_RETRY = 0.2  # ready = http: a failed GET is asked again this much later
+PROBE_TIMEOUT = 5.0  # ready = http: the longest one GET may take (within the readiness timeout)
+OTHER_RETRY = 0.02  # a GET accepted by another generation: ask again this soon
 
 
 class CommandError(Exception):
@@ -57,6 +60,11 @@ class Host:
 
     def upgrade(self) -> None:
         """Run the in-place upgrade that waited for a starting generation to settle."""
+
+    def probe(self, gen: Generation, path: str, timeout: float) -> None:
+        """Start GET path on the first TCP listener, counted only if gen's processes accept it; answer
+        with Lifecycle.probe_done(gen, outcome, detail) (httpprobe.OK / FAILED / OTHER) later."""
+        raise NotImplementedError
 
     def explain(self, pid: int, why: str) -> str:
         """why a generation failed, with what its process pid last wrote to stderr when the host has that."""
@@ -108,6 +116,7 @@ class Lifecycle:
         self.stopping = False
         self.stop_deadline: float | None = None
         self.problem: str | None = None  # what is wrong now that is not the poller's to say (status last_error)
+        self.reported_lost: str | None = None  # the deleted release dir check_current() already reported
         self.spawn_error: str | None = None  # why the last spawn() returned None
         self.last_deploy: dict | None = None
 
@@ -143,6 +152,9 @@ class Lifecycle:
         gen = self.starting
         if gen is not None and gen.ready_deadline is not None:
             table.append((gen.ready_deadline, lambda now, gen=gen: self.ready_timeout(gen)))
+        for g in (self.starting, self.serving):
+            if g is not None and g.probe_at is not None and not g.probing:
+                table.append((g.probe_at, lambda now, g=g: self.start_probe(g, now)))
         for g in self.retiring:
             if g.kill_deadline is not None:
                 table.append((g.kill_deadline, lambda now, g=g: self.kill_retiring(g)))
@@ -170,8 +182,74 @@ class Lifecycle:
         gen.ready_deadline = None
         if gen.ready_kind == "delay":
             self.on_ready(gen)
+        elif gen.ready_kind == "http":
+            self.on_start_failed(gen, "GET %s did not answer 2xx within %gs (last: %s)" % (
+                gen.ready_path, gen.ready_timeout, gen.probe_detail or "no answer"))
         else:
             self.on_start_failed(gen, "did not send READY=1 within %gs" % gen.ready_timeout)
+
+    # ------------------------------------------------------------ HTTP checks
+    def start_probe(self, gen: Generation, now: float) -> None:
+        """Time to GET the readiness path (starting gen) or the health path (serving gen)."""
+        gen.probe_at = None
+        if gen is self.starting and gen.ready_kind == "http":
+            left = (gen.ready_deadline or now) - now
+            gen.probing = True
+            self.host.probe(gen, gen.ready_path, max(0.05, min(PROBE_TIMEOUT, left)))
+        elif gen is self.serving and self.cfg.health:
+            if self.starting is not None:
+                # A new generation is on its way (deploy, restart): check the one that serves after it.
+                gen.probe_at = now + self.cfg.health_interval
+                return
+            gen.probing = True
+            self.host.probe(gen, self.cfg.health, self.cfg.health_interval)
+
+    def probe_done(self, gen: Generation, outcome: str, detail: str) -> None:
+        """A GET of start_probe came back: ok / failed / other (accepted by another generation: ask again)."""
+        gen.probing = False
+        log.debug("%s: %s (%s)", gen.label(), detail, outcome, extra=gen.log_fields())  # `other`: ask again
+        if self.stopping:
+            return
+        now = self.clock()
+        if outcome == "other":
+            if gen is self.starting or gen is self.serving:
+                gen.probe_at = now + OTHER_RETRY
+            return
+        if gen is self.starting and gen.ready_kind == "http":
+            gen.probe_detail = detail
+            if outcome == "ok":
+                self.on_ready(gen)
+            else:
+                gen.probe_at = now + PROBE_RETRY
+        elif gen is self.serving and self.cfg.health:
+            if outcome == "ok":
+                if gen.health_failures:
+                    log.info("%s is healthy again: %s", gen.label(), detail, extra=gen.log_fields())
+                gen.health_failures = 0
+            else:
+                gen.health_failures += 1
+                log.warning("health check %d/%d of %s failed: %s", gen.health_failures, self.cfg.health_failures,
+                            gen.label(), detail, extra=gen.log_fields())
+                if gen.health_failures >= self.cfg.health_failures:
+                    self.unhealthy(gen, detail)
+                    return
+            gen.probe_at = now + self.cfg.health_interval
+
+    def unhealthy(self, gen: Generation, detail: str) -> None:
+        """The serving generation failed health-failures checks in a row: start a new one (it retires once the
+        new one is ready); on probation this counts as a crash, and the third one rolls the release back."""
+        gen.health_failures, gen.probe_at = 0, None
+        self.set_problem("%s failed %d health checks in a row (%s); restarting it" % (
+            gen.label(), self.cfg.health_failures, detail))
+        if self.count_crash(gen):
+            return
+        self.restart(reason="health")
+        self.host.changed()
+
+    def arm_health(self, gen: Generation) -> None:
+        """Schedule the first health check of a generation that now serves."""
+        gen.health_failures = 0
+        gen.probe_at = self.clock() + self.cfg.health_interval if self.cfg.health else None
 
     def kill_retiring(self, gen: Generation) -> None:
         """graceful-timeout passed for a retiring generation: KILL what is left of it."""
@@ -226,6 +304,7 @@ class Lifecycle:
         gen = Generation(self.generation_count, 0, version, release_dir, reason, started_at=self.clock())
         # Pinned per generation: a reload must not change the rules for one already starting.
         gen.ready_kind, gen.ready_timeout = self.cfg.ready.kind, self.cfg.ready.seconds
+        gen.ready_path = getattr(self.cfg.ready, "path", "")
         try:
             gen.pid = self.host.spawn(gen)
         except CommandError as exc:
@@ -238,6 +317,8 @@ class Lifecycle:
             return None
         gen.started_at = self.clock()
         gen.ready_deadline = gen.started_at + gen.ready_timeout
+        if gen.ready_kind == "http":
+            gen.probe_at = gen.started_at  # a connection waits in the listen queue until the app accepts it
         self.starting = gen
         log.info("started %s [%s], waiting for it to be ready (%s %gs)", gen.label(), reason,
                  gen.ready_kind, gen.ready_timeout, extra=gen.log_fields())
@@ -266,6 +347,7 @@ class Lifecycle:
         """The starting generation is ready: it serves, the previous one retires."""
         now = self.clock()
         gen.state, gen.ready_at, gen.ready_deadline = SERVING, now, None
+        self.arm_health(gen)
         log.info("%s is ready [%s] after %.2fs", gen.label(), gen.reason, now - gen.started_at, extra=gen.log_fields())
         old, self.serving, self.starting = self.serving, gen, None
         if old:
@@ -273,6 +355,8 @@ class Lifecycle:
         previous_version, previous_dir = self.current_version, self.current_release
         self.current_version, self.current_release = gen.version, gen.release_dir
         self.set_problem(None)
+        if gen.rollback_from is not None:
+            self.finish_switch_back(gen)
         if gen.reason == "deploy":
             self.deploying = None
             if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir):
@@ -289,10 +373,18 @@ class Lifecycle:
         log.error("%s failed to start [%s]: %s", gen.label(), gen.reason, why, extra=gen.log_fields())
         self.discard(gen)
         self.host.ready()  # dewy itself is up; it keeps retrying the app
+        if self.serving is not None and self.serving.probe_at is None and not self.serving.probing:
+            self.arm_health(self.serving)  # its health restart did not get through: keep watching it
         if gen.reason == "deploy":
             self.restore_current()
             self.finish_deploy(gen.version, gen.release_dir, False, "%s failed: %s" % (
                 "version " + (gen.version or "?"), why), gen.number)
+        elif gen.rollback_from is not None:
+            self.restore_current()  # `current` back on what still serves
+            error = "rollback to %s failed: %s; %s keeps serving" % (gen.version, why, self.current_version)
+            log.error("%s", error)
+            self.last_deploy = {"version": gen.version, "ok": False, "error": error, "time": utc_iso(),
+                                "generation": gen.number, "rolled_back_from": gen.rollback_from}
         elif not self.serving and not self.stopping:
             if not self.count_crash(gen):
                 self.schedule_respawn()
@@ -399,6 +491,52 @@ class Lifecycle:
             self.schedule_respawn()
         return True
 
+    def switch_back(self, version: str | None, release_dir: str) -> str | None:
+        """`dewy rollback`: switch to an unpacked earlier release the way a deploy does (new generation first,
+        the serving one retires once it is ready); why not, or None once it started."""
+        if self.stopping:
+            return "dewy is stopping"
+        if self.starting is not None:
+            return "generation %d is starting [%s]; try again once it is ready" % (
+                self.starting.number, self.starting.reason)
+        if release_dir == self.current_release:
+            return "version %s already serves (%s)" % (version, release_dir)
+        if not os.path.isdir(release_dir):
+            return "release dir %s is gone" % release_dir
+        from_version = self.current_version
+        log.warning("rolling back from %s to %s (dewy rollback)", from_version or "nothing", version)
+        self.probation = None
+        if self.cfg.mode == "assets":
+            current.switch_link(self.current_link, release_dir)
+            if self.cfg.dir:
+                current.switch_link(self.cfg.dir, release_dir)
+            self.current_version, self.current_release = version, release_dir
+            gen = Generation(0, 0, version, release_dir, "rollback", started_at=self.clock())
+            gen.rollback_from = from_version
+            self.finish_switch_back(gen)
+            return None
+        self.deploying = {"version": version, "release_dir": release_dir, "previous_dir": self.current_release}
+        self.host.changed()
+        current.switch_link(self.current_link, release_dir)
+        self.respawn_at = None
+        gen = self.spawn("rollback", version, release_dir)
+        if gen is None:
+            self.restore_current()
+            return "cannot start %s: %s" % (version, self.spawn_error)
+        gen.rollback_from = from_version
+        return None
+
+    def finish_switch_back(self, gen: Generation) -> None:
+        """A `dewy rollback` generation serves: record it and tell the poller (it refuses the version rolled
+        back from until a newer one is published, and audits the rollback)."""
+        self.deploying = None
+        error = "rolled back from %s to %s by the operator (dewy rollback)" % (gen.rollback_from, gen.version)
+        self.last_deploy = {"version": gen.version, "ok": True, "error": None, "time": utc_iso(),
+                            "generation": gen.number or None, "rolled_back_from": gen.rollback_from}
+        if gen.rollback_from and gen.rollback_from != gen.version:
+            self.host.tell_poller("rollback", version=gen.rollback_from, to_version=gen.version, error=error)
+        self.host.changed()
+
     def schedule_respawn(self) -> None:
         """Start the current release again after a delay that grows with consecutive crashes."""
         if self.current_release is None:
@@ -419,6 +557,16 @@ class Lifecycle:
         if self.spawn("respawn", self.current_version, release) is None:
             self.schedule_respawn()
 
+    def check_current(self) -> None:
+        """Notice, while the app still serves, that its release directory was deleted (called at every poll),
+        so the poller redeploys it now rather than at the next crash or restart."""
+        if self.starting or self.stopping or self.current_release is None or self.cfg.mode != "server":
+            return
+        if self.current_release == self.reported_lost or os.path.isdir(self.current_release):
+            return
+        self.reported_lost = self.current_release
+        self.current_or_lost()
+
     def current_or_lost(self) -> str | None:
         """The release `current` points at; None (and the poller told to deploy again) when it is gone."""
         release = current.read_link(self.current_link)
@@ -436,8 +584,9 @@ class Lifecycle:
         return None
 
     # ------------------------------------------------------------- commands
-    def restart(self) -> None:
-        """Start a new generation of the current release; the old one retires once it is ready."""
+    def restart(self, reason: str = "restart") -> None:
+        """Start a new generation of the current release; the old one retires once it is ready (reason: why,
+        restart or health)."""
         if self.cfg.mode != "server" or self.stopping:
             return
         if self.starting:
@@ -449,7 +598,7 @@ class Lifecycle:
                 log.info("nothing to restart: no release deployed yet")
             return
         self.respawn_at = None
-        if self.spawn("restart", self.version_of(release) or self.current_version, release) is None \
+        if self.spawn(reason, self.version_of(release) or self.current_version, release) is None \
                 and not self.serving:
             self.schedule_respawn()
 
@@ -592,6 +741,9 @@ class Lifecycle:
             "starting_pid": starting.pid if starting else None,
             "retiring_pids": [g.pid for g in self.retiring],
             "deploying": self.deploying, "last_deploy": self.last_deploy,
+            # Wall-clock time the serving generation became ready (its ready_at is monotonic).
+            "serving_since": utc_iso(time.time() - (self.clock() - serving.ready_at))
+            if serving and serving.ready_at is not None else None,
         }
 
     # --------------------------------------------------------------- upgrade
@@ -614,8 +766,11 @@ class Lifecycle:
             gen = Generation.from_state(d, now)
             if gen.state == SERVING and self.serving is None:
                 self.serving = gen
+                self.arm_health(gen)
             elif gen.state == STARTING and self.starting is None:
                 self.starting = gen
+                if gen.ready_kind == "http":
+                    gen.probe_at = now
             else:
                 gen.state = RETIRING
                 self.retiring.append(gen)

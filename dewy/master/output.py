@@ -13,6 +13,9 @@ generation has closed it.
 
 import fcntl
 import os
+import time
+
+from dewy.log import scrub
 
 TAIL_BYTES = 4096
 PIPE_SIZE = 1 << 20  # the unprivileged maximum (/proc/sys/fs/pipe-max-size) by default
@@ -28,6 +31,8 @@ class StderrTail:
         self.forward_fd = forward_fd
         self.tail = bytearray()
         self.closed = False
+        self.as_json = None  # set to the app's fields (pid, generation, version) when log-format = json
+        self.partial = b""   # the unfinished last line, while forwarding as JSON
         os.set_blocking(read_fd, False)
         os.set_inheritable(read_fd, False)
 
@@ -64,6 +69,10 @@ class StderrTail:
         return False
 
     def _forward(self, data: bytes) -> None:
+        """Copy what the app wrote to the master's stderr (as JSON records when the log is JSON)."""
+        self._write(self._json_lines(data) if self.as_json is not None else data)
+
+    def _write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             try:
@@ -72,6 +81,26 @@ class StderrTail:
                 return  # the master's own stderr is full: drop rather than stall the master
             except OSError:
                 return
+
+    def _json_lines(self, data: bytes, flush: bool = False) -> bytes:
+        """Complete lines of data as dewy's JSON log records (logger "app"), so a JSON log stays parseable."""
+        import json
+
+        from dewy.clock import utc_iso
+
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        if flush or len(self.partial) > TAIL_BYTES:
+            lines.append(self.partial)  # EOF, or a "line" too long to hold back
+            self.partial = b""
+        records = []
+        for line in lines:
+            if line:
+                record = {"time": utc_iso(time.time(), millis=True), "level": "info", "logger": "app",
+                          "msg": line.decode("utf-8", "replace").rstrip("\r")}
+                record.update(self.as_json)
+                records.append(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        return b"".join(records)
 
     def text(self) -> str:
         """The kept tail as text."""
@@ -92,6 +121,8 @@ class StderrTail:
     def close(self) -> None:
         """Close the read end (the app then gets EPIPE on further writes; only once it is gone)."""
         if not self.closed:
+            if self.as_json is not None and self.partial:
+                self._write(self._json_lines(b"", flush=True))  # the last line had no newline
             self.closed = True
             os.close(self.fd)
 
@@ -101,5 +132,7 @@ def with_reason(why: str, tail) -> str:
     if tail is None:
         return why
     tail.read()
-    said = tail.reason()
+    # The app may print what it connects to (postgres://user:password@...) or its secrets: mask them
+    # before the text reaches refused.json, the audit log and notifications.
+    said = scrub(tail.reason())
     return "%s; stderr: %s" % (why, said) if said else why

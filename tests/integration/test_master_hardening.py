@@ -74,18 +74,27 @@ def test_deleted_release_dir_is_reported_and_redeployed(make_master, registry):
 
 @pytest.mark.timeout(60)
 def test_app_command_that_cannot_run_is_a_config_error(make_master, registry):
-    """app = nosuchcmd: the error names the command, the release is not refused; fixed + HUP, it deploys."""
+    """app = nosuchcmd by HUP: refused like any bad config (the release is not), shown in the status;
+    fixed + HUP, the error clears. (At start the same typo exits 2: tests/unit/test_startup_checks.py.)"""
     registry.publish("1.0.0")
-    master = make_master(app="nosuchcmd --port 1").start()
-    st = master.wait_for(lambda s: "nosuchcmd" in (s.get("last_error") or ""), 15, "the command error")
-    assert "cannot execute nosuchcmd" in st["last_error"] and "`app` setting" in st["last_error"], st
-    refused = master.workdir / ".dewy" / "refused.json"
-    assert not refused.exists() or "1.0.0" not in json.loads(refused.read_text()), refused.read_text()
-    del master.settings["app"]  # back to the working command
+    master = make_master().start(wait_version="1.0.0")
+    good_app = master.settings.get("app")
+    master.settings["app"] = "nosuchcmd --port 1"
     master.write_ini()
     master.signal(signal.SIGHUP)
-    master.wait_version("1.0.0", timeout=20)
+    st = master.wait_for(lambda s: "nosuchcmd" in (s.get("last_error") or ""), 15, "the command error")
+    assert "reload failed" in st["last_error"] and "cannot execute nosuchcmd" in st["last_error"], st
+    assert st["version"] == "1.0.0" and master.get()[0] == 200  # still serving
+    refused = master.workdir / ".dewy" / "refused.json"
+    assert not refused.exists() or "1.0.0" not in json.loads(refused.read_text()), refused.read_text()
+    if good_app is None:
+        del master.settings["app"]
+    else:
+        master.settings["app"] = good_app
+    master.write_ini()
+    master.signal(signal.SIGHUP)
     master.wait_for(lambda s: s["last_error"] is None, 10, "the error to clear")
+    master.wait_version("1.0.0", timeout=20)
 
 
 @pytest.mark.timeout(60)

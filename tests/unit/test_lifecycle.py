@@ -381,6 +381,18 @@ def test_deleted_release_dir_is_reported_and_the_poller_asked_to_redeploy(world,
     assert len(host.sent("lost")) == 2 and lc.next_deadline() is None
 
 
+def test_a_deleted_release_dir_is_noticed_at_the_next_poll_while_the_app_serves(world, tmp_path):
+    lc, host, clock = world()
+    path = serving_version(lc, host, clock, tmp_path)
+    lc.check_current()
+    assert host.sent("lost") == []  # all is well: nothing said
+    os.rename(path, path + ".deleted")
+    lc.check_current()
+    lc.check_current()  # said once, not at every poll
+    assert [m["release_dir"] for m in host.sent("lost")] == [path]
+    assert "is gone" in lc.problem and lc.serving is not None  # the running app is left alone
+
+
 def test_lifecycle_state_survives_an_upgrade(world, tmp_path):
     lc, host, clock = world()
     serving_version(lc, host, clock, tmp_path)

@@ -150,3 +150,13 @@ def test_context_fields_reach_text_and_json_lines_and_secrets_are_masked(root_lo
         else:
             assert inside.endswith(" version=1.2.3 generation=7") and "version=" not in outside
         assert "token is *** at /run/user/0/agent.sock" in inside
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("s3://us-east-1/rel/web?endpoint=http://keyid:PWINURL555@127.0.0.1:18500&artifact=app.tar.gz", "PWINURL555"),
+    ("s3://r/b?endpoint=http%3A%2F%2Fkey%3Apw12345%40h%3A9&x=1", "pw12345"),
+])
+def test_a_url_inside_the_query_is_redacted_too(url, secret):
+    redacted = log.redact(url)
+    assert secret not in redacted and "***" in redacted
+    assert "artifact=app.tar.gz" in redacted or "x=1" in redacted  # the rest stays readable

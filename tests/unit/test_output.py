@@ -52,3 +52,34 @@ def test_reason_is_one_bounded_line_ending_with_the_last_words(devnull):
     assert len(reason) <= 100 and reason.endswith("fatal: port busy") and "\n" not in reason
     assert output.with_reason("exited with code 1", tail).startswith("exited with code 1; stderr: ")
     assert output.with_reason("exited with code 1", None) == "exited with code 1"
+
+
+def test_json_log_format_turns_app_lines_into_records():
+    import json
+
+    r, w = os.pipe()
+    tail, write_end = output.StderrTail.pipe(forward_fd=w)
+    tail.as_json = {"app_pid": 42, "generation": 3, "version": "1.2.0"}
+    os.write(write_end, b"first line\nsecond ")
+    tail.read()
+    os.write(write_end, b"half\nno newline at the end")
+    os.close(write_end)
+    while tail.read():
+        pass
+    os.close(w)
+    records = [json.loads(line) for line in os.read(r, 65536).decode().splitlines()]
+    os.close(r)
+    assert [rec["msg"] for rec in records] == ["first line", "second half", "no newline at the end"]
+    assert all(rec["logger"] == "app" and rec["generation"] == 3 and rec["version"] == "1.2.0" for rec in records)
+
+
+def test_a_refusal_reason_masks_urls_and_secret_environment_values(monkeypatch):
+    monkeypatch.setenv("DB_PASSWORD", "dbpw99999")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    tail, write_end = output.StderrTail.pipe(forward_fd=devnull)
+    os.write(write_end, b"cannot connect to postgres://app:hunter2@db/prod with dbpw99999\n")
+    os.close(write_end)
+    reason = output.with_reason("exited with code 1", tail)
+    tail.close()
+    os.close(devnull)
+    assert "hunter2" not in reason and "dbpw99999" not in reason and "postgres://app:***@db/prod" in reason
