@@ -9,19 +9,16 @@ Every error is a `ConfigError` whose text is one line naming the source, the key
 `dewy.ini: [dewy] interval = "ten": expected a duration such as 500ms, 10s, 1m or plain seconds`.
 """
 
-import configparser
+# configparser, difflib, ipaddress, shlex and textwrap are imported where they are used: the poller
+# only rebuilds a Config from JSON and should not carry the ini parser (see bench: poller RSS).
 import dataclasses
-import difflib
 import importlib
-import ipaddress
 import json
 import math
 import os
 import re
-import shlex
 import signal
 import sys
-import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -35,6 +32,7 @@ STOP_SIGNALS = ("TERM", "QUIT", "INT", "HUP", "USR1", "USR2", "WINCH", "KILL")
 MODES = ("server", "assets")
 CHECKSUM_POLICIES = ("auto", "required", "off")
 
+MAX_DURATION = 365 * 86400.0
 DURATION_HELP = "expected a duration such as 500ms, 10s, 1m or plain seconds"
 PORT_HELP = ("expected a listen address such as 8000, 127.0.0.1:8000, [::1]:8000, 8000-8005 or "
              "unix:/path, separated by commas or spaces")
@@ -60,9 +58,10 @@ class Ready:
 
     kind: str
     seconds: float
+    path: str = ""  # http: the path GET asks on the first TCP listener
 
 
-READY_DEFAULT_SECONDS = {"delay": 1.0, "notify": 60.0}
+READY_DEFAULT_SECONDS = {"delay": 1.0, "notify": 60.0, "http": 60.0}
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _PLAIN_SECONDS = re.compile(_NUMBER)
@@ -82,14 +81,36 @@ def parse_duration(text: str) -> float:
         raise BadValue(DURATION_HELP)
     if not math.isfinite(seconds):
         raise BadValue(DURATION_HELP)
+    if seconds > MAX_DURATION:
+        # Timers past this overflow the clocks they are set on (and mean "never" anyway).
+        raise BadValue("%s, at most 365 days" % DURATION_HELP)
     return seconds
 
 
+def parse_http_path(text: str) -> str:
+    """`http:/path` -> `/path` (the `health` setting and `ready = http:`); BadValue otherwise."""
+    scheme, sep, path = text.strip().partition(":")
+    if scheme.lower() != "http" or not sep or not path.startswith("/") or any(c.isspace() for c in path):
+        raise BadValue("expected http:/PATH, e.g. http:/healthz")
+    return path
+
+
 def parse_ready(text: str) -> Ready:
-    """`delay`, `delay:1s`, `notify` or `notify:30s` -> Ready(kind, seconds)."""
-    kind, sep, duration = text.strip().lower().partition(":")
+    """`delay`, `delay:1s`, `notify`, `notify:30s`, `http:/path` or `http:/path:30s` -> Ready(kind, seconds, path)."""
+    kind, sep, duration = text.strip().partition(":")
+    kind = kind.lower()
+    if kind == "http":
+        path, seconds = text.strip(), READY_DEFAULT_SECONDS["http"]
+        head, colon, tail = path.rpartition(":")
+        if colon and head.lower() != "http":  # http:/healthz:30s — a timeout after the path
+            path, seconds = head, parse_duration(tail)
+            if seconds <= 0:
+                raise BadValue("the http readiness timeout must be greater than 0")
+        return Ready("http", seconds, parse_http_path(path))
+    duration = duration.lower()
     if kind not in READY_DEFAULT_SECONDS:
-        raise BadValue("expected delay, delay:DURATION, notify or notify:TIMEOUT (e.g. delay:1s, notify:30s)")
+        raise BadValue("expected delay, delay:DURATION, notify, notify:TIMEOUT or http:/PATH[:TIMEOUT] "
+                       "(e.g. delay:1s, notify:30s, http:/healthz:30s)")
     if not sep:
         return Ready(kind, READY_DEFAULT_SECONDS[kind])
     seconds = parse_duration(duration)
@@ -131,6 +152,8 @@ def _split_host(entry: str) -> tuple[str, str, str]:
         if not bracket or not rest.startswith(":"):
             raise BadValue('"%s": an IPv6 address needs brackets and a port, e.g. [::1]:8000' % entry)
         try:
+            import ipaddress
+
             ipaddress.IPv6Address(host)
         except ValueError:
             raise BadValue('"%s": "%s" is not an IPv6 address' % (entry, host)) from None
@@ -149,6 +172,8 @@ def _valid_host(host: str) -> bool:
     """Whether host is an IPv4 address or a DNS name (digits-and-dots must be a real IPv4 address)."""
     if re.fullmatch(r"[\d.]+", host):
         try:
+            import ipaddress
+
             ipaddress.IPv4Address(host)
             return True
         except ValueError:
@@ -162,6 +187,9 @@ def _expand_entry(entry: str) -> list[tuple[str, tuple]]:
         path = entry[len("unix:"):]
         if not path:
             raise BadValue('"%s": expected unix:/path/to.sock' % entry)
+        if not path.startswith("/"):
+            # Relative to what? The master's cwd differs between a shell and systemd: say it exactly.
+            raise BadValue('"%s": a unix socket path must be absolute, e.g. unix:/run/app.sock' % entry)
         if len(os.fsencode(path)) > 107:
             raise BadValue('"%s": a unix socket path may be at most 107 bytes' % entry)
         return [(entry, ("unix", path))]
@@ -281,10 +309,30 @@ def _backend_url(package: str, allow_empty: bool) -> Callable[[str, str], str]:
     return validate
 
 
+def _metrics_address(raw: str, base: str) -> str:
+    """HOST:PORT for the metrics endpoint, or empty (off)."""
+    value = raw.strip()
+    if value:
+        from dewy.poller.metrics import parse_address
+
+        try:
+            parse_address(value)
+        except ValueError as exc:
+            raise BadValue(str(exc)) from None
+    return value
+
+
+def _trigger_address(raw: str, base: str) -> str:
+    """HOST:PORT for the deploy trigger listener, or empty (off)."""
+    return _metrics_address(raw, base)
+
+
 def _app(raw: list[str] | str, base: str) -> tuple[str, ...]:
     """The app's argv: a list (command line) or one shell-quoted string (ini)."""
     if isinstance(raw, str):
         try:
+            import shlex
+
             return tuple(shlex.split(raw))
         except ValueError as exc:
             raise BadValue("expected a shell-quoted command line (%s)" % str(exc).lower()) from None
@@ -293,6 +341,11 @@ def _app(raw: list[str] | str, base: str) -> tuple[str, ...]:
 
 def _ready(raw: str, base: str) -> Ready:
     return parse_ready(raw)
+
+
+def _health(raw: str, base: str) -> str:
+    """`health`: http:/PATH -> the path, or empty (off)."""
+    return parse_http_path(raw) if raw.strip() else ""
 
 
 def _ports(raw: list[str] | str, base: str) -> tuple[str, ...]:
@@ -379,13 +432,15 @@ SETTINGS: list[Setting] = [
         type="URL", default="file", validator=_backend_url("cache", allow_empty=False),
         doc="Where downloads and shared registry answers are kept: file ($DEWY_CACHEDIR, else workdir/.dewy/cache), "
             "file:///dir or memory; shared by a fleet: redis://[:password@]host:port/db, rediss://, "
-            "unix:///path/redis.sock or consul://host:port/prefix (artifacts stay on local disk), "
+            "unix:///path/redis.sock, consul://host:port/prefix, s3://region/bucket/prefix?endpoint= or "
+            "gs://bucket/prefix (artifacts stay on local disk), "
             "with ?registry-ttl=30s for one registry call per TTL fleet-wide.",
     ),
     Setting(
         name="notifier", meta="URL",
         type="URL", default="", default_doc="none (log only)", validator=_backend_url("notify", allow_empty=True),
-        doc="Where deploy notices go; empty: the log only.",
+        doc="Where deploy notices go: a comma-separated list of slack://CHANNEL, mail://HOST:PORT/TO, "
+            "smtp://..., https://WEBHOOK URLs (see Notifications); empty: the log only.",
     ),
     Setting(
         name="before-deploy-hook", meta="CMD",
@@ -416,9 +471,43 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         name="ready", meta="HOW",
-        type="delay[:DURATION] or notify[:TIMEOUT]", default="delay:1s", validator=_ready, pytype=Ready,
-        doc="When a new app generation counts as ready: alive after a delay, or READY=1 on NOTIFY_SOCKET within a "
-            "timeout (notify alone: 60s).",
+        type="delay[:DURATION], notify[:TIMEOUT] or http:/PATH[:TIMEOUT]", default="delay:1s", validator=_ready,
+        pytype=Ready,
+        doc="When a new app generation counts as ready: alive after a delay, READY=1 on NOTIFY_SOCKET within a "
+            "timeout (notify alone: 60s), or GET /PATH on the first TCP listener answering 2xx within a timeout "
+            "(http:/healthz:30s; alone: 60s).",
+    ),
+    Setting(
+        name="health", meta="HOW",
+        type="http:/PATH", default="", default_doc="off", validator=_health,
+        doc="Check the serving app every health-interval with GET /PATH on the first TCP listener; "
+            "health-failures non-2xx answers in a row restart it gracefully (a crash while on probation).",
+    ),
+    Setting(
+        name="health-interval", meta="DURATION",
+        type="duration", default="10s", validator=_duration(0.0, inclusive=False), pytype=float,
+        doc="How often the health check runs (each check may take as long).",
+    ),
+    Setting(
+        name="health-failures", meta="N",
+        type="integer >= 1", default="3", validator=_integer(1), pytype=int,
+        doc="Failed health checks in a row that restart the app.",
+    ),
+    Setting(
+        name="trigger", meta="HOST:PORT",
+        type="HOST:PORT", default="", default_doc="off", validator=_trigger_address,
+        doc="Serve POST /deploy at http://HOST:PORT from the poller (e.g. 127.0.0.1:9465): a hint to poll now, "
+            "with trigger-token or a GitHub release webhook signed with trigger-secret.",
+    ),
+    Setting(
+        name="trigger-token", meta="TOKEN",
+        type="secret", default="", default_doc="none", validator=_text,
+        doc="The bearer token POST /deploy must carry (Authorization: Bearer TOKEN).",
+    ),
+    Setting(
+        name="trigger-secret", meta="SECRET",
+        type="secret", default="", default_doc="none", validator=_text,
+        doc="The GitHub webhook secret: X-Hub-Signature-256 must be the HMAC-SHA256 of the body with it.",
     ),
     Setting(
         name="graceful-timeout", meta="DURATION",
@@ -464,6 +553,11 @@ SETTINGS: list[Setting] = [
         type="duration", default="5m", validator=_duration(0.0, inclusive=False), pytype=float,
         doc="While the registry fails, the poll interval doubles up to this; the first success resets it.",
     ),
+    Setting(
+        name="metrics", meta="HOST:PORT",
+        type="HOST:PORT", default="", default_doc="off", validator=_metrics_address,
+        doc="Serve Prometheus metrics (dewy_...) at http://HOST:PORT/metrics from the poller, e.g. 127.0.0.1:9464.",
+    ),
 ]
 
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -493,7 +587,7 @@ def _from_json(cls, data: dict):
             raise ValueError('config JSON lacks "%s"' % s.attr)
         value = data[s.attr]
         if s.pytype is Ready:
-            value = Ready(value["kind"], float(value["seconds"]))
+            value = Ready(value["kind"], float(value["seconds"]), value.get("path", ""))
         elif s.pytype in (tuple, float, int):
             value = s.pytype(value)
         values[s.attr] = value
@@ -531,6 +625,8 @@ class _Source:
     def bad(self, s: Setting, shown, message: str) -> ConfigError:
         """The error for a bad value of s: source, key, quoted value, what is allowed."""
         if isinstance(shown, (list, tuple)):
+            import shlex
+
             shown = shlex.join(shown) if s.name == "app" else ",".join(shown)
         quoted = json.dumps(redact(shown), ensure_ascii=False)
         return ConfigError(redact_text("%s: %s = %s: %s" % (self.name, self.label(s), quoted, message)))
@@ -581,6 +677,16 @@ def _check_mode(values: dict, raw: dict, source: _Source) -> None:
         raise source.error(app, "is required in server mode (the command to run, e.g. %s)" % example)
     if values["mode"] == "assets" and values["app"]:
         raise source.bad(app, _as_text(raw["app"]), "must be empty in assets mode (assets runs no process)")
+    if values["trigger"] and not (values["trigger_token"] or values["trigger_secret"]):
+        raise source.bad(BY_NAME["trigger"], _as_text(raw["trigger"]),
+                         "needs trigger-token or trigger-secret (an open trigger would let anyone make dewy poll)")
+    # An HTTP check asks the first TCP listener: without one there is nobody to ask.
+    for name in ("ready", "health"):
+        value = values[BY_NAME[name].attr]
+        if (name == "health" and value) or (name == "ready" and value.kind == "http"):
+            if values["mode"] != "server" or not any(not p.startswith("unix:") for p in values["port"]):
+                raise source.bad(BY_NAME[name], _as_text(raw[name]),
+                                 "needs server mode and a TCP port (the check asks the first TCP listener)")
 
 
 def _build(raw: dict, source: _Source) -> Config:
@@ -614,6 +720,8 @@ def from_options(values: dict, source: str = CLI_SOURCE, base_dir: str | None = 
 
 def _unknown_key(path: str, key: str) -> ConfigError:
     """The error for a key no setting has, suggesting the closest ones."""
+    import difflib
+
     close = difflib.get_close_matches(key, list(BY_NAME), n=3, cutoff=0.6)
     if close:
         hint = "did you mean %s?" % " or ".join('"%s"' % c for c in close)
@@ -622,8 +730,10 @@ def _unknown_key(path: str, key: str) -> ConfigError:
     return ConfigError('%s: [%s] unknown key %s (%s)' % (path, SECTION, json.dumps(key), hint))
 
 
-def _parse_error(path: str, exc: configparser.Error) -> ConfigError:
+def _parse_error(path: str, exc: Exception) -> ConfigError:
     """configparser's multi-line complaint as one line naming the file and line."""
+    import configparser
+
     if isinstance(exc, configparser.DuplicateOptionError):
         text = '[%s] duplicate key "%s" (line %s)' % (exc.section, exc.option, exc.lineno)
     elif isinstance(exc, configparser.DuplicateSectionError):
@@ -695,6 +805,8 @@ def _read_section(path: str) -> dict:
     except UnicodeDecodeError:
         raise ConfigError("%s: cannot read: not UTF-8 text" % path) from None
     # A [DEFAULT] section would silently leak keys into [dewy]: give configparser a name nobody uses.
+    import configparser
+
     parser = configparser.ConfigParser(interpolation=None, strict=True, default_section="\0",
                                        empty_lines_in_values=False)
     try:
@@ -745,6 +857,8 @@ def usage_options(width: int = 34, columns: int = 110) -> list[str]:
         head = "  %-*s  " % (width, option_spec(s))
         doc = "%s (default: %s)" % (s.doc, default_text(s))
         # docopt reads a continuation line starting with "-" as a new option: never break before one.
+        import textwrap
+
         lines += textwrap.wrap(doc, columns, initial_indent=head, subsequent_indent=indent,
                                break_on_hyphens=False, break_long_words=False)
     return lines

@@ -47,7 +47,6 @@ def main(args: dict) -> int:
     """Run `dewy latest`; 0 when a release qualifies, 1 when none does (or the registry fails), 2 bad input."""
     import logging
 
-    from dewy import cache as cache_pkg
     from dewy import registry as registry_pkg
 
     logging.basicConfig(level=logging.WARNING, format="dewy: %(message)s", stream=sys.stderr)
@@ -57,8 +56,9 @@ def main(args: dict) -> int:
         print("dewy: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
     try:
-        cache = cache_pkg.from_url(config.cache, config.workdir) if args.get("--config") else None
-        registry = registry_pkg.from_url(config.registry, cache=cache, slot=config.slot)
+        # The registry itself, not a cache: this is the question "what does the registry say now", and
+        # building the configured cache would create its directories as whoever runs this command.
+        registry = registry_pkg.from_url(config.registry, slot=config.slot)
         release = registry.latest(exclude=tuple(refused))
     except Exception as exc:  # noqa: BLE001 - any failure is the answer: say it in one line
         reason = redact_text(str(exc)) or type(exc).__name__
@@ -68,14 +68,20 @@ def main(args: dict) -> int:
             print("dewy: %s: %s" % (redact(config.registry), reason), file=sys.stderr)
         return EXIT_NOTHING
     answer = describe(release)
+    # The poller would refuse a release without a checksum under verify-checksum = required: say so.
+    unverifiable = config.verify_checksum == "required" and not release.sha256
+    if unverifiable:
+        answer["refusal"] = "no checksum published, and verify-checksum = required"
     if args.get("--json"):
-        print(json.dumps(dict(answer, registry=redact(config.registry)), sort_keys=True))
-        return EXIT_OK
+        print(json.dumps(dict(answer, registry=redact(config.registry), refused=sorted(refused)), sort_keys=True))
+        return EXIT_NOTHING if unverifiable else EXIT_OK
     checksum = "%s (from %s)" % (release.sha256, release.checksum_source or "the registry") if release.sha256 \
         else "none published"
     rows = [("registry", redact(config.registry)), ("version", release.version), ("tag", release.tag),
             ("artifact", release.artifact_name), ("url", answer["url"]), ("sha256", checksum)]
     if refused:
         rows.append(("refused", ", ".join(sorted(refused))))
+    if unverifiable:
+        rows.append(("verdict", "would be refused: %s" % answer["refusal"]))
     print("\n".join("%-9s %s" % row for row in rows))
-    return EXIT_OK
+    return EXIT_NOTHING if unverifiable else EXIT_OK

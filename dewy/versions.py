@@ -88,6 +88,13 @@ def normalise_or_none(tag: str, calver: str | None = None) -> str | None:
         return None
 
 
+def is_older(version: str, than: str, calver: str | None = None) -> bool:
+    """Whether version precedes `than` (build metadata ignored); False when either is not a version."""
+    scheme = CalVer(calver) if calver else None
+    a, b = _parse_any(version, scheme), _parse_any(than, scheme)
+    return a is not None and b is not None and a[0] < b[0]
+
+
 def select_newest(
     tags: Iterable[str],
     pre_release: bool = False,

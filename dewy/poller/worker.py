@@ -21,13 +21,14 @@ import socket
 import sys
 import time
 
-from dewy import backoff, releases
+from dewy import backoff, pause, releases, versions
 from dewy import cache as cache_pkg
 from dewy import log as dewy_log
 from dewy import notify as notify_pkg
 from dewy import registry as registry_pkg
 from dewy.notify.dispatch import Dispatcher
 from dewy.poller.metrics import Metrics
+from dewy.poller.trigger import Trigger
 from dewy.status import read_json, write_json_atomic
 from dewy.workdir import state_path
 from dewy.registry import shared as shared_registry
@@ -61,6 +62,8 @@ class Poller:
         self.registry = self.cache = None
         self.notifier = None      # a Dispatcher: the notifiers of the `notifier` setting, sent from a thread
         self.metrics = Metrics()  # served only with the `metrics` setting
+        self.trigger = Trigger()  # POST /deploy, only with the `trigger` setting
+        self.poll_request = None  # the id of the last `poll-now` (dewy deploy-now) read
         self.stop_reason = None   # why dewy stops, from the master's `stop` (None: only the poller goes)
         self.refused = None
         self.current_version = None
@@ -113,6 +116,9 @@ class Poller:
             self.on_rollback(msg)
         elif kind == "lost":
             self.on_lost(msg)
+        elif kind == "poll-now":
+            self.next_poll = time.monotonic()  # `dewy deploy-now` / `dewy resume`
+            self.poll_request = msg.get("id", self.poll_request)  # echoed in `status`: the polls after it
         elif kind == "ping":
             self.send("pong")  # liveness: the master restarts a poller that stops answering
         elif kind == "deployed":
@@ -156,6 +162,7 @@ class Poller:
             self.notifier = Dispatcher(notify_pkg.from_setting(config.notifier))
         self.notifier.app = app_name(config)
         self.metrics.start(config.metrics)
+        self.trigger.start(config)
         self.config = config
         self.refused = Refused(config.workdir)
         current = msg.get("current") or {}
@@ -202,6 +209,7 @@ class Poller:
             self.notifier.emit("stopped", self.current_version, reason=self.stop_reason, mode=self.config.mode)
         self.notifier.close()
         self.metrics.stop()
+        self.trigger.stop()
 
     def set_current(self, version: str | None, release_dir: str | None) -> None:
         """Remember what the master runs now."""
@@ -283,6 +291,14 @@ class Poller:
         if release.version == self.current_version:
             self.report_status(None)
             return
+        if pause.read(self.config.workdir):  # `dewy pause` (.dewy/paused.json): look, report, deploy nothing
+            log.debug("deploys are paused: not deploying %s", release.version)
+            self.report_status(None)
+            return
+        if self.current_version and versions.is_older(release.version, self.current_version, self.registry.calver):
+            # The FAQ rollback (the newest was deleted, or newer ones refused): deliberate, but worth a warning.
+            log.warning("the newest deployable version %s is older than the running %s: going back to it",
+                        release.version, self.current_version)
         # A deploy is due: report the poll now (it may wait long for the master), keeping the error of
         # a previous failed attempt until this attempt's outcome replaces it, so the status does not flap.
         self.report_status(self.repeats.pending(release.version))
@@ -329,7 +345,8 @@ class Poller:
         """Send `status` to the master."""
         error = dewy_log.scrub(error)  # the master shows it in the status file and `dewy status`
         self.last_error = error
-        self.send("status", last_poll=self.last_poll, latest_version=self.latest_version, last_error=error)
+        self.send("status", last_poll=self.last_poll, latest_version=self.latest_version, last_error=error,
+                  poll_request=self.poll_request)
 
 
 ANNOUNCED_FILE = "notified.json"  # {"master": "<pid>:<start time>"}: the master "dewy started" was sent for

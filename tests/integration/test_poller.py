@@ -238,6 +238,7 @@ def test_deploy_refuse_newer_and_delete_newest(poller):
     back = poller.deploy_ok("1.0.0", previous_version="1.2.0")
     poller.wait_audit("deployed", "1.0.0", previous_version="1.2.0")
     assert os.path.isdir(back["release_dir"])
+    assert "the newest deployable version 1.0.0 is older than the running 1.2.0" in poller.log_path.read_text()
     poller.no_deploy_for(3)
 
     poller.channel.send("stop")

@@ -56,11 +56,13 @@ INI_ERRORS = [
      '[dewy] graceful-timeout = "-1s": expected a duration such as 500ms, 10s, 1m or plain seconds'),
     ("bad-verify-checksum", BASE + "verify-checksum = yes\n",
      '[dewy] verify-checksum = "yes": expected one of: auto, required, off'),
+    ("bad-metrics", BASE + "metrics = 9464\n",
+     '[dewy] metrics = "9464": expected HOST:PORT such as 127.0.0.1:9464, [::1]:9464 or :9464'),
     ("zero-poll-backoff-max", BASE + "poll-backoff-max = 0\n",
      '[dewy] poll-backoff-max = "0": expected a duration greater than 0, such as 500ms, 10s or 1m'),
     ("zero-hook-timeout", BASE + "hook-timeout = 0s\n",
      '[dewy] hook-timeout = "0s": expected a duration greater than 0, such as 500ms, 10s or 1m'),
-    ("unknown-key", BASE + "intervall = 10s\n", '[dewy] unknown key "intervall" (did you mean "interval"?)'),
+    ("unknown-key", BASE + "intervall = 10s\n", '[dewy] unknown key "intervall" (did you mean "interval" or "health-interval"?)'),
     ("unknown-key-far", BASE + "zzzz = 1\n", '[dewy] unknown key "zzzz" (valid keys: mode, registry, port,'),
     ("bad-scheme", "[dewy]\nregistry = ftp://x\napp = a\n",
      '[dewy] registry = "ftp://x": unsupported scheme "ftp"; supported: '),
@@ -81,11 +83,17 @@ INI_ERRORS = [
     ("port-too-many", BASE + "port = 1-2000\n", '[dewy] port = "1-2000": "1-2000": at most 1024 listen addresses'),
     ("port-ipv6-brackets", BASE + "port = ::1:8000\n", '[dewy] port = "::1:8000": "::1:8000": write an IPv6 address in'),
     ("port-unix-empty", BASE + "port = unix:\n", '[dewy] port = "unix:": "unix:": expected unix:/path/to.sock'),
+    ("port-unix-relative", BASE + "port = unix:rel.sock\n",
+     '[dewy] port = "unix:rel.sock": "unix:rel.sock": a unix socket path must be absolute, e.g. unix:/run/app.sock'),
+    ("interval-overflow", BASE + "interval = 99999999999h\n",
+     '[dewy] interval = "99999999999h": expected a duration such as 500ms, 10s, 1m or plain seconds, '
+     'at most 365 days'),
     ("log-level", BASE + "log-level = loud\n",
      '[dewy] log-level = "loud": expected one of: debug, info, warning, error'),
     ("log-format", BASE + "log-format = xml\n", '[dewy] log-format = "xml": expected one of: text, json'),
     ("ready", BASE + "ready = soon\n",
-     '[dewy] ready = "soon": expected delay, delay:DURATION, notify or notify:TIMEOUT (e.g. delay:1s, notify:30s)'),
+     '[dewy] ready = "soon": expected delay, delay:DURATION, notify, notify:TIMEOUT or http:/PATH[:TIMEOUT] '
+     '(e.g. delay:1s, notify:30s, http:/healthz:30s)'),
     ("ready-duration", BASE + "ready = delay:forever\n",
      '[dewy] ready = "delay:forever": expected a duration such as 500ms, 10s, 1m or plain seconds'),
     ("notify-zero", BASE + "ready = notify:0\n", '[dewy] ready = "notify:0": the notify timeout must be greater than 0'),
@@ -158,7 +166,7 @@ def test_unknown_key_message_names_the_source_file_as_given(tmp_path, monkeypatc
     write_ini(tmp_path, BASE + "intervall = 10s\n")
     with pytest.raises(ConfigError) as info:
         load_ini("dewy.ini")
-    assert str(info.value) == 'dewy.ini: [dewy] unknown key "intervall" (did you mean "interval"?)'
+    assert str(info.value) == 'dewy.ini: [dewy] unknown key "intervall" (did you mean "interval" or "health-interval"?)'
 
 
 # --- good values of every setting ----------------------------------------------------------------
@@ -278,6 +286,17 @@ GOOD = [
     ("verify-checksum", "Required", "required"),
     ("verify-checksum", "off", "off"),
     ("poll-backoff-max", "30s", 30.0),
+    ("health", "", ""),  # http:/PATH needs a TCP port: tests/unit/test_lifecycle_http.py
+    ("health-interval", "30s", 30.0),
+    ("health-failures", "5", 5),
+    ("trigger", "", ""),  # HOST:PORT needs a token or secret: tests/unit/test_lifecycle_http.py
+    ("trigger-token", "abc", "abc"),
+    ("trigger-secret", "s3cret", "s3cret"),
+    ("metrics", "", ""),
+    ("metrics", "127.0.0.1:9464", "127.0.0.1:9464"),
+    ("metrics", "[::1]:9464", "[::1]:9464"),
+    ("notifier", "slack://deploys?quiet=true, https://hooks.example.com/x?secret=s",
+     "slack://deploys?quiet=true, https://hooks.example.com/x?secret=s"),
 ]
 
 
@@ -447,7 +466,7 @@ def test_to_json_round_trips_exactly(tmp_path):
                     backlog="16", hook_timeout="250ms", log_format="json", before_deploy_hook="echo 'x y'")
     data = json.loads(json.dumps(cfg.to_json()))
     assert data["port"] == ["127.0.0.1:8000", "127.0.0.1:8001", "unix:/run/a.sock", "[::1]:9000"]
-    assert data["ready"] == {"kind": "notify", "seconds": 30.0}
+    assert data["ready"] == {"kind": "notify", "seconds": 30.0, "path": ""}
     again = Config.from_json(data)
     assert again == cfg
     assert isinstance(again.port, tuple) and isinstance(again.app, tuple) and isinstance(again.ready, Ready)

@@ -85,3 +85,23 @@ def test_credentials_in_the_url_are_not_printed(reg, capsys):
 def test_needs_a_registry_or_an_ini(capsys):
     assert cli.main(["latest"]) == 2
     assert "-c INI" in capsys.readouterr().err
+
+
+def test_verify_checksum_required_says_the_release_would_be_refused(reg, tmp_path, capsys):
+    publish(reg, "v1.0.0")
+    ini = tmp_path / "dewy.ini"
+    ini.write_text("[dewy]\nregistry = file://%s?artifact=app.tar.gz\napp = true\nworkdir = work\n"
+                   "verify-checksum = required\n" % reg)
+    assert cli.main(["latest", "-c", str(ini)]) == 1
+    assert "would be refused: no checksum published" in capsys.readouterr().out
+    assert cli.main(["latest", "-c", str(ini), "--json"]) == 1
+    assert "verify-checksum = required" in json.loads(capsys.readouterr().out)["refusal"]
+
+
+def test_asking_creates_nothing_in_the_workdir(reg, tmp_path, capsys):
+    publish(reg, "v1.0.0")
+    ini = tmp_path / "dewy.ini"
+    ini.write_text("[dewy]\nregistry = file://%s?artifact=app.tar.gz\napp = true\nworkdir = work\n" % reg)
+    assert cli.main(["latest", "-c", str(ini), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["refused"] == []
+    assert not (tmp_path / "work").exists()

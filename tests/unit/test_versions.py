@@ -269,3 +269,10 @@ def test_explain_counts_what_was_ignored():
 def test_explain_names_refused_versions():
     assert versions.explain(["v1.0.0"], exclude=["1.0.0"]) == \
         "1 tag: refused: 1.0.0 (see .dewy/refused.json)"
+
+
+def test_is_older():
+    assert versions.is_older("1.1.0", "1.2.0") and not versions.is_older("1.2.0", "1.2.0+blue")
+    assert versions.is_older("1.2.0-rc.1", "1.2.0") and not versions.is_older("2.0.0", "1.9.9")
+    assert versions.is_older("2024.01.9", "2024.02.1", calver="YYYY.0M.MICRO")
+    assert not versions.is_older("junk", "1.0.0")
