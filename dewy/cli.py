@@ -367,7 +367,9 @@ def _with_workdir(args: dict, run) -> int:
     try:
         workdir = _status_workdir(args)
     except ConfigError as exc:
-        print("dewy: %s" % exc, file=sys.stderr)
+        # A running master keeps its config when the file went bad (HUP refused it): --workdir still works.
+        print("dewy: %s\ndewy: (the workdir comes from that file; give it with --workdir DIR instead)" % exc,
+              file=sys.stderr)
         return EXIT_USAGE
     return run(workdir)
 
