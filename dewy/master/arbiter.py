@@ -305,7 +305,7 @@ class Arbiter(Host):
             os.close(write_end)
         if self.cfg.log_format == "json":
             # One JSON log stream: the app's lines become records too (a shipper or jq must not choke).
-            tail.as_json = {"app_pid": pid, "generation": gen.number, "version": gen.version}
+            tail.as_json = {"pid": pid, "app_pid": pid, "generation": gen.number, "version": gen.version}
         self.watch_output(pid, tail)
         return pid
 
@@ -346,7 +346,23 @@ class Arbiter(Host):
         return procgroup.group_alive(pid)
 
     def tell_poller(self, type_: str, **fields) -> None:
+        if type_ == "deployed" and fields.get("ok") and self.paused and self.paused.get("newer_than"):
+            # The newer version a rollback's hold waited for is deployed: the hold is over.
+            log.info("version %s deployed: the hold after the rollback from %s ends", fields.get("version"),
+                     self.paused["newer_than"])
+            pause.clear(self.cfg.workdir)
+            self.paused = None
         self.poller.send(type_, **fields)
+
+    def switched_back(self, from_version, to_version) -> None:
+        """After `dewy rollback`: hold deploys until a version newer than from_version is published (so that
+        the poller, which deploys the newest version it does not refuse, keeps to_version); a pause stays."""
+        if self.paused and not self.paused.get("newer_than"):
+            return
+        if from_version:
+            self.paused = pause.write(self.cfg.workdir, "rolled back from %s to %s (dewy rollback); only a version "
+                                      "newer than %s deploys" % (from_version, to_version, from_version),
+                                      newer_than=from_version)
 
     def probe(self, gen, path: str, timeout: float) -> None:
         """GET path on the first TCP listener, non-blocking in the loop (httpprobe); the answer goes to
@@ -543,7 +559,7 @@ class Arbiter(Host):
 
     def handle_deploy_now(self) -> dict:
         """Make the poller poll now; `poll_request` in the answer: statuses echoing it come from polls after it."""
-        if self.paused:
+        if self.paused and not self.paused.get("newer_than"):
             raise CommandRefused("deploys are paused (%s); `dewy resume` first" % (
                 self.paused.get("reason") or "no reason given"))
         if self.poller.channel is None or self.lifecycle.stopping:
