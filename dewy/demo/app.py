@@ -13,6 +13,7 @@ Endpoints (one thread per connection, `Connection: close`):
   GET /env         JSON: the SERVER_STARTER_*/LISTEN_*/DEWY_*/NOTIFY_SOCKET variables, the pid,
                    and the fds that were open when the app started (`fds`) — what it inherited
   GET /slow?ms=N   sleeps N ms, then answers like GET /
+  GET /healthz     200 "ok" (503 while an unhealthy-* switch says so)
 
 Stop: on SIGTERM/SIGINT it closes its copies of the listeners at once (the supervisor keeps the
 sockets open, so queued connections go to the next generation), finishes every connection it has
@@ -27,6 +28,8 @@ Misbehaviour for tests, from a `BEHAVIOUR` file next to this script (so a releas
   crash-after:SECONDS   serve for SECONDS, then stop accepting, finish what it accepted and exit 4
                         (an app that dies on its own; draining keeps the load tests' counts exact)
   slow-start:SECONDS    sleep SECONDS before accepting / READY=1
+  unhealthy-for:SECONDS   GET /healthz answers 503 for SECONDS after the start, then 200
+  unhealthy-after:SECONDS GET /healthz answers 200 for SECONDS after the start, then 503 (a wedged app)
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ ENV_PREFIXES = ("SERVER_STARTER_", "LISTEN_", "DEWY_")
 ENV_NAMES = ("NOTIFY_SOCKET",)
 BEHAVIOUR_ENV = "DEWY_TESTAPP_BEHAVIOUR"
 KNOWN_BEHAVIOURS = {"crash-at-start": False, "never-ready": False,
-                    "crash-after": True, "slow-start": True}  # name -> takes seconds
+                    "crash-after": True, "slow-start": True,
+                    "unhealthy-for": True, "unhealthy-after": True}  # name -> takes seconds
 CONNECTION_TIMEOUT = 30.0  # a silent client must not hold up a graceful stop forever
 ACCEPT_BATCH = 16  # accept at most this many per wake-up, leaving the rest to a sibling generation
 
@@ -202,6 +206,10 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(200, app.version + "\n")
         elif url.path == "/env":
             self._reply(200, json.dumps(app.describe(), sort_keys=True) + "\n", "application/json")
+        elif url.path == "/healthz":
+            up = time.monotonic() - app.started
+            sick = up < app.behaviour.get("unhealthy-for", 0) or up >= app.behaviour.get("unhealthy-after", 1e18)
+            self._reply(503 if sick else 200, "unhealthy\n" if sick else "ok\n")
         elif url.path == "/slow":
             try:
                 ms = int(parse_qs(url.query).get("ms", ["1000"])[0])
@@ -238,6 +246,7 @@ class App:
         self.listeners = listeners  # [(name, socket)]
         self.version = version
         self.behaviour = behaviour
+        self.started = time.monotonic()
         self.startup_fds = startup_fds
         self.fd_targets = fd_targets or {}
         self.environ = environ

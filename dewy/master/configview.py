@@ -17,18 +17,19 @@ class ConfigLoadError(Exception):
 
 
 class Ready:
-    """`ready` of a ConfigView: kind ("delay"/"notify") and seconds, like dewy.config.Ready."""
+    """`ready` of a ConfigView: kind ("delay"/"notify"/"http"), seconds and path, like dewy.config.Ready."""
 
-    __slots__ = ("kind", "seconds")
+    __slots__ = ("kind", "seconds", "path")
 
-    def __init__(self, kind: str, seconds: float):
-        self.kind, self.seconds = kind, float(seconds)
+    def __init__(self, kind: str, seconds: float, path: str = ""):
+        self.kind, self.seconds, self.path = kind, float(seconds), path
 
     def __eq__(self, other):
-        return (self.kind, self.seconds) == (getattr(other, "kind", None), getattr(other, "seconds", None))
+        return (self.kind, self.seconds, self.path) == (
+            getattr(other, "kind", None), getattr(other, "seconds", None), getattr(other, "path", ""))
 
     def __repr__(self):
-        return "Ready(%r, %r)" % (self.kind, self.seconds)
+        return "Ready(%r, %r, %r)" % (self.kind, self.seconds, self.path)
 
 
 class ConfigView:
@@ -38,7 +39,7 @@ class ConfigView:
         object.__setattr__(self, "_data", dict(data))
         for key, value in data.items():
             if key == "ready":
-                value = Ready(value["kind"], value["seconds"])
+                value = Ready(value["kind"], value["seconds"], value.get("path", ""))
             elif isinstance(value, list):
                 value = tuple(value)
             object.__setattr__(self, key, value)

@@ -18,6 +18,7 @@ import time
 from .. import backoff, current, procgroup  # dewy.current, not dewy.releases: no tarfile/zipfile here
 from ..clock import utc_iso
 from .generation import EXITED, RETIRING, SERVING, STARTING, Generation
+from .httpprobe import OK, OTHER
 
 log = logging.getLogger("dewy.master")
 
@@ -69,6 +70,9 @@ class Host:
     def explain(self, pid: int, why: str) -> str:
         """why a generation failed, with what its process pid last wrote to stderr when the host has that."""
         return why
+
+    def switched_back(self, from_version: str | None, to_version: str | None) -> None:
+        """`dewy rollback` finished: from_version must not come back (until a newer one is published)."""
 
 
 class Probation:
@@ -211,18 +215,18 @@ class Lifecycle:
         if self.stopping:
             return
         now = self.clock()
-        if outcome == "other":
+        if outcome == OTHER:
             if gen is self.starting or gen is self.serving:
                 gen.probe_at = now + OTHER_RETRY
             return
         if gen is self.starting and gen.ready_kind == "http":
             gen.probe_detail = detail
-            if outcome == "ok":
+            if outcome == OK:
                 self.on_ready(gen)
             else:
                 gen.probe_at = now + PROBE_RETRY
         elif gen is self.serving and self.cfg.health:
-            if outcome == "ok":
+            if outcome == OK:
                 if gen.health_failures:
                     log.info("%s is healthy again: %s", gen.label(), detail, extra=gen.log_fields())
                 gen.health_failures = 0
@@ -304,7 +308,7 @@ class Lifecycle:
         gen = Generation(self.generation_count, 0, version, release_dir, reason, started_at=self.clock())
         # Pinned per generation: a reload must not change the rules for one already starting.
         gen.ready_kind, gen.ready_timeout = self.cfg.ready.kind, self.cfg.ready.seconds
-        gen.ready_path = getattr(self.cfg.ready, "path", "")
+        gen.ready_path = self.cfg.ready.path
         try:
             gen.pid = self.host.spawn(gen)
         except CommandError as exc:
@@ -534,6 +538,7 @@ class Lifecycle:
         self.last_deploy = {"version": gen.version, "ok": True, "error": None, "time": utc_iso(),
                             "generation": gen.number or None, "rolled_back_from": gen.rollback_from}
         if gen.rollback_from and gen.rollback_from != gen.version:
+            self.host.switched_back(gen.rollback_from, gen.version)
             self.host.tell_poller("rollback", version=gen.rollback_from, to_version=gen.version, error=error)
         self.host.changed()
 

@@ -291,7 +291,7 @@ class Poller:
         if release.version == self.current_version:
             self.report_status(None)
             return
-        if pause.read(self.config.workdir):  # `dewy pause` (.dewy/paused.json): look, report, deploy nothing
+        if pause.holds(pause.read(self.config.workdir), release.version):  # `dewy pause`, or a rollback's hold
             log.debug("deploys are paused: not deploying %s", release.version)
             self.report_status(None)
             return

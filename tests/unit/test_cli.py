@@ -129,7 +129,8 @@ CLI_ERRORS = [
     ("workdir", ["server", "--registry", R, "--workdir", "", "--", "app"],
      'dewy: command line: --workdir = "": expected a directory path'),
     ("ready", ["server", "--registry", R, "--ready", "soon", "--", "app"],
-     'dewy: command line: --ready = "soon": expected delay, delay:DURATION, notify or notify:TIMEOUT'),
+     'dewy: command line: --ready = "soon": expected delay, delay:DURATION, notify, notify:TIMEOUT or '
+     'http:/PATH[:TIMEOUT]'),
     ("graceful-timeout", ["server", "--registry", R, "--graceful-timeout", "1d", "--", "app"],
      'dewy: command line: --graceful-timeout = "1d": expected a duration'),
     ("stop-signal", ["server", "--registry", R, "--stop-signal", "STOP", "--", "app"],
@@ -221,14 +222,18 @@ def test_every_flag_reaches_the_config():
                  "--before-deploy-hook", "echo before", "--after-deploy-hook", "echo after", "-s", "blue",
                  "--workdir", "srv", "--ready", "notify:20s", "--graceful-timeout", "3s", "--stop-signal", "QUIT",
                  "--keep-releases", "2", "--backlog", "64", "--dir", "www", "--hook-timeout", "1m",
-                 "--verify-checksum", "required", "--poll-backoff-max", "2m", "--", "bin/app", "--port", "-x"], cwd="/base")
+                 "--verify-checksum", "required", "--poll-backoff-max", "2m", "--metrics", "127.0.0.1:9464",
+                 "--health", "http:/healthz", "--health-interval", "5s", "--health-failures", "2",
+                 "--", "bin/app", "--port", "-x"], cwd="/base")
     assert cfg == config.Config(
         mode="server", registry=R, port=("8000", "127.0.0.1:8001", "127.0.0.1:8002", "unix:/tmp/a.sock"),
         interval=0.5, log_level="debug", log_format="json", cache="memory", notifier="log://",
         before_deploy_hook="echo before", after_deploy_hook="echo after", slot="blue",
         app=("/base/srv/bin/app", "--port", "-x"), workdir="/base/srv", ready=config.Ready("notify", 20.0),
         graceful_timeout=3.0, stop_signal=3, keep_releases=2, backlog=64, dir="/base/www", hook_timeout=60.0,
-        verify_checksum="required", poll_backoff_max=120.0, source="command line")
+        verify_checksum="required", poll_backoff_max=120.0, metrics="127.0.0.1:9464", health="/healthz",
+        health_interval=5.0, health_failures=2, trigger="", trigger_token="", trigger_secret="",
+        source="command line")
 
 
 def test_short_flags_with_attached_values_and_assets():

@@ -1,0 +1,206 @@
+"""One non-blocking `GET /path HTTP/1.0` from the master to an app generation (`ready = http:`, `health`).
+
+The master stays single-threaded and never blocks: a Probe is a small state machine over a non-blocking
+socket that the arbiter's selector drives (on_event) and its timer table ticks (tick); no http.client.
+
+The listener is shared by every generation (the old one keeps accepting while the new one starts), so
+an answer proves nothing unless the process that accepted the connection belongs to the generation
+being checked. The probe therefore sends the request line and headers without the final blank line,
+finds the accepted socket's inode in /proc/net/tcp{,6} (by the connection's two ports) and looks for
+it among the fds of the generation's process group; only then does it finish the request and read
+the status line. An answer from another generation is reported as `other` (the caller asks again).
+"""
+
+import errno
+import os
+import socket
+
+OK, FAILED, OTHER = "ok", "failed", "other"  # a probe's outcome
+TICK = 0.01  # how often the probe looks for the accepting process while it waits
+_FIRST_LINE_MAX = 512
+
+
+class Probe:
+    """GET path on a TCP listener. Register fileno() in a selector for events(), call on_event(now) when it
+    fires and tick(now) at deadline(now); once `finished`, `outcome` is OK (2xx), FAILED or OTHER (accepted
+    by a process outside group pgid) and `detail` says what happened."""
+
+    def __init__(self, family: int, address: tuple, path: str, pgid: int, timeout: float, now: float):
+        self.path, self.pgid = path, pgid
+        self.outcome = self.detail = None
+        self.until = now + timeout
+        self.timeout = timeout
+        self.state = "connecting"
+        self.buffer = b""
+        self.finished = False
+        self.next_tick = now
+        self.foreign = False  # accepted by a process outside the group
+        host = address[0]
+        # A wildcard listener is reached over loopback.
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        self.target = (host, address[1]) + tuple(address[2:])
+        self.listen_port = address[1]
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setblocking(False)
+        code = self.sock.connect_ex(self.target)
+        if code not in (0, errno.EINPROGRESS, errno.EAGAIN):
+            self.finish(FAILED, "cannot connect to %s: %s" % (self.describe_target(), os.strerror(code)))
+
+    def describe_target(self) -> str:
+        host, port = self.target[:2]
+        return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def events(self) -> str:
+        """"write" while connecting, else "read" (the answer; or, while the accepting process is looked
+        for, a connection closed early)."""
+        return "write" if self.state == "connecting" else "read"
+
+    def deadline(self) -> float:
+        """When tick() must run next: soon while looking for the accepting process, else the timeout."""
+        return min(self.until, self.next_tick) if self.state == "accepting" else self.until
+
+    def on_event(self, now: float) -> None:
+        """The socket is writable (connected) or readable (the answer)."""
+        if self.finished:
+            return
+        if self.state == "connecting":
+            code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                self.finish(FAILED, "cannot connect to %s: %s" % (self.describe_target(), os.strerror(code)))
+                return
+            # Everything but the blank line that ends the headers: the app accepts and waits for it.
+            head = "GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: dewy-master\r\n" % (self.path, self.describe_target())
+            self.send(head.encode())
+            if not self.finished:
+                self.state = "accepting"
+                self.tick(now)
+        elif self.state == "reading":
+            self.read()
+        elif self.state == "accepting":
+            # Closed (or answered) before we knew who accepted it: a generation that retires closes what
+            # it accepted; not an answer about the one checked, so ask again.
+            self.finish(OTHER, "connection closed before the accepting process was found")
+
+    def tick(self, now: float) -> None:
+        """Look for the accepting process; give up at the timeout."""
+        if self.finished:
+            return
+        if now >= self.until:
+            what = "no answer" if self.state == "reading" else "not accepted"
+            self.finish(FAILED, "%s within %gs" % (what, self.timeout))
+            return
+        if self.state != "accepting":
+            return
+        self.next_tick = now + TICK
+        owner = accepted_by(self.listen_port, self.sock.getsockname()[1], self.pgid)
+        if owner is None:
+            return  # still in the listen queue
+        # Another generation's process took it: finish the request all the same (an app should not see a
+        # client vanish mid-request) and report OTHER once it answered.
+        self.foreign = not owner
+        self.send(b"\r\n")
+        if not self.finished:
+            self.state = "reading"
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)  # a few bytes into an empty socket buffer: never blocks
+        except OSError as exc:
+            self.finish(FAILED, "GET %s: %s" % (self.path, exc.strerror or exc))
+
+    def read(self) -> None:
+        try:
+            chunk = self.sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.finish(FAILED, "GET %s: %s" % (self.path, exc.strerror or exc))
+            return
+        self.buffer += chunk
+        if b"\n" not in self.buffer and chunk and len(self.buffer) < _FIRST_LINE_MAX:
+            return
+        line = self.buffer.split(b"\n", 1)[0].decode("latin-1").strip()
+        parts = line.split()
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            self.finish(FAILED, "GET %s: not an HTTP answer (%r)" % (self.path, line[:80]) if line
+                        else "GET %s: connection closed without an answer" % self.path)
+            return
+        if self.foreign:
+            self.finish(OTHER, "GET %s answered %s by another generation" % (self.path, parts[1]))
+            return
+        code = int(parts[1])
+        outcome = OK if 200 <= code < 300 else FAILED
+        self.finish(outcome, "GET %s answered %s" % (self.path, " ".join(parts[1:])))
+
+    def finish(self, outcome: str, detail: str) -> None:
+        """Record the outcome (the first one counts); the owner then unregisters and close()s the socket."""
+        if self.finished:
+            return
+        self.finished = True
+        self.state = "done"
+        self.outcome, self.detail = outcome, detail
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def accepted_by(listen_port: int, client_port: int, pgid: int):
+    """Whether the server side of our connection (listen_port <- client_port) is an fd of a process in
+    group pgid: True / False (another process has it) / None (not accepted yet, or not found)."""
+    inode = _socket_inode(listen_port, client_port)
+    if not inode:
+        return None
+    link = "socket:[%s]" % inode
+    for pid in _group_pids(pgid):
+        fd_dir = "/proc/%d/fd" % pid
+        try:
+            names = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                if os.readlink("%s/%s" % (fd_dir, name)) == link:
+                    return True
+            except OSError:
+                pass
+    return False
+
+
+def _socket_inode(local_port: int, remote_port: int) -> str | None:
+    """The inode of the TCP socket local_port <- remote_port (0 / None until a process accepted it)."""
+    want_local, want_remote = ":%04X" % local_port, ":%04X" % remote_port
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                lines = fh.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[1].endswith(want_local) and fields[2].endswith(want_remote):
+                return fields[9] if fields[9] != "0" else None
+    return None
+
+
+def _group_pids(pgid: int) -> list:
+    """The pids in process group pgid (the leader first)."""
+    pids = [pgid]
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == pgid:
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so split after the last ')'.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 2 and fields[2] == str(pgid).encode():
+            pids.append(int(name))
+    return pids

@@ -1,0 +1,64 @@
+"""`dewy pause`: workdir/.dewy/paused.json, present while new versions must not be deployed.
+
+Written and removed by the master (its `pause` / `resume` commands), read by the poller before every
+deploy and by the master at start-up, so a pause survives a restart of either. `dewy rollback` writes a
+hold (`newer_than`: the version rolled back from): only a newer version deploys, and its deploy ends it. Standard library only:
+the lean master imports it.
+"""
+
+import os
+
+from dewy.clock import utc_iso
+from dewy.status import read_json, state_dir, write_json_atomic
+from dewy.workdir import state_path
+
+PAUSE_FILE = "paused.json"
+
+
+def pause_path(workdir: str) -> str:
+    """Where the pause of a workdir is recorded."""
+    return state_path(workdir, PAUSE_FILE)
+
+
+def read(workdir: str) -> dict | None:
+    """{reason, since[, newer_than]} while deploys are paused, else None (an unreadable file counts as paused)."""
+    path = pause_path(workdir)
+    data = read_json(path, "pause file")
+    if data is None and os.path.exists(path):
+        return {"reason": "unreadable %s" % path, "since": None}
+    return data if data is None or isinstance(data, dict) else {"reason": None, "since": None}
+
+
+def write(workdir: str, reason: str | None, newer_than: str | None = None) -> dict:
+    """Pause deploys of workdir (atomically); the record written. newer_than (a hold after `dewy rollback`):
+    only versions newer than it may deploy."""
+    state_dir(workdir)
+    data = {"reason": reason or None, "since": utc_iso()}
+    if newer_than:
+        data["newer_than"] = newer_than
+    write_json_atomic(pause_path(workdir), data)
+    return data
+
+
+def holds(paused: dict | None, version: str) -> bool:
+    """Whether a pause (read()) keeps version from being deployed: always, or, for a rollback hold, unless
+    version is newer than the version rolled back from (the poller's check; it has semver)."""
+    if not paused:
+        return False
+    newer_than = paused.get("newer_than")
+    if not newer_than:
+        return True
+    from dewy.versions import is_older
+    try:
+        return not is_older(newer_than, version)
+    except ValueError:
+        return True
+
+
+def clear(workdir: str) -> bool:
+    """Resume deploys; False when they were not paused."""
+    try:
+        os.unlink(pause_path(workdir))
+        return True
+    except FileNotFoundError:
+        return False

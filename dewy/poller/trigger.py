@@ -1,0 +1,173 @@
+"""Deploy triggers: `trigger = 127.0.0.1:9465` serves `POST /deploy` from the poller (off by default).
+
+A request is only a hint to poll now: what is deployed is still what the registry says. Two ways in,
+on the same path:
+- `Authorization: Bearer <trigger-token>` (compared in constant time);
+- a GitHub webhook: `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body with trigger-secret>`
+  (GitHub's documented scheme); `X-GitHub-Event: release` polls, `ping` answers, others are ignored.
+A bad or missing credential is a 401 and a log line (never the credential itself). Every request spends
+from one token bucket (RATE_BURST, one back every RATE_EVERY seconds): 429 with Retry-After when empty.
+
+The hint travels the ordinary way: the trigger thread asks the master `deploy-now` over its control
+socket (dewy.master.control), and the master sends the poller `poll-now` on the pipe; so a paused
+dewy (`dewy pause`) answers 409 and polls nothing.
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+
+log = logging.getLogger("dewy.poller")
+
+MAX_BODY = 1 << 20  # GitHub caps webhook payloads at 25 MB; a release event is a few KiB
+RATE_BURST, RATE_EVERY = 10, 6.0  # 10 requests at once, then one every 6 s
+
+
+class Bucket:
+    """A token bucket: take() is True while requests are within the rate (thread-safe)."""
+
+    def __init__(self, burst: int = RATE_BURST, every: float = RATE_EVERY, clock=time.monotonic):
+        self.burst, self.every, self.clock = burst, every, clock
+        self.tokens, self.at = float(burst), clock()
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(self.burst, self.tokens + (now - self.at) / self.every)
+            self.at = now
+            if self.tokens < 1:
+                return False
+            self.tokens -= 1
+            return True
+
+    def retry_after(self) -> int:
+        """Whole seconds until a token is back."""
+        with self.lock:
+            return max(1, int((1 - self.tokens) * self.every + 0.999))
+
+
+def github_signature(secret: str, body: bytes) -> str:
+    """The X-Hub-Signature-256 value GitHub sends for body: `sha256=<hex HMAC-SHA256>`."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def check(headers, body: bytes, token: str, secret: str) -> tuple:
+    """(status, what) for a request: 202 poll, 200 ping, 204 ignored event, 401 bad credentials."""
+    signature = headers.get("X-Hub-Signature-256")
+    if signature is not None:
+        if not secret or not hmac.compare_digest(signature.strip(), github_signature(secret, body)):
+            return 401, "bad X-Hub-Signature-256"
+        event = headers.get("X-GitHub-Event", "")
+        if event == "ping":
+            return 200, "ping"
+        if event != "release":
+            return 204, "ignored %s event" % (event or "unnamed")
+        return 202, "GitHub release event"
+    auth = headers.get("Authorization") or ""
+    scheme, _, given = auth.partition(" ")
+    if not token or scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return 401, "bad or missing bearer token" if auth else "no Authorization or X-Hub-Signature-256"
+    return 202, "bearer token"
+
+
+class Trigger:
+    """The trigger HTTP listener of one poller; start(config) (again after a reload), stop()."""
+
+    def __init__(self):
+        self.server = None
+        self.key = None  # what the running server was started with
+
+    def start(self, config) -> None:
+        """Serve config.trigger (stop when it is off or changed); a port in use is logged, not fatal."""
+        key = (config.trigger, config.trigger_token, config.trigger_secret, config.workdir)
+        if key == self.key:
+            return
+        self.stop()
+        if not config.trigger:
+            return
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from dewy.master.control import CONTROL_FILE, ControlError, request
+        from dewy.poller.metrics import parse_address
+        from dewy.workdir import state_path
+
+        token, secret = config.trigger_token, config.trigger_secret
+        control_path = state_path(config.workdir, CONTROL_FILE)
+        bucket = Bucket()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            server_version = "dewy-trigger"
+
+            def do_POST(self):  # noqa: N802 — the name http.server dispatches to
+                if not bucket.take():
+                    self.reply(429, {"error": "too many requests"}, {"Retry-After": str(bucket.retry_after())})
+                    return
+                if self.path.split("?")[0] != "/deploy":
+                    self.reply(404, {"error": "POST /deploy"})
+                    return
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if not 0 <= length <= MAX_BODY:
+                    self.reply(413, {"error": "body must be 0..%d bytes" % MAX_BODY})
+                    return
+                body = self.rfile.read(length)
+                code, what = check(self.headers, body, token, secret)
+                if code == 401:
+                    log.warning("trigger: refused a request from %s: %s", self.client_address[0], what)
+                    self.reply(401, {"error": what})
+                    return
+                if code != 202:
+                    self.reply(code, {"ok": True, "note": what} if code != 204 else None)
+                    return
+                try:
+                    answer = request(control_path, "deploy-now", timeout=5)
+                except ControlError as exc:
+                    self.reply(503, {"error": str(exc)})
+                    return
+                if not answer.get("ok"):
+                    self.reply(409, {"error": answer.get("error")})
+                    return
+                log.info("trigger: polling now (%s from %s)", what, self.client_address[0])
+                self.reply(202, {"ok": True, "note": "polling the registry now; it decides what is deployed"})
+
+            def do_GET(self):  # noqa: N802
+                self.reply(405, {"error": "POST /deploy"}, {"Allow": "POST"})
+
+            def reply(self, code, data, headers=None):
+                body = (json.dumps(data) + "\n").encode() if data is not None else b""
+                self.send_response(code)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                if body:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format, *args):  # noqa: A002 — our own lines say what matters
+                pass
+
+        host, port = parse_address(config.trigger)
+        try:
+            server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            log.error("cannot serve deploy triggers on %s: %s", config.trigger, exc)
+            return
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="dewy-trigger", daemon=True).start()
+        self.server, self.key = server, key
+        log.info("serving deploy triggers on http://%s/deploy", config.trigger)
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        self.server = self.key = None

@@ -1,0 +1,141 @@
+"""Operator commands against a running dewy-master: rollback, pause/resume, deploy-now, status, history, and
+the control socket itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from helpers import Load, audit_entries, clean_environment
+
+
+def dewy(*args, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `python -m dewy ARGS` and return what it did."""
+    return subprocess.run([sys.executable, "-m", "dewy", *args], capture_output=True, text=True, timeout=timeout,
+                          env=clean_environment())
+
+
+def polls_pass(master, n: int = 3) -> dict:
+    """Wait until the poller polled n more times; the status then."""
+    start = master.status()["polls"]
+    return master.wait_for(lambda s: s["polls"] >= start + n, 20, "%d more polls" % n)
+
+
+@pytest.mark.timeout(120)
+def test_rollback_under_load_then_no_redeploy_until_a_newer_version(make_master, registry):
+    registry.publish("1.0.0")
+    master = make_master().start(wait_version="1.0.0")
+    w = str(master.workdir)
+    sock = master.workdir / ".dewy" / "control.sock"
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600 and stat.S_ISSOCK(os.stat(sock).st_mode)
+    with Load(master.port, threads=3) as load:
+        master.deploy("1.1.0", load=load)
+        out = dewy("rollback", "--workdir", w)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "rolling back from 1.1.0 to 1.0.0" in out.stdout
+        assert "1.0.0 serves (generation 3); 1.1.0 is refused until a newer version is published" in out.stdout
+        assert master.get() == (200, "1.0.0\n")
+        assert load.wait_requests(30)
+    assert load.failed == 0
+    st = polls_pass(master)
+    assert st["version"] == "1.0.0" and st["last_deploy"]["rolled_back_from"] == "1.1.0", "1.1.0 came back"
+    assert [e["result"] for e in audit_entries(master.workdir)][-1] == "rolled-back"
+    out = dewy("history", "--workdir", w, "-n", "1")
+    assert "1.1.0 → 1.0.0" in out.stdout and "rolled-back" in out.stdout and "by the operator" in out.stdout
+
+    out = dewy("rollback", "--workdir", w, "--to", "9.9.9")
+    assert out.returncode == 1 and "version 9.9.9 is not unpacked" in out.stderr and "1.0.0, 1.1.0" in out.stderr
+    out = dewy("rollback", "--workdir", w, "--to", "v1.0.0")
+    assert out.returncode == 1 and "version 1.0.0 already serves" in out.stderr
+    assert st["paused"]["newer_than"] == "1.1.0", "a hold: only a version newer than 1.1.0 deploys"
+    st = master.deploy("1.2.0")  # newer than the one rolled back from: deployed, and the hold ends
+    assert master.wait_for(lambda s: s["paused"] is None, 10, "the hold to end")
+    out = dewy("rollback", "--workdir", w, "--to", "1.1.0", "--json")  # an operator may name a refused one
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1])["version"] == "1.1.0"
+    # The poller's newest non-refused version is now 1.0.0 (1.1.0 and 1.2.0 refused): the hold keeps 1.1.0.
+    out = dewy("deploy-now", "--workdir", w)
+    assert out.returncode == 0 and "nothing to deploy: 1.0.0 is held back" in out.stdout, out.stdout + out.stderr
+    st = polls_pass(master)
+    assert st["version"] == "1.1.0" and master.get() == (200, "1.1.0\n"), "the rollback did not stick"
+
+
+@pytest.mark.timeout(120)
+def test_pause_survives_a_master_restart_and_resume_deploys(make_master, registry):
+    registry.publish("1.0.0")
+    master = make_master().start(wait_version="1.0.0")
+    w = str(master.workdir)
+    out = dewy("pause", "--workdir", w, "--reason", "release freeze")
+    assert out.returncode == 0 and "paused since" in out.stdout and "(release freeze)" in out.stdout, out
+    registry.publish("1.1.0")
+    st = polls_pass(master)
+    assert st["latest_version"] == "1.1.0" and st["version"] == "1.0.0", "deployed while paused"
+    assert st["paused"]["reason"] == "release freeze"
+    out = dewy("status", "--workdir", w)
+    assert "paused         since " in out.stdout and ": release freeze" in out.stdout
+    out = dewy("deploy-now", "--workdir", w)
+    assert out.returncode == 1 and "deploys are paused (release freeze); `dewy resume` first" in out.stderr
+
+    assert master.stop() == 0
+    master.start(wait_version="1.0.0")
+    st = polls_pass(master)
+    assert st["version"] == "1.0.0" and st["paused"]["reason"] == "release freeze", "the pause did not survive"
+    assert st["last_deploy"]["version"] == "1.0.0", "last deploy shown across the restart"
+
+    out = dewy("resume", "--workdir", w)
+    assert out.returncode == 0 and "resumed" in out.stdout
+    master.wait_version("1.1.0")
+    assert master.status()["paused"] is None
+    out = dewy("resume", "--workdir", w)
+    assert out.returncode == 0 and "not paused" in out.stdout
+
+
+@pytest.mark.timeout(120)
+def test_deploy_now_sees_a_release_through_says_up_to_date_and_refused(make_master, registry):
+    registry.publish("1.0.0")
+    master = make_master(interval="1h").start(wait_version="1.0.0")  # only deploy-now polls after the first
+    w = str(master.workdir)
+    registry.publish("1.1.0")
+    out = dewy("deploy-now", "--workdir", w)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[0] == "asking the registry now (running 1.0.0)"
+    assert "new version 1.1.0: downloading" in out.stdout and out.stdout.splitlines()[-1].startswith("1.1.0 serves")
+    assert master.get() == (200, "1.1.0\n")
+    out = dewy("deploy-now", "--workdir", w)
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == "up to date: 1.1.0 serves", out
+    registry.publish("1.2.0", behaviour="crash-at-start")
+    out = dewy("deploy-now", "--workdir", w, "--json")
+    assert out.returncode == 1, out.stdout + out.stderr
+    answer = json.loads(out.stdout)
+    assert answer["ok"] is False and answer["version"] == "1.2.0" and "exited with code 3" in answer["last_deploy"]["error"]
+    assert master.get() == (200, "1.1.0\n")
+
+
+@pytest.mark.timeout(60)
+def test_control_socket_protocol_errors_and_no_master(make_master, registry, tmp_path):
+    registry.publish("1.0.0")
+    master = make_master().start(wait_version="1.0.0")
+    path = str(master.workdir / ".dewy" / "control.sock")
+
+    def ask(line: bytes) -> dict:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(line)
+            return json.loads(s.makefile().readline())
+    assert ask(b"nonsense\n") == {"ok": False, "error": "the request is not JSON"}
+    assert "unknown command 'stop'" in ask(b'{"command": "stop"}\n')["error"]
+    assert ask(b'{"command": "pause", "args": {"why": 1}}\n') == {"ok": False, "error": "pause takes no argument why"}
+    st = ask(b'{"v": 1, "command": "status"}\n')
+    assert st["ok"] is True and st["status"]["version"] == "1.0.0" and st["status"]["pid"] == master.pid
+    assert master.running()
+    assert master.stop() == 0
+    assert not os.path.exists(path), "the socket file outlived the master"
+    out = dewy("rollback", "--workdir", str(master.workdir))
+    assert out.returncode == 3 and "no dewy master runs there" in out.stderr

@@ -1,0 +1,66 @@
+"""Deploy triggers (`trigger = HOST:PORT`) against a running dewy-master whose own polls are an hour apart."""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+import pytest
+
+from dewy.poller.trigger import github_signature
+from helpers import free_port
+
+TOKEN, SECRET = "t0ken-for-tests", "s3cret-for-tests"
+
+
+def post(port: int, body: bytes = b"", **headers) -> tuple:
+    """(status, headers, JSON body or None) of POST /deploy."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/deploy", body=body, headers={k.replace("_", "-"): v for k, v in headers.items()})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, dict(resp.getheaders()), json.loads(data) if data else None
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(90)
+def test_token_and_signed_webhook_make_it_poll_bad_ones_do_not(make_master, registry):
+    registry.publish("1.0.0")
+    port = free_port()
+    master = make_master(interval="1h", trigger="127.0.0.1:%d" % port, trigger_token=TOKEN,
+                         trigger_secret=SECRET).start(wait_version="1.0.0")
+    master.wait_for(lambda s: "serving deploy triggers" in master.log_text(), 10, "the trigger listener")
+    # The first poll reports twice (before its deploy of 1.0.0 and after): let both arrive.
+    polls = master.wait_for(lambda s: s["polls"] >= 2, 10, "the first poll's two status messages")["polls"]
+    registry.publish("1.1.0")
+    body = json.dumps({"action": "published", "release": {"tag_name": "v1.1.0"}}).encode()
+
+    status, _, answer = post(port, body, X_GitHub_Event="release", X_Hub_Signature_256=github_signature("wrong", body))
+    assert (status, answer) == (401, {"error": "bad X-Hub-Signature-256"})
+    status, _, _ = post(port, Authorization="Bearer nope")
+    assert status == 401
+    status, _, _ = post(port)
+    assert status == 401
+    # (a hint is sent before the answer: a 401 means none was)
+    assert master.status()["polls"] == polls and master.status()["version"] == "1.0.0"
+    log = master.log_text()
+    assert "trigger: refused a request from 127.0.0.1: bad X-Hub-Signature-256" in log
+    assert TOKEN not in log and SECRET not in log and "nope" not in log
+
+    status, _, answer = post(port, body, X_GitHub_Event="release", X_Hub_Signature_256=github_signature(SECRET, body))
+    assert status == 202 and answer["ok"] is True, answer
+    master.wait_version("1.1.0", timeout=20)
+
+    polls = master.status()["polls"]
+    status, _, _ = post(port, Authorization="Bearer " + TOKEN)
+    assert status == 202
+    master.wait_for(lambda s: s["polls"] > polls, 10, "a poll after the bearer token")
+    status, _, answer = post(port, b"{}", X_GitHub_Event="push", X_Hub_Signature_256=github_signature(SECRET, b"{}"))
+    assert status == 204 and answer is None
+
+    codes = [post(port, Authorization="Bearer nope")[0] for _ in range(12)]
+    assert codes[-1] == 429, codes
+    status, headers, _ = post(port, Authorization="Bearer " + TOKEN)
+    assert status == 429 and int(headers["Retry-After"]) >= 1

@@ -1,0 +1,52 @@
+"""The control socket's own rules, in-process: a path longer than sun_path, mode 0600, one line each way."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+import pytest
+
+from dewy.master import control
+
+
+def test_a_deep_workdir_still_gets_a_0600_socket_file_and_answers(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = str(deep / control.CONTROL_FILE)
+    assert len(path) > 108  # too long for sockaddr_un: reached through /proc/self/fd/N/
+    server = control.ControlServer(path)
+    try:
+        assert stat.S_ISSOCK(os.lstat(path).st_mode) and stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+        server.sock.setblocking(True)
+
+        def serve():
+            conn = control.ControlConnection(server.sock.accept()[0])
+            conn.sock.setblocking(True)
+            request = None
+            while request is None:
+                request = conn.read()
+            conn.answer({"ok": True, "echo": request, "allowed": conn.allowed()})
+        thread = threading.Thread(target=serve)
+        thread.start()
+        answer = control.request(path, "pause", {"reason": "x"}, timeout=5)
+        thread.join(5)
+        assert answer == {"ok": True, "allowed": True, "echo": {"v": 1, "command": "pause", "args": {"reason": "x"}}}
+    finally:
+        server.close()
+    assert not os.path.exists(path)
+    with pytest.raises(control.ControlError, match="no dewy master runs there"):
+        control.request(path, "status")
+
+
+def test_a_pause_holds_everything_a_rollback_hold_only_what_is_not_newer(tmp_path):
+    from dewy import pause
+
+    assert pause.read(str(tmp_path)) is None and not pause.holds(None, "1.0.0")
+    paused = pause.write(str(tmp_path), "freeze")
+    assert pause.read(str(tmp_path)) == paused and pause.holds(paused, "9.0.0")
+    hold = pause.write(str(tmp_path), "rolled back", newer_than="1.2.0")
+    assert pause.holds(hold, "1.0.0") and pause.holds(hold, "1.2.0") and pause.holds(hold, "1.2.0+blue")
+    assert not pause.holds(hold, "1.2.1") and not pause.holds(hold, "2.0.0")
+    assert pause.clear(str(tmp_path)) and not pause.clear(str(tmp_path)) and pause.read(str(tmp_path)) is None
