@@ -396,7 +396,7 @@ class Deploy:
         self.prune(release_dir)
         # The audit line comes last: whoever sees it sees the whole deploy done.
         self.record("deployed", error, notify={"switch_seconds": self.switch_seconds},
-                    generation=answer.get("generation"))
+                    generation=answer.get("generation"), switch_seconds=self.switch_seconds)
         log.info("deployed %s on %s in %s (generation %s, previously %s)", release.version, host, release_dir,
                  answer.get("generation"), self.previous_version or "nothing",
                  extra={"generation": answer.get("generation")})

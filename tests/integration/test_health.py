@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -48,6 +49,7 @@ def test_http_ready_waits_for_2xx_and_refuses_a_release_that_never_answers_it(ma
     assert lines[0].split() == ["TIME", "VERSION", "RESULT", "SWITCH", "REASON"]
     assert "1.1.0 → 1.2.0" in lines[1] and " failed " in lines[1] and "GET /healthz did not answer 2xx" in lines[1]
     assert "1.0.0 → 1.1.0" in lines[2] and " deployed " in lines[2]
+    assert re.search(r" deployed +\d+\.\d+s ", lines[2]), lines[2]  # how long the switch took
     assert "nothing → 1.0.0" in lines[3] and len(lines) == 4
 
 
