@@ -338,6 +338,16 @@ def _paused_line(paused) -> str:
     return "since %s%s" % (_show(paused.get("since")), ": %s" % paused["reason"] if paused.get("reason") else "")
 
 
+def _download_line(download) -> str:
+    """The download under way: `1.2.0 app.tar.gz: 45.0% of 120.0 MiB, 12.30 MiB/s, ETA 6s`, or "-"."""
+    if not isinstance(download, dict) or download.get("done") is None:
+        return "-"
+    from dewy.poller.progress import describe
+
+    snap = {key: download.get(key) for key in ("done", "total", "percent", "mib_per_s", "eta_s")}
+    return "%s %s: %s" % (download.get("version"), download.get("artifact"), describe(snap))
+
+
 def format_status(workdir: str, data: dict, running: bool) -> str:
     """The human-readable `dewy status` table."""
     pid = data.get("pid")
@@ -354,7 +364,9 @@ def format_status(workdir: str, data: dict, running: bool) -> str:
         ("generation", _show(data.get("generation"))),
         ("release", _show(data.get("release_dir"))), ("app pids", _show(data.get("app_pids"))),
         ("retiring pids", _show(data.get("retiring_pids"))), ("poller pid", _show(data.get("poller_pid"))),
-        ("last poll", last_poll), ("last error", _show(data.get("last_error"))),
+        ("listening", _show(data.get("listen"))),
+        ("last poll", last_poll), ("next poll", _show(data.get("next_poll"))),
+        ("download", _download_line(data.get("download"))), ("last error", _show(data.get("last_error"))),
         ("last deploy", _deploy_line(data.get("last_deploy"))), ("paused", _paused_line(data.get("paused"))),
         ("started", _show(data.get("started_at"))),
         ("updated", _show(data.get("updated_at"))), ("dewy", _show(data.get("dewy_version"))),

@@ -111,6 +111,41 @@ def follow_rollback(workdir: str, answer: dict, before: dict, timeout: float, ar
     return EXIT_FAILED
 
 
+BAR_WIDTH = 30
+
+
+def progress_bar(download: dict) -> str:
+    """`[#########.....]  45.0% of 120.0 MiB, 12.30 MiB/s, ETA 6s` (no bar when the size is unknown)."""
+    from dewy.poller.progress import describe
+
+    snap = {key: download.get(key) for key in ("done", "total", "percent", "mib_per_s", "eta_s")}
+    if snap["done"] is None:
+        return ""
+    if not snap["total"] or snap["percent"] is None:
+        return describe(snap)
+    filled = int(BAR_WIDTH * min(100.0, snap["percent"]) / 100)
+    return "[%s%s] %s" % ("#" * filled, "." * (BAR_WIDTH - filled), describe(snap))
+
+
+def show_progress(download: dict, quiet: bool) -> bool:
+    """Redraw the progress line (a terminal gets one line redrawn, a pipe a line per update); True if drawn."""
+    text = progress_bar(download)
+    if quiet or not text:
+        return False
+    if sys.stdout.isatty():
+        print("\r" + text, end="", flush=True)
+    else:
+        print(text, flush=True)
+    return True
+
+
+def end_progress(quiet: bool) -> bool:
+    """Finish the redrawn progress line; False (nothing is on the line any more)."""
+    if not quiet and sys.stdout.isatty():
+        print(flush=True)
+    return False
+
+
 def follow_deploy(workdir: str, answer: dict, before: dict, timeout: float, args: dict) -> int:
     """After `poll-now`: print what happens as it happens; 0 when a new version serves or none is newer, 1 when
     it is refused."""
@@ -126,6 +161,8 @@ def follow_deploy(workdir: str, answer: dict, before: dict, timeout: float, args
 
     say("asked", "asking the registry now (running %s)" % (answer.get("version") or "nothing"))
     announced = None  # the poll count at which a new version was announced
+    shown = False     # a progress bar is on the terminal's current line
+    last_done = None  # the byte count of the progress last drawn
     while time.monotonic() < until:
         st = status_file.read(workdir) or {}
         deploy = st.get("last_deploy") or {}
@@ -158,7 +195,14 @@ def follow_deploy(workdir: str, answer: dict, before: dict, timeout: float, args
                 _print(args, {"ok": False, "version": latest, "error": st["last_error"]},
                        "%s refused: %s" % (latest, st["last_error"]))
                 return EXIT_FAILED
+            download = st.get("download")
+            if announced is not None and isinstance(download, dict) and download.get("version") == latest \
+                    and download.get("done") != last_done:
+                last_done = download.get("done")  # the master relays a snapshot a second: draw each once
+                shown = show_progress(download, quiet) or shown
             if st.get("state") == "deploying":
+                if shown:
+                    shown = end_progress(quiet)
                 say("switch", "switching to %s: generation starting, waiting for it to be ready" % latest)
         time.sleep(POLL)
     print("dewy: nothing finished within %gs (see dewy status)" % timeout, file=sys.stderr)

@@ -39,6 +39,7 @@ ERROR_BURST, ERROR_WINDOW = 10, 10.0  # this many unexpected errors within this 
 SIGNAL_COMMANDS = {signal.SIGHUP: "reload", signal.SIGUSR1: "restart", signal.SIGUSR2: "upgrade",
                    signal.SIGTERM: "stop", signal.SIGINT: "stop", signal.SIGQUIT: "stop-fast"}
 # What the control socket (.dewy/control.sock) may ask, with the arguments each takes.
+PROGRESS_KEYS = ("version", "artifact", "done", "total", "percent", "mib_per_s", "eta_s")
 RELOAD_FAILED = "reload failed, keeping the running configuration"
 CONTROL_COMMANDS = {"status": (), "restart": (), "reload": (), "rollback": ("to",), "pause": ("reason",),
                     "resume": (), "deploy-now": ()}
@@ -97,7 +98,9 @@ class Arbiter(Host):
         self.sent_ready = False
         self.watchdog_at: float | None = None
         self.started_at = utc_iso()
-        self.info = {"last_poll": None, "latest_version": None, "last_error": None, "poll_request": None}
+        # What the poller last said: `status` replaces it all (download: the progress of the one under way).
+        self.info = {"last_poll": None, "latest_version": None, "last_error": None, "poll_request": None,
+                     "next_poll": None, "download": None}
         self.errors = ErrorBudget()
         self.exit_code: int | None = None
         self.fail_command = os.environ.pop(FAIL_COMMAND_ENV, None)
@@ -441,6 +444,9 @@ class Arbiter(Host):
                     self.info[key] = msg.get(key)
                 self.polls += 1
                 self.lifecycle.check_current()  # once per poll: a deleted release dir is noticed now
+                self.changed()
+            elif kind == "progress":
+                self.info["download"] = {k: msg.get(k) for k in PROGRESS_KEYS}
                 self.changed()
             elif kind == "pong":
                 pass  # a sign of life is all it is (receive() noted it)

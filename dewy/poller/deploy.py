@@ -175,8 +175,9 @@ class Deploy:
     """Deploys one release: the poller hands it the backends, what runs now and a way to ask the master."""
 
     def __init__(self, release: Release, backends: Backends, previous: tuple, ask_master: Callable[..., dict],
-                 refused: "Refused", repeats: Repeats):
+                 refused: "Refused", repeats: Repeats, tell_master: Callable[..., None] | None = None):
         self.release = release
+        self.tell_master = tell_master  # sends a message to the master that needs no answer (progress)
         self.backends = backends
         self.config, self.registry, self.cache = backends.config, backends.registry, backends.cache
         self.previous_version, self.previous_dir = previous
@@ -251,7 +252,7 @@ class Deploy:
             cache.delete(_digest_key(key))
         fetcher = self.artifact()
         began = time.monotonic()
-        progress = Progress(release.artifact_name, fetcher.size)
+        progress = Progress(release.artifact_name, fetcher.size, listener=self.tell_progress)
         try:
             with cache.open_write(key) as out:
                 writer = _HashingWriter(out, progress)
@@ -267,6 +268,7 @@ class Deploy:
             if self.metrics is not None:
                 self.metrics.downloaded(progress.done)  # every byte fetched counts, failed downloads' too
         cache.set(_digest_key(key), digest.encode())
+        self.tell_progress(progress.snapshot())  # the whole of it: shown until this deploy's outcome
         seconds = round(time.monotonic() - began, 3)
         log.info("downloaded %s: %d bytes in %.1fs, sha256 %s%s", release.artifact_name, writer.size, seconds, digest,
                  " (verified against %s)" % (release.checksum_source or "the published checksum")
@@ -274,6 +276,12 @@ class Deploy:
         self.backends.notifier.emit("downloaded", release.version, artifact=release.artifact_name,
                                     bytes=writer.size, seconds=seconds, sha256=digest)
         return digest
+
+    def tell_progress(self, snapshot: dict) -> None:
+        """Pass a download progress snapshot on to the master (`dewy status`, `dewy deploy-now` show it)."""
+        if self.tell_master is not None:
+            self.tell_master("progress", version=self.release.version, artifact=self.release.artifact_name,
+                             **snapshot)
 
     def expected_sha256(self) -> str | None:
         """The checksum to verify against under `verify-checksum`; Refuse when required and none is published."""

@@ -22,11 +22,17 @@ def _interval() -> float:
         return INTERVAL
 
 
+LISTENER_INTERVAL = 1.0  # seconds between two snapshots sent to the master (`dewy status`, `dewy deploy-now`)
+
+
 class Progress:
     """Counts the bytes of one download and logs its progress every `interval` seconds."""
 
-    def __init__(self, name: str, size=None, interval: float | None = None, clock=time.monotonic):
+    def __init__(self, name: str, size=None, interval: float | None = None, clock=time.monotonic,
+                 listener=None):
         self.name = name
+        self.listener = listener  # called with a snapshot at most once a second (the master shows it)
+        self.next_tell = 0.0
         self._size = size  # an int, None, or a callable returning either (asked again each time: known late)
         self.interval = _interval() if interval is None else interval
         self.clock = clock
@@ -49,6 +55,9 @@ class Progress:
         """count more bytes arrived; log a progress line when one is due."""
         self.done += count
         now = self.clock()
+        if self.listener is not None and now >= self.next_tell:
+            self.next_tell = now + LISTENER_INTERVAL
+            self.listener(self.snapshot(now))
         if now >= self.next_report:
             self.next_report = now + self.interval
             snap = self.snapshot(now)

@@ -303,7 +303,7 @@ class Poller:
         # a previous failed attempt until this attempt's outcome replaces it, so the status does not flap.
         self.report_status(self.repeats.pending(release.version))
         deploy = Deploy(release, self.backends(), (self.current_version, self.current_dir), self.ask_master,
-                        self.refused, self.repeats)
+                        self.refused, self.repeats, tell_master=self.send)
         try:
             error = deploy.run()
         except Exception as exc:  # noqa: BLE001 - a bug in one deploy must not kill the poller
@@ -345,8 +345,10 @@ class Poller:
         """Send `status` to the master."""
         error = dewy_log.scrub(error)  # the master shows it in the status file and `dewy status`
         self.last_error = error
+        # When the next poll is due (about: the jitter is drawn later), for `dewy status`.
+        next_poll = utc_iso(time.time() + self.poll_delay()) if self.config else None
         self.send("status", last_poll=self.last_poll, latest_version=self.latest_version, last_error=error,
-                  poll_request=self.poll_request)
+                  poll_request=self.poll_request, next_poll=next_poll)
 
 
 ANNOUNCED_FILE = "notified.json"  # {"master": "<pid>:<start time>"}: the master "dewy started" was sent for

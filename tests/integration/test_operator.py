@@ -3,7 +3,9 @@ the control socket itself."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 import os
 import socket
 import stat
@@ -106,9 +108,18 @@ def test_deploy_now_sees_a_release_through_says_up_to_date_and_refused(make_mast
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.splitlines()[0] == "asking the registry now (running 1.0.0)"
     assert "new version 1.1.0: downloading" in out.stdout and out.stdout.splitlines()[-1].startswith("1.1.0 serves")
+    assert re.search(r"^\[#{30}\] 100\.0% of 0\.0 MiB", out.stdout, re.M), out.stdout  # the download's bar
     assert master.get() == (200, "1.1.0\n")
     out = dewy("deploy-now", "--workdir", w)
     assert out.returncode == 0 and out.stdout.splitlines()[-1] == "up to date: 1.1.0 serves", out
+    status = dewy("status", "--workdir", w).stdout
+    # interval = 1h: the next poll is about an hour after the last (jitter aside), and nothing downloads now.
+    last = re.search(r"^last poll +(\S+)", status, re.M).group(1)
+    following = re.search(r"^next poll +(\S+)", status, re.M).group(1)
+    gap = (datetime.datetime.fromisoformat(following.replace("Z", "+00:00"))
+           - datetime.datetime.fromisoformat(last.replace("Z", "+00:00"))).total_seconds()
+    assert 3000 < gap < 4000, status
+    assert re.search(r"^download +-$", status, re.M) and re.search(r"^listening +127\.0\.0\.1:\d+", status, re.M), status
     registry.publish("1.2.0", behaviour="crash-at-start")
     out = dewy("deploy-now", "--workdir", w, "--json")
     assert out.returncode == 1, out.stdout + out.stderr
