@@ -23,7 +23,7 @@ from dewy.cache.bucket import EXPIRES
 from dewy.registry.shared import lock_seconds, wrap
 from helpers import Registry, wait_until
 from registry_cases import UnavailableServer
-from shared_answer import Counter, CountingRegistry, kill_lock_holder
+from shared_answer import Counter, CountingRegistry, PollingFleet, kill_lock_holder
 
 
 class Backend:
@@ -264,29 +264,14 @@ class BucketCacheCases:
         reg, counter = Registry(tmp_path), Counter()
         reg.publish_bytes("1.0.0", b"one")
         pollers = self.pollers(store.url(**{"registry-ttl": "%gs" % ttl}), reg, counter, workdir, hosts)
-        last, errors, stop = [None] * hosts, [], threading.Event()
-
-        def run(i):
-            while not stop.is_set():
-                try:
-                    last[i] = pollers[i].latest().version
-                except Exception as exc:  # noqa: BLE001 - collected and asserted on below
-                    errors.append(repr(exc))
-                stop.wait(0.05)
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(hosts)]
-        started = time.monotonic()
-        for thread in threads:
-            thread.start()
-        time.sleep(0.8)
-        reg.publish_bytes("1.1.0", b"two")
-        time.sleep(0.8)
-        reg.publish_bytes("1.2.0", b"three")
-        wait_until(lambda: last == ["1.2.0"] * hosts, 10, "every host on the newest release", lambda: repr(last))
-        stop.set()
-        for thread in threads:
-            thread.join(10)
-        elapsed = time.monotonic() - started
+        with PollingFleet(pollers) as fleet:
+            time.sleep(0.8)
+            reg.publish_bytes("1.1.0", b"two")
+            time.sleep(0.8)
+            reg.publish_bytes("1.2.0", b"three")
+            wait_until(lambda: fleet.last == ["1.2.0"] * hosts, 10, "every host on the newest release",
+                       lambda: repr(fleet.last))
+        elapsed, errors = fleet.elapsed, fleet.errors
         assert not errors, errors[:3]
         assert 3 <= counter.count <= elapsed / ttl + 1, (counter.count, elapsed)
         gaps = [b - a for a, b in zip(counter.calls, counter.calls[1:])]

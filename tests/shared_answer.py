@@ -75,3 +75,39 @@ def kill_lock_holder(cache_url: str, workdir: str, registry_url: str, script_dir
             holder.wait()
         holder.stdout.close()
     return locked_at
+
+
+class PollingFleet:
+    """Hosts (threads) each polling its own registry wrapper every 50 ms until stopped.
+
+    `last[i]` is host i's last answer (a version), `errors` what failed; `with` stops and joins them.
+    """
+
+    def __init__(self, pollers):
+        self.pollers = pollers
+        self.last = [None] * len(pollers)
+        self.errors = []
+        self.stop_event = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(len(pollers))]
+        self.started = None
+
+    def run(self, i: int) -> None:
+        """Host i's loop."""
+        while not self.stop_event.is_set():
+            try:
+                self.last[i] = self.pollers[i].latest().version
+            except Exception as exc:  # noqa: BLE001 - collected and asserted on by the test
+                self.errors.append(repr(exc))
+            self.stop_event.wait(0.05)
+
+    def __enter__(self) -> "PollingFleet":
+        self.started = time.monotonic()
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(10)
+        self.elapsed = time.monotonic() - self.started

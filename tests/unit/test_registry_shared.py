@@ -17,7 +17,7 @@ from dewy.registry.file import FileRegistry
 from dewy.registry.shared import SharedRegistry, lock_seconds, normalised_url, wrap
 from consulstub import ConsulStub
 from helpers import Registry, wait_until
-from shared_answer import Counter, CountingRegistry, kill_lock_holder
+from shared_answer import Counter, CountingRegistry, PollingFleet, kill_lock_holder
 
 
 @pytest.fixture
@@ -76,31 +76,13 @@ def test_fleet_makes_one_upstream_call_per_ttl_and_ends_on_the_newest(redis_serv
     url = redis_server.url(**{"registry-ttl": "%gs" % ttl})
     pollers = [poller(url, reg, counter, workdir) for _ in range(hosts)]
     reg.publish_bytes("1.0.0", b"one")
-    last = [None] * hosts
-    errors = []
-    stop = threading.Event()
-
-    def run(i):
-        while not stop.is_set():
-            try:
-                last[i] = pollers[i].latest().version
-            except Exception as exc:  # noqa: BLE001 - collected and asserted on below
-                errors.append(repr(exc))
-            stop.wait(0.05)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(hosts)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    time.sleep(1.0)
-    reg.publish_bytes("1.1.0", b"two")
-    time.sleep(1.5)
-    reg.publish_bytes("1.2.0", b"three")
-    time.sleep(duration - 2.5)
-    stop.set()
-    for thread in threads:
-        thread.join(10)
-    elapsed = time.monotonic() - started
+    with PollingFleet(pollers) as fleet:
+        time.sleep(1.0)
+        reg.publish_bytes("1.1.0", b"two")
+        time.sleep(1.5)
+        reg.publish_bytes("1.2.0", b"three")
+        time.sleep(duration - 2.5)
+    elapsed, errors, last = fleet.elapsed, fleet.errors, fleet.last
     assert not errors, errors[:3]
     assert counter.count <= elapsed / ttl + 1, (counter.count, elapsed)
     assert counter.count >= 3  # it did refresh: the newest came through
