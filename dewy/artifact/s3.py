@@ -116,7 +116,9 @@ def stream_errors() -> tuple:
     from botocore import exceptions as bex
     from urllib3 import exceptions as u3
 
-    return (OSError, bex.ResponseStreamingError, bex.ReadTimeoutError, bex.ConnectionError, u3.HTTPError)
+    # IncompleteReadError: newer botocore checks the body's length itself and raises it at a cut.
+    return (OSError, bex.ResponseStreamingError, bex.ReadTimeoutError, bex.ConnectionError, bex.IncompleteReadError,
+            u3.HTTPError)
 
 
 def artifact_url(region: str, bucket: str, key: str, endpoint: str | None) -> str:
