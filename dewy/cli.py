@@ -145,6 +145,15 @@ def _parse(command: str, argv: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     """The `dewy` command (and `python -m dewy`); returns the exit code."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `dewy history | head`: the reader left; no traceback, and no second error when Python flushes.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv == ["--version"]:
         print("dewy %s" % __version__)
