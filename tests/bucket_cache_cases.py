@@ -23,7 +23,7 @@ from dewy.cache.bucket import EXPIRES
 from dewy.registry.shared import lock_seconds, wrap
 from helpers import Registry, wait_until
 from registry_cases import UnavailableServer
-from shared_answer import Counter, CountingRegistry, PollingFleet, kill_lock_holder
+from shared_answer import Counter, CountingRegistry, PollingFleet, ask_together, kill_lock_holder
 
 
 class Backend:
@@ -284,17 +284,7 @@ class BucketCacheCases:
         reg.publish_bytes("1.0.0", b"one")
         survivors = self.pollers(url, reg, counter, workdir, 5)
         locked_at = kill_lock_holder(url, workdir, reg.url, tmp_path)
-        answers, took = [], []
-
-        def ask(p):
-            answers.append(p.latest().version)
-            took.append(time.monotonic() - locked_at)
-
-        threads = [threading.Thread(target=ask, args=(p,)) for p in survivors]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(15)
+        answers, took = ask_together([p.latest for p in survivors], since=locked_at)
         assert answers == ["1.0.0"] * 5
         assert counter.count == 1  # one survivor refreshed once the dead holder's lock expired
         lock = lock_seconds(ttl)

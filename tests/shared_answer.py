@@ -111,3 +111,19 @@ class PollingFleet:
         for thread in self.threads:
             thread.join(10)
         self.elapsed = time.monotonic() - self.started
+
+
+def ask_together(askers, since: float) -> tuple:
+    """Call every asker at once (threads); return (the versions they got, seconds from `since` to each answer)."""
+    answers, took = [], []
+
+    def ask(asker):
+        answers.append(asker().version)
+        took.append(time.monotonic() - since)
+
+    threads = [threading.Thread(target=ask, args=(asker,)) for asker in askers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    return answers, took

@@ -5,7 +5,6 @@ that counts its own `latest()` calls."""
 
 import logging
 import os
-import threading
 import time
 
 import pytest
@@ -17,7 +16,7 @@ from dewy.registry.file import FileRegistry
 from dewy.registry.shared import SharedRegistry, lock_seconds, normalised_url, wrap
 from consulstub import ConsulStub
 from helpers import Registry, wait_until
-from shared_answer import Counter, CountingRegistry, PollingFleet, kill_lock_holder
+from shared_answer import Counter, CountingRegistry, PollingFleet, ask_together, kill_lock_holder
 
 
 @pytest.fixture
@@ -97,17 +96,9 @@ def test_lock_holder_killed_mid_refresh_stalls_others_no_longer_than_the_lock(re
     reg.publish_bytes("1.0.0", b"one")
     locked_at = kill_lock_holder(url, workdir, reg.url, tmp_path)
     counter = Counter()
-    answers, took = [], []
-
-    def ask():
-        answers.append(poller(url, reg, counter, workdir).latest().version)
-        took.append(time.monotonic() - locked_at)
-
-    threads = [threading.Thread(target=ask) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(15)
+    # Each survivor builds its host (cache connection, registry) only once the holder is dead, as before.
+    answers, took = ask_together([lambda: poller(url, reg, counter, workdir).latest() for _ in range(5)],
+                                 since=locked_at)
     assert answers == ["1.0.0"] * 5
     assert counter.count == 1  # one survivor refreshed once the dead holder's lock expired
     lock = lock_seconds(ttl)
