@@ -1,12 +1,13 @@
 """The poller process: `python -m dewy.poller --fd N`.
 
-One loop waits on the master's pipe with the time left until the next poll as its timeout. (Two
-helper threads never touch its state: the notifications' sender, dewy.notify.dispatch, and with the
-`metrics` setting prometheus-client's HTTP server.) Every `interval` (±10% jitter, so a fleet does not poll in lock step) it asks the registry
-for the newest release not refused; when that version is not the one running, deploy.Deploy runs the
-pipeline and asks the master to switch. While the registry fails, the interval doubles up to
-`poll-backoff-max`; an outage is logged once when it starts and once when it ends. The master is the only source of truth for what runs: the
-`config`, `reload`, `deployed` and `rollback` messages set the current version.
+One loop waits on the master's pipe with the time left until the next poll as its timeout. (Two helper
+threads never touch its state: the notifications' sender, dewy.notify.dispatch, and with the `metrics`
+setting prometheus-client's HTTP server.) Every `interval` (±10% jitter, so a fleet does not poll in lock
+step) it asks the registry for the newest release not refused; when that version is not the one running,
+deploy.Deploy runs the pipeline and asks the master to switch. While the registry fails, the interval
+doubles up to `poll-backoff-max`; an outage is logged once when it starts and once when it ends. The
+master is the only source of truth for what runs: the `config`, `reload`, `deployed`, `rollback` and
+`lost` messages set the current version.
 """
 
 import argparse
@@ -14,30 +15,30 @@ import collections
 import logging
 import os
 import random
-import urllib.parse
 import select
 import signal
 import socket
 import sys
 import time
+import urllib.parse
 
 from dewy import backoff, pause, releases, versions
 from dewy import cache as cache_pkg
 from dewy import log as dewy_log
 from dewy import notify as notify_pkg
 from dewy import registry as registry_pkg
-from dewy.notify.dispatch import Dispatcher
-from dewy.poller.metrics import Metrics
-from dewy.poller.trigger import Trigger
-from dewy.status import read_json, write_json_atomic
-from dewy.workdir import state_path
-from dewy.registry import shared as shared_registry
 from dewy.clock import utc_iso
 from dewy.config import Config
 from dewy.log import redact, redact_text
+from dewy.notify.dispatch import Dispatcher
 from dewy.poller.deploy import Backends, Deploy, Refused, Repeats, Transient, record_event
-from dewy.registry.base import NotYetPublished
+from dewy.poller.metrics import Metrics
+from dewy.poller.trigger import Trigger
 from dewy.protocol import Channel, ProtocolError
+from dewy.registry import shared as shared_registry
+from dewy.registry.base import NotYetPublished
+from dewy.status import read_json, write_json_atomic
+from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.poller")
 
@@ -75,6 +76,7 @@ class Poller:
         self.repeats = Repeats()  # the last transient deploy failure, to audit a run of them once
         self.outage = None        # (first error, failed polls, since iso) while the registry fails
         self.waiting_for = None   # the NotYetPublished message last logged
+        self.lost_version = None  # the version whose release dir the master lost (until redeployed)
 
     # --- the pipe -------------------------------------------------------------------------------
 
@@ -192,15 +194,13 @@ class Poller:
         """Leaving: notify "dewy stopped" when the master stops (not when only this poller goes), then give
         the queued notifications a bounded time to go out."""
         if self.stop_reason is None:
-            try:  # SIGTERM may have beaten the `stop` message that says why
-                for msg in self.inbox:
+            try:  # SIGTERM may have beaten the `stop` message that says why: look in what is unread
+                unread = list(self.inbox)
+                if select.select([self.channel], [], [], 0)[0]:
+                    unread += self.channel.receive()
+                for msg in unread:
                     if msg.get("type") == "stop" and msg.get("reason"):
                         self.stop_reason = msg["reason"]
-                ready, _, _ = select.select([self.channel], [], [], 0)
-                if ready:
-                    for msg in self.channel.receive():
-                        if msg.get("type") == "stop" and msg.get("reason"):
-                            self.stop_reason = msg["reason"]
             except (OSError, ProtocolError):
                 pass
         if self.notifier is None:
@@ -236,6 +236,7 @@ class Poller:
         """The release the master ran is gone from disk: forget it, so the next poll deploys afresh."""
         log.error("the master lost %s (%s): deploying again", msg.get("version"), msg.get("error"))
         self.set_current(None, None)
+        self.lost_version = msg.get("version")  # what the redeploy replaces, for its audit line and notice
         self.next_poll = time.monotonic()
 
     # --- the loop -------------------------------------------------------------------------------
@@ -302,8 +303,8 @@ class Poller:
         # A deploy is due: report the poll now (it may wait long for the master), keeping the error of
         # a previous failed attempt until this attempt's outcome replaces it, so the status does not flap.
         self.report_status(self.repeats.pending(release.version))
-        deploy = Deploy(release, self.backends(), (self.current_version, self.current_dir), self.ask_master,
-                        self.refused, self.repeats, tell_master=self.send)
+        deploy = Deploy(release, self.backends(), (self.current_version or self.lost_version, self.current_dir),
+                        self.ask_master, self.refused, self.repeats, tell_master=self.send)
         try:
             error = deploy.run()
         except Exception as exc:  # noqa: BLE001 - a bug in one deploy must not kill the poller
@@ -311,6 +312,7 @@ class Poller:
             error = "deploy of %s failed: %s" % (release.version, redact_text(str(exc)) or type(exc).__name__)
         if error is None:
             self.set_current(release.version, deploy.release_dir)
+            self.lost_version = None
             self.metrics.serving(release.version)
         self.report_status(error)
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import alive, wait_until
+from helpers import audit_entries, alive, wait_until
 
 
 def _release_of(master, version: str) -> str:
@@ -70,6 +70,8 @@ def test_deleted_release_dir_is_reported_and_redeployed(make_master, registry):
     st3 = master.wait_version("1.0.0", timeout=20)
     # Unpacked afresh (within the same second it may get the same timestamped name back).
     assert os.path.isdir(st3["release_dir"]) and os.listdir(st3["release_dir"])
+    redeployed = [e for e in audit_entries(master.workdir) if e["result"] == "deployed"][-1]
+    assert redeployed["previous_version"] == "1.0.0", redeployed  # what it replaced, not "nothing"
     assert st3["last_error"] is None
 
 
