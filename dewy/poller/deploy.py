@@ -321,12 +321,7 @@ class Deploy:
 
     def forget_cached(self) -> None:
         """Drop the cached artifact and its recorded checksum."""
-        key = cache_key(self.release)
-        try:
-            self.cache.delete(key)
-            self.cache.delete(_digest_key(key))
-        except Exception as exc:  # noqa: BLE001 - a cache that cannot delete only wastes space
-            log.warning("cannot remove %s from the cache: %s", key, exc)
+        drop_cached(self.cache, cache_key(self.release))
 
     def install(self) -> str:
         """Unpack the cached artifact into a new release directory; return its absolute path."""
@@ -497,10 +492,23 @@ def prune_cache(cache, workdir: str, manifest: "releases.Manifest") -> None:
              if isinstance(entry.get("version"), str) and isinstance(entry.get("artifact"), str)}
     for key in sorted(known - kept):
         try:
-            if cache.open_read(key) is None:
-                continue
-            cache.delete(key)
-            cache.delete(_digest_key(key))
+            held = cache.open_read(key)
+        except Exception as exc:  # noqa: BLE001 - a cache that cannot tell only wastes space
+            log.warning("cannot look up %s in the cache: %s", key, exc)
+            continue
+        if held is None:
+            continue
+        held.close()  # only asked whether it is there
+        if drop_cached(cache, key):
             log.info("dropped %s from the download cache", key)
-        except Exception as exc:  # noqa: BLE001 - a cache that cannot delete only wastes space
-            log.warning("cannot remove %s from the cache: %s", key, exc)
+
+
+def drop_cached(cache, key: str) -> bool:
+    """Delete a cached artifact and its recorded checksum; False (logged) when the cache cannot."""
+    try:
+        cache.delete(key)
+        cache.delete(_digest_key(key))
+        return True
+    except Exception as exc:  # noqa: BLE001 - a cache that cannot delete only wastes space
+        log.warning("cannot remove %s from the cache: %s", key, exc)
+        return False
