@@ -21,6 +21,7 @@ from dewy import cache as cache_pkg
 from dewy.cache.base import CacheUnavailable
 from dewy.cache.bucket import EXPIRES
 from dewy.registry.shared import lock_seconds, wrap
+from fleet_cases import check_scan
 from helpers import Registry, wait_until
 from registry_cases import UnavailableServer
 from shared_answer import Counter, CountingRegistry, PollingFleet, ask_together, kill_lock_holder
@@ -113,6 +114,9 @@ class BucketCacheCases:
         cache.set("forever", b"v", ttl=0.2)
         cache.set("forever", b"w")  # without a ttl: permanent again
         assert store.object("%s/%s/forever" % (cache.prefix, cache.app))[1][EXPIRES] == "0"
+
+    def test_scan_lists_live_values_of_this_app(self, store, workdir):
+        check_scan(lambda app: make(store.url(app=app), workdir))
 
     def test_artifacts_stay_on_local_disk(self, store, workdir):
         cache = make(store.url(), workdir)

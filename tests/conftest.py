@@ -55,6 +55,27 @@ def make_master(request, tmp_path, registry):
         master.close()
 
 
+@pytest.fixture
+def hosts(request, tmp_path, registry):
+    """hosts(n, env=None, **settings) -> n unstarted masters of one fleet, each with its own workdir and port
+    (env: a list of n environments, or one for all); every one is stopped at teardown."""
+    masters = []
+    request.node.dewy_masters = masters
+
+    def make(n, env=None, **settings):
+        made = []
+        for i in range(n):
+            base = tmp_path / ("host%d" % (len(masters) + 1))
+            base.mkdir()
+            made.append(Master(base, registry, env=env[i] if isinstance(env, list) else env, **settings))
+            masters.append(made[-1])
+        return made
+
+    yield make
+    for master in masters:
+        master.close()
+
+
 def _ancestors() -> set:
     pids, proc = set(), psutil.Process()
     while proc is not None:

@@ -23,6 +23,11 @@ class CacheUnavailable(CacheError):
     """A shared cache's server cannot be reached or refuses us: the caller goes without it (asks the registry)."""
 
 
+class CacheRefused(CacheUnavailable):
+    """The server answers but refuses our credentials (a wrong password, token or key): a configuration
+    problem that lasts, not an outage. Fleet rollouts hold deploys on it instead of going without the cache."""
+
+
 def safe_name(key: str) -> str:
     """Turn a cache key into one file name: injective %XX escaping, never hidden, never a path.
 
@@ -88,3 +93,7 @@ class Cache:
     def path(self, key: str) -> str | None:
         """A local file holding key's content when the cache has one (lets unpacking skip a copy), else None."""
         return None
+
+    def scan(self, prefix: str) -> dict:
+        """{key: value} of every live value whose key starts with prefix (fleet rollouts list hosts with it)."""
+        raise CacheError("%s cannot list its values" % type(self).__name__)

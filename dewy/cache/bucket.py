@@ -70,6 +70,10 @@ class BucketCache(RemoteCache):
         """Delete the object (only while it is version `match`, when given); False when it was not deleted."""
         raise NotImplementedError
 
+    def _list(self, prefix: str) -> list:
+        """The names of the objects whose name starts with prefix."""
+        raise NotImplementedError
+
     # --- RemoteCache's operations on full keys ----------------------------------------------------
 
     @staticmethod
@@ -106,3 +110,11 @@ class BucketCache(RemoteCache):
 
     def _delete(self, key: str) -> None:
         self._remove(key)
+
+    def _scan(self, prefix: str) -> dict:
+        found = {}
+        for key in self._list(prefix):
+            value = self._get(key)  # one read each: values are few (the hosts of one app) and small
+            if value is not None:
+                found[key] = value
+        return found

@@ -19,7 +19,7 @@ import time
 import urllib.parse
 
 from dewy import urls
-from dewy.cache.base import CacheError, CacheUnavailable
+from dewy.cache.base import CacheError, CacheRefused, CacheUnavailable
 from dewy.cache.remote import DEFAULT_PREFIX, RemoteCache, check_name, log
 from dewy.log import redact_text
 
@@ -78,6 +78,9 @@ class ConsulCache(RemoteCache):
         if scheme == "https":
             if env.get("CONSUL_HTTP_SSL_VERIFY", "").strip().lower() in ("0", "false", "no", "off"):
                 self.session.verify = False
+                log.warning("cache consul: CONSUL_HTTP_SSL_VERIFY=false: the TLS certificate of %s is NOT verified "
+                            "(anyone on the path can read and change the cache); name a CA with CONSUL_CACERT "
+                            "instead", addr)
             elif env.get("CONSUL_CACERT"):
                 self.session.verify = env["CONSUL_CACERT"]
         self.server = "%s://%s" % (scheme, addr)  # for messages (never the token: it is a header)
@@ -96,7 +99,7 @@ class ConsulCache(RemoteCache):
             raise CacheUnavailable("cannot reach consul at %s: %s" % (
                 self.server, redact_text(str(exc)) or type(exc).__name__)) from None
         if response.status_code == 403:
-            raise CacheUnavailable("consul at %s refused %s under %s/ (403 %s): set CONSUL_HTTP_TOKEN to a token "
+            raise CacheRefused("consul at %s refused %s under %s/ (403 %s): set CONSUL_HTTP_TOKEN to a token "
                                    "with key read/write rights there" % (
                                        self.server, method, self.prefix, response.text.strip()[:100] or "Forbidden"))
         if response.status_code == 413:
@@ -177,3 +180,13 @@ class ConsulCache(RemoteCache):
 
     def _delete(self, key: str) -> None:
         self._request("DELETE", key)
+
+    def _scan(self, prefix: str) -> dict:
+        response = self._request("GET", prefix, {"recurse": "true"})
+        if response is None:
+            return {}
+        try:
+            entries = response.json()
+            return {entry["Key"]: self._value(entry) for entry in entries if not self._expired(entry)}
+        except (ValueError, KeyError, TypeError):
+            raise CacheUnavailable("consul at %s sent an unreadable answer for a key listing" % self.server) from None

@@ -13,7 +13,7 @@ not answer is an outage (logged once), not a slow poll.
 
 from dewy import urls
 from dewy.artifact import gs as gs_artifact
-from dewy.cache.base import CacheUnavailable
+from dewy.cache.base import CacheRefused, CacheUnavailable
 from dewy.cache.bucket import ABSENT, EXPIRES, BucketCache, Entry, parse_expiry
 from dewy.cache.remote import DEFAULT_PREFIX, check_name
 
@@ -52,15 +52,18 @@ class GCSCache(BucketCache):
         naming the operation and the object (never credentials)."""
         from google.api_core import exceptions as gex
 
+        refused = False
         try:
             return call()
         except gex.GoogleAPICallError as exc:
             if exc.code in lost:
                 return None
             reason = gs_artifact.describe(exc)
+            refused = exc.code in (401, 403)  # our credentials, refused: a configuration problem
         except Exception as exc:  # noqa: BLE001 - requests', google-auth's errors share no useful base
             reason = gs_artifact.describe(exc)
-        raise CacheUnavailable("gcs %s gs://%s/%s failed: %s" % (what, self.bucket, key, reason))
+        raise (CacheRefused if refused else CacheUnavailable)(
+            "gcs %s gs://%s/%s failed: %s" % (what, self.bucket, key, reason))
 
     def _read(self, key: str) -> Entry | None:
         for _ in range(3):  # the object may be replaced between reading its metadata and its bytes
@@ -97,3 +100,7 @@ class GCSCache(BucketCache):
             return True
         # 404: already gone; 412: replaced by another host (a lock it took over): not ours to delete.
         return bool(self._run("delete", key, delete, (404, 412)))
+
+    def _list(self, prefix: str) -> list:
+        return self._run("list", prefix, lambda: [blob.name for blob in self.handle().list_blobs(
+            prefix=prefix, timeout=TIMEOUT, retry=None)])

@@ -21,6 +21,7 @@ class MemoryCache(Cache):
     def __init__(self, url: str = "memory", workdir: str = "."):
         self.validate(urls.parse(url))
         self._data: dict = {}
+        self._keys: dict = {}  # file-safe name -> the key set() stored (scan lists keys, not names)
 
     def _live(self, key: str):
         name = safe_name(key)  # same key rules as the file cache
@@ -55,3 +56,29 @@ class MemoryCache(Cache):
     def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         """Store value, expiring after ttl seconds when given."""
         self._data[safe_name(key)] = (bytes(value), None if ttl is None else time.monotonic() + ttl)
+        self._keys[safe_name(key)] = key
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store value unless key holds a live one; True when stored."""
+        if self._live(key) is not None:
+            return False
+        self.set(key, value, ttl)
+        return True
+
+    def discard(self, key: str, value: bytes) -> bool:
+        """Delete key while it holds value; True when it did."""
+        item = self._live(key)
+        if item is None or item[0] != value:
+            return False
+        self.delete(key)
+        return True
+
+    def scan(self, prefix: str) -> dict:
+        """{key: value} of the live values whose key starts with prefix."""
+        found = {}
+        for name, key in list(self._keys.items()):
+            if key.startswith(prefix):
+                item = self._live(key)
+                if item is not None:
+                    found[key] = item[0]
+        return found

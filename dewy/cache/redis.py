@@ -7,10 +7,11 @@ the lock is `SET key token NX PX ms`, and it is released by a script that delete
 it still holds our token. `?ca=/path/ca.pem` names the CA bundle for `rediss://`.
 """
 
+import re
 import urllib.parse
 
 from dewy import urls
-from dewy.cache.base import CacheError, CacheUnavailable
+from dewy.cache.base import CacheError, CacheRefused, CacheUnavailable
 from dewy.cache.remote import RemoteCache, check_name
 from dewy.log import redact_text
 
@@ -19,6 +20,10 @@ IO_TIMEOUT = 5.0
 # Delete KEYS[1] only while it holds ARGV[1]: releasing a lock that expired and was taken by another host
 # must not free theirs.
 _DISCARD = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+# How a Redis/Valkey server says it wants a password we did not send, or refuses the one we sent.
+_AUTH_NEEDED = re.compile(r"NOAUTH|must be called with the client already authenticated|Authentication required",
+                          re.IGNORECASE)
+_AUTH_REFUSED = re.compile(r"WRONGPASS|invalid username-password|invalid password", re.IGNORECASE)
 # Query keys dewy reads itself; any other allowed key (db, password on unix://) goes to redis-py.
 _OWN_KEYS = ("registry-ttl", "app", "prefix", "ca")
 
@@ -55,6 +60,7 @@ class RedisCache(RemoteCache):
         import redis  # only now: the master validates cache URLs without loading redis-py
 
         self._errors = redis.exceptions.RedisError
+        self._auth_errors = redis.exceptions.AuthenticationError
         parsed = self.parsed
         query = {k: v for k, v in parsed.query.items() if k not in _OWN_KEYS}
         base = url.split("?", 1)[0]
@@ -83,7 +89,14 @@ class RedisCache(RemoteCache):
         try:
             return method(*args)
         except self._errors as exc:
-            raise CacheUnavailable("redis %s failed: %s" % (what, _message(exc))) from None
+            message = _message(exc)
+            if _AUTH_NEEDED.search(message):
+                raise CacheRefused("redis %s failed: the server requires a password and the cache URL gives none"
+                                   % what) from None
+            if isinstance(exc, self._auth_errors) or _AUTH_REFUSED.search(message):
+                raise CacheRefused("redis %s failed: the server refused the password or user of the cache URL (%s)"
+                                   % (what, message)) from None
+            raise CacheUnavailable("redis %s failed: %s" % (what, message)) from None
 
     def _get(self, key: str) -> bytes | None:
         return self._run("GET", self.client.get, key)
@@ -102,6 +115,16 @@ class RedisCache(RemoteCache):
 
     def _delete(self, key: str) -> None:
         self._run("DEL", self.client.delete, key)
+
+    def _scan(self, prefix: str) -> dict:
+        def scan():
+            # SCAN, not KEYS: it never blocks a busy server. Keys are plain segments (check_name), but
+            # escape the glob characters anyway.
+            pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+            keys = sorted(set(self.client.scan_iter(match=pattern, count=500)))
+            values = self.client.mget(keys) if keys else []
+            return {key.decode(): value for key, value in zip(keys, values) if value is not None}
+        return self._run("SCAN", scan)
 
 
 def _message(exc: BaseException) -> str:

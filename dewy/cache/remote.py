@@ -19,7 +19,7 @@ import re
 import time
 
 from dewy import urls
-from dewy.cache.base import Cache, CacheUnavailable
+from dewy.cache.base import Cache, CacheRefused, CacheUnavailable
 from dewy.cache.file import FileCache
 from dewy.log import redact, redact_text
 
@@ -87,9 +87,19 @@ class RemoteCache(Cache):
         else:
             self.app = "default"
         self.prefix = self.prefix_of(parsed)
-        self.local = FileCache("file", workdir)
+        self.workdir = workdir
+        self._local = None
         self._down_until = 0.0
         self._outage = None  # the error that started the current outage
+        self._refused = False  # ... and whether it was our credentials the server refused
+
+    @property
+    def local(self) -> FileCache:
+        """The local file cache of the blobs (made on first use: `dewy fleet` reads values only, and must not
+        create directories in the workdir as whoever runs it)."""
+        if self._local is None:
+            self._local = FileCache("file", self.workdir)
+        return self._local
 
     def prefix_of(self, parsed: urls.ParsedURL) -> str:
         """The key prefix the URL names (default DEFAULT_PREFIX)."""
@@ -106,7 +116,7 @@ class RemoteCache(Cache):
     def _call(self, method, *args):
         """Run a server operation; CacheUnavailable at once while a recent outage lasts."""
         if self._outage is not None and time.monotonic() < self._down_until:
-            raise CacheUnavailable(self._outage)
+            raise (CacheRefused if self._refused else CacheUnavailable)(self._outage)
         try:
             result = method(*args)
         except CacheUnavailable as exc:
@@ -118,7 +128,8 @@ class RemoteCache(Cache):
                 log.debug("cache %s still unavailable: %s", self.where, message)
             self._outage = message
             self._down_until = time.monotonic() + RETRY
-            raise CacheUnavailable(message) from None
+            self._refused = isinstance(exc, CacheRefused)
+            raise type(exc)(message) from None
         if self._outage is not None:
             log.info("cache %s answers again", self.where)
             self._outage = None
@@ -150,6 +161,14 @@ class RemoteCache(Cache):
     def discard(self, key: str, value: bytes) -> bool:
         """Delete key while it still holds value (atomically on the server); CacheUnavailable when down."""
         return bool(self._call(self._discard, self.key(key), bytes(value)))
+
+    def scan(self, prefix: str) -> dict:
+        """{key: value} of the live shared values whose key starts with prefix; CacheUnavailable when down."""
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError("scan prefix must be a non-empty string")
+        full = self.key(prefix)
+        strip = len(full) - len(prefix)
+        return {key[strip:]: value for key, value in self._call(self._scan, full).items()}
 
     def delete(self, key: str) -> None:
         """Remove key: the local blob and the shared value (the latter skipped while the server is down)."""
@@ -188,4 +207,8 @@ class RemoteCache(Cache):
         raise NotImplementedError
 
     def _delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def _scan(self, prefix: str) -> dict:
+        """{full key: value} of the live values under a full key prefix."""
         raise NotImplementedError

@@ -13,7 +13,7 @@ does not answer is an outage (logged once), not a slow poll.
 
 from dewy import urls
 from dewy.artifact import s3 as s3_artifact
-from dewy.cache.base import CacheUnavailable
+from dewy.cache.base import CacheRefused, CacheUnavailable
 from dewy.cache.bucket import ABSENT, EXPIRES, BucketCache, Entry, parse_expiry
 from dewy.cache.remote import DEFAULT_PREFIX, check_name
 
@@ -23,6 +23,8 @@ READ_TIMEOUT = 5.0
 # What S3 answers when a conditional write loses: 412 (the condition failed), 409 (a concurrent
 # conditional write to the same key is in flight), NoSuchKey (If-Match on an object deleted meanwhile).
 # (By code, not status: a missing bucket is a 404 too, and that is an outage.)
+# Our credentials, refused: a configuration problem (CacheRefused), not an outage.
+_REFUSED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")
 _LOST = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409")
 
 
@@ -60,6 +62,7 @@ class S3Cache(BucketCache):
         CacheUnavailable naming the operation and the object (never credentials)."""
         from botocore.exceptions import ClientError
 
+        refused = False
         try:
             return method(Bucket=self.bucket, Key=key, **args)
         except ClientError as exc:
@@ -68,9 +71,11 @@ class S3Cache(BucketCache):
             if error.get("Code") in lost or status in lost:
                 return None
             reason = s3_artifact.describe(exc)
+            refused = status in ("401", "403") or error.get("Code") in _REFUSED
         except Exception as exc:  # noqa: BLE001 - botocore's other errors (connection, credentials) share no base
             reason = s3_artifact.describe(exc)
-        raise CacheUnavailable("s3 %s s3://%s/%s failed: %s" % (what, self.bucket, key, reason))
+        raise (CacheRefused if refused else CacheUnavailable)(
+            "s3 %s s3://%s/%s failed: %s" % (what, self.bucket, key, reason))
 
     def _read(self, key: str) -> Entry | None:
         response = self._run("GetObject", key, self.client().get_object, lost=("NoSuchKey",))
@@ -98,3 +103,15 @@ class S3Cache(BucketCache):
             self._run("DeleteObject", key, self.client().delete_object)
             return True
         return self._run("DeleteObject", key, self.client().delete_object, _LOST, IfMatch=match) is not None
+
+    def _list(self, prefix: str) -> list:
+        def list_all(Bucket, Key):
+            names, token = [], None
+            while True:
+                page = self.client().list_objects_v2(Bucket=Bucket, Prefix=Key,
+                                                     **({"ContinuationToken": token} if token else {}))
+                names += [item["Key"] for item in page.get("Contents") or ()]
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    return names
+        return self._run("ListObjectsV2", prefix, list_all)

@@ -29,6 +29,7 @@ EVENTS = {
     "failed": Kind(ERROR, True, "deploy failed"),
     "rolled-back": Kind(ERROR, True, "rolled back"),
     "hook-failed": Kind(ERROR, True, "hook failed"),
+    "rollout-stopped": Kind(ERROR, True, "rollout stopped fleet-wide"),
     "registry-unreachable": Kind(ERROR, True, "registry unreachable"),
     "registry-reachable": Kind(SUCCESS, False, "registry reachable again"),
     # Sent by the error limiter itself (dewy.notify.limit), never by the poller.
@@ -114,6 +115,9 @@ _TEXTS = {
     "hook-failed": lambda f: "%s: %s failed on %s for %s: %s%s" % (
         f["app"], f.get("hook") or "hook", f["host"], f["version"], f.get("error"),
         "\n" + f["output"] if f.get("output") else ""),
+    "rollout-stopped": lambda f: "%s %s stopped fleet-wide: it failed on %s: %s (hosts that have not deployed it "
+                                 "never will; hosts running it go back)" % (
+        f["app"], f["version"], f["host"], f.get("error")),
     "registry-unreachable": lambda f: "%s: the registry is unreachable from %s: %s" % (
         f["app"], f["host"], f.get("error")),
     "registry-reachable": lambda f: "%s: the registry answers %s again (after %s failed poll%s)" % (

@@ -1,13 +1,15 @@
 """The poller process: `python -m dewy.poller --fd N`.
 
-One loop waits on the master's pipe with the time left until the next poll as its timeout. (Two helper
-threads never touch its state: the notifications' sender, dewy.notify.dispatch, and with the `metrics`
-setting prometheus-client's HTTP server.) Every `interval` (±10% jitter, so a fleet does not poll in lock
+One loop waits on the master's pipe with the time left until the next poll as its timeout. (Helper
+threads never change its state: the notifications' sender, dewy.notify.dispatch; with the `metrics`
+setting prometheus-client's HTTP server; with `rollout-waves` a Pulse writing the heartbeat during a deploy.) Every `interval` (±10% jitter, so a fleet does not poll in lock
 step) it asks the registry for the newest release not refused; when that version is not the one running,
 deploy.Deploy runs the pipeline and asks the master to switch. While the registry fails, the interval
 doubles up to `poll-backoff-max`; an outage is logged once when it starts and once when it ends. The
 master is the only source of truth for what runs: the `config`, `reload`, `deployed`, `rollback` and
-`lost` messages set the current version.
+`lost` messages set the current version. With `rollout-waves`, every poll also writes this host's heartbeat
+into the shared cache, adopts the versions the fleet refused, and deploys a newer version only when this
+host's wave has come (dewy/fleet.py).
 """
 
 import argparse
@@ -15,18 +17,22 @@ import collections
 import logging
 import os
 import random
+import re
 import select
 import signal
 import socket
 import sys
+import threading
 import time
 import urllib.parse
+from contextlib import nullcontext
 
-from dewy import backoff, pause, releases, versions
+from dewy import audit, backoff, fleet, pause, releases, versions
 from dewy import cache as cache_pkg
 from dewy import log as dewy_log
 from dewy import notify as notify_pkg
 from dewy import registry as registry_pkg
+from dewy.cache.base import CacheRefused, CacheUnavailable
 from dewy.clock import utc_iso
 from dewy.config import Config
 from dewy.log import redact, redact_text
@@ -77,6 +83,13 @@ class Poller:
         self.outage = None        # (first error, failed polls, since iso) while the registry fails
         self.waiting_for = None   # the NotYetPublished message last logged
         self.lost_version = None  # the version whose release dir the master lost (until redeployed)
+        self.fleet = None         # a dewy.fleet.Fleet with `rollout-waves`, else None
+        self.serving_since = None  # Unix time the running version started serving (the fleet's soak clock)
+        self.beat_state = None    # (state, target, why) for this poll's heartbeat
+        self.rollout_said = None  # the rollout line last logged ((version, why)), to log each once
+        self._beat_lock = threading.Lock()  # heartbeats come from the loop and, during a deploy, from a Pulse
+        self.cache_down_since = None  # monotonic time a rollout first found the cache unavailable
+        self.deploy_failures = 0  # transient deploy failures in a row (disk full, a hook): they back off too
 
     # --- the pipe -------------------------------------------------------------------------------
 
@@ -114,6 +127,11 @@ class Poller:
             raise Stop()
         elif kind == "spawned":
             self.metrics.spawned(msg.get("reason") or "unknown")
+            if msg.get("reason") in ("respawn", "health") and msg.get("version") == self.current_version:
+                # The app crashed (or failed its health checks) and was restarted: a fleet rollout's soak
+                # counts time served without that, so it starts again.
+                self.serving_since = time.time()
+                self.heartbeat()
         elif kind == "rollback":
             self.on_rollback(msg)
         elif kind == "lost":
@@ -163,13 +181,24 @@ class Poller:
                 self.notifier.close(0)  # what it still has queued goes out in the background
             self.notifier = Dispatcher(notify_pkg.from_setting(config.notifier))
         self.notifier.app = app_name(config)
+        if config.host_id:
+            self.notifier.host = config.host_id  # the fleet's name for this host, in every notification
         self.metrics.start(config.metrics)
         self.trigger.start(config)
         self.config = config
         self.refused = Refused(config.workdir)
+        self.fleet = fleet.Fleet(self.cache, config.host_id or socket.gethostname(), config.rollout_waves,
+                                 config.rollout_soak) if config.rollout_waves else None
         current = msg.get("current") or {}
         self.set_current(current.get("version"), current.get("release_dir"))
+        if self.fleet is not None and self.current_version and old is None:
+            # A restarted poller: the version has served since the heartbeat of the poller before us said.
+            beat = self.fleet.own_heartbeat() or {}
+            if beat.get("version") == self.current_version and isinstance(beat.get("since"), (int, float)):
+                self.serving_since = beat["since"]
+        self.heartbeat()  # known to the fleet before our first poll: a rollout started now counts us in
         self.next_poll = time.monotonic()  # a new config may name a new registry: look now
+        self.deploy_failures = 0  # ... or fix what made deploys fail
         self.metrics.serving(self.current_version)
         log.info("%s: registry %s, every %gs, running %s", msg.get("type"), dewy_log.redact(config.registry),
                  config.interval, self.current_version or "nothing")
@@ -212,7 +241,9 @@ class Poller:
         self.trigger.stop()
 
     def set_current(self, version: str | None, release_dir: str | None) -> None:
-        """Remember what the master runs now."""
+        """Remember what the master runs now (and since when, for the fleet's soak)."""
+        if (version or None) != self.current_version or self.serving_since is None:
+            self.serving_since = time.time() if version else None
         self.current_version = version or None
         self.current_dir = release_dir or None
 
@@ -231,6 +262,8 @@ class Poller:
                      {"version": version, "previous_version": to_version, "to_version": to_version, "error": error})
         self.set_current(to_version, releases.read_link(os.path.join(self.config.workdir, "current")))
         self.repeats.clear()
+        if version:
+            self.fleet_refuse(version, "rolled back: %s" % (error or "crash-looped after deploy"))
 
     def on_lost(self, msg: dict) -> None:
         """The release the master ran is gone from disk: forget it, so the next poll deploys afresh."""
@@ -259,14 +292,24 @@ class Poller:
                 self.next_poll = time.monotonic() + self.poll_delay() * random.uniform(1 - JITTER, 1 + JITTER)
 
     def poll_delay(self) -> float:
-        """Seconds until the next poll: `interval`, doubled per failed poll in a row up to poll-backoff-max."""
+        """Seconds until the next poll: `interval`, doubled per failed poll (or retried deploy) in a row up to
+        poll-backoff-max."""
         interval = self.config.interval
-        failures = self.outage[1] - 1 if self.outage else 0
+        failures = max(self.outage[1] - 1 if self.outage else 0, self.deploy_failures - 1)
         return backoff.delay(interval, failures, max(interval, self.config.poll_backoff_max))
 
     def poll(self) -> None:
-        """Ask the registry once; deploy when its newest version is not the running one; report status."""
+        """Ask the registry once; deploy when its newest version is not the running one (and, in a fleet
+        rollout, when this host's wave has come); report status."""
         self.last_poll = utc_iso()
+        self.beat_state = None
+        try:
+            self.adopt_fleet_refusals()
+            self._poll()
+        finally:
+            self.heartbeat()
+
+    def _poll(self) -> None:
         try:
             release = self.registry.latest(exclude=self.refused.versions())
         except NotYetPublished as exc:
@@ -296,25 +339,162 @@ class Poller:
             log.debug("deploys are paused: not deploying %s", release.version)
             self.report_status(None)
             return
-        if self.current_version and versions.is_older(release.version, self.current_version, self.registry.calver):
+        going_back = bool(self.current_version) and versions.is_older(release.version, self.current_version,
+                                                                       self.registry.calver)
+        if going_back:
             # The FAQ rollback (the newest was deleted, or newer ones refused): deliberate, but worth a warning.
             log.warning("the newest deployable version %s is older than the running %s: going back to it",
                         release.version, self.current_version)
+        elif release.version != self.lost_version:
+            release = self.rollout_gate(release)
+            if release is None:
+                self.report_status(None)
+                return
+        self.deploy(release)
+
+    def deploy(self, release) -> None:
+        """Deploy release now (the registry's newest, or an older one), and report the outcome."""
         # A deploy is due: report the poll now (it may wait long for the master), keeping the error of
         # a previous failed attempt until this attempt's outcome replaces it, so the status does not flap.
         self.report_status(self.repeats.pending(release.version))
         deploy = Deploy(release, self.backends(), (self.current_version or self.lost_version, self.current_dir),
                         self.ask_master, self.refused, self.repeats, tell_master=self.send)
-        try:
-            error = deploy.run()
-        except Exception as exc:  # noqa: BLE001 - a bug in one deploy must not kill the poller
-            log.exception("deploy of %s failed unexpectedly", release.version)
-            error = "deploy of %s failed: %s" % (release.version, redact_text(str(exc)) or type(exc).__name__)
+        self.beat_state = (fleet.DEPLOYING, release.version, None)
+        self.heartbeat()
+        # Downloading, unpacking, hooks and the master's readiness wait keep this thread busy: a Pulse keeps
+        # the fleet seeing a live host meanwhile (and a dead one vanishes as fast as an idle one).
+        with Pulse(self.heartbeat, self.config.interval) if self.fleet else nullcontext():
+            try:
+                error = deploy.run()
+            except Exception as exc:  # noqa: BLE001 - a bug in one deploy must not kill the poller
+                log.exception("deploy of %s failed unexpectedly", release.version)
+                error = "deploy of %s failed: %s" % (release.version, redact_text(str(exc)) or type(exc).__name__)
+        self.beat_state = None
+        self.deploy_failures = 0
         if error is None:
             self.set_current(release.version, deploy.release_dir)
             self.lost_version = None
             self.metrics.serving(release.version)
+        elif release.version in self.refused.versions():
+            self.fleet_refuse(release.version, error)  # refused here: nobody else deploys it
+        else:
+            # Retried (a full disk, a failing hook, a download cut short): not at every poll, but backing
+            # off like a failing registry, so a host does not download the same artifact again and again.
+            self.deploy_failures = self.repeats.count if self.repeats.pending(release.version) else 1
         self.report_status(error)
+
+    # --- fleet rollouts (dewy/fleet.py) -----------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Tell the fleet what this host runs and does (with `rollout-waves`; a cache outage is no error)."""
+        if self.fleet is None:
+            return
+        with self._beat_lock:
+            state, target, why = self.beat_state or (
+                fleet.SERVING if self.current_version else fleet.IDLE, None, None)
+            # Alive for a few polls, backoff included (during a deploy a Pulse rewrites it every interval).
+            ttl = 3 * self.poll_delay() + 10
+            try:
+                warning = self.fleet.heartbeat(self.current_version, state, self.serving_since, ttl, target, why)
+            except Exception as exc:  # noqa: BLE001 - the heartbeat is a courtesy to the fleet: never fatal
+                log.debug("cannot write the fleet heartbeat: %s", redact_text(str(exc)))
+                return
+        if warning:
+            log.warning("%s", warning)
+
+    def adopt_fleet_refusals(self) -> None:
+        """Follow the fleet's refusals: refuse here what it refused (hosts running one go back to the version
+        before), allow again what it no longer refuses (an operator deleted the key), and publish our own
+        refusals that could not be published before."""
+        if self.fleet is None:
+            return
+        try:
+            refusals = self.fleet.refusals()
+        except CacheUnavailable:
+            return  # logged once by the cache
+        known = self.refused.load()
+        for version, entry in known.items():
+            if entry.get("fleet") == "pending":
+                self.fleet_refuse(version, entry.get("reason") or "refused")
+            elif entry.get("fleet") in ("adopted", "published") and version not in refusals:
+                self.refused.remove(version)
+                log.info("%s is no longer refused fleet-wide (its key is gone from the cache): it may deploy again",
+                         version)
+        for version, entry in refusals.items():
+            if version in known:
+                continue
+            reason = "refused fleet-wide: failed on %s: %s" % (entry.get("host") or "?", entry.get("reason") or "?")
+            self.refused.add(version, reason, fleet="adopted")
+            try:  # in `dewy history` of every host, not only the one where it failed (no notification: that
+                audit.record(self.config.workdir, {"result": "refused", "version": version, "mode": self.config.mode,
+                                                   "error": dewy_log.scrub(reason)})  # one went out already)
+            except OSError as exc:
+                log.error("cannot write the audit log: %s", exc)
+            if version == self.current_version:
+                log.error("%s was %s: going back to the version before it", version, reason)
+            else:
+                log.info("%s was %s: not deploying it", version, reason)
+
+    def fleet_refuse(self, version: str, reason: str) -> None:
+        """Refuse version fleet-wide (rollouts on); the first host to do so notifies, once for the fleet. When
+        the cache cannot take it now, the next polls try again."""
+        if self.fleet is None:
+            return
+        try:
+            first = self.fleet.refuse(version, dewy_log.scrub(reason))
+        except CacheUnavailable as exc:
+            if self.refused.load().get(version, {}).get("fleet") != "pending":
+                log.error("cannot refuse %s fleet-wide yet (%s): trying again at every poll", version, exc)
+                self.refused.add(version, reason, fleet="pending")
+            return
+        self.refused.add(version, reason, fleet="published")
+        if first:
+            log.error("rollout of %s stopped fleet-wide: %s", version, reason)
+            self.notifier.emit("rollout-stopped", version, error=dewy_log.scrub(reason))
+
+    def rollout_gate(self, release):
+        """The release to deploy now: release when this host's wave has come (or without rollouts), else
+        None — or, on a host that runs nothing yet, the newest release no unfinished rollout holds back."""
+        if self.fleet is None:
+            return release
+        version, level = release.version, logging.INFO
+        try:
+            allowed, why = self.fleet.gate(version)
+            self.cache_down_since = None
+        except CacheRefused as exc:
+            # Our password or token is wrong: that lasts, and going on alone would skip every canary.
+            allowed, why, level = False, "the shared cache refuses our credentials (%s): holding it" % exc, logging.ERROR
+        except CacheUnavailable as exc:
+            # A cache outage must not stop deploys, but a blip must not skip the canaries either: wait for
+            # the cache up to rollout-soak, then go on alone.
+            now = time.monotonic()
+            self.cache_down_since = self.cache_down_since or now
+            waited = now - self.cache_down_since
+            allowed = waited >= self.config.rollout_soak
+            level = logging.WARNING
+            why = ("the shared cache is unavailable (%s): deploying without the rollout" % exc if allowed else
+                   "the shared cache is unavailable (%s): waiting for it for %s more (rollout-soak), then "
+                   "deploying without the rollout" % (exc, fleet._span(self.config.rollout_soak - waited)))
+        self.say_rollout(version, why, level)
+        if allowed:
+            return release
+        self.beat_state = (fleet.WAITING, version, why)
+        if self.current_version is None:
+            try:
+                older = self.registry.latest(exclude=self.refused.versions() | {version})
+            except Exception:  # noqa: BLE001 - nothing older to run meanwhile
+                older = None
+            if older is not None and older.version != version:
+                log.info("running %s while the rollout of %s reaches this host", older.version, version)
+                return older
+        return None
+
+    def say_rollout(self, version: str, why: str, level: int = logging.INFO) -> None:
+        """Log where this host stands in version's rollout, once per change (not as a soak counts down)."""
+        said = (version, re.sub(r" for \S+ more", "", why))
+        if self.rollout_said != said:
+            self.rollout_said = said
+            log.log(level, "rollout of %s: %s", version, why)
 
     def registry_failed(self, error: str) -> None:
         """Count a failed poll; log the first of an outage (and a changed error) only."""
@@ -327,7 +507,8 @@ class Poller:
         else:
             first, count, since = self.outage
             self.outage = (error, count + 1, since)
-            if error != first:
+            # The same problem with other numbers in it (a port, "retry after 12s") is no news.
+            if re.sub(r"\d+", "#", error) != re.sub(r"\d+", "#", first):
                 log.warning("registry %s: %s", where, error)
             else:
                 log.debug("registry %s: %s (failed polls: %d)", where, error, count + 1)
@@ -349,8 +530,33 @@ class Poller:
         self.last_error = error
         # When the next poll is due (about: the jitter is drawn later), for `dewy status`.
         next_poll = utc_iso(time.time() + self.poll_delay()) if self.config else None
+        # With rollouts: where this host stands in the rollout of a newer version ("1.3.0: wave 2 of 3 waits...").
+        waiting = self.beat_state if self.beat_state and self.beat_state[0] == fleet.WAITING else None
         self.send("status", last_poll=self.last_poll, latest_version=self.latest_version, last_error=error,
-                  poll_request=self.poll_request, next_poll=next_poll)
+                  poll_request=self.poll_request, next_poll=next_poll,
+                  rollout="%s: %s" % (waiting[1], waiting[2]) if waiting else None)
+
+
+class Pulse:
+    """Calls beat() every `every` seconds from a thread while the `with` block runs (the poller's one thread is
+    busy with a deploy meanwhile)."""
+
+    def __init__(self, beat, every: float):
+        self.beat, self.every = beat, max(0.05, float(every))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dewy-fleet-pulse", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.beat()
+
+    def __enter__(self) -> "Pulse":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(self.every + 10)
 
 
 ANNOUNCED_FILE = "notified.json"  # {"master": "<pid>:<start time>"}: the master "dewy started" was sent for

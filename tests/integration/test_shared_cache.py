@@ -5,28 +5,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from helpers import Master
 from valkeyserver import PASSWORD, ValkeyServer
-
-
-@pytest.fixture
-def hosts(request, tmp_path, registry):
-    """hosts(n, **settings) -> n unstarted masters, each with its own workdir and port; closed at teardown."""
-    masters = []
-    request.node.dewy_masters = masters
-
-    def make(n, **settings):
-        for i in range(n):
-            base = tmp_path / ("host%d" % i)
-            base.mkdir()
-            masters.append(Master(base, registry, **settings))
-        return masters
-
-    yield make
-    for master in masters:
-        master.close()
 
 
 def test_hosts_deploy_through_the_shared_answer(redis_server, registry, hosts):

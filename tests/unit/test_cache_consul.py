@@ -12,6 +12,7 @@ from dewy.cache.base import CacheUnavailable
 from dewy.cache.consul import ConsulCache
 from dewy.demo.demo import free_port
 from consulstub import ConsulStub
+from fleet_cases import check_scan
 from helpers import wait_until
 
 TOKEN = "consul-secret-token-7781"
@@ -86,6 +87,10 @@ def test_missing_or_wrong_token_is_a_403_outage_without_the_token(consul, tmp_pa
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
     assert (token or TOKEN) not in caplog.text + str(info.value)
     assert not consul.kv
+
+
+def test_scan_lists_live_values_of_this_app(consul, tmp_path):
+    check_scan(lambda app: make("consul://%s/dewy?app=%s" % (consul.address, app), tmp_path))
 
 
 def test_ttl_rides_in_flags(consul, tmp_path):

@@ -12,6 +12,7 @@ from dewy import cache as cache_pkg
 from dewy.cache.base import CacheError, CacheUnavailable
 from dewy.cache.redis import RedisCache
 from dewy.demo.demo import free_port
+from fleet_cases import check_scan
 from helpers import wait_until
 from valkeyserver import PASSWORD, ValkeyServer
 
@@ -35,6 +36,11 @@ def test_values_live_on_the_server_under_prefix_and_app(redis_server, workdir):
     cache.delete("answer")
     assert cache.get("answer") is None
     assert redis_server.client().get("dewy/shop/answer") is None
+
+
+def test_scan_lists_live_values_of_this_app(redis_server, workdir):
+    redis_server.client().flushdb()
+    check_scan(lambda app: make(redis_server.url(app=app), workdir))
 
 
 def test_other_apps_and_prefixes_do_not_see_each_other(redis_server, workdir):
@@ -216,3 +222,35 @@ def test_config_error_is_one_line_without_the_password(tmp_path, value, message)
     text = str(info.value)
     assert message in text and "cache" in text and "\n" not in text
     assert "topsecret99" not in text
+
+
+# --- rediss:// (TLS) --------------------------------------------------------------------------------
+
+@pytest.fixture
+def redis_tls(redis_server, tmp_path):
+    """The session's valkey-server behind a TLS terminator whose certificate a test CA signed."""
+    from grpc_registry_server import TLSFiles
+    from tlsproxy import TLSProxy
+
+    tls = TLSFiles(tmp_path)
+    with TLSProxy(tls, ("127.0.0.1", redis_server.port), tmp_path) as proxy:
+        yield proxy, tls
+
+
+def test_rediss_verifies_the_server_with_the_ca_and_shares_values(redis_server, redis_tls, workdir):
+    proxy, tls = redis_tls
+    cache = make("rediss://:%s@localhost:%d/0?app=tls&ca=%s" % (PASSWORD, proxy.port, tls.ca_path), workdir)
+    cache.set("answer", b"over tls")
+    assert cache.get("answer") == b"over tls"
+    assert redis_server.client().get("dewy/tls/answer") == b"over tls"  # the same server, reached through TLS
+    assert cache.add("lock", b"t", 5) and cache.scan("ans") == {"answer": b"over tls"}
+
+
+def test_rediss_refuses_a_server_its_roots_do_not_trust(redis_tls, workdir, caplog, monkeypatch):
+    proxy, tls = redis_tls
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    cache = make("rediss://:%s@localhost:%d/0?app=tls" % (PASSWORD, proxy.port), workdir)  # system roots only
+    with caplog.at_level(logging.ERROR, logger="dewy.cache"):
+        assert cache.get("answer") is None  # an outage: the registry is asked directly instead
+    assert "certificate verify failed" in caplog.text and PASSWORD not in caplog.text
+    wait_until(lambda: proxy.handshake_errors, 5, "the proxy to see the refused handshake")
