@@ -47,7 +47,8 @@ def record(workdir: str, entry: dict) -> dict:
     state_dir(workdir)
     data = (json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
     # O_APPEND with one write() per line: concurrent writers (master, poller) never interleave a line.
-    fd = os.open(audit_path(workdir), os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # O_NOFOLLOW: .dewy/ may belong to the `user` setting's user; never append through a symlink planted there.
+    fd = os.open(audit_path(workdir), os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -61,20 +62,24 @@ def record(workdir: str, entry: dict) -> dict:
 
 def read(workdir: str) -> list:
     """All entries of the audit log, oldest first ([] when there is none; damaged lines skipped)."""
+    return list(entries(workdir))
+
+
+def entries(workdir: str):
+    """The entries of the audit log one by one, oldest first, without holding the whole log in memory (it
+    only grows: a long-lived poller reading it after every deploy must not grow with it)."""
     try:
-        with open(audit_path(workdir), encoding="utf-8", errors="replace") as fh:
-            lines = fh.readlines()
+        fh = open(audit_path(workdir), encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return []
-    entries = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a crash must not hide the rest of the history
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
+        return
+    with fh:
+        for line in fh:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash must not hide the rest of the history
+            if isinstance(entry, dict):
+                yield entry
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,14 @@ COMMANDS = {
     "pause": "dewy pause [--workdir DIR | --config INI] [--reason TEXT] [--json]",
     "resume": "dewy resume [--workdir DIR | --config INI] [--json]",
     "deploy-now": "dewy deploy-now [--workdir DIR | --config INI] [--timeout SECS] [--json]",
+    "fleet": "dewy fleet -c INI [--json]",
     "demo": "dewy demo",
 }
 
 STATUS_OPTIONS = """Status options:
-  --workdir DIR  The workdir whose status to show (default: the current directory).
-  --config INI   Take the workdir from this ini file.
-  --json         Print the status file as it is (JSON).
+  --workdir DIR         The workdir whose status to show (default: the current directory).
+  -c INI, --config INI  Take the workdir from this ini file.
+  --json                Print the status file as it is (JSON).
 """
 
 OTHER_OPTIONS = """Other options:
@@ -80,7 +81,7 @@ def help_text() -> str:
     return "\n".join([
         "dewy: keep an app (server) or static files (assets) on the newest release of a registry.\n",
         usage(), setting_options(), STATUS_OPTIONS, latest_options(), history_options(), control_options(),
-        OTHER_OPTIONS,
+        fleet_options(), OTHER_OPTIONS,
         "Every setting is also an ini key: dewy-master -c dewy.ini reads the same settings from [dewy].",
     ])
 
@@ -96,7 +97,8 @@ def command_doc(command: str) -> str:
     repeated = " ".join("[%s %s]..." % (s.flag, s.meta) for s in SETTINGS if s.flag and s.multiple)
     line = line.replace("[options]", "[options] " + repeated)
     options = {"server": setting_options(), "assets": setting_options(), "status": STATUS_OPTIONS,
-               "latest": latest_options(), "history": STATUS_OPTIONS + history_options()}.get(
+               "latest": latest_options(), "history": STATUS_OPTIONS + history_options(),
+               "fleet": fleet_options()}.get(
                    command, STATUS_OPTIONS + control_options() if command in CONTROL_COMMANDS else "")
     return "Usage:\n  %s\n\n%s" % (line, options)
 
@@ -170,7 +172,7 @@ def _main(argv: list[str] | None) -> int:
     if command in CONTROL_COMMANDS:
         return control(command, args)
     return {"server": run_mode, "assets": run_mode, "status": status, "latest": latest, "demo": demo,
-            "history": history}[command](args)
+            "history": history, "fleet": fleet}[command](args)
 
 
 # --- server / assets ---------------------------------------------------------------------------
@@ -377,6 +379,7 @@ def format_status(workdir: str, data: dict, running: bool) -> str:
         ("last poll", last_poll), ("next poll", _show(data.get("next_poll"))),
         ("download", _download_line(data.get("download"))), ("last error", _show(data.get("last_error"))),
         ("last deploy", _deploy_line(data.get("last_deploy"))), ("paused", _paused_line(data.get("paused"))),
+        ("rollout", _show(data.get("rollout"))),
         ("started", _show(data.get("started_at"))),
         ("updated", _show(data.get("updated_at"))), ("dewy", _show(data.get("dewy_version"))),
     ]
@@ -450,6 +453,22 @@ def history(args: dict) -> int:
     from dewy import history as history_module
 
     return _with_workdir(args, lambda workdir: history_module.main(workdir, args))
+
+
+# --- dewy fleet --------------------------------------------------------------------------------
+
+def fleet_options() -> str:
+    """The `Fleet options:` block (declared with the command in dewy.fleetview)."""
+    from dewy.fleetview import OPTIONS
+
+    return OPTIONS
+
+
+def fleet(args: dict) -> int:
+    """`dewy fleet`: the hosts sharing this app's cache and the rollout under way (dewy.fleetview)."""
+    from dewy import fleetview
+
+    return fleetview.main(args)
 
 
 # --- dewy rollback / pause / resume / deploy-now -------------------------------------------------

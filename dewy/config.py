@@ -41,6 +41,14 @@ PORT_HELP = ("expected a listen address such as 8000, 127.0.0.1:8000, [::1]:8000
 class ConfigError(Exception):
     """A bad configuration; str() is one line naming the source, the key, the bad value and what is allowed."""
 
+    def __init__(self, message: str):
+        # One line whatever the value held: control, line- and paragraph-separator and bidi characters
+        # (NEL \x85, \u2028, \u202e...) are shown escaped, as json.dumps shows \n.
+        message = str(message)
+        if not message.isprintable():
+            message = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
+        super().__init__(message)
+
 
 class BadValue(ValueError):
     """A validator's complaint about a value; `shown` is the part of the raw value to quote, if not all of it."""
@@ -131,6 +139,34 @@ def parse_signal(text: str) -> int:
     if name not in STOP_SIGNALS:
         raise BadValue("expected a signal name or number: %s" % ", ".join(STOP_SIGNALS))
     return int(getattr(signal, "SIG" + name))
+
+
+# Size units: decimal (kB = 1000) and binary (KiB = 1024), matched without regard to case ("500mb" too).
+SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4,
+              "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
+SIZE_HELP = "expected a size such as 256MiB, 2GiB, 500MB or plain bytes (kB/MB/GB = 1000^n, KiB/MiB/GiB = 1024^n)"
+_SIZE = re.compile(r"(%s)\s*([A-Za-z]*)" % _NUMBER)
+
+
+def parse_size(text: str) -> int:
+    """Bytes in `256MiB`, `2GiB`, `500MB`, `1.5GB` or plain bytes (`1048576`); BadValue otherwise (or below 1 byte)."""
+    match = _SIZE.fullmatch(text.strip())
+    unit = match.group(2).lower() if match else None
+    if unit not in SIZE_UNITS:
+        raise BadValue(SIZE_HELP)
+    size = int(float(match.group(1)) * SIZE_UNITS[unit])
+    if size < 1:
+        raise BadValue(SIZE_HELP + ", at least 1 byte")
+    return size
+
+
+def format_size(size: int) -> str:
+    """A byte count the way a user would write it: `2 GiB`, `500 MB`, `256 MiB`, else `12345 bytes`."""
+    for unit in ("TiB", "TB", "GiB", "GB", "MiB", "MB", "KiB", "kB"):
+        factor = SIZE_UNITS[unit.lower()]
+        if size >= factor and size % factor == 0:
+            return "%d %s" % (size // factor, unit)
+    return "%d bytes" % size
 
 
 def _port_number(text: str) -> int:
@@ -284,6 +320,29 @@ def _slot(raw: str, base: str) -> str:
     return value
 
 
+def _waves(raw: str, base: str) -> tuple:
+    """`rollout-waves`: increasing percentages of the fleet (`10%, 50%`), or empty (no rollout)."""
+    text = raw.strip()
+    if not text:
+        return ()
+    expected = "expected increasing percentages of the fleet, each above 0% and at most 100%, such as 10%, 50%"
+    shares = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", part)
+        if not match or not 0 < float(match[1]) <= 100 or (shares and float(match[1]) <= shares[-1]):
+            raise BadValue(expected)
+        shares.append(float(match[1]))
+    return tuple(shares)
+
+
+def _host_id(raw: str, base: str) -> str:
+    """`host-id`: one key segment (it names this host's heartbeat in the shared cache), or empty (hostname)."""
+    value = raw.strip()
+    if value and (not re.fullmatch(r"[A-Za-z0-9_.@-]{1,200}", value) or value in (".", "..")):
+        raise BadValue("expected ASCII letters, digits and _.@- (at most 200), such as web-3.eu")
+    return value
+
+
 def _path(required: bool) -> Callable[[str, str], str]:
     """A directory-path validator: absolute result, relative input resolved against the base directory."""
     def validate(raw: str, base: str) -> str:
@@ -306,6 +365,24 @@ def _backend_url(package: str, allow_empty: bool) -> Callable[[str, str], str]:
             raise BadValue("expected a %s URL" % package)
         importlib.import_module("dewy." + package).validate_url(url)
         return url
+    return validate
+
+
+def _account(kind: str, empty_means: str) -> Callable[[str, str], str]:
+    """A validator for a user (kind "user": /etc/passwd) or group ("group": /etc/group) name or numeric id that
+    exists on this host, or empty (empty_means says what that does)."""
+    def validate(raw: str, base: str) -> str:
+        value = raw.strip()
+        if value:
+            import grp
+            import pwd
+            by_id, by_name = (pwd.getpwuid, pwd.getpwnam) if kind == "user" else (grp.getgrgid, grp.getgrnam)
+            try:
+                by_id(int(value)) if value.isdigit() else by_name(value)
+            except (KeyError, OverflowError):
+                raise BadValue("no such %s on this host; expected a %s name from /etc/%s or empty %s" % (
+                    kind, kind, "passwd" if kind == "user" else "group", empty_means)) from None
+        return value
     return validate
 
 
@@ -354,6 +431,10 @@ def _ports(raw: list[str] | str, base: str) -> tuple[str, ...]:
 
 def _signal(raw: str, base: str) -> int:
     return parse_signal(raw)
+
+
+def _size(raw: str, base: str) -> int:
+    return parse_size(raw)
 
 
 # --- the settings ------------------------------------------------------------------------------
@@ -526,6 +607,17 @@ SETTINGS: list[Setting] = [
         doc="How many unpacked releases are kept in releases/.",
     ),
     Setting(
+        name="max-release-size", meta="SIZE",
+        type="size", default="2GiB", validator=_size, pytype=int,
+        doc="The most a release may unpack to (256MiB, 2GiB, 500MB or bytes), counted while unpacking: "
+            "a bigger one is refused and its partial directory removed.",
+    ),
+    Setting(
+        name="max-release-files", meta="N",
+        type="integer >= 1", default="100000", validator=_integer(1), pytype=int,
+        doc="The most files, directories and links a release may unpack to; more is refused the same way.",
+    ),
+    Setting(
         name="backlog", meta="N",
         type="integer 1..65535", default="1024", validator=_integer(1, 65535), pytype=int,
         doc="The listen backlog of each socket.",
@@ -557,6 +649,37 @@ SETTINGS: list[Setting] = [
         name="metrics", meta="HOST:PORT",
         type="HOST:PORT", default="", default_doc="off", validator=_metrics_address,
         doc="Serve Prometheus metrics (dewy_...) at http://HOST:PORT/metrics from the poller, e.g. 127.0.0.1:9464.",
+    ),
+    Setting(
+        name="rollout-waves", meta="PERCENTAGES",
+        type="percentages", default="", default_doc="off (every host deploys at once)", validator=_waves,
+        pytype=tuple,
+        doc="Roll each new version out over the hosts sharing the cache in waves (10%, 50%, then everyone); "
+            "needs a shared cache. A version that fails on any host is refused fleet-wide (see Running a fleet).",
+    ),
+    Setting(
+        name="rollout-soak", meta="DURATION",
+        type="duration", default="5m", validator=_duration(0.0), pytype=float,
+        doc="How long every host of a wave must serve the new version, without a rollback, before the next "
+            "wave starts.",
+    ),
+    Setting(
+        name="host-id", meta="ID",
+        type="name", default="", default_doc="the hostname", validator=_host_id,
+        doc="This host's name in the fleet (its heartbeat in the shared cache, `dewy fleet`); unique per host.",
+    ),
+    Setting(
+        name="user", meta="USER",
+        type="user name", default="", default_doc="the master's own user",
+        validator=_account("user", "to run everything as the master's own user"),
+        doc="Run the app generations, the poller (downloads, unpacking) and the hooks as this user; the master "
+            "stays root (ports, systemd) and gives .dewy/ and releases/ to the user. Needs a root master.",
+    ),
+    Setting(
+        name="group", meta="GROUP",
+        type="group name", default="", default_doc="the user's primary group",
+        validator=_account("group", "for the user's primary group"),
+        doc="The group the app, the poller and the hooks run as (only with user).",
     ),
 ]
 
@@ -638,6 +761,9 @@ class _Source:
 
 def _parse_value(s: Setting, raw, source: _Source):
     """Validate one raw value of s, turning the validator's complaint into a one-line ConfigError."""
+    if any("\0" in item for item in (raw if isinstance(raw, (list, tuple)) else [raw])):
+        # No path, command or URL can hold one (the OS refuses it with a ValueError far from here).
+        raise source.bad(s, raw, "contains a NUL character; no setting takes one")
     try:
         return s.validator(raw, source.base_dir)
     except ValueError as exc:
@@ -680,6 +806,17 @@ def _check_mode(values: dict, raw: dict, source: _Source) -> None:
     if values["trigger"] and not (values["trigger_token"] or values["trigger_secret"]):
         raise source.bad(BY_NAME["trigger"], _as_text(raw["trigger"]),
                          "needs trigger-token or trigger-secret (an open trigger would let anyone make dewy poll)")
+    if values["group"] and not values["user"]:
+        raise source.bad(BY_NAME["group"], _as_text(raw["group"]),
+                         "needs user (group is the group the user's processes run as)")
+    if values["rollout_waves"]:
+        from dewy.cache import LOCAL_SCHEMES
+
+        scheme = values["cache"].partition(":")[0].lower()
+        if scheme in LOCAL_SCHEMES:
+            raise source.bad(BY_NAME["rollout-waves"], _as_text(raw["rollout-waves"]),
+                             "needs a cache the fleet shares (redis://, consul://, s3://, gs://); cache = %s "
+                             "is this host's alone" % scheme)
     # An HTTP check asks the first TCP listener: without one there is nobody to ask.
     for name in ("ready", "health"):
         value = values[BY_NAME[name].attr]

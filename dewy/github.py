@@ -309,16 +309,18 @@ class Client:
             raise RateLimited("GitHub API rate limit (%s): no calls until %s"
                               % (self.limited_reason, when(self.limited_until)), self.limited_until)
 
+    # Both lines are debug: the RateLimited error itself is what the poller logs, once per outage (and
+    # its end), or a deploy logs as its failure. One line per incident, not one per layer.
     def _cleared(self) -> None:
         if self._limited_logged:
-            log.info("GitHub API rate limit cleared")
+            log.debug("GitHub API rate limit cleared")
             self._limited_logged = False
         self.limited_until, self.limited_reason = 0.0, ""
 
     def _limit(self, until: float, reason: str) -> None:
         self.limited_until, self.limited_reason = until, reason
         if not self._limited_logged:
-            log.warning("GitHub API rate limit (%s): no calls until %s", reason, when(until))
+            log.debug("GitHub API rate limit (%s): no calls until %s", reason, when(until))
             self._limited_logged = True
 
     def _note_limits(self, response) -> None:
@@ -388,14 +390,15 @@ class Client:
             self.auth.invalidate()  # an App token revoked early: buy a new one next time
         return response
 
-    def get_json(self, url: str, what: str, conditional: bool = True):
+    def get_json(self, url: str, what: str, conditional: bool = True, timeout=None):
         """GET url and return (parsed JSON, Link header, fresh); a 304 returns the kept answer, fresh=False.
 
         The ETag and parsed answer of each URL are kept; `If-None-Match` is sent when we have one.
+        `timeout`: (connect, read) seconds instead of TIMEOUT (the registry's shorter ones).
         """
         kept = self._etags.get(url) if conditional else None
         headers = {"If-None-Match": kept[0]} if kept else {}
-        response = self.call("GET", url, headers=headers)
+        response = self.call("GET", url, headers=headers, timeout=timeout or TIMEOUT)
         with response:
             if response.status_code == 304 and kept:
                 return kept[1], kept[2], False  # unchanged: nothing to parse
@@ -453,7 +456,8 @@ def _short(exc: Exception) -> str:
     """A connection error in a few words (requests' messages nest urllib3's objects and repeat the URL)."""
     text = str(exc)
     for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset",
-                   "Temporary failure in name resolution", "certificate verify failed", "Connection aborted"):
+                   "Temporary failure in name resolution", "certificate verify failed", "Connection aborted",
+                   "Connection broken"):  # the last: a body cut short of its Content-Length (IncompleteRead)
         if marker in text:
             return "%s (%s)" % (type(exc).__name__, marker.lower())
     return "%s: %s" % (type(exc).__name__, " ".join(text.split())[:200])
@@ -499,9 +503,9 @@ def known_asset(api_url: str, owner: str, repo: str, tag: str, name: str) -> dic
 MAX_REDIRECTS = 5
 
 
-def open_asset(client: Client, owner: str, repo: str, asset_id, offset: int = 0):
+def open_asset(client: Client, owner: str, repo: str, asset_id, offset: int = 0, timeout=None):
     """Start downloading a release asset from byte offset; returns a streaming response, or None when the
-    storage ignored the Range (cannot resume).
+    storage ignored the Range (cannot resume). `timeout`: (connect, read) seconds instead of TIMEOUT.
 
     `GET /repos/{o}/{r}/releases/assets/{id}` with `Accept: application/octet-stream` answers 302 to a
     signed URL on a storage host. The redirect is followed here, by hand, with no Authorization header:
@@ -511,8 +515,9 @@ def open_asset(client: Client, owner: str, repo: str, asset_id, offset: int = 0)
 
     url = client.url("/repos/%s/%s/releases/assets/%s" % (_q(owner), _q(repo), _q(str(asset_id))))
     ranged = {"Range": "bytes=%d-" % offset} if offset else {}
+    timeout = timeout or TIMEOUT
     response = client.call("GET", url, headers=dict({"Accept": "application/octet-stream"}, **ranged),
-                           stream=True, allow_redirects=False)
+                           stream=True, allow_redirects=False, timeout=timeout)
     hops = 0
     while response.is_redirect:
         location = urllib.parse.urljoin(response.url, response.headers.get("Location", ""))
@@ -522,7 +527,7 @@ def open_asset(client: Client, owner: str, repo: str, asset_id, offset: int = 0)
             raise GitHubError("GitHub asset %s of %s/%s: more than %d redirects" % (asset_id, owner, repo, MAX_REDIRECTS))
         try:
             response = client.session.get(location, headers=dict({"Accept": "application/octet-stream"}, **ranged),
-                                          stream=True, allow_redirects=False, timeout=TIMEOUT)
+                                          stream=True, allow_redirects=False, timeout=timeout)
         except requests.RequestException as exc:
             raise GitHubError(client.redact("GitHub asset %s storage %s: %s"
                                             % (asset_id, _path_of(location), _short(exc)))) from None
@@ -543,9 +548,9 @@ def open_asset(client: Client, owner: str, repo: str, asset_id, offset: int = 0)
     raise error
 
 
-def read_asset(client: Client, owner: str, repo: str, asset_id, limit: int) -> bytes:
+def read_asset(client: Client, owner: str, repo: str, asset_id, limit: int, timeout=None) -> bytes:
     """A small asset's bytes (a checksum file), at most limit bytes; GitHubError when it is bigger."""
-    response = open_asset(client, owner, repo, asset_id)
+    response = open_asset(client, owner, repo, asset_id, timeout=timeout)
     import requests
 
     with response:

@@ -36,7 +36,8 @@ def write(workdir: str, reason: str | None, newer_than: str | None = None) -> di
     data = {"reason": reason or None, "since": utc_iso()}
     if newer_than:
         data["newer_than"] = newer_than
-    write_json_atomic(pause_path(workdir), data)
+    # 0644: the poller reads it before each deploy, and with the `user` setting the poller is not root.
+    write_json_atomic(pause_path(workdir), data, mode=0o644)
     return data
 
 

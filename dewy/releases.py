@@ -5,6 +5,10 @@ Archives come from a registry, i.e. from the network: every member is checked be
 written, and nothing is ever written outside the release directory being built. The checks mirror
 Python 3.12's tarfile ``filter='data'`` but are implemented here so that they behave identically on
 every Python dewy supports (and are stricter: absolute members are refused, not re-rooted).
+
+A release may also be too big: `max-release-size` (bytes written) and `max-release-files` (entries created)
+are counted while unpacking, from what is actually written, not from what headers claim, so a
+decompression bomb stops at the limit and the disk never holds more than it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Iterable
 
 # The `current` symlink, the manifest and ReleaseError live in dewy.current (the master needs them without
 # tarfile and zipfile); they are re-exported here for the poller and the tests.
+from dewy.config import format_size
 from dewy.current import Manifest, ReleaseError, _unlink_quietly, read_link, switch_link  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "ReleaseError",
     "UnsafeArchive",
+    "TooLarge",
     "ARCHIVE_SUFFIXES",
     "archive_kind",
     "install",
@@ -63,6 +69,9 @@ _RELEASE_NAME = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
 
 _COPY_BUFFER = 1024 * 1024
 _MAX_ZIP_SYMLINK_TARGET = 4096  # a zip symlink's target is its content; anything longer is bogus
+# tarfile holds a member's header (pax records, GNU long names) in memory, and what follows the end of
+# the archive is only record padding: real ones are a few KiB, so more than this is a bomb, not a release.
+_MAX_TAR_OVERHEAD = 16 * 1024 * 1024
 
 # Exceptions the decompressors and archive readers raise on damaged input.
 _CORRUPT_ERRORS = (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error, lzma.LZMAError)
@@ -70,6 +79,47 @@ _CORRUPT_ERRORS = (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, EOFEr
 
 class UnsafeArchive(ReleaseError):
     """An archive member would escape the release directory or is not a plain file, directory or link."""
+
+
+class TooLarge(UnsafeArchive):
+    """The release unpacks to more than max-release-size bytes or max-release-files entries (a bad release)."""
+
+
+class _Budget:
+    """What a release may still take on disk: bytes written and entries created, each checked before it happens.
+
+    None for a limit means no limit. Counting happens where the bytes are written, so headers that
+    understate sizes (a lying zip, a sparse tar member) cannot get past it.
+    """
+
+    def __init__(self, artifact_name: str, max_size: int | None, max_files: int | None):
+        self.artifact_name = artifact_name
+        self.max_size = max_size
+        self.max_files = max_files
+        self.size = 0
+        self.files = 0
+
+    def too_big(self) -> TooLarge:
+        """The refusal for a release past max-release-size."""
+        return TooLarge(f"release {self.artifact_name} unpacks to more than {format_size(self.max_size)} "
+                        "(max-release-size)")
+
+    def too_many(self) -> TooLarge:
+        """The refusal for a release past max-release-files."""
+        return TooLarge(f"release {self.artifact_name} unpacks to more than {self.max_files} files, directories "
+                        "and links (max-release-files)")
+
+    def take_bytes(self, count: int) -> None:
+        """Account for count more bytes about to be written; TooLarge (nothing written) past the limit."""
+        if self.max_size is not None and self.size + count > self.max_size:
+            raise self.too_big()
+        self.size += count
+
+    def take_entry(self) -> None:
+        """Account for one more entry (file, directory, link) about to be created; TooLarge past the limit."""
+        if self.max_files is not None and self.files + 1 > self.max_files:
+            raise self.too_many()
+        self.files += 1
 
 
 # --- archive kinds -------------------------------------------------------------------------------
@@ -88,13 +138,17 @@ def archive_kind(name: str) -> str:
 # --- install -------------------------------------------------------------------------------------
 
 
-def install(artifact_path: str, artifact_name: str, releases_dir: str) -> str:
+def install(artifact_path: str, artifact_name: str, releases_dir: str,
+            max_size: int | None = None, max_files: int | None = None) -> str:
     """Unpack the artifact at artifact_path into a new ``releases_dir/<UTC timestamp>/`` and return its absolute path.
 
     The artifact is unpacked into ``<timestamp>.tmp/`` and renamed only once complete, so a release
-    directory is never seen half-written. Raises UnsafeArchive for a member that would escape the
-    release directory (or is a device/fifo), ReleaseError for a corrupt archive or an I/O failure;
-    in every failure case the .tmp directory is removed and nothing else was touched.
+    directory is never seen half-written. max_size (bytes) and max_files (entries) bound what is
+    written (the poller passes `max-release-size` / `max-release-files`; None: no limit). Raises
+    UnsafeArchive for a member that would escape the release directory (or is a device/fifo),
+    TooLarge (an UnsafeArchive) at a limit, ReleaseError for a corrupt archive or an I/O failure (its
+    __cause__ then an OSError with an errno); in every failure case the .tmp directory is removed and
+    nothing else was touched.
     """
     releases_dir = os.path.abspath(releases_dir)
     try:
@@ -103,7 +157,7 @@ def install(artifact_path: str, artifact_name: str, releases_dir: str) -> str:
     except OSError as exc:
         raise ReleaseError(f"cannot create a release directory in {releases_dir}: {exc}") from exc
     try:
-        _unpack(artifact_path, artifact_name, tmp)
+        _unpack(artifact_path, artifact_name, tmp, _Budget(artifact_name, max_size, max_files))
         _check_links(tmp, artifact_name)
         _publish(tmp, final)
     except BaseException:
@@ -124,12 +178,25 @@ def _publish(tmp: str, final: str) -> None:
         raise ReleaseError(f"cannot rename {tmp} to {final}: {exc}") from exc
 
 
+def _listdir(path: str) -> list:
+    """The names in path ([] when it cannot be listed)."""
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
 def _reserve_release_dir(releases_dir: str) -> tuple[str, str]:
     """Create a fresh ``<ts>[-N].tmp`` directory whose final name is free too; return (final, tmp)."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime(TIMESTAMP_FORMAT)
-    counter = 1
+    # Release dirs sort by name (prune, rollback): a second one within the same second must sort after every
+    # name of that second still there — never take a name prune just freed — so counters only go up, and are
+    # zero-padded (`-010` after `-009`).
+    taken = [name[len(stamp):].removesuffix(TMP_SUFFIX) for name in _listdir(releases_dir) if name.startswith(stamp)]
+    counters = [1 if not rest else int(rest[1:]) for rest in taken if not rest or re.fullmatch(r"-\d+", rest)]
+    counter = max(counters, default=0) + 1
     while True:
-        name = stamp if counter == 1 else f"{stamp}-{counter}"
+        name = stamp if counter == 1 else f"{stamp}-{counter:03d}"
         final = os.path.join(releases_dir, name)
         tmp = final + TMP_SUFFIX
         if not os.path.lexists(final):
@@ -142,16 +209,16 @@ def _reserve_release_dir(releases_dir: str) -> tuple[str, str]:
         counter += 1
 
 
-def _unpack(artifact_path: str, artifact_name: str, dest: str) -> None:
-    """Unpack (or copy, for a bare file) the artifact into the empty directory dest."""
+def _unpack(artifact_path: str, artifact_name: str, dest: str, budget: _Budget) -> None:
+    """Unpack (or copy, for a bare file) the artifact into the empty directory dest, within budget."""
     kind = archive_kind(artifact_name)
     try:
         if kind == "file":
-            _install_file(artifact_path, artifact_name, dest)
+            _install_file(artifact_path, artifact_name, dest, budget)
         elif kind == "zip":
-            _ZipUnpacker(artifact_name, dest).run(artifact_path)
+            _ZipUnpacker(artifact_name, dest, budget).run(artifact_path)
         else:
-            _TarUnpacker(artifact_name, dest).run(artifact_path)
+            _TarUnpacker(artifact_name, dest, budget).run(artifact_path)
     except ReleaseError:
         raise
     except _CORRUPT_ERRORS as exc:
@@ -167,24 +234,31 @@ def _unpack(artifact_path: str, artifact_name: str, dest: str) -> None:
         raise ReleaseError(f"unsupported archive {artifact_name}: {exc}") from exc
 
 
-def _install_file(artifact_path: str, artifact_name: str, dest: str) -> None:
+def _install_file(artifact_path: str, artifact_name: str, dest: str, budget: _Budget) -> None:
     """Install a non-archive artifact as an executable file named like the artifact."""
     name = os.path.basename(artifact_name)
     if name in ("", ".", "..") or name != artifact_name:
         raise ReleaseError(f"artifact name {artifact_name!r} is not a plain file name")
     target = os.path.join(dest, name)
+    budget.take_entry()
     with open(artifact_path, "rb") as src:
-        _write_new_file(target, src)
+        _write_new_file(target, src, budget)
     os.chmod(target, 0o755)
 
 
-def _write_new_file(path: str, src) -> None:
-    """Stream src into a new file at path, never following a symlink that might sit there."""
+def _write_new_file(path: str, src, budget: _Budget) -> None:
+    """Stream src into a new file at path, never following a symlink that might sit there; every chunk
+    is taken from budget before it is written, so a limit stops the copy with nothing past it on disk."""
     # O_EXCL|O_NOFOLLOW: the caller removed any previous entry, so this can only create a fresh file
     # in a directory already proven to be inside the release.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
     with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(src, out, _COPY_BUFFER)
+        while True:
+            chunk = src.read(_COPY_BUFFER)
+            if not chunk:
+                break
+            budget.take_bytes(len(chunk))
+            out.write(chunk)
 
 
 def _file_mode(mode: int) -> int:
@@ -206,10 +280,11 @@ class _Unpacker:
     ever following a symlink at the final path component.
     """
 
-    def __init__(self, artifact_name: str, dest: str):
+    def __init__(self, artifact_name: str, dest: str, budget: _Budget):
         self.artifact_name = artifact_name
         self.dest = dest
         self.root = os.path.realpath(dest)
+        self.budget = budget
 
     # -- checks --
 
@@ -278,7 +353,7 @@ class _Unpacker:
         path = self.prepare(name, rel)
         if os.path.isdir(path):
             raise ReleaseError(f"archive {self.artifact_name}: file member {name!r} collides with a directory")
-        _write_new_file(path, src)
+        _write_new_file(path, src, self.budget)
         os.chmod(path, _file_mode(mode))
         if mtime is not None:
             _set_mtime(path, mtime)
@@ -316,14 +391,22 @@ class _TarUnpacker(_Unpacker):
     def run(self, artifact_path: str) -> None:
         """Validate and extract every member of the tarball at artifact_path, then prove it was complete."""
         with open(artifact_path, "rb") as raw, _decompressor(raw) as plain:
-            reader = _TailReader(plain)
-            # Stream mode ("r|") reads forward only, so memory use stays constant whatever the size.
+            reader = _TailReader(plain, self.artifact_name)
+            # Stream mode ("r|") reads forward only, so memory use stays constant whatever the size;
+            # the reads between members (headers, which tarfile keeps in memory) are bounded.
+            reader.bound("a member header")
             with tarfile.open(fileobj=reader, mode="r|") as archive:
                 for member in archive:
+                    # Counted on arrival: tarfile keeps every member it read in a list, so this bounds memory too.
+                    self.budget.take_entry()
+                    reader.bound(None)
                     self.extract(archive, member)
+                    reader.bound("a member header")
                 end = archive.offset
             self.check_complete(reader, end)
-            # Read to the end so the decompressor verifies its checksum and notices a cut-off stream.
+            # Read to the end so the decompressor verifies its checksum and notices a cut-off stream;
+            # bounded, so a bomb hidden after the end-of-archive marker does not keep us decompressing.
+            reader.bound("the data after the end-of-archive marker")
             while reader.read(_COPY_BUFFER):
                 pass
 
@@ -379,17 +462,31 @@ def _decompressor(raw):
 
 
 class _TailReader:
-    """Passes reads through while remembering the last bytes read, so the end of a tar can be inspected."""
+    """Passes reads through while remembering the last bytes read, so the end of a tar can be inspected,
+    and refusing to read more than _MAX_TAR_OVERHEAD bytes of whatever it was told it is reading now."""
 
     WINDOW = 64 * 1024  # far more than tarfile's read-ahead (one 10 KiB record)
 
-    def __init__(self, fileobj):
+    def __init__(self, fileobj, artifact_name: str):
         self.fileobj = fileobj
+        self.artifact_name = artifact_name
         self.total = 0
         self.window = bytearray()
+        self.bounded = None  # (what, stream offset where it began) while reads are bounded
+
+    def bound(self, what: str | None) -> None:
+        """From here on the reads are `what` and may not exceed _MAX_TAR_OVERHEAD bytes (None: unbounded)."""
+        self.bounded = (what, self.total) if what else None
 
     def read(self, size: int = -1) -> bytes:
         """Read like the wrapped file object, recording the data."""
+        if self.bounded is not None:
+            what, since = self.bounded
+            if self.total - since > _MAX_TAR_OVERHEAD:
+                raise ReleaseError(f"corrupt archive {self.artifact_name}: {what} is larger than "
+                                   f"{format_size(_MAX_TAR_OVERHEAD)}")
+            if size is None or size < 0:
+                size = _COPY_BUFFER  # never slurp the rest of a stream in one read
         data = self.fileobj.read(size)
         self.total += len(data)
         self.window += data
@@ -410,8 +507,21 @@ class _ZipUnpacker(_Unpacker):
 
     def run(self, artifact_path: str) -> None:
         """Validate and extract every entry of the zip file at artifact_path."""
+        budget = self.budget
+        # zipfile reads the whole central directory into memory: check the count it announces first.
+        announced = _zip_entry_count(artifact_path)
+        if budget.max_files is not None and announced is not None and announced > budget.max_files:
+            raise budget.too_many()
         with zipfile.ZipFile(artifact_path) as archive:
-            for info in archive.infolist():
+            entries = archive.infolist()
+            if budget.max_files is not None and len(entries) > budget.max_files:
+                raise budget.too_many()
+            # What the entries claim is enough to refuse before writing anything; what they write is
+            # counted anyway (zipfile stops an entry at its claimed size, the budget at the limit).
+            if budget.max_size is not None and sum(info.file_size for info in entries) > budget.max_size:
+                raise budget.too_big()
+            for info in entries:
+                budget.take_entry()
                 self.extract(archive, info)
 
     def extract(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
@@ -444,6 +554,28 @@ class _ZipUnpacker(_Unpacker):
         except UnicodeDecodeError:
             self.refuse(info.filename, "is a symlink whose target is not UTF-8")
             raise  # unreachable: refuse() raises
+
+
+def _zip_entry_count(path: str) -> int | None:
+    """The number of entries a zip's end-of-central-directory record announces (zip64 too), None when it has
+    none (zipfile then says what is wrong with the file)."""
+    eocd, locator, zip64_eocd = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        back = min(size, 22 + 0xFFFF + 20)  # the record, its longest comment, the zip64 locator before it
+        fh.seek(size - back)
+        tail = fh.read(back)
+        at = tail.rfind(eocd)
+        if at < 0 or len(tail) - at < 22:
+            return None
+        count = int.from_bytes(tail[at + 10: at + 12], "little")
+        if count != 0xFFFF or at < 20 or tail[at - 20: at - 16] != locator:
+            return count
+        fh.seek(int.from_bytes(tail[at - 12: at - 4], "little"))  # where the zip64 record is
+        record = fh.read(56)
+    if len(record) < 40 or record[:4] != zip64_eocd:
+        return None
+    return int.from_bytes(record[32:40], "little")
 
 
 def _set_mtime(path: str, mtime: float) -> None:

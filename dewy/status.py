@@ -4,6 +4,7 @@ import itertools
 import json
 import logging
 import os
+import stat
 
 from dewy.workdir import state_path
 
@@ -25,10 +26,15 @@ def status_path(workdir: str) -> str:
 
 
 _tmp_numbers = itertools.count()
+MAX_STATE_FILE = 16 << 20  # dewy's JSON state files are kilobytes; a bigger one is not ours
 
 
-def write_json_atomic(path: str, data) -> None:
-    """Write data as JSON to path so that readers see the old or the new file, never a part."""
+def write_json_atomic(path: str, data, mode: int = 0o600) -> None:
+    """Write data as JSON to path (file mode `mode`) so that readers see the old or the new file, never a part.
+
+    Safe in a directory another user may write to (.dewy/ with the `user` setting): the temporary file is
+    created with O_EXCL | O_NOFOLLOW (never an existing file or a symlink's target) and renamed over path,
+    which replaces whatever entry is there instead of writing through it."""
     # Named by pid and a counter instead of tempfile.mkstemp: the master then never imports tempfile
     # (random, shutil, hashlib: about 1 MiB it would keep for months).
     tmp = os.path.join(os.path.dirname(path), ".%s.%d.%d" % (os.path.basename(path), os.getpid(), next(_tmp_numbers)))
@@ -36,8 +42,9 @@ def write_json_atomic(path: str, data) -> None:
         os.unlink(tmp)  # left by a crashed process that had our pid
     except FileNotFoundError:
         pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
+        os.fchmod(fd, mode)  # the umask must not decide who may read it
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=True)
             fh.write("\n")
@@ -53,16 +60,30 @@ def write_json_atomic(path: str, data) -> None:
 def read_json(path: str, what: str):
     """The JSON data in path; None when the file is missing or unreadable (the latter logged as a warning).
 
-    dewy's own state files are rebuilt by use, so a damaged one must never stop dewy.
+    dewy's own state files are rebuilt by use, so a damaged one must never stop dewy. Never through a
+    symlink, and never blocking on a FIFO (another user may plant either in .dewy/, see `user`).
     """
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        log.warning("ignoring unreadable %s %s: %s", what, path, exc)
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_STATE_FILE:
+            log.warning("ignoring %s %s: not a regular file of at most %d bytes", what, path, MAX_STATE_FILE)
+            return None
+        with os.fdopen(fd, encoding="utf-8") as fh:
+            fd = None
+            return json.load(fh)
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable %s %s: %s", what, path, exc)
         return None
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def write(workdir: str, data: dict) -> None:

@@ -111,7 +111,7 @@ class Lock:
         """
         path = lock_path(workdir)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_own_file(path, 0o644)
         except OSError as exc:
             raise WorkdirError("cannot open the workdir lock %s: %s" % (path, exc.strerror)) from None
         os.set_inheritable(fd, True)  # survives the in-place upgrade's execve; see the module docstring
@@ -138,6 +138,47 @@ class Lock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+_OPEN_SAFE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def _open_own_file(path: str, mode: int) -> int:
+    """Open (or create) a regular file of this process's user for reading and writing, never through a symlink.
+
+    With the `user` setting .dewy/ belongs to that user, who could plant a symlink, a FIFO or a hard
+    link where the root master keeps its lock: anything that is not a plain file of ours with one link
+    is removed and the file created afresh (O_EXCL), so the master never writes to a file it did not make.
+    """
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_RDWR | _OPEN_SAFE)
+        except FileNotFoundError:
+            try:
+                return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _OPEN_SAFE, mode)
+            except FileExistsError:
+                continue  # another master created it just now: open that one
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+                raise
+            _remove_entry(path)
+            continue
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_nlink == 1:
+            return fd
+        os.close(fd)
+        _remove_entry(path)
+    raise OSError(errno.EEXIST, "%s keeps being replaced" % path)
+
+
+def _remove_entry(path: str) -> None:
+    """Unlink a file, symlink, FIFO or socket that stands where dewy keeps one of its own (not a directory)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        raise OSError(errno.EISDIR, "%s is a directory" % path) from None
 
 
 def _read_pid(fd: int) -> int | None:
@@ -168,7 +209,7 @@ def holder(workdir: str) -> int | None:
     """The pid of the master holding workdir's lock, or None when nobody holds it (nothing is created)."""
     path = lock_path(workdir)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | _OPEN_SAFE)
     except OSError:
         return None
     try:
@@ -183,21 +224,135 @@ def holder(workdir: str) -> int | None:
         os.close(fd)
 
 
+WORKDIR_MODE = 0o755  # the app's user must reach current/ and releases/ (it runs there)
+STATE_MODE = 0o700  # .dewy/: dewy's state; with `user`, owned by that user (the poller writes there)
+RELEASES_MODE = 0o755
+RELEASES = "releases"
+# The master's own entries in .dewy/: they stay root's when .dewy/ is given to the `user`.
+MASTER_FILES = ("status.json", LOCK_FILE, "control.sock", "notify.sock", "paused.json")
+SHARED_FILE_MODE = 0o644  # paused.json: written by the master, read by the poller before each deploy
+
+
 def create(workdir: str) -> None:
-    """Create workdir and workdir/.dewy (mode 0700); WorkdirError when that fails."""
+    """Create workdir (mode 0755), workdir/.dewy (0700) and workdir/releases (0755); WorkdirError when that fails.
+
+    The modes are set explicitly (the umask of whoever started dewy must not decide them)."""
     try:
-        os.makedirs(state_path(workdir), mode=0o700, exist_ok=True)
+        for path, mode in ((workdir, WORKDIR_MODE), (state_path(workdir), STATE_MODE),
+                           (os.path.join(workdir, RELEASES), RELEASES_MODE)):
+            if not os.path.isdir(path):
+                os.makedirs(path, mode=mode, exist_ok=True)
+                os.chmod(path, mode)  # makedirs' mode is filtered by the umask
     except OSError as exc:
         raise WorkdirError("cannot create %s: %s" % (state_path(workdir), exc.strerror)) from None
 
 
-def claim(workdir: str, bind=None):
+def give_to(workdir: str, creds) -> None:
+    """Hand what the poller writes to the `user` setting's user (creds: uid, gid): .dewy/ (0700, but the
+    master's own files there stay root's) and releases/ (0755). WorkdirError when the user cannot reach them.
+
+    A tree that already belongs to the user is left alone; one that does not (dewy ran as root before,
+    or as another user) is chowned bottom-up through directory descriptors without following symlinks,
+    and files with more than one link are skipped, so nothing outside the workdir changes owner.
+    """
+    path, seen, child_uid = os.path.realpath(workdir), set(), None
+    while path not in seen:  # the workdir and every directory above it
+        seen.add(path)
+        st = os.stat(path)
+        if not _can_search(st, creds):
+            raise WorkdirError("%s (mode %04o, owner uid %d) is not searchable by user %s (uid %d), who runs the "
+                               "poller and the app there; chmod o+x it or choose another workdir"
+                               % (path, stat.S_IMODE(st.st_mode), st.st_uid, creds.name, creds.uid))
+        # Writable by the user, the workdir (or a directory above it) could have .dewy/ or the workdir itself
+        # swapped for a symlink, and the root master would write its files wherever that points. A sticky
+        # directory (/tmp) is fine when what lies in it is not the user's.
+        sticky_safe = child_uid is not None and st.st_mode & stat.S_ISVTX and child_uid != creds.uid
+        if permitted(st, creds, stat.S_IWUSR, stat.S_IWGRP, stat.S_IWOTH) and not sticky_safe:
+            raise WorkdirError("%s (mode %04o, owner uid %d) is writable by user %s (uid %d): the root master must "
+                               "not keep its files where that user can swap directories; make it root's and not "
+                               "writable by %s (chown root: %s && chmod 0755 %s); dewy gives .dewy/ and releases/ "
+                               "to the user itself" % (path, stat.S_IMODE(st.st_mode), st.st_uid, creds.name,
+                                                        creds.uid, creds.name, path, path))
+        child_uid = st.st_uid
+        path = os.path.dirname(path)
+    try:
+        releases = os.path.join(workdir, RELEASES)
+        if not os.path.lexists(releases):
+            os.mkdir(releases, RELEASES_MODE)
+        for top, mode, skip in ((state_path(workdir), STATE_MODE, MASTER_FILES), (releases, RELEASES_MODE, ())):
+            _chown_tree(top, creds.uid, creds.gid, mode, skip)
+        _chmod_entry(state_path(workdir), "paused.json", SHARED_FILE_MODE)
+    except OSError as exc:
+        raise WorkdirError("cannot give %s to user %s: %s" % (workdir, creds.name, exc)) from None
+
+
+def permitted(st, creds, user_bit: int, group_bit: int, other_bit: int) -> bool:
+    """Whether creds have a permission on a file with stat st (the owner, group, other bit that applies)."""
+    if st.st_uid == creds.uid:
+        return bool(st.st_mode & user_bit)
+    if st.st_gid in creds.groups or st.st_gid == creds.gid:
+        return bool(st.st_mode & group_bit)
+    return bool(st.st_mode & other_bit)
+
+
+def _can_search(st, creds) -> bool:
+    """Whether creds may traverse a directory with stat st."""
+    return permitted(st, creds, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
+
+
+def _chown_tree(top: str, uid: int, gid: int, mode: int, skip=()) -> None:
+    """Make top (a real directory, not a symlink) and everything below it uid:gid, top with mode; nothing
+    is followed. skip: names directly in top that keep their owner."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.fchmod(fd, mode)  # while still ours: no CAP_FOWNER needed
+        if st.st_uid != uid or st.st_gid != gid:
+            for root, dirs, files, root_fd in os.fwalk(".", topdown=False, follow_symlinks=False, dir_fd=fd):
+                names = files + dirs
+                if root == ".":
+                    names = [n for n in names if n not in skip]
+                for name in names:
+                    _chown_entry(root_fd, name, uid, gid)
+            os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)
+
+
+def _chown_entry(dir_fd: int, name: str, uid: int, gid: int) -> None:
+    """chown one entry of dir_fd without following it; regular files only when they have one link."""
+    st = os.lstat(name, dir_fd=dir_fd)
+    if st.st_uid == uid and st.st_gid == gid:
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_nlink != 1:
+        return  # a hard link to a file elsewhere would give that file away too
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
+        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _chmod_entry(directory: str, name: str, mode: int) -> None:
+    """Set the mode of a regular file of ours in directory (never through a symlink); absent is fine."""
+    try:
+        fd = os.open(os.path.join(directory, name), os.O_RDONLY | _OPEN_SAFE)
+    except OSError:
+        return
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def claim(workdir: str, bind=None, creds=None):
     """Check workdir, lock it, call bind() (the listeners), create what is missing; returns (Lock, bind()).
 
     The lock is taken before binding when .dewy/ exists (a second master then says who holds the
     workdir, not that its port is taken); a fresh workdir is created only after bind() succeeded, so
     a port already in use leaves no empty workdir behind. Raises WorkdirError (exit 2) or whatever
-    bind() raises; a lock taken here is released again when bind() fails.
+    bind() raises; a lock taken here is released again when bind() fails. With creds (the `user`
+    setting) .dewy/ and releases/ are then given to that user (give_to).
     """
     problems = check(workdir)
     if problems:
@@ -209,13 +364,17 @@ def claim(workdir: str, bind=None):
         if lock is not None:
             lock.close()
         raise
-    if lock is None:
-        try:
+    try:
+        if lock is None:
             create(workdir)
             lock = Lock.acquire(workdir)
-        except WorkdirError:
-            _close_all(bound)
-            raise
+        if creds is not None:
+            give_to(workdir, creds)
+    except WorkdirError:
+        if lock is not None:
+            lock.close()
+        _close_all(bound)
+        raise
     return lock, bound
 
 

@@ -133,6 +133,15 @@ class Registry:
         """Publish arbitrary bytes as the artifact (e.g. a corrupt tarball)."""
         return self._install(version, lambda path: path.write_bytes(data))
 
+    def publish_files(self, version: str, data: bytes, beside: dict) -> Path:
+        """Publish bytes as the artifact with other files beside it ({name: bytes}, e.g. a checksum file),
+        all at once."""
+        def fill(path):
+            path.write_bytes(data)
+            for name, content in beside.items():
+                (path.parent / name).write_bytes(content)
+        return self._install(version, fill)
+
     def publish_tar(self, version: str, members: list) -> Path:
         """Publish a tar.gz made of (name, bytes) members; names are written as given (`../x` too)."""
         def fill(path):

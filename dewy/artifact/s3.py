@@ -104,6 +104,10 @@ def describe(exc: BaseException) -> str:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = error.get("Code") or "error"
         message = error.get("Message") or ""
+        if code == str(status):
+            # botocore's stand-in for an answer it could not parse (S3's codes are words: InternalError).
+            return "HTTP %s: %s (no S3 error document: a malformed answer or not an S3 server)" % (
+                status, message or "error")
         return "%s%s (HTTP %s)" % (code, ": " + message if message and message != code else "", status)
     if isinstance(exc, bex.EndpointConnectionError):
         return "cannot connect to %s" % exc.kwargs.get("endpoint_url", "the S3 endpoint").split("?")[0]
@@ -180,4 +184,10 @@ class S3Artifact(Artifact):
                 self.total = int(response["ContentLength"])  # for download progress
             return response["Body"].iter_chunks(CHUNK)
 
-        copy_resuming(open_at, out, what, retry_on=stream_errors())
+        try:
+            copy_resuming(open_at, out, what, retry_on=stream_errors())
+        except ArtifactError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. FlexibleChecksumError: the bytes fail S3's own checksum
+            # A one-line ArtifactError (a transient failure, logged once), not a traceback every poll.
+            raise ArtifactError("cannot download %s: %s" % (what, describe(exc))) from None

@@ -19,6 +19,7 @@ import time
 from .. import __version__, current, pause, procgroup, status, workdir
 from ..clock import utc_iso
 from . import activation, control, httpprobe, output, process, sockets, upgrade
+from .sentinel import Sentinel
 from .configview import ConfigLoadError
 from .generation import command_problem, startup_problem
 from .lifecycle import CommandError, Host, Lifecycle
@@ -88,6 +89,7 @@ class Arbiter(Host):
         self.notify_listener = None
         self.lifecycle = Lifecycle(cfg, self)
         self.poller = PollerHandle()
+        self.sentinel: Sentinel | None = None  # stops what a killed master leaves behind (sentinel.py)
         self.orphans = {}  # pid -> KILL deadline: processes of ours that belong to no generation
         self.probes = {}  # httpprobe.Probe -> the generation it checks (ready = http:, health)
         self.control = None  # control.ControlServer: .dewy/control.sock
@@ -100,7 +102,7 @@ class Arbiter(Host):
         self.started_at = utc_iso()
         # What the poller last said: `status` replaces it all (download: the progress of the one under way).
         self.info = {"last_poll": None, "latest_version": None, "last_error": None, "poll_request": None,
-                     "next_poll": None, "download": None}
+                     "next_poll": None, "download": None, "rollout": None}
         self.errors = ErrorBudget()
         self.exit_code: int | None = None
         self.fail_command = os.environ.pop(FAIL_COMMAND_ENV, None)
@@ -120,17 +122,23 @@ class Arbiter(Host):
         else:
             # Checked and locked before binding, created only after: see dewy.workdir.claim.
             self.lock, self.listeners = workdir.claim(
-                self.cfg.workdir, lambda: activation.listeners(self.cfg.port, self.cfg.backlog))
+                self.cfg.workdir, lambda: activation.listeners(self.cfg.port, self.cfg.backlog),
+                creds=process.config_credentials(self.cfg))  # `user`: .dewy/ and releases/ become theirs
         process.become_subreaper()
         self.init_signals()
         if handed_over:
             self.resume(handed_over)
         else:
             previous = status.read(self.cfg.workdir)
-            self.notify_listener = NotifyListener(notify_socket_path(self.state_dir))
+            self.notify_listener = NotifyListener(notify_socket_path(self.state_dir),
+                                                  owner=process.config_credentials(self.cfg))
             self.lifecycle.cold_start(previous)
             if self.lifecycle.last_deploy is None and isinstance(previous, dict):
                 self.lifecycle.last_deploy = previous.get("last_deploy")  # `dewy status` shows it across restarts
+        if self.sentinel is None:
+            self.start_sentinel()
+        if not handed_over:
+            self.remove_half_made()  # a master and poller killed together (OOM, power) leave them behind
         self.selector.register(self.notify_listener, selectors.EVENT_READ, self.on_notify)
         self.open_control()
         if self.systemd.watchdog_interval:
@@ -275,6 +283,8 @@ class Arbiter(Host):
     def on_child_exit(self, pid: int, wstatus: int) -> None:
         if pid == self.poller.pid:
             self.on_poller_exit(wstatus)
+        elif self.sentinel is not None and pid == self.sentinel.pid:
+            self.on_sentinel_exit(wstatus)
         elif self.lifecycle.child_exited(pid, wstatus):
             pass
         elif self.orphans.pop(pid, None) is None:
@@ -285,6 +295,28 @@ class Arbiter(Host):
             tail.reaped = True
             if tail.closed:
                 del self.outputs[pid]
+
+    # ---------------------------------------------------------- sentinel
+    def start_sentinel(self) -> None:
+        """Fork the sentinel (sentinel.py), which stops the app's process groups should this master be killed."""
+        try:
+            self.sentinel = Sentinel.start(self.cfg.graceful_timeout)
+        except OSError as exc:
+            log.error("cannot start the sentinel (a killed master may leave app processes behind): %s", exc)
+            self.sentinel = None
+            return
+        self.changed()
+
+    def on_sentinel_exit(self, wstatus: int) -> None:
+        self.sentinel.close()
+        self.sentinel = None
+        if not self.lifecycle.stopping:
+            log.warning("the sentinel exited (%s); starting another", procgroup.describe_status(wstatus))
+            self.start_sentinel()
+
+    def sentinel_groups(self) -> list:
+        """Every process group the sentinel must stop if this master dies: generations, the poller, orphans."""
+        return [g.pid for g in self.lifecycle.generations()] + [self.poller.pid] + list(self.orphans)
 
     def all_gone(self) -> bool:
         return self.lifecycle.all_gone() and self.poller.pid is None and not self.orphans
@@ -300,7 +332,7 @@ class Arbiter(Host):
         tail, write_end = output.StderrTail.pipe()
         try:
             pid = process.fork_exec(argv, env, self.cfg.workdir, [l.fileno() for l in self.listeners],
-                                    set_listen_pid=True, stderr=write_end)
+                                    set_listen_pid=True, stderr=write_end, creds=process.config_credentials(self.cfg))
         except BaseException:
             tail.close()
             raise
@@ -422,7 +454,7 @@ class Arbiter(Host):
         if self.lifecycle.stopping:
             return
         env = {k: v for k, v in os.environ.items() if k != upgrade.STATE_ENV}
-        if not self.poller.spawn(self.cfg.workdir, env):
+        if not self.poller.spawn(self.cfg.workdir, env, process.config_credentials(self.cfg)):
             return
         self.selector.register(self.poller.channel, selectors.EVENT_READ, self.on_poller_message)
         self.poller.send("config", config=self.cfg.to_json(), current=self.current_info())
@@ -470,8 +502,37 @@ class Arbiter(Host):
         if self.lifecycle.stopping:
             return
         log.error("poller (pid %d) %s; the app keeps serving", pid, procgroup.describe_status(wstatus))
+        self.info["download"] = None  # that download died with it
+        if not self.orphans:  # no other poller (an upgraded-away one) may still be writing there
+            self.remove_half_made()
         self.poller.schedule_respawn()
         self.changed()
+
+    def remove_half_made(self) -> None:
+        """After a poller died (or at a cold start): remove the release it was unpacking (`releases/<ts>.tmp`)
+        and, in the workdir's own cache, the download it was writing (`.tmp.*`). Nobody else writes there (one
+        poller per workdir, none running now), so they are garbage; a shared or $DEWY_CACHEDIR cache is left to
+        its own stale-file sweep."""
+        import shutil  # only here: a poller that dies is rare
+        releases = os.path.join(self.cfg.workdir, "releases")
+        places = [(releases, lambda name: name.endswith(".tmp") and name[:1].isdigit())]
+        if self.cfg.cache in ("", "file") and not os.environ.get("DEWY_CACHEDIR"):
+            places.append((workdir.state_path(self.cfg.workdir, "cache"), lambda name: name.startswith(".tmp.")))
+        for directory, half_made in places:
+            try:
+                names = [n for n in os.listdir(directory) if half_made(n)]
+            except OSError:
+                continue
+            for name in names:
+                path = os.path.join(directory, name)
+                try:
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path)
+                    else:
+                        os.unlink(path)
+                    log.info("removed %s, left half-made by the poller", path)
+                except OSError as exc:
+                    log.warning("cannot remove %s, left half-made by the poller: %s", path, exc)
 
     # ----------------------------------------------------------- commands
     def command(self, name: str, **args):
@@ -628,7 +689,7 @@ class Arbiter(Host):
 
     def apply_config(self, new) -> None:
         """Switch to a re-read configuration: re-bind changed ports, tell the poller, restart the app."""
-        for key in ("mode", "workdir"):
+        for key in ("mode", "workdir", "user", "group"):
             if getattr(new, key) != getattr(self.cfg, key):
                 raise ReloadError("%s: %s cannot change on reload; restart dewy" % (new.source, key))
         problem = startup_problem(new)
@@ -680,9 +741,27 @@ class Arbiter(Host):
             listener.close()
         self.notify_listener.close()
         self.close_poller_channel()
+        self.release_sentinel()
         self.changed(state="stopped")
         log.info("dewy-master stopped")
         return EXIT_OK
+
+    def release_sentinel(self) -> None:
+        """A clean stop: the sentinel exits without touching anything; reaped here."""
+        sentinel, self.sentinel = self.sentinel, None
+        if sentinel is None:
+            return
+        sentinel.release()
+        deadline = time.monotonic() + 1.0  # it exits at once; one that does not (stopped?) must not hold us up
+        try:
+            while os.waitpid(sentinel.pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(sentinel.pid, signal.SIGKILL)
+                    os.waitpid(sentinel.pid, 0)
+                    break
+                time.sleep(0.01)
+        except ChildProcessError:
+            pass
 
     # ------------------------------------------------------------ upgrade
     def upgrade(self) -> None:
@@ -707,9 +786,12 @@ class Arbiter(Host):
             systemd=[self.systemd.path, self.systemd.watchdog_usec], errors=self.errors.count,
             outputs={str(pid): t.fd for pid, t in self.outputs.items() if not t.closed},
             systemd_sockets=[l.spec for l in self.listeners if isinstance(l, activation.InheritedListener)],
+            sentinel=[self.sentinel.pid, self.sentinel.fd] if self.sentinel and self.sentinel.fd is not None else None,
             **self.lifecycle.to_state())
         keep = [l.fileno() for l in self.listeners] + [self.notify_listener.fileno()]
         keep += [t.fd for t in self.outputs.values() if not t.closed]
+        if state.sentinel:
+            keep.append(self.sentinel.fd)
         signal.set_wakeup_fd(-1)
         try:
             upgrade.exec_self(state, keep)
@@ -750,6 +832,10 @@ class Arbiter(Host):
         if self.lifecycle.last_deploy is None:
             self.lifecycle.last_deploy = state.info.get("last_deploy")  # where an older image kept it
         self.systemd = SystemdNotifier(*state.systemd)
+        if state.sentinel:
+            pid, fd = state.sentinel
+            os.set_inheritable(fd, False)
+            self.sentinel = Sentinel(pid, fd)
         log.info("resumed after in-place upgrade: %d generation(s), version %s",
                  len(self.lifecycle.generations()), self.lifecycle.current_version)
 
@@ -767,6 +853,8 @@ class Arbiter(Host):
     def write_status(self, state: str | None = None) -> None:
         """Write the status file and the process title."""
         self.status_dirty = False
+        if self.sentinel is not None:
+            self.sentinel.update(self.sentinel_groups())
         lc = self.lifecycle
         line = lc.status_line()
         if line != self.title:
@@ -787,7 +875,8 @@ class Arbiter(Host):
         return {
             "pid": os.getpid(), "mode": self.cfg.mode, "state": state or lc.state_name(),
             **lc.status_fields(),
-            "poller_pid": self.poller.pid, "started_at": self.started_at, "updated_at": utc_iso(),
+            "poller_pid": self.poller.pid, "sentinel_pid": self.sentinel.pid if self.sentinel else None,
+            "started_at": self.started_at, "updated_at": utc_iso(),
             "dewy_version": __version__, "listen": [l.spec for l in self.listeners],
             **self.info,
             # The master's own problem (a lost release, an app command that cannot run) outranks the poller's.

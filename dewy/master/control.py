@@ -40,8 +40,10 @@ class ControlServer:
     def __init__(self, path: str):
         self.path = path
         try:
-            if stat.S_ISSOCK(os.lstat(path).st_mode):
-                os.unlink(path)  # left by a master that was killed (we hold the workdir lock)
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                # Left by a master that was killed (we hold the workdir lock), or planted by the `user` who owns
+                # .dewy/: unlink, then bind, which creates a fresh socket file and never follows a symlink.
+                os.unlink(path)
         except FileNotFoundError:
             pass
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -53,7 +55,8 @@ class ControlServer:
             os.umask(old_umask)
             if dir_fd is not None:
                 os.close(dir_fd)
-        os.chmod(path, 0o600)
+        # No chmod by path: the umask made it 0600, and in a .dewy/ that belongs to the `user` a chmod could be
+        # sent through a symlink planted meanwhile.
         self.sock.listen(16)
         self.sock.setblocking(False)
 

@@ -101,12 +101,31 @@ def command_problem(argv, path: str | None, cwd: str) -> str | None:
     return "cannot execute %s: no such file (looked in %s)" % (program, where)
 
 
+def release_lacks_program(argv, workdir: str, new_dir: str, old_dir: str | None) -> str | None:
+    """The path (inside a release) of argv[0] when it runs from `current/` and the new release lacks it while
+    the release before had it — the release's fault, not the ini's — else None."""
+    program = argv[0] if argv else ""
+    link = os.path.join(workdir, "current") + "/"
+    if not old_dir or not program.startswith(link):
+        return None
+    inside = program[len(link):]
+    new, old = os.path.join(new_dir, inside), os.path.join(old_dir, inside)
+    if os.path.isfile(old) and not (os.path.isfile(new) and os.access(new, os.X_OK)):
+        return inside
+    return None
+
+
 def startup_problem(config) -> str | None:
-    """Why the configured `app` can never run, found before anything starts (None when it may).
+    """Why the configured `app` can never run, found before anything starts (None when it may); also why the
+    `user` / `group` settings cannot be honoured (a master that is not root).
 
     Only commands looked up in PATH and absolute paths outside the workdir are checked: a program inside
     a release (current/bin/server) may not exist before the first deploy.
     """
+    from .process import privilege_problem  # `user` / `group` need a root master
+    problem = privilege_problem(config)
+    if problem:
+        return problem
     if config.mode != "server" or not config.app:
         return None
     program = config.app[0]

@@ -17,7 +17,7 @@ import time
 
 from .. import backoff, current, procgroup  # dewy.current, not dewy.releases: no tarfile/zipfile here
 from ..clock import utc_iso
-from .generation import EXITED, RETIRING, SERVING, STARTING, Generation
+from .generation import EXITED, RETIRING, SERVING, STARTING, Generation, release_lacks_program
 from .httpprobe import OK, OTHER
 
 log = logging.getLogger("dewy.master")
@@ -114,6 +114,7 @@ class Lifecycle:
         self.probation: Probation | None = None
         self.crash_streak = 0
         self.respawn_at: float | None = None
+        self.respawn_delay = 0.0  # the backoff respawn_at was set with (the status shows it)
         self.pending_deploy: dict | None = None
         self.restart_pending = False
         self.upgrade_pending = False
@@ -548,7 +549,7 @@ class Lifecycle:
             return
         delay = backoff.delay(BACKOFF_FIRST, self.crash_streak, BACKOFF_MAX)
         self.crash_streak += 1
-        self.respawn_at = self.clock() + delay
+        self.respawn_at, self.respawn_delay = self.clock() + delay, delay
         log.info("restarting %s in %.1fs", self.current_version or "the app", delay)
 
     def respawn(self) -> None:
@@ -691,6 +692,13 @@ class Lifecycle:
         self.respawn_at = None
         if self.spawn("deploy", version, release_dir) is None:
             self.restore_current()
+            lacks = release_lacks_program(self.cfg.app, self.cfg.workdir, release_dir, before)
+            if lacks:
+                # The release before had the program and this one has not: the release is bad (refused).
+                self.set_problem(None)
+                self.finish_deploy(version, release_dir, False, "%s: the release has no executable %s (the one "
+                                   "before had it)" % (self.spawn_error, lacks), None)
+                return
             # A command that cannot run (or a fork that failed) is not the release's fault: no refusal.
             self.finish_deploy(version, release_dir, False, self.spawn_error, None, retry=True)
 
@@ -746,6 +754,10 @@ class Lifecycle:
             "starting_pid": starting.pid if starting else None,
             "retiring_pids": [g.pid for g in self.retiring],
             "deploying": self.deploying, "last_deploy": self.last_deploy,
+            # A restart waiting out its backoff: the how-many-th in a row, the delay, when it is due (wall clock).
+            "respawn": {"attempt": self.crash_streak, "delay": self.respawn_delay,
+                        "at": utc_iso(time.time() + (self.respawn_at - self.clock()), millis=True)}
+            if self.respawn_at is not None else None,
             # Wall-clock time the serving generation became ready (its ready_at is monotonic).
             "serving_since": utc_iso(time.time() - (self.clock() - serving.ready_at))
             if serving and serving.ready_at is not None else None,

@@ -47,13 +47,17 @@ class PollerHandle:
         self.call_timeout = float(os.environ.get(CALL_TIMEOUT_ENV) or CALL_TIMEOUT)
 
     # ---------------------------------------------------------------- process
-    def spawn(self, cwd: str, env: dict) -> bool:
-        """Start `python -m dewy.poller --fd 3` with one end of a socketpair as fd 3; False if it failed."""
+    def spawn(self, cwd: str, env: dict, creds=None) -> bool:
+        """Start `python -m dewy.poller --fd 3` with one end of a socketpair as fd 3; False if it failed.
+
+        creds (process.Credentials, the `user` setting): the poller runs as that user, never as the root
+        master, since it downloads and unpacks what the registry offers and runs the deploy hooks."""
         self.respawn_at = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             argv = [sys.executable, "-m", "dewy.poller", "--fd", "3"]
-            self.pid = self.start_process(argv, env, cwd, [theirs.fileno()])
+            extra = {"creds": creds} if creds is not None else {}  # unit tests' fake start takes 4 arguments
+            self.pid = self.start_process(argv, env, cwd, [theirs.fileno()], **extra)
         except OSError as exc:
             ours.close()
             log.error("cannot start the poller: %s", exc)

@@ -56,27 +56,33 @@ class SystemdNotifier:
 class NotifyListener:
     """The NOTIFY_SOCKET dewy hands to apps (ready = notify); reports who said what."""
 
-    def __init__(self, path: str, sock: socket.socket | None = None):
+    def __init__(self, path: str, sock: socket.socket | None = None, owner=None):
+        """Bind path (or adopt sock, after an upgrade). owner (process.Credentials, the `user` setting): the
+        socket file is given to that user, so the app running as them may send to it."""
         self.path = path
         if sock is None:
-            sock = self._bind(path)
+            sock = self._bind(path, owner)
         self.sock = sock
 
     @staticmethod
-    def _bind(path: str) -> socket.socket:
+    def _bind(path: str, owner=None) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         if not path.startswith("@"):
+            # unlink, then bind: bind(2) creates a new file and never follows a symlink planted at path.
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
         # The kernel stamps every datagram with the sender's pid, so an app cannot speak for another.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        old_umask = os.umask(0o077)
+        old_umask = os.umask(0o177)  # mode 0600 from the start (a chmod by path could be redirected)
         try:
             sock.bind(_address(path))
         finally:
             os.umask(old_umask)
+        if owner is not None and not path.startswith("@"):
+            # lchown: were the file swapped for a symlink meanwhile, only that symlink would change owner.
+            os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
         sock.setblocking(False)
         return sock
 

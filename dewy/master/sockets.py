@@ -72,6 +72,18 @@ def parse_address(spec: str):
     return family, address[:2] if family == socket.AF_INET else address
 
 
+UNIX_SOCKET_MODE = 0o666  # like systemd's SocketMode= default: who may connect is decided by the directory
+
+
+def _bind_unix(sock: socket.socket, path: str) -> None:
+    """Bind a unix listener with mode 0666 whatever the umask (set while binding, never by a chmod of the path)."""
+    old_umask = os.umask(0o777 & ~UNIX_SOCKET_MODE)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old_umask)
+
+
 def _remove_stale_unix_socket(spec: str, path: str) -> None:
     """Delete a socket file left by a dead process; refuse to touch a live socket or other files."""
     try:
@@ -102,7 +114,10 @@ def bind(spec: str, backlog: int) -> Listener:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
+        if family == socket.AF_UNIX:
+            _bind_unix(sock, address)
+        else:
+            sock.bind(address)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()

@@ -66,6 +66,7 @@ class UpgradeState:
         "errors": 0,
         "outputs": None,  # {"pid": fd}: read ends of the generations' stderr pipes (dewy.master.output)
         "systemd_sockets": None,  # specs of listeners systemd passed (socket activation): never unlinked
+        "sentinel": None,  # [pid, fd of the pipe's write end] of the sentinel (dewy.master.sentinel)
     }
 
     def __init__(self, **values):

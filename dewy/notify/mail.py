@@ -46,6 +46,10 @@ class MailNotifier(Notifier):
         self.host = self.parsed.hostname
         self.tls = urls.query_bool(self.parsed, "tls", default=True)
         self.port = self.parsed.port or DEFAULT_PORT
+        if not self.tls:
+            from dewy.notify.base import log
+            log.warning("notifier %s: tls=false: mail (and the login) go in plaintext, the server is NOT "
+                        "authenticated", self.describe())
         self.recipients = [r.strip() for r in self.parsed.path.strip("/").split(",") if r.strip()]
         userinfo = urllib.parse.urlsplit("//" + self.parsed.netloc)  # mail://user:password@host also works
         self.username = (query.get("username") or urllib.parse.unquote(userinfo.username or "")

@@ -52,7 +52,9 @@ class HookFailed(Transient):
 class Refused:
     """`workdir/.dewy/refused.json`: versions never to deploy again (survives restarts).
 
-    Format: {"versions": {"1.2.3": {"reason": "...", "time": "2026-...Z"}}}. Delete an entry to retry it.
+    Format: {"versions": {"1.2.3": {"reason": "...", "time": "2026-...Z"[, "fleet": "published" | "adopted" |
+    "pending"]}}}. Delete an entry to retry it. `fleet` (rollouts): this host refused the version fleet-wide
+    (or must still: pending), or adopted the fleet's refusal; such entries go when the fleet's key does.
     """
 
     def __init__(self, workdir: str):
@@ -68,10 +70,19 @@ class Refused:
         """The refused versions (normalised)."""
         return frozenset(self.load())
 
-    def add(self, version: str, reason: str | None) -> None:
-        """Refuse version from now on, remembering why."""
+    def add(self, version: str, reason: str | None, **extra) -> None:
+        """Refuse version from now on, remembering why (and `extra` fields: `fleet` for fleet rollouts)."""
         entries = self.load()
-        entries[version] = {"reason": reason, "time": utc_iso()}
+        entries[version] = dict(extra, reason=reason, time=utc_iso())
+        self._write(entries)
+
+    def remove(self, version: str) -> None:
+        """Allow version again."""
+        entries = self.load()
+        if entries.pop(version, None) is not None:
+            self._write(entries)
+
+    def _write(self, entries: dict) -> None:
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         write_json_atomic(self.path, {"versions": entries})
 
@@ -122,9 +133,11 @@ class Repeats:
 
     def __init__(self):
         self.last = None
+        self.count = 0  # failures of the last failed version in a row (whatever their errors)
 
     def first_time(self, version: str, error: str) -> bool:
         """Remember (version, error); True unless it is the same as the last failure."""
+        self.count = self.count + 1 if self.last and self.last[0] == version else 1
         if self.last == (version, error):
             return False
         self.last = (version, error)
@@ -137,6 +150,7 @@ class Repeats:
     def clear(self) -> None:
         """Forget: the next failure is news again."""
         self.last = None
+        self.count = 0
 
 
 @dataclass(frozen=True)
@@ -267,7 +281,12 @@ class Deploy:
         finally:
             if self.metrics is not None:
                 self.metrics.downloaded(progress.done)  # every byte fetched counts, failed downloads' too
-        cache.set(_digest_key(key), digest.encode())
+        try:
+            cache.set(_digest_key(key), digest.encode())
+        except OSError as exc:
+            # Only a hint for checking the cached copy later (the download itself was verified): a full disk
+            # here must not turn into a traceback; unpacking will say whether the deploy can go on.
+            log.warning("cannot record the sha256 of the cached %s: %s", key, exc)
         self.tell_progress(progress.snapshot())  # the whole of it: shown until this deploy's outcome
         seconds = round(time.monotonic() - began, 3)
         log.info("downloaded %s: %d bytes in %.1fs, sha256 %s%s", release.artifact_name, writer.size, seconds, digest,
@@ -299,7 +318,10 @@ class Deploy:
     def artifact(self):
         """The artifact store object for this release (made once)."""
         if self._artifact is None:
-            self._artifact = artifact_pkg.from_url(self.release.artifact_url)
+            try:
+                self._artifact = artifact_pkg.from_url(self.release.artifact_url)
+            except ValueError as exc:  # a URL no artifact store takes: the registry published a bad release
+                raise Refuse("unusable artifact URL for %s: %s" % (self.release.version, redact_text(str(exc))))
         return self._artifact
 
     def artifact_changing(self) -> bool:
@@ -327,10 +349,12 @@ class Deploy:
         """Unpack the cached artifact into a new release directory; return its absolute path."""
         cache, release, key = self.cache, self.release, cache_key(self.release)
         releases_dir = os.path.join(self.config.workdir, "releases")
+        # Bounds counted while unpacking: past either, the release is refused (releases.TooLarge).
+        limits = dict(max_size=self.config.max_release_size, max_files=self.config.max_release_files)
         try:
             path = cache.path(key)
             if path is not None:
-                return releases.install(path, release.artifact_name, releases_dir)
+                return releases.install(path, release.artifact_name, releases_dir, **limits)
             # The cache has no local file (memory, or a network cache later): spool it to disk first.
             tmp_dir = state_path(self.config.workdir)
             os.makedirs(tmp_dir, mode=0o700, exist_ok=True)
@@ -341,7 +365,7 @@ class Deploy:
                 with src:
                     shutil.copyfileobj(src, spool, _HASH_CHUNK)
                 spool.flush()
-                return releases.install(spool.name, release.artifact_name, releases_dir)
+                return releases.install(spool.name, release.artifact_name, releases_dir, **limits)
         except releases.UnsafeArchive as exc:
             raise Refuse(str(exc)) from exc
         except releases.ReleaseError as exc:
@@ -488,7 +512,7 @@ def prune_cache(cache, workdir: str, manifest: "releases.Manifest") -> None:
     keeps theirs."""
     kept = {cache_key_of(entry["version"], entry["artifact"]) for entry in manifest.entries().values()
             if entry.get("version") and entry.get("artifact")}
-    known = {cache_key_of(entry["version"], entry["artifact"]) for entry in audit.read(workdir)
+    known = {cache_key_of(entry["version"], entry["artifact"]) for entry in audit.entries(workdir)
              if isinstance(entry.get("version"), str) and isinstance(entry.get("artifact"), str)}
     for key in sorted(known - kept):
         try:

@@ -15,6 +15,7 @@ log = logging.getLogger("dewy.registry")
 
 # Query keys every registry understands; a backend adds its own (endpoint, no-tls...) in SCHEMES.
 COMMON_KEYS = frozenset({"artifact", "pre-release", "calver"})
+MAX_REMEMBERED = 20000  # names a registry object remembers having logged (a long-lived poller keeps it)
 
 
 class RegistryError(Exception):
@@ -48,12 +49,30 @@ def validate_common(parsed: urls.ParsedURL) -> None:
                              % (parsed.query["calver"], parsed.scheme, exc)) from None
     if "artifact" in parsed.query and not plain_name(parsed.query["artifact"]):
         raise ValueError('bad value "%s" for query key "artifact" of %s://; allowed: a file name'
-                         % (parsed.query["artifact"], parsed.scheme))
+                         % (shown(parsed.query["artifact"]), parsed.scheme))
 
 
 def plain_name(name: str) -> bool:
-    """True for a file name without directory parts (no traversal out of a version directory)."""
-    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name
+    """True for a file name without directory parts (no traversal out of a version directory) and
+    without control characters (a newline in a name would forge log lines and audit entries)."""
+    return (isinstance(name, str) and bool(name) and name not in (".", "..") and "/" not in name
+            and "\\" not in name and not any(ord(c) < 0x20 or ord(c) == 0x7f for c in name))
+
+
+def shown(text, limit: int = 120) -> str:
+    """A registry-supplied string for a one-line message: control characters escaped, shortened."""
+    text = str(text)
+    if any(ord(c) < 0x20 or ord(c) == 0x7f for c in text):
+        text = text.encode("unicode_escape").decode("ascii")  # "\n" -> "\\n": still one line
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def shown_list(names: Sequence[str], most: int = 10) -> str:
+    """Names for a one-line message: each shown(), at most `most` of them, "none" for no name."""
+    if not names:
+        return "none"
+    head = ", ".join(shown(n, 80) for n in names[:most])
+    return head + (" and %d more" % (len(names) - most) if len(names) > most else "")
 
 
 class Registry:
@@ -64,6 +83,10 @@ class Registry:
 
     # The artifact name used when the URL has no ?artifact= (GitHub: $GITHUB_ARTIFACT).
     default_artifact: str | None = None
+    # (connect, read) seconds of each HTTP request a registry makes. A poll makes a few (a listing, a
+    # version's files, a checksum file) and the master counts a poller silent for 60 s plus its ping
+    # delay as wedged, so a registry that accepts and never answers must fail a poll well before that.
+    timeout: tuple = (5.0, 15.0)
 
     @classmethod
     def validate(cls, parsed: urls.ParsedURL) -> None:
@@ -116,6 +139,8 @@ class Registry:
         exclude = tuple(exclude)
         for name in tags:
             if name not in self._skipped and versions.normalise_or_none(name, self.calver) is None:
+                if len(self._skipped) >= MAX_REMEMBERED:
+                    self._skipped.clear()  # a registry minting new non-version tags forever: bounded memory
                 self._skipped.add(name)  # said once per name, not at every poll
                 log.debug("registry %s: skipping %r: not a %s version", where or self.parsed.scheme, name,
                           "calendar (%s)" % self.calver if self.calver else "semantic")
@@ -128,17 +153,24 @@ class Registry:
         return tag
 
     def pick_artifact(self, version: str, names: Sequence[str]) -> str:
-        """The artifact named by ?artifact=, else the first name matching this OS/arch; RegistryError if none."""
+        """The artifact named by ?artifact=, else the first name matching this OS/arch; RegistryError if none.
+
+        Names that are not one plain file name (`../x`, a newline, a backslash) are never picked: the
+        artifact name becomes a cache key, an unpacking hint, log lines and audit entries.
+        """
+        unsafe = [n for n in names if not plain_name(n)]
+        names = [n for n in names if plain_name(n)]
+        ignored = " (%d unsafe name%s ignored)" % (len(unsafe), "" if len(unsafe) == 1 else "s") if unsafe else ""
         if self.artifact is not None:
             if self.artifact not in names:
-                raise NotYetPublished('version %s has no artifact "%s"; files: %s'
-                                      % (version, self.artifact, ", ".join(names) or "none"))
+                raise NotYetPublished('version %s has no artifact "%s"; files: %s%s'
+                                      % (version, self.artifact, shown_list(names), ignored))
             return self.artifact
         name = versions.match_artifact([n for n in names if versions.is_artifact_name(n)])
         if name is None:
             os_names, arch_names = versions.platform_aliases()
-            raise NotYetPublished("version %s has no artifact for %s/%s; files: %s (name one with ?artifact=)"
-                                  % (version, os_names[0], arch_names[0], ", ".join(names) or "none"))
+            raise NotYetPublished("version %s has no artifact for %s/%s; files: %s%s (name one with ?artifact=)"
+                                  % (version, os_names[0], arch_names[0], shown_list(names), ignored))
         return name
 
     @staticmethod

@@ -83,7 +83,7 @@ class GitHubRegistry(Registry):
         url = client.url("/repos/%s/%s/releases" % (_q(self.owner), _q(self.repo)), per_page=PER_PAGE)
         listed, pages, changed = [], [], False
         for _ in range(MAX_PAGES):
-            data, link, fresh = client.get_json(url, "list releases of %s" % self.where)
+            data, link, fresh = client.get_json(url, "list releases of %s" % self.where, timeout=self.timeout)
             if not isinstance(data, list):
                 raise RegistryError("GitHub API list releases of %s: expected a list, got %s"
                                     % (self.where, type(data).__name__))
@@ -108,7 +108,7 @@ class GitHubRegistry(Registry):
         self.not_modified = not changed
         if not changed and memo is not None and memo[0] == pages and memo[1] == exclude:
             return memo[2]  # every page answered 304: the same answer as last time, nothing parsed
-        self._by_tag = {r.get("tag_name"): r for r in listed}
+        self._by_tag = {r.get("tag_name"): r for r in listed if isinstance(r.get("tag_name"), str)}
         release = self._release(usable[tag], tag)
         self._memo = (pages, exclude, release)
         return release
@@ -141,8 +141,10 @@ class GitHubRegistry(Registry):
     def _release(self, rel: dict, tag: str) -> Release:
         """The Release for one chosen GitHub release: artifact, URL, checksum."""
         version = self.version_of(tag)
-        assets = [a for a in rel.get("assets") or []
-                  if isinstance(a, dict) and a.get("name") and a.get("state", "uploaded") == "uploaded"]
+        assets = rel.get("assets") if isinstance(rel.get("assets"), list) else []
+        assets = [a for a in assets
+                  if isinstance(a, dict) and isinstance(a.get("name"), str) and a.get("name")
+                  and a.get("state", "uploaded") == "uploaded"]
         by_name = {a["name"]: a for a in assets}
         names = sorted(by_name)
         try:
@@ -174,11 +176,15 @@ class GitHubRegistry(Registry):
 
     def _read_checksum(self, asset: dict) -> str:
         """The text of a checksum asset (downloaded once per asset version); OSError skips a huge one."""
-        key = (asset.get("id"), asset.get("updated_at"))
+        key = (str(asset.get("id")), str(asset.get("updated_at")))  # a hostile answer may hold lists here
         if key not in self._texts:
-            if (asset.get("size") or 0) > checksums.MAX_CHECKSUM_FILE:
+            size = asset.get("size")
+            if isinstance(size, (int, float)) and size > checksums.MAX_CHECKSUM_FILE:
                 raise OSError("%s is too large for a checksum file" % asset.get("name"))
-            data = github.read_asset(self.client, self.owner, self.repo, asset.get("id"), checksums.MAX_CHECKSUM_FILE)
+            while len(self._texts) >= 64:  # a few per release; a long-lived poller sees many releases
+                self._texts.pop(next(iter(self._texts)))
+            data = github.read_asset(self.client, self.owner, self.repo, asset.get("id"), checksums.MAX_CHECKSUM_FILE,
+                                     timeout=self.timeout)
             self._texts[key] = data.decode("utf-8", errors="replace")
         return self._texts[key]
 
@@ -200,12 +206,16 @@ class GitHubRegistry(Registry):
         rel = self._by_tag.get(tag)
         if not rel or not rel.get("upload_url"):
             url = self.client.url("/repos/%s/%s/releases/tags/%s" % (_q(self.owner), _q(self.repo), _q(tag)))
-            rel, _, _ = self.client.get_json(url, "release %s of %s" % (tag, self.where), conditional=False)
+            rel, _, _ = self.client.get_json(url, "release %s of %s" % (tag, self.where), conditional=False,
+                                             timeout=self.timeout)
+        if not isinstance(rel, dict):
+            raise RegistryError("GitHub API release %s of %s: expected an object, got %s"
+                                % (tag, self.where, type(rel).__name__))
         upload_url = re.sub(r"\{[^}]*\}$", "", str(rel.get("upload_url") or ""))
         if not upload_url.startswith(("https://", "http://")):
             raise RegistryError("release %s of %s has no upload_url" % (tag, self.where))
         response = self.client.call("POST", upload_url, params={"name": filename},
-                                    headers={"Content-Type": "text/plain"}, data=data)
+                                    headers={"Content-Type": "text/plain"}, data=data, timeout=self.timeout)
         with response:
             if response.status_code != 201:
                 raise self.client.error_for(response, "upload of %s to release %s of %s" % (filename, tag, self.where))

@@ -27,7 +27,7 @@ from typing import Iterable
 from dewy import artifact as artifact_pkg
 from dewy import urls, versions
 from dewy.log import redact, redact_text
-from dewy.registry.base import Registry, RegistryError, Release, plain_name
+from dewy.registry.base import Registry, RegistryError, Release, plain_name, shown
 
 log = logging.getLogger("dewy.registry")
 
@@ -157,6 +157,10 @@ class GRPCRegistry(Registry):
         options = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.min_reconnect_backoff_ms", 500),
                    ("grpc.max_reconnect_backoff_ms", 5000)]
         if self.no_tls:
+            if not getattr(self, "_warned_plaintext", False):  # once per registry, not at every reconnect
+                log.warning("registry grpc://%s: no-tls=true: plaintext, the registry is NOT authenticated (anyone "
+                            "on the path can offer any release); use TLS, with ?ca= for a private CA", self.target)
+                self._warned_plaintext = True
             channel = grpc.insecure_channel(self.target, options=options)
         else:
             try:
@@ -208,14 +212,14 @@ class GRPCRegistry(Registry):
             version = self.version_of(tag)
         except ValueError:
             raise RegistryError('%s offers tag "%s", which is not %s' % (
-                where, tag, "in calver format %s" % self.calver if self.calver else "a semantic version")) from None
+                where, shown(tag), "in calver format %s" % self.calver if self.calver else "a semantic version")) from None
         exclude = tuple(exclude)
         # The server names one release; pre-releases are its choice (grpc:// has no ?pre-release=).
         if versions.select_newest([tag], pre_release=True, slot=self.slot, exclude=exclude,
                                   calver=self.calver) is None:
             if self.slot and versions.select_newest([tag], pre_release=True, slot=self.slot,
                                                     calver=self.calver) is None:
-                raise RegistryError('%s offers only %s, which is not of slot "%s"' % (where, tag, self.slot))
+                raise RegistryError('%s offers only %s, which is not of slot "%s"' % (where, shown(tag), self.slot))
             raise RegistryError("%s offers only version %s, which is refused here (see .dewy/refused.json); "
                                 "waiting for a newer one" % (where, version))
         artifact_url = response.artifact_url
@@ -224,15 +228,18 @@ class GRPCRegistry(Registry):
         return Release(version=version, tag=tag, artifact_name=name, artifact_url=artifact_url)
 
     def _artifact_name(self, artifact_url: str, where: str, tag: str) -> str:
-        """The basename of artifact_url's path after checking its scheme; RegistryError otherwise."""
+        """The basename of artifact_url's path after checking it as the artifact store will; RegistryError otherwise."""
         if not artifact_url:
             raise RegistryError("%s answered Current for %s without an artifact_url" % (where, tag))
         try:
-            # Only the scheme and its query keys: the artifact module itself is loaded by the poller.
-            urls.check(artifact_url, urls.table_keys(artifact_pkg.SCHEMES), "artifact")
+            # The store's whole check (scheme, query keys, its own rules: an absolute file:// path, a valid
+            # bucket, https for a remote host...), as the deploy's artifact.from_url() will: a URL it refuses
+            # is this registry's bad answer (one line, the outage logged once), not a deploy failing each poll.
+            # The store modules import only the standard library at module level: this stays cheap.
+            artifact_pkg.validate_url(artifact_url)
         except ValueError as exc:
             raise RegistryError("%s gave an unusable artifact_url for %s (%s): %s"
-                                % (where, tag, redact(artifact_url), exc)) from None
+                                % (where, tag, redact(artifact_url), shown(exc, 300))) from None
         name = posixpath.basename(urllib.parse.unquote(urllib.parse.urlsplit(artifact_url).path))
         if not plain_name(name):
             raise RegistryError("%s gave an artifact_url for %s without a file name: %s"

@@ -35,7 +35,7 @@ class GCSRegistry(BucketRegistry):
         """(sub-"directory" names, {object name: blob}) directly under prefix, over every page."""
         # retry=None: a failed listing is a failed poll; the poller backs off instead of us sleeping here.
         blobs = self.client().list_blobs(self.bucket, prefix=prefix, delimiter="/", page_size=self.page_size,
-                                         timeout=gs_artifact.TIMEOUT, retry=None)
+                                         timeout=self.timeout, retry=None)
         dirs, objects = [], {}
         for page in blobs.pages:
             objects.update((blob.name[len(prefix):], blob) for blob in page)
@@ -46,12 +46,12 @@ class GCSRegistry(BucketRegistry):
     def read_head(self, key: str, handle, limit: int) -> bytes:
         """At most limit bytes of the blob (no range for a small one: an empty object has none)."""
         end = limit - 1 if (handle.size or 0) > limit else None
-        return handle.download_as_bytes(end=end, timeout=gs_artifact.TIMEOUT, retry=None)
+        return handle.download_as_bytes(end=end, timeout=self.timeout, retry=None)
 
     def put_empty(self, key: str) -> None:
         """Upload an empty text/plain object."""
         self.client().bucket(self.bucket).blob(key).upload_from_string(
-            b"", content_type="text/plain", timeout=gs_artifact.TIMEOUT, retry=None)
+            b"", content_type="text/plain", timeout=self.timeout, retry=None)
 
     def object_url(self, key: str) -> str:
         """Dewy's `gs://<bucket>/<object>`."""

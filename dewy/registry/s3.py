@@ -32,8 +32,10 @@ class S3Registry(BucketRegistry):
         self.where = "s3://%s/%s/%s" % (self.region, self.bucket, self.prefix)
 
     def make_client(self):
-        """A boto3 client without retries: a failed call is a failed poll, and the poller backs off."""
-        return s3_artifact.make_client(self.region, self.endpoint, attempts=1)
+        """A boto3 client without retries and with the registry's timeouts: a failed call is a failed poll,
+        and the poller backs off."""
+        return s3_artifact.make_client(self.region, self.endpoint, attempts=1, connect_timeout=self.timeout[0],
+                                       read_timeout=self.timeout[1])
 
     def list_dir(self, prefix: str) -> tuple:
         """(sub-"directory" names, {object name: None}) directly under prefix, over every page."""
@@ -41,6 +43,10 @@ class S3Registry(BucketRegistry):
         config = {"PageSize": self.page_size} if self.page_size else {}
         dirs, names = [], {}
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/", PaginationConfig=config):
+            if "Name" not in page and "KeyCount" not in page:
+                # botocore reads any 200 (a proxy's HTML page, say) as a listing of nothing: say what it was.
+                kind = page.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("content-type") or "none"
+                raise ValueError("a malformed answer: not an S3 listing (Content-Type %s)" % kind)
             dirs.extend(common["Prefix"][len(prefix):].rstrip("/") for common in page.get("CommonPrefixes") or ())
             names.update((obj["Key"][len(prefix):], None) for obj in page.get("Contents") or ())
         names.pop("", None)  # a console's "directory" marker

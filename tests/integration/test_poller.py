@@ -312,6 +312,26 @@ def test_before_hook_failure_aborts_and_is_retried(poller):
     assert any(n.startswith("shipped_to_") and "_assets_at_" in n for n in os.listdir(poller.registry / "v1.0.0"))
 
 
+def test_retried_deploys_back_off_and_a_reload_retries_at_once(poller):
+    poller.publish("v1.0.0")
+    stamps = poller.tmp_path / "attempts"
+    hook = "date +%%s.%%N >> %s; exit 1" % stamps
+    poller.config(**{"before-deploy-hook": hook, "mode": "assets", "app": None, "cache": "memory",
+                     "poll-backoff-max": "10s"})
+
+    def attempts():
+        return [float(line) for line in stamps.read_text().split()] if stamps.exists() else []
+    poller.wait_for(lambda: len(attempts()) >= 5, "five attempts", deadline=30)
+    gaps = [b - a for a, b in zip(attempts(), attempts()[1:])]
+    # interval 0.1 s doubling per failure (±10% jitter); the hook's own run time adds the same to each gap
+    assert gaps[3] - gaps[0] >= 0.5, gaps
+    assert poller.refused() == {}
+    # A reload (the operator fixed something) tries again at once, from the interval.
+    poller.config(type_="reload", **{"before-deploy-hook": "true", "mode": "assets", "app": None,
+                                     "cache": "memory"})
+    poller.deploy_ok("1.0.0")
+
+
 def test_rollback_refuses_the_version_across_restarts(poller, tmp_path):
     poller.publish("v1.0.0")
     poller.publish("v1.1.0")
@@ -477,3 +497,67 @@ def test_download_progress_is_logged_with_percent_rate_and_eta(tmp_path, monkeyp
         assert [float(p) for p, _ in lines] == sorted(float(p) for p, _ in lines) and float(lines[-1][0]) == 100.0
     finally:
         harness.close()
+
+
+# --- fleet rollouts (dewy/fleet.py): this poller and a second "host" the test plays on the same Redis ----
+
+def test_fleet_rollout_waits_for_its_wave_and_a_rollback_stops_the_version_fleet_wide(poller, redis_server):
+    from dewy.cache import from_url as cache_from_url
+    from dewy.fleet import Fleet, host_order
+
+    url = redis_server.url(app="poller-fleet")
+    # Host ids chosen so that this poller ("web-b" or "web-a") is in the second wave of 1.1.0.
+    here, other = host_order(["web-a", "web-b"], "1.1.0")[::-1]
+    peer = Fleet(cache_from_url(url, str(poller.tmp_path / "peer")), other, (50,), 1.0)
+    peer.heartbeat("1.0.0", "serving", time.time() - 60, ttl=60)
+    poller.publish("v1.0.0")
+    poller.config(current={"version": "1.0.0", "release_dir": None}, cache=url, **{
+        "rollout-waves": "50%", "rollout-soak": "1s", "host-id": here, "notifier": "log://"})
+    poller.polls(2)
+    assert peer.hosts()[here]["version"] == "1.0.0"  # our heartbeat is in Redis
+
+    # 1.1.0: the peer is the first wave; we wait until it has served 1.1.0 for the soak.
+    poller.publish("v1.1.0")
+    status = poller.expect("status", latest_version="1.1.0")
+    assert status["rollout"] == "1.1.0: wave 2 of 2 waits for %s to deploy 1.1.0 (it is serving 1.0.0)" % other
+    poller.no_deploy_for(3)
+    assert peer.hosts()[here]["state"] == "waiting"
+    peer.heartbeat("1.1.0", "serving", time.time() - 1, ttl=60)  # served it for the soak (1 s)
+    poller.deploy_ok("1.1.0", previous_version="1.0.0")
+    poller.wait_audit("deployed", "1.1.0")
+
+    # Our master rolls 1.1.0 back: the fleet refuses it, once, with our host and the reason.
+    poller.channel.send("rollback", version="1.1.0", to_version="1.0.0", error="crash-looped: 3 exits in 60s")
+    refusal = poller.wait_for(lambda: peer.refusals().get("1.1.0"), "1.1.0 refused fleet-wide")
+    assert refusal["host"] == here and "crash-looped" in refusal["reason"]
+    poller.wait_for(lambda: "rollout of 1.1.0 stopped fleet-wide" in poller.output(), "the fleet notice")
+
+    # 1.2.0 fails on the peer: we run it already (first wave this time), so we go back to 1.0.0.
+    poller.publish("v1.2.0")
+    first = host_order([here, other], "1.2.0")[0]
+    if first != here:
+        peer.heartbeat("1.2.0", "serving", time.time() - 60, ttl=60)  # the peer went first and soaked
+    poller.deploy_ok("1.2.0")
+    poller.wait_audit("deployed", "1.2.0")
+    assert peer.refuse("1.2.0", "master: exited with code 3 before it was ready") is True
+    poller.deploy_ok("1.0.0", previous_version="1.2.0")
+    assert "failed on %s" % other in poller.refused()["1.2.0"]["reason"]
+    assert [e for e in poller.audit() if e["version"] == "1.2.0"][-1]["result"] == "refused"  # in its history
+    poller.no_deploy_for(3)
+
+    # The operator deletes the fleet's refusal of 1.2.0: this host forgets its copy at its next poll.
+    peer.cache.delete("fleet/refused/1.2.0")
+    poller.wait_for(lambda: "1.2.0" not in poller.refused(), "1.2.0 allowed again")
+    assert "1.1.0" in poller.refused()  # still refused fleet-wide
+
+
+def test_fleet_rollout_holds_a_new_version_while_the_cache_refuses_our_password(poller, redis_server):
+    poller.publish("v1.0.0")
+    poller.publish("v1.1.0")
+    url = redis_server.url(app="bad-password", password="wrong-password-123")
+    poller.config(current={"version": "1.0.0", "release_dir": None}, cache=url,
+                  **{"rollout-waves": "50%", "rollout-soak": "1s", "host-id": "web-a"})
+    status = poller.expect("status", latest_version="1.1.0")
+    assert "refuses our credentials" in status["rollout"] and "wrong-password-123" not in status["rollout"]
+    poller.no_deploy_for(5)  # not alone: that would skip every canary
+    assert poller.output().count("refuses our credentials") == 1  # logged once, not at every poll

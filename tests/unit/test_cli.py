@@ -224,6 +224,7 @@ def test_every_flag_reaches_the_config():
                  "--keep-releases", "2", "--backlog", "64", "--dir", "www", "--hook-timeout", "1m",
                  "--verify-checksum", "required", "--poll-backoff-max", "2m", "--metrics", "127.0.0.1:9464",
                  "--health", "http:/healthz", "--health-interval", "5s", "--health-failures", "2",
+                 "--rollout-soak", "1m", "--host-id", "web-1",
                  "--", "bin/app", "--port", "-x"], cwd="/base")
     assert cfg == config.Config(
         mode="server", registry=R, port=("8000", "127.0.0.1:8001", "127.0.0.1:8002", "unix:/tmp/a.sock"),
@@ -233,7 +234,8 @@ def test_every_flag_reaches_the_config():
         graceful_timeout=3.0, stop_signal=3, keep_releases=2, backlog=64, dir="/base/www", hook_timeout=60.0,
         verify_checksum="required", poll_backoff_max=120.0, metrics="127.0.0.1:9464", health="/healthz",
         health_interval=5.0, health_failures=2, trigger="", trigger_token="", trigger_secret="",
-        source="command line")
+        max_release_size=2 * 1024 ** 3, max_release_files=100000, rollout_waves=(), rollout_soak=60.0,
+        host_id="web-1", user="", group="", source="command line")
 
 
 def test_short_flags_with_attached_values_and_assets():

@@ -104,6 +104,13 @@ INI_ERRORS = [
     ("keep-releases-text", BASE + "keep-releases = many\n",
      '[dewy] keep-releases = "many": expected a whole number >= 1'),
     ("backlog", BASE + "backlog = 70000\n", '[dewy] backlog = "70000": expected a whole number 1..65535'),
+    ("max-release-size", BASE + "max-release-size = 2 gigs\n",
+     '[dewy] max-release-size = "2 gigs": expected a size such as 256MiB, 2GiB, 500MB or plain bytes '
+     '(kB/MB/GB = 1000^n, KiB/MiB/GiB = 1024^n)'),
+    ("max-release-size-zero", BASE + "max-release-size = 0\n",
+     '[dewy] max-release-size = "0": expected a size such as 256MiB'),
+    ("max-release-files", BASE + "max-release-files = 0\n",
+     '[dewy] max-release-files = "0": expected a whole number >= 1'),
     ("slot", BASE + "slot = blue green\n", '[dewy] slot = "blue green": expected semver build metadata'),
     ("mode", BASE + "mode = daemon\n", '[dewy] mode = "daemon": expected one of: server, assets'),
     ("missing-app", "[dewy]\nregistry = %s\n" % REGISTRY, "[dewy] app is required in server mode (the command to run"),
@@ -279,6 +286,13 @@ GOOD = [
     ("keep-releases", "20", 20),
     ("backlog", "1", 1),
     ("backlog", "65535", 65535),
+    ("max-release-size", "2GiB", 2 * 1024 ** 3),
+    ("max-release-size", "256MiB", 256 * 1024 ** 2),
+    ("max-release-size", "500MB", 500 * 1000 ** 2),
+    ("max-release-size", "1.5kB", 1500),
+    ("max-release-size", "1048576", 1048576),
+    ("max-release-files", "1", 1),
+    ("max-release-files", "100000", 100000),
     ("dir", "", ""),
     ("dir", "/srv/www", "/srv/www"),
     ("hook-timeout", "1s", 1.0),
@@ -295,6 +309,15 @@ GOOD = [
     ("metrics", "", ""),
     ("metrics", "127.0.0.1:9464", "127.0.0.1:9464"),
     ("metrics", "[::1]:9464", "[::1]:9464"),
+    ("rollout-waves", "", ()),  # percentages need a shared cache: tests/unit/test_fleet.py
+    ("rollout-soak", "2m", 120.0),
+    ("rollout-soak", "0", 0.0),
+    ("host-id", "", ""),
+    ("host-id", " web-3.eu ", "web-3.eu"),
+    ("user", "", ""),
+    ("user", " nobody ", "nobody"),
+    ("user", "0", "0"),
+    ("group", "", ""),
     ("notifier", "slack://deploys?quiet=true, https://hooks.example.com/x?secret=s",
      "slack://deploys?quiet=true, https://hooks.example.com/x?secret=s"),
 ]
@@ -352,6 +375,16 @@ def test_parse_ports_edge_cases():
                 "unix:/" + "x" * 200, "8000:8001"):
         with pytest.raises(ValueError):
             parse_ports(bad)
+
+
+def test_parse_and_format_size():
+    assert config.parse_size(" 2 GiB ") == 2 << 30 and config.parse_size("500mb") == 500_000_000
+    for bad in ("", "0", "0.1", "-1", "GiB", "2GiBs", "2 gigs", "1e9", "inf", "1.2.3MB"):
+        with pytest.raises(ValueError):
+            config.parse_size(bad)
+    assert [config.format_size(n) for n in (2 << 30, 500_000_000, 8 << 20, 4000, 1234567)] == [
+        "2 GiB", "500 MB", "8 MiB", "4 kB", "1234567 bytes"]
+    assert config.BY_NAME["max-release-size"].default == "2GiB"
 
 
 def test_parse_duration():

@@ -20,71 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from archives import (corrupt_zip_crc, make_tar, make_zip, tar_dir, tar_file, tar_hardlink, tar_special,
+                      tar_symlink, zip_entry)
 from dewy import releases
 from dewy.releases import Manifest, ReleaseError, UnsafeArchive
 
 RELEASE_NAME = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 
 TAR_MODES = {"tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz", "tar": "w:"}
-
-
-# --- helpers: building archives ------------------------------------------------------------------
-
-
-def tar_file(name, data=b"", mode=0o644):
-    return ("file", name, data, mode)
-
-
-def tar_dir(name, mode=0o755):
-    return ("dir", name, None, mode)
-
-
-def tar_symlink(name, target):
-    return ("sym", name, target, 0o777)
-
-
-def tar_hardlink(name, target):
-    return ("lnk", name, target, 0o644)
-
-
-def tar_special(name, kind):
-    return (kind, name, None, 0o644)
-
-
-def make_tar(path, members, mode="w:gz"):
-    """Write a tarball with the given member specs; return its path."""
-    types = {"dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE, "lnk": tarfile.LNKTYPE,
-             "chr": tarfile.CHRTYPE, "blk": tarfile.BLKTYPE, "fifo": tarfile.FIFOTYPE}
-    with tarfile.open(path, mode) as archive:
-        for kind, name, payload, perm in members:
-            info = tarfile.TarInfo(name)
-            info.mode = perm
-            info.mtime = 1_700_000_000
-            if kind == "file":
-                info.size = len(payload)
-                archive.addfile(info, io.BytesIO(payload))
-                continue
-            info.type = types[kind]
-            if kind in ("sym", "lnk"):
-                info.linkname = payload
-            archive.addfile(info)
-    return str(path)
-
-
-def zip_entry(name, data=b"", mode=0o644, kind=stat.S_IFREG):
-    return (name, data, mode, kind)
-
-
-def make_zip(path, entries):
-    """Write a zip with unix modes in external_attr; return its path."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data, perm, kind in entries:
-            info = zipfile.ZipInfo(name, date_time=(2024, 1, 2, 3, 4, 5))
-            info.external_attr = (kind | perm) << 16
-            if kind == stat.S_IFDIR:
-                info.external_attr |= 0x10  # MS-DOS directory flag
-            archive.writestr(info, data)
-    return str(path)
 
 
 def zip_info(path, name):
@@ -122,11 +65,11 @@ def env(tmp_path):
     return e
 
 
-def assert_refused_cleanly(env, artifact, name, exc=UnsafeArchive, match=None):
-    """install() must raise exc and leave tmp_path exactly as it was."""
+def assert_refused_cleanly(env, artifact, name, exc=UnsafeArchive, match=None, **limits):
+    """install() (with limits: max_size, max_files) must raise exc and leave tmp_path exactly as it was."""
     before = snapshot(env.tmp)
     with pytest.raises(exc, match=match) as info:
-        releases.install(artifact, name, str(env.releases))
+        releases.install(artifact, name, str(env.releases), **limits)
     assert snapshot(env.tmp) == before
     assert os.listdir(env.releases) == []
     assert (env.outside / "secret").read_text() == "do not touch"
@@ -474,12 +417,7 @@ def test_empty_archive_file_refused(env):
 
 def test_zip_with_bad_crc_refused(env):
     artifact = make_zip(env.tmp / "crc.zip", [zip_entry("f", b"A" * 4096)])
-    data = bytearray(Path(artifact).read_bytes())
-    info = zip_info(artifact, "f")
-    data[14:18] = b"\0\0\0\0"  # local header CRC; the central directory's is flipped below
-    central = data.rfind(b"PK\x01\x02")
-    data[central + 16 : central + 20] = (info.CRC ^ 0xFFFFFFFF).to_bytes(4, "little")
-    Path(artifact).write_bytes(bytes(data))
+    corrupt_zip_crc(artifact, "f")
     assert_refused_cleanly(env, artifact, "crc.zip", exc=ReleaseError, match="corrupt archive crc.zip")
 
 
@@ -491,6 +429,106 @@ def test_encrypted_zip_refused(env):
     data[central + 8] |= 0x01  # central directory: same flag
     Path(artifact).write_bytes(bytes(data))
     assert_refused_cleanly(env, artifact, "enc.zip", exc=ReleaseError, match="enc.zip")
+
+
+# --- install: size and entry limits (max-release-size, max-release-files) --------------------------
+
+LIMIT_KINDS = sorted(TAR_MODES) + ["zip", "file"]
+
+
+def make_artifact(env, kind, files):
+    """An artifact of kind (a tar kind, zip, or a bare file) holding files {name: bytes}; returns (path, name)."""
+    if kind == "file":
+        (data,) = files.values()
+        path = env.tmp / "blob"
+        path.write_bytes(data)
+        return str(path), "blob"
+    name = "app." + kind
+    if kind == "zip":
+        return make_zip(env.tmp / name, [zip_entry(n, d) for n, d in files.items()]), name
+    return make_tar(env.tmp / name, [tar_file(n, d) for n, d in files.items()], TAR_MODES[kind]), name
+
+
+@pytest.mark.parametrize("kind", LIMIT_KINDS)
+def test_release_of_exactly_max_size_unpacks(env, kind):
+    artifact, name = make_artifact(env, kind, {"a": b"a" * 3000, "b": b"b" * 1000} if kind != "file" else
+                                   {"blob": b"x" * 4000})
+    path = releases.install(artifact, name, str(env.releases), max_size=4000, max_files=2 if kind != "file" else 1)
+    assert sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)) == 4000
+
+
+@pytest.mark.parametrize("kind", LIMIT_KINDS)
+def test_release_one_byte_over_max_size_refused(env, kind):
+    # Each member is under the limit: only their sum is over it, so what counts is what is written in all.
+    files = {"a": b"a" * 3000, "b": b"b" * 1001} if kind != "file" else {"blob": b"x" * 4001}
+    artifact, name = make_artifact(env, kind, files)
+    err = assert_refused_cleanly(env, artifact, name, exc=releases.TooLarge, max_size=4000)
+    assert str(err) == "release %s unpacks to more than 4 kB (max-release-size)" % name
+    assert isinstance(err, UnsafeArchive)  # a bad release (refused), not an I/O error (retried)
+
+
+def test_gzip_bomb_stops_at_the_limit(env):
+    # 64 MiB of zeros compress to ~64 KiB; the limit (1 MiB) is what stops it, not the end of the data.
+    artifact = make_tar(env.tmp / "bomb.tar.gz", [tar_file("zeros", bytes(64 << 20))])
+    assert os.path.getsize(artifact) < 1 << 20
+    err = assert_refused_cleanly(env, artifact, "bomb.tar.gz", exc=releases.TooLarge, max_size=1 << 20)
+    assert "more than 1 MiB (max-release-size)" in str(err)
+
+
+@pytest.mark.parametrize("kind", sorted(TAR_MODES) + ["zip"])
+def test_release_over_max_files_refused(env, kind):
+    files = {"f%d" % i: b"x" for i in range(11)}
+    artifact, name = make_artifact(env, kind, files)
+    err = assert_refused_cleanly(env, artifact, name, exc=releases.TooLarge, max_files=10)
+    assert str(err) == ("release %s unpacks to more than 10 files, directories and links (max-release-files)"
+                        % name)
+    path = releases.install(artifact, name, str(env.releases), max_files=11)
+    assert len(os.listdir(path)) == 11
+
+
+def test_directories_and_links_count_as_files(env):
+    artifact = make_tar(env.tmp / "app.tar.gz", APP_MEMBERS)  # 2 dirs, 2 files, 1 symlink
+    assert_refused_cleanly(env, artifact, "app.tar.gz", exc=releases.TooLarge, max_files=4)
+    check_app_layout(env, releases.install(artifact, "app.tar.gz", str(env.releases), max_files=5))
+
+
+def test_zip_claiming_more_than_max_size_refused_before_writing(env):
+    artifact = make_zip(env.tmp / "big.zip", [zip_entry("big", bytes(2 << 20))])
+    assert_refused_cleanly(env, artifact, "big.zip", exc=releases.TooLarge, max_size=1 << 20)
+
+
+def test_zip_entry_count_read_from_the_end_record(env):
+    small = make_zip(env.tmp / "small.zip", [zip_entry("f%d" % i) for i in range(3)])
+    assert releases._zip_entry_count(small) == 3
+    # More than 65535 entries: only the zip64 end record holds the count.
+    with zipfile.ZipFile(env.tmp / "many.zip", "w") as archive:
+        for i in range(70000):
+            archive.writestr("f%d" % i, b"")
+    assert releases._zip_entry_count(str(env.tmp / "many.zip")) == 70000
+    assert_refused_cleanly(env, str(env.tmp / "many.zip"), "many.zip", exc=releases.TooLarge, max_files=69999)
+    junk = env.tmp / "junk.zip"
+    junk.write_bytes(b"not a zip")
+    assert releases._zip_entry_count(str(junk)) is None
+
+
+def test_tar_header_bigger_than_16_mib_refused(env):
+    # tarfile would hold a pax header in memory whole: a huge one is refused while being read.
+    path = env.tmp / "pax.tar.gz"
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as archive:
+        info = tarfile.TarInfo("f")
+        info.pax_headers = {"comment": "x" * (17 << 20)}
+        archive.addfile(info, io.BytesIO(b""))
+    assert_refused_cleanly(env, str(path), "pax.tar.gz", exc=ReleaseError, match="member header is larger than 16 MiB")
+
+
+def test_tar_with_a_bomb_after_its_end_refused(env):
+    plain = Path(make_tar(env.tmp / "app.tar", [tar_file("a", b"a")], "w:")).read_bytes()
+    import gzip
+    path = env.tmp / "tail.tar.gz"
+    path.write_bytes(gzip.compress(plain + bytes(20 << 20)))
+    os.unlink(env.tmp / "app.tar")
+    assert_refused_cleanly(env, str(path), "tail.tar.gz", exc=ReleaseError,
+                           match="data after the end-of-archive marker is larger than 16 MiB")
 
 
 def test_missing_artifact_raises_release_error(env):
@@ -522,15 +560,23 @@ def test_release_name_collision_gets_suffix(env):
         (env.releases / stamp).mkdir()
     artifact = make_tar(env.tmp / "a.tar.gz", [tar_file("f", b"x")])
     path = releases.install(artifact, "a.tar.gz", str(env.releases))
-    assert os.path.basename(path) in {f"{s}-2" for s in stamps}
+    assert os.path.basename(path) in {f"{s}-002" for s in stamps}
     for stamp in stamps:  # the existing releases were not touched
         assert os.listdir(env.releases / stamp) == []
     # A pending .tmp of the same name (another unpack in progress) is skipped too.
     for stamp in stamps:
-        (env.releases / f"{stamp}-3.tmp").mkdir()
-        (env.releases / f"{stamp}-2").mkdir(exist_ok=True)
+        (env.releases / f"{stamp}-003.tmp").mkdir()
+        (env.releases / f"{stamp}-002").mkdir(exist_ok=True)
     path = releases.install(artifact, "a.tar.gz", str(env.releases))
-    assert os.path.basename(path) in {f"{s}-4" for s in stamps}
+    assert os.path.basename(path) in {f"{s}-004" for s in stamps}
+    # A name prune freed is never taken again within that second: the new release must sort after the others.
+    for stamp in stamps:
+        os.rmdir(env.releases / stamp)
+    path = releases.install(artifact, "a.tar.gz", str(env.releases))
+    assert os.path.basename(path) in {f"{s}-005" for s in stamps}
+    name = os.path.basename(path)
+    same_second = sorted(n for n in os.listdir(env.releases) if n.startswith(name[:16]) and not n.endswith(".tmp"))
+    assert same_second[-1] == name, same_second
 
 
 def test_install_relative_releases_dir_returns_absolute(env, monkeypatch):

@@ -36,7 +36,7 @@ def test_listener_reports_the_sender_pid(tmp_path, abstract):
         assert fields == {"READY": "1", "STATUS": "up"}
         assert pid and pid != os.getpid()
         if not abstract:
-            assert oct(os.stat(path).st_mode & 0o777) == "0o700"  # umask 077 at bind: only our user
+            assert oct(os.stat(path).st_mode & 0o777) == "0o600"  # umask 177 at bind: only our user
     finally:
         listener.close()
     assert abstract or not os.path.exists(path)
