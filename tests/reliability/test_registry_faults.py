@@ -389,8 +389,8 @@ def assert_one_line_per_incident(caplog, harness, polls: int, *words):
     assert len(lines) == 1, [r.getMessage() for r in lines]
     message = lines[0].getMessage()
     assert "\n" not in message and message.startswith("registry "), message
-    for word in words:
-        assert word.lower() in message.lower(), (word, message)
+    for word in words:  # "a|b": either (botocore's versions word the same fault differently)
+        assert any(w.lower() in message.lower() for w in word.split("|")), (word, message)
     assert not any(r.exc_info for r in caplog.records), "a traceback was logged"
     delays = [s["delay"] for s in statuses]
     assert delays == sorted(delays) and delays[-1] >= 2 * delays[0], "no backoff: %s" % delays
@@ -532,7 +532,9 @@ MALFORMED = {
             ("html", dict(body=b"<html>GitHub is down</html>", content_type="text/html"), "not JSON")],
     "s3": [("bad xml", dict(body=b"<ListBucketResult><Contents", content_type="application/xml"), "malformed"),
            ("truncated", dict(body=b"<?xml version='1.0'?><ListBucketResult><Name>b</Name>",
-                              content_type="application/xml", truncate=True), "closed before"),
+                              content_type="application/xml", truncate=True),
+            # botocore < 1.44: ConnectionClosedError; 1.44 answers a body cut short with a stand-in HTTP 500.
+            "closed before|no S3 error document"),
            ("html", dict(body=b"<html>down</html>", content_type="text/html"), "malformed")],
     "gs": [("bad json", dict(body=b'{"kind": "storage#objects", "prefixes": ['), "malformed"),
            ("truncated", dict(body=b'{"kind": "storage#objects", "prefixes": ["a/"]}', truncate=True), "cut short"),
