@@ -56,11 +56,6 @@ def waves(percentages, count: int) -> list:
     return out
 
 
-def wave_sizes(percentages, count: int) -> list:
-    """The cumulative host counts of waves(percentages, count)."""
-    return [size for size, _ in waves(percentages, count)]
-
-
 def wave_of(rollout: dict, host: str) -> int:
     """The wave (0-based) of host in a rollout; a host the rollout did not know (it joined later) comes after
     every wave of it."""
@@ -80,8 +75,8 @@ def _decode(raw) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _span(seconds: float) -> str:
-    """A short duration for messages: 45s, 3m05s, 2h10m."""
+def span(seconds: float) -> str:
+    """seconds as a short duration for messages: 45s, 3m05s, 2h10m."""
     seconds = max(0, int(math.ceil(seconds)))
     if seconds < 60:
         return "%ds" % seconds
@@ -215,7 +210,7 @@ def blockers(rollout: dict, alive: dict, wave: int, soak: float, now: float) -> 
             continue
         left = soak_left(beat, soak)
         if left > 0:
-            waiting.append((host, "%s to serve %s for %s more (rollout-soak)" % (host, version, _span(left))))
+            waiting.append((host, "%s to serve %s for %s more (rollout-soak)" % (host, version, span(left))))
     return waiting
 
 

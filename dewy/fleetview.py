@@ -75,7 +75,7 @@ def rollout_view(rollout: dict, alive: dict, refusals: dict, soak: float, now: f
                 done = False
             else:
                 left = fleet.soak_left(beat, soak)
-                status = "soaked" if left <= 0 else "soaking (%s left)" % fleet._span(left)
+                status = "soaked" if left <= 0 else "soaking (%s left)" % fleet.span(left)
             hosts.append({"host": host, "status": status})
         waiting = [why for _, why in fleet.blockers(rollout, alive, index, soak, now)] if index else []
         label = labels[index] if index < len(labels) else "joined later" if index >= len(sizes) else "?"
@@ -121,7 +121,7 @@ def render(data: dict, now: float) -> str:
         if isinstance(row["seen_unix"], (int, float)) and isinstance(expires, (int, float)) \
                 and now - row["seen_unix"] > max(15.0, (expires - row["seen_unix"]) / 3):
             # Silent for longer than a live host ever is: say when it stops counting.
-            seen += " (silent: stops counting in %s)" % fleet._span(expires - now)
+            seen += " (silent: stops counting in %s)" % fleet.span(expires - now)
         table.append((row["host"], row["version"] or "-", row["state"] or "-", row["since"] or "-", seen, note))
     widths = [max(len(str(r[i])) for r in table) for i in range(5)]
     lines += ["  ".join(str(cell).ljust(widths[i]) if i < 5 else str(cell) for i, cell in enumerate(r)).rstrip()
@@ -131,7 +131,7 @@ def render(data: dict, now: float) -> str:
         lines.append("")
         lines.append("rollout of %s: %s (started %s by %s, soak %s)" % (
             rollout["version"], rollout["state"], rollout["started"] or "?", rollout["by"] or "?",
-            fleet._span(rollout["soak_seconds"])))
+            fleet.span(rollout["soak_seconds"])))
         for wave in rollout["waves"]:
             members = ", ".join("%s %s" % (h["host"], h["status"]) for h in wave["hosts"]) or "no hosts"
             lines.append("  wave %d (%s): %s" % (wave["wave"], wave["share"], members))

@@ -21,7 +21,7 @@ from dewy import cache as cache_pkg
 from dewy.cache.base import CacheUnavailable
 from dewy.cache.bucket import EXPIRES
 from dewy.registry.shared import lock_seconds, wrap
-from fleet_cases import check_scan
+from shared_cache_cases import check_blobs_stay_local, check_scan
 from helpers import Registry, wait_until
 from registry_cases import UnavailableServer
 from shared_answer import Counter, CountingRegistry, PollingFleet, ask_together, kill_lock_holder
@@ -120,15 +120,8 @@ class BucketCacheCases:
 
     def test_artifacts_stay_on_local_disk(self, store, workdir):
         cache = make(store.url(), workdir)
-        with cache.open_write("1.0.0/app.tar.gz") as out:
-            out.write(b"artifact bytes")
-        path = cache.path("1.0.0/app.tar.gz")
-        assert path is not None and path.startswith(workdir)
-        with cache.open_read("1.0.0/app.tar.gz") as fh:
-            assert fh.read() == b"artifact bytes"
-        assert store.object("%s/%s/1.0.0/app.tar.gz" % (cache.prefix, cache.app)) is None
-        cache.delete("1.0.0/app.tar.gz")
-        assert cache.open_read("1.0.0/app.tar.gz") is None
+        check_blobs_stay_local(cache, workdir, lambda: store.object(
+            "%s/%s/1.0.0/app.tar.gz" % (cache.prefix, cache.app)) is not None)
 
     # --- the lock -------------------------------------------------------------------------------
 

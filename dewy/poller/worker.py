@@ -474,7 +474,7 @@ class Poller:
             level = logging.WARNING
             why = ("the shared cache is unavailable (%s): deploying without the rollout" % exc if allowed else
                    "the shared cache is unavailable (%s): waiting for it for %s more (rollout-soak), then "
-                   "deploying without the rollout" % (exc, fleet._span(self.config.rollout_soak - waited)))
+                   "deploying without the rollout" % (exc, fleet.span(self.config.rollout_soak - waited)))
         self.say_rollout(version, why, level)
         if allowed:
             return release

@@ -12,7 +12,7 @@ from dewy.cache.base import CacheUnavailable
 from dewy.cache.consul import ConsulCache
 from dewy.demo.demo import free_port
 from consulstub import ConsulStub
-from fleet_cases import check_scan
+from shared_cache_cases import check_blobs_stay_local, check_scan
 from helpers import wait_until
 
 TOKEN = "consul-secret-token-7781"
@@ -127,10 +127,7 @@ def test_value_over_the_limit_is_dropped_with_a_warning(consul, tmp_path, caplog
 
 def test_artifacts_stay_on_local_disk(consul, tmp_path):
     cache = make("consul://%s/dewy?app=x" % consul.address, tmp_path)
-    with cache.open_write("1.0.0/app.tar.gz") as out:
-        out.write(b"x" * 100000)
-    assert cache.path("1.0.0/app.tar.gz").startswith(str(tmp_path))
-    assert not consul.kv
+    check_blobs_stay_local(cache, tmp_path, lambda: consul.kv)
 
 
 def test_agent_down_is_logged_once(tmp_path, caplog, monkeypatch):

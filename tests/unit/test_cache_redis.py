@@ -12,7 +12,7 @@ from dewy import cache as cache_pkg
 from dewy.cache.base import CacheError, CacheUnavailable
 from dewy.cache.redis import RedisCache
 from dewy.demo.demo import free_port
-from fleet_cases import check_scan
+from shared_cache_cases import check_blobs_stay_local, check_scan
 from helpers import wait_until
 from valkeyserver import PASSWORD, ValkeyServer
 
@@ -95,15 +95,7 @@ def test_add_is_exclusive_and_expires(redis_server, workdir):
 
 def test_artifacts_stay_on_local_disk(redis_server, workdir):
     cache = make(redis_server.url(), workdir)
-    with cache.open_write("1.0.0/app.tar.gz") as out:
-        out.write(b"artifact bytes")
-    path = cache.path("1.0.0/app.tar.gz")
-    assert path is not None and path.startswith(workdir)
-    with cache.open_read("1.0.0/app.tar.gz") as fh:
-        assert fh.read() == b"artifact bytes"
-    assert not redis_server.client().keys("%s/%s/*" % (cache.prefix, cache.app))
-    cache.delete("1.0.0/app.tar.gz")
-    assert cache.open_read("1.0.0/app.tar.gz") is None
+    check_blobs_stay_local(cache, workdir, lambda: redis_server.client().keys("%s/%s/*" % (cache.prefix, cache.app)))
 
 
 def test_unix_socket(redis_server, workdir):

@@ -1,5 +1,5 @@
 """Fleet rollouts (dewy/fleet.py) and `dewy fleet` (dewy/fleetview.py): waves, soak, refusals, on a memory
-cache with a fake clock. The same code runs over every real shared cache in tests/fleet_cases.py and end to end
+cache with a fake clock. The same code runs over every real shared cache in tests/shared_cache_cases.py and end to end
 with five dewy-masters in tests/integration/test_fleet.py."""
 
 import socket
@@ -31,7 +31,7 @@ class Clock:
     ((25, 50), 4, [1, 2, 4]),
 ])
 def test_wave_sizes_round_up_and_end_with_everyone(shares, count, sizes):
-    assert fleet.wave_sizes(shares, count) == sizes
+    assert [size for size, _ in fleet.waves(shares, count)] == sizes
 
 
 def test_host_order_is_stable_per_version_and_differs_between_versions():

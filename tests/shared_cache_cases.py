@@ -1,10 +1,25 @@
-"""What every shared cache must do for fleet rollouts (dewy/fleet.py), run against each real server.
+"""Checks every shared cache (Redis, Consul, S3, GCS) must pass, run by each cache's tests against its real server.
 
-`check_scan(make)`: `make(app)` returns a cache of the shared store for that app namespace.
+`check_blobs_stay_local(cache, workdir, on_server)`: artifacts live on this host's disk, never on the server.
+`check_scan(make)`: fleet rollouts' listing (dewy/fleet.py); `make(app)` returns a cache of the store for that app.
 """
 
 from dewy.fleet import Fleet
 from helpers import wait_until
+
+
+def check_blobs_stay_local(cache, workdir, on_server) -> None:
+    """A blob written through the cache is a file under workdir, read back whole, never on the server
+    (`on_server()`: whether the server holds anything of it), and gone after delete."""
+    with cache.open_write("1.0.0/app.tar.gz") as out:
+        out.write(b"artifact bytes")
+    path = cache.path("1.0.0/app.tar.gz")
+    assert path is not None and path.startswith(str(workdir))
+    with cache.open_read("1.0.0/app.tar.gz") as fh:
+        assert fh.read() == b"artifact bytes"
+    assert not on_server()
+    cache.delete("1.0.0/app.tar.gz")
+    assert cache.open_read("1.0.0/app.tar.gz") is None
 
 
 def check_scan(make) -> None:
