@@ -52,7 +52,8 @@ from dewy import audit  # noqa: E402
 from dewy.demo.app import build_release  # noqa: E402
 from dewy.demo.demo import Load, poll_until  # noqa: E402
 from handover import app_floor  # noqa: E402  (the sample app alone: exec -> first answer, as figure 3 measures it)
-from harness import Scratch, code_under_test, common_args, machine, markdown_table, percentile  # noqa: E402
+from harness import (Scratch, code_under_test, common_args, machine, markdown_table, percentile,  # noqa: E402
+                     print_header)
 
 FIGURE = 4
 TITLE = "Publish -> first request served by the new version (interval = 1s), per registry"
@@ -374,9 +375,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     command = shlex.join([sys.executable] + sys.argv)
-    print("command: %s" % command, flush=True)
-    print("machine: %s" % machine(), flush=True)
-    print("code:    %s" % code_under_test(), flush=True)
+    print_header()
     print("load: %d client thread(s) GET /, %.0f ms pause, new connection per request; %d deploy(s) per registry; "
           "interval = 1s, ready = delay:1s" % (args.threads, args.pause * 1000, args.deploys), flush=True)
     random.seed(args.seed)

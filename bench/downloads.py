@@ -61,7 +61,8 @@ from dewy import audit  # noqa: E402
 from dewy.demo.app import build_release  # noqa: E402
 from dewy.demo.demo import poll_until  # noqa: E402
 from deploy_latency import checkout_env, log_records, milestones, start_bucket  # noqa: E402
-from harness import code_under_test, machine, markdown_table  # noqa: E402
+from harness import (code_under_test, ignore_interrupts, interrupt_on_term, machine, markdown_table,  # noqa: E402
+                     print_header)
 
 FIGURE = 6
 TITLE = "Downloads: poller peak RSS growth and throughput beside the plain tool, same object, same run"
@@ -580,14 +581,8 @@ def scratch_parent(wanted: str | None) -> str:
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     command = shlex.join([sys.executable] + sys.argv)
-    print("command: %s" % command, flush=True)
-    print("machine: %s" % machine(), flush=True)
-    print("code:    %s" % code_under_test(), flush=True)
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt("signal %d" % signum)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
+    print_header()
+    interrupt_on_term()
 
     parent = scratch_parent(args.dir)
     scratch = Path(tempfile.mkdtemp(prefix="dewy-bench-downloads-", dir=parent))
@@ -606,8 +601,7 @@ def main(argv=None) -> int:
         print("\ninterrupted: cleaning up", flush=True)
         interrupted = True
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_interrupts()  # a second Ctrl-C must not abandon the clean-up
         if args.keep:
             print("scratch directory kept (artifacts included: remove it yourself): %s" % scratch)
         else:

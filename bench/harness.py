@@ -673,6 +673,27 @@ def machine() -> str:
         platform.platform(), load1)
 
 
+def print_header() -> None:
+    """Print the command, the machine and the code under test: the first lines of every figure script's output."""
+    print("command: %s" % shlex.join([sys.executable] + sys.argv), flush=True)
+    print("machine: %s" % machine(), flush=True)
+    print("code:    %s" % code_under_test(), flush=True)
+
+
+def interrupt_on_term() -> None:
+    """Turn TERM/HUP (a CI timeout, a closed terminal) into KeyboardInterrupt, the clean-up path of Ctrl-C."""
+    def on_term(signum, frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+
+
+def ignore_interrupts() -> None:
+    """Ignore Ctrl-C, TERM and HUP from now on: a second one must not abandon a clean-up half done."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def code_under_test() -> str:
     """Which dewy was measured: version, git commit, and whether dewy/ had uncommitted changes."""
     import dewy
@@ -788,11 +809,7 @@ class Scratch:
         self.sups = []
 
     def __enter__(self) -> "Scratch":
-        def on_term(signum, frame):
-            """Turn TERM/HUP into the same clean-up path as Ctrl-C."""
-            raise KeyboardInterrupt("signal %d" % signum)
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGHUP, on_term)
+        interrupt_on_term()
         return self
 
     def supervisor(self, cls, name: str = None, ready_delay=1, tarball: str = None, **attrs) -> Supervisor:
@@ -820,9 +837,7 @@ class Scratch:
         return dest
 
     def __exit__(self, *exc) -> None:
-        # A second Ctrl-C must not abandon half-stopped supervisors and their apps.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_interrupts()  # not abandoning half-stopped supervisors and their apps
         for sup in self.sups:
             sup.stop()
         if self.keep:

@@ -31,7 +31,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -40,8 +39,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (PEER, PEER_INSTALL, STATUS_GRACE, VERSION, Dewy, Load, ResourceMonitor,  # noqa: E402
-                     ServerStarter, Supervisor, build_release, code_under_test, cpu_seconds, interpreter_rss,
-                     machine, measure_idle, percentile, restart_once, tail)
+                     ServerStarter, Supervisor, build_release, cpu_seconds, ignore_interrupts, interpreter_rss,
+                     interrupt_on_term, measure_idle, percentile, print_header, restart_once, tail)
 
 
 def run_supervisor(sup: Supervisor, args) -> dict:
@@ -201,9 +200,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     """Run the benchmark; see the module docstring for exit codes."""
     args, ap = parse_args(sys.argv[1:] if argv is None else argv)
-    print("command: %s" % shlex.join([sys.executable] + sys.argv), flush=True)
-    print("machine: %s" % machine(), flush=True)
-    print("code:    %s" % code_under_test(), flush=True)
+    print_header()
     peer = None if args.no_peer else shutil.which(PEER)
     if not args.no_peer and peer is None:
         print("\n*** Server::Starter SKIPPED: `%s` is not on PATH; %s. Only dewy is measured. ***\n"
@@ -220,12 +217,7 @@ def main(argv=None) -> int:
               args.threads, "1 GET /slow?ms=%d" % args.slow_ms if args.slow_ms else "no slow client",
               args.restarts, args.ready_delay), flush=True)
 
-    # Signals other than Ctrl-C (e.g. a CI timeout's TERM) must also reach the finally below.
-    def on_term(signum, frame):
-        """Turn TERM/HUP into the same clean-up path as Ctrl-C."""
-        raise KeyboardInterrupt("signal %d" % signum)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
+    interrupt_on_term()  # a CI timeout's TERM must also reach the finally below
 
     scratch = tempfile.mkdtemp(prefix="dewy-bench-restart-")
     results = {}
@@ -265,9 +257,7 @@ def main(argv=None) -> int:
         print("\ninterrupted: stopping the supervisors and cleaning up", flush=True)
         interrupted = True
     finally:
-        # A second Ctrl-C must not abandon half-stopped supervisors and their apps.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_interrupts()  # a second Ctrl-C must not abandon the clean-up
         for sup in sups:
             sup.stop()
         if args.keep:
