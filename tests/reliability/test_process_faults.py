@@ -316,6 +316,8 @@ def test_killed_master_frees_its_ports_and_a_new_one_adopts_the_state(make_maste
     assert st2["last_deploy"]["version"] == "1.1.0" and st2["last_deploy"]["ok"], st2
     assert audit_entries(master.workdir) == audit_before
     master.deploy("1.2.0")
+    # The poller writes the audit line last, after the master already serves 1.2.0: wait for it.
+    wait_until(lambda: len(audit_entries(master.workdir)) > len(audit_before), 10, "the audit line of 1.2.0")
     assert [e["version"] for e in audit_entries(master.workdir)] == [e["version"] for e in audit_before] + ["1.2.0"]
     assert audit_entries(master.workdir)[-1]["previous_version"] == "1.1.0"
 

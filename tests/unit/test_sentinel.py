@@ -1,5 +1,10 @@
 """The sentinel (dewy/master/sentinel.py) with real processes: it stops the groups it was told about when its
-pipe ends without `exit`, leaves them alone after `exit`, and KILLs a group that ignores SIGTERM."""
+pipe ends without `exit`, leaves them alone after `exit`, and KILLs a group that ignores SIGTERM.
+
+The sentinel is forked from its caller, as from the single-threaded master. The pytest process is not that
+(gRPC's threads from other tests' servers live in it, and a forked child that closes their descriptors may
+abort), so the scenarios that fork run in a fresh interpreter: `python tests/unit/test_sentinel.py NAME`.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ import time
 
 import pytest
 
-from dewy.master.sentinel import Sentinel, stop_groups
-from helpers import alive, wait_until
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/, when run as a script
+from dewy.master.sentinel import Sentinel, stop_groups  # noqa: E402
+from helpers import alive, wait_until  # noqa: E402
 
 IGNORE_TERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
                "time.sleep(60)")
@@ -32,8 +38,24 @@ def finish(sentinel: Sentinel) -> int:
     return os.waitstatus_to_exitcode(wstatus)
 
 
+def run_isolated(scenario: str) -> None:
+    """Run a scenario of this module in a fresh interpreter; its assertions fail this test."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), scenario], capture_output=True, text=True,
+                         timeout=25)
+    assert out.returncode == 0, "%s failed (exit %s):\n%s%s" % (scenario, out.returncode, out.stdout, out.stderr)
+
+
 @pytest.mark.timeout(30)
 def test_the_groups_are_stopped_when_the_master_side_goes_away():
+    run_isolated("groups_stopped_when_the_master_side_goes_away")
+
+
+@pytest.mark.timeout(30)
+def test_a_clean_stop_leaves_everything_alone():
+    run_isolated("clean_stop_leaves_everything_alone")
+
+
+def groups_stopped_when_the_master_side_goes_away():
     app, other = group_of(), group_of()
     sentinel = Sentinel.start(grace=2.0)
     try:
@@ -51,8 +73,7 @@ def test_the_groups_are_stopped_when_the_master_side_goes_away():
             proc.stdout.close()
 
 
-@pytest.mark.timeout(30)
-def test_a_clean_stop_leaves_everything_alone():
+def clean_stop_leaves_everything_alone():
     app = group_of()
     sentinel = Sentinel.start(grace=2.0)
     try:
@@ -81,3 +102,8 @@ def test_a_group_that_ignores_sigterm_is_killed_after_the_grace():
             stubborn.wait()
         stubborn.stdout.close()
     assert not alive(stubborn.pid)
+
+
+if __name__ == "__main__":
+    {"groups_stopped_when_the_master_side_goes_away": groups_stopped_when_the_master_side_goes_away,
+     "clean_stop_leaves_everything_alone": clean_stop_leaves_everything_alone}[sys.argv[1]]()
