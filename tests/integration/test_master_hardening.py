@@ -70,8 +70,10 @@ def test_deleted_release_dir_is_reported_and_redeployed(make_master, registry):
     st3 = master.wait_version("1.0.0", timeout=20)
     # Unpacked afresh (within the same second it may get the same timestamped name back).
     assert os.path.isdir(st3["release_dir"]) and os.listdir(st3["release_dir"])
-    redeployed = [e for e in audit_entries(master.workdir) if e["result"] == "deployed"][-1]
-    assert redeployed["previous_version"] == "1.0.0", redeployed  # what it replaced, not "nothing"
+    # The poller writes the audit line after the master's switch: wait for it, not for the status.
+    deployed = wait_until(lambda: [e for e in audit_entries(master.workdir) if e["result"] == "deployed"][1:],
+                          10, "the redeploy's audit line", master.details)
+    assert deployed[-1]["previous_version"] == "1.0.0", deployed  # what it replaced, not "nothing"
     assert st3["last_error"] is None
 
 
