@@ -202,7 +202,18 @@ def audit_entries(workdir: Path) -> list:
         text = (Path(workdir) / ".dewy" / "audit.log").read_text()
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    # A line being appended right now has no newline yet: it is read next time.
+    complete = text[:text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
+def wait_audit(workdir: Path, predicate, what: str, timeout: float = 15, details=None) -> list:
+    """Wait until predicate(audit entries) is truthy; returns the entries.
+
+    The poller writes its audit line after the master switched, so a status that already shows the new
+    version can come before the line: tests wait for the line itself."""
+    return wait_until(lambda: (lambda entries: entries if predicate(entries) else None)(audit_entries(workdir)),
+                      timeout, what, details or (lambda: "audit log: %s" % audit_entries(workdir)))
 
 
 # --------------------------------------------------------------------------- master

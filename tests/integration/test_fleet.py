@@ -9,18 +9,16 @@ Redis (valkey-server) with `rollout-waves = 20%, 60%` (waves of 1, 3 and 5 hosts
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess
 import sys
-import tarfile
 import time
 
 import pytest
 
 from dewy.fleet import host_order
-from helpers import audit_entries, sample_app_source, wait_until
+from helpers import sample_app_source, wait_audit, wait_until
 
 HOSTS = ["host-%d" % i for i in range(1, 6)]
 SOAK = 2.0
@@ -129,8 +127,11 @@ def test_a_rollout_goes_in_waves_stops_a_bad_release_fleet_wide_and_rolls_back(r
     fleet[order[0]].wait_version("1.0.0", timeout=30)
     assert all(app_starts(fleet[h], "1.2.0") == 0 for h in order[3:])  # the last wave never started it
     assert sum(app_starts(fleet[h], "1.2.0") for h in order[1:3]) >= 1
-    rolled_back = [e for e in audit_entries(fleet[order[0]].workdir) if e.get("version") == "1.0.0"][-1]
-    assert rolled_back["result"] == "deployed" and rolled_back.get("previous_version") == "1.2.0", rolled_back
+    back = wait_audit(fleet[order[0]].workdir, lambda es: [e for e in es if e.get("version") == "1.0.0"
+                                                           and e.get("previous_version") == "1.2.0"],
+                      "the canary's audit line of going back from 1.2.0 to 1.0.0")
+    assert [e["result"] for e in back if e.get("version") == "1.0.0" and e.get("previous_version") == "1.2.0"] \
+        == ["deployed"], back
 
     # 4. A newer good release starts a fresh rollout and reaches every host.
     publish(registry, "1.3.0")

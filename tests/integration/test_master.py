@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from helpers import alive, audit_entries, clean_environment, wait_until
+from helpers import alive, audit_entries, clean_environment, wait_audit, wait_until
 
 
 class SystemdSocket:
@@ -130,8 +130,9 @@ def test_assets_mode_keeps_current_and_dir_on_the_newest(make_master, registry, 
     master.wait_for(lambda s: s.get("version") == "1.1.0", what="assets 1.1.0")
     assert (www / "VERSION").read_text().strip() == "1.1.0"
     assert os.path.realpath(www) == os.path.realpath(master.workdir / "current")
-    assert [e["result"] for e in audit_entries(master.workdir)] == ["deployed", "deployed"]
-    assert all(e["mode"] == "assets" for e in audit_entries(master.workdir))
+    entries = wait_audit(master.workdir, lambda es: len(es) >= 2, "the audit line of 1.1.0")
+    assert [e["result"] for e in entries] == ["deployed", "deployed"]
+    assert all(e["mode"] == "assets" for e in entries)
 
 
 @pytest.mark.timeout(60)

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import (Load, alive, audit_entries, free_port, norm, sample_app_source, wait_until)
+from helpers import (Load, alive, audit_entries, free_port, norm, sample_app_source, wait_audit, wait_until)
 
 BIG = 320 * 1024 * 1024  # an artifact big enough that its copy into the cache takes a while
 
@@ -155,8 +155,8 @@ def _after_killed_poller(master, load, old_poller: int, version: str, before: di
     assert cache_temps(master.workdir) == [], "a half download was left in the cache"
     assert "killed by SIGKILL; the app keeps serving" in master.log_text()
     assert st["app_pids"] != before["app_pids"] and st["generation"] == before["generation"] + 1, st
-    entries = audit_entries(master.workdir)
-    assert [(e["version"], e["result"]) for e in entries][-1] == (norm(version), "deployed"), entries
+    wait_audit(master.workdir, lambda es: [(e["version"], e["result"]) for e in es][-1:] == [(norm(version), "deployed")],
+               "the audit line of %s" % version, details=master.details)
 
 
 @pytest.mark.timeout(180)
@@ -376,7 +376,7 @@ def test_usr2_while_the_poller_downloads_a_release(make_master, registry):
         master.quiesce()
     assert load.failed == 0
     assert master.status()["pid"] == master.pid
-    assert [e["version"] for e in audit_entries(master.workdir) if e["result"] == "deployed"] == \
-        ["1.0.0", "1.1.0", "1.2.0"]
+    wait_audit(master.workdir, lambda es: [e["version"] for e in es if e["result"] == "deployed"] ==
+               ["1.0.0", "1.1.0", "1.2.0"], "1.0.0, 1.1.0 and 1.2.0 deployed, once each, in the audit log")
     assert half_releases(master.workdir) == [] and cache_temps(master.workdir) == []
     master.assert_no_zombies()
