@@ -23,9 +23,10 @@ def audit_path(workdir: str) -> str:
     return state_path(workdir, AUDIT_FILE)
 
 
-def hostname() -> str:
-    """This host's name as the audit records it."""
-    return socket.gethostname() or "localhost"
+def hostname(host_id: str = "") -> str:
+    """This host's name as the audit records it: the `host-id` setting when given (the fleet's name for
+    it, as in notifications and `dewy fleet`), else the hostname."""
+    return host_id or socket.gethostname() or "localhost"
 
 
 def record(workdir: str, entry: dict) -> dict:
@@ -96,9 +97,10 @@ class Shipped:
     error: str | None = None           # set when the deploy failed
 
     @classmethod
-    def now(cls, mode: str, version: str, tag: str, **fields) -> "Shipped":
-        """A record of this host, now."""
-        return cls(host=hostname().lower(), mode=mode, time_ns=time.time_ns(), version=version, tag=tag, **fields)
+    def now(cls, mode: str, version: str, tag: str, host_id: str = "", **fields) -> "Shipped":
+        """A record of this host (named by host_id when given), now."""
+        return cls(host=hostname(host_id).lower(), mode=mode, time_ns=time.time_ns(), version=version, tag=tag,
+                   **fields)
 
     def stamp(self) -> str:
         """The time as Dewy writes it: YYYYMMDDTHHMMSS.nnnnnnnnnZ (UTC)."""

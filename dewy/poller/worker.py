@@ -427,6 +427,7 @@ class Poller:
             self.refused.add(version, reason, fleet="adopted")
             try:  # in `dewy history` of every host, not only the one where it failed (no notification: that
                 audit.record(self.config.workdir, {"result": "refused", "version": version, "mode": self.config.mode,
+                                                   "host": audit.hostname(self.config.host_id),
                                                    "error": dewy_log.scrub(reason)})  # one went out already)
             except OSError as exc:
                 log.error("cannot write the audit log: %s", exc)

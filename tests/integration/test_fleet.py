@@ -132,6 +132,7 @@ def test_a_rollout_goes_in_waves_stops_a_bad_release_fleet_wide_and_rolls_back(r
                       "the canary's audit line of going back from 1.2.0 to 1.0.0")
     assert [e["result"] for e in back if e.get("version") == "1.0.0" and e.get("previous_version") == "1.2.0"] \
         == ["deployed"], back
+    assert {e["host"] for e in back} == {order[0]}  # the audit names the host by its host-id
 
     # 4. A newer good release starts a fresh rollout and reaches every host.
     publish(registry, "1.3.0")

@@ -122,6 +122,9 @@ def test_shipped_record_name_is_one_safe_file_name():
 def test_shipped_now_lowercases_the_host(monkeypatch):
     monkeypatch.setattr(audit.socket, "gethostname", lambda: "Web-1")
     assert audit.Shipped.now("server", "1.0.0", "v1.0.0").host == "web-1"
+    # With host-id set, the fleet's name for the host (as in notifications and `dewy fleet`).
+    assert audit.Shipped.now("server", "1.0.0", "v1.0.0", host_id="Canary-3").host == "canary-3"
+    assert audit.hostname("canary-3") == "canary-3" and audit.hostname("") == "Web-1"
 
 
 @pytest.mark.parametrize("result", audit.RESULTS)
