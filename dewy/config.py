@@ -610,7 +610,8 @@ SETTINGS: list[Setting] = [
         name="max-release-size", meta="SIZE",
         type="size", default="2GiB", validator=_size, pytype=int,
         doc="The most a release may unpack to (256MiB, 2GiB, 500MB or bytes), counted while unpacking: "
-            "a bigger one is refused and its partial directory removed.",
+            "a bigger one is refused and its partial directory removed. A download past it stops there and "
+            "is refused the same way.",
     ),
     Setting(
         name="max-release-files", meta="N",
@@ -666,7 +667,8 @@ SETTINGS: list[Setting] = [
     Setting(
         name="host-id", meta="ID",
         type="name", default="", default_doc="the hostname", validator=_host_id,
-        doc="This host's name in the fleet (its heartbeat in the shared cache, `dewy fleet`); unique per host.",
+        doc="This host's name in the fleet (its heartbeat in the shared cache, `dewy fleet`), in notifications, "
+            "the audit log and the shipped_to records; unique per host.",
     ),
     Setting(
         name="user", meta="USER",

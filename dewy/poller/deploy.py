@@ -20,7 +20,7 @@ from dewy import artifact as artifact_pkg
 from dewy import audit, checksums, hooks, releases
 from dewy import log as dewy_log
 from dewy.clock import utc_iso
-from dewy.config import Config
+from dewy.config import Config, format_size
 from dewy.registry.base import Release
 from dewy.log import redact_text
 from dewy.poller.progress import Progress
@@ -103,16 +103,24 @@ def _digest_key(key: str) -> str:
 
 
 class _HashingWriter:
-    """A write-only file that hashes and counts what passes through to the real one (and reports progress)."""
+    """A write-only file that hashes and counts what passes through to the real one (and reports progress).
 
-    def __init__(self, out, progress: Progress | None = None):
+    limit: the most bytes it takes (None: no limit); one more raises the refusal too_big() makes, before
+    the bytes reach the disk, so a registry serving an endless artifact cannot fill it."""
+
+    def __init__(self, out, progress: Progress | None = None, limit: int | None = None,
+                 too_big: Callable[[], Exception] | None = None):
         self.out = out
         self.sha = hashlib.sha256()
         self.size = 0
         self.progress = progress
+        self.limit = limit
+        self.too_big = too_big
 
     def write(self, data) -> int:
         """Hash data and write it through."""
+        if self.limit is not None and self.size + len(data) > self.limit:
+            raise self.too_big()
         self.sha.update(data)
         self.size += len(data)
         self.out.write(data)
@@ -175,7 +183,8 @@ def record_event(backends: Backends, result: str, entry: dict, event: str | None
     """Append entry to the audit log (result, mode filled in) and notify `event` (default: the result) with
     the entry's main fields plus `notify`; failures are only logged."""
     config = backends.config
-    entry = {key: dewy_log.scrub(value) for key, value in dict(entry, result=result, mode=config.mode).items()}
+    entry = {key: dewy_log.scrub(value) for key, value in dict(entry, result=result, mode=config.mode,
+                                                                host=audit.hostname(config.host_id)).items()}
     try:
         audit.record(config.workdir, entry)
     except OSError as exc:
@@ -269,7 +278,10 @@ class Deploy:
         progress = Progress(release.artifact_name, fetcher.size, listener=self.tell_progress)
         try:
             with cache.open_write(key) as out:
-                writer = _HashingWriter(out, progress)
+                # No archive bigger than max-release-size can unpack within it: stop downloading there.
+                writer = _HashingWriter(out, progress, self.config.max_release_size, lambda: Refuse(
+                    "artifact %s of %s is larger than %s (max-release-size): refused without downloading the rest"
+                    % (release.artifact_name, release.version, format_size(self.config.max_release_size))))
                 fetcher.fetch(writer)
                 digest = writer.sha.hexdigest()
                 if expected is not None and digest != expected:
@@ -418,7 +430,7 @@ class Deploy:
                 log.warning("%s", error)
                 self.backends.notifier.emit("hook-failed", release.version, hook="after-deploy-hook", error=error,
                                             output=result.output, previous_version=self.previous_version)
-        host = audit.hostname()
+        host = audit.hostname(self.config.host_id)
         self.report(answer.get("generation"), release_dir=release_dir)
         self.prune(release_dir)
         # The audit line comes last: whoever sees it sees the whole deploy done.
@@ -431,7 +443,7 @@ class Deploy:
     def report(self, generation, release_dir: str = "", error: str | None = None) -> None:
         """Leave the shipped_to record (or gRPC Report) in the registry; a failure is logged, never fatal."""
         release = self.release
-        shipped = audit.Shipped.now(self.config.mode, release.version, release.tag,
+        shipped = audit.Shipped.now(self.config.mode, release.version, release.tag, host_id=self.config.host_id,
                                     previous_version=self.previous_version, release_dir=release_dir or "",
                                     error=error)
         try:

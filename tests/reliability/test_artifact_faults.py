@@ -89,6 +89,11 @@ def _size_bomb(tmp, outside):
     return build(tmp, "tar.gz", app_members(BAD) + [tar_file("zeros", bytes(64 << 20))]), {}
 
 
+def _oversized_download(tmp, outside):
+    # 3 MiB that do not compress: the download itself passes the 1 MiB limit, so it stops there.
+    return build(tmp, "tar.gz", app_members(BAD) + [tar_file("noise", os.urandom(3 << 20))]), {}
+
+
 def _files_bomb(tmp, outside):
     return build(tmp, "tar.gz", app_members(BAD) + [tar_file("f/%d" % i) for i in range(1500)]), {}
 
@@ -126,6 +131,8 @@ ROWS = {
     "checksum-mismatch": Row(_checksum_mismatch, "checksum mismatch for 1.1.0 app.tar.gz"),
     "bomb-size": Row(_size_bomb, "release app.tar.gz unpacks to more than 8 MiB (max-release-size)",
                      settings={"max-release-size": "8MiB"}),
+    "oversized-download": Row(_oversized_download, "artifact app.tar.gz of 1.1.0 is larger than 1 MiB "
+                              "(max-release-size)", settings={"max-release-size": "1MiB"}),
     "bomb-files": Row(_files_bomb, "release app.tar.gz unpacks to more than 1000 files, directories and links "
                       "(max-release-files)", settings={"max-release-files": "1000"}),
     "dotdot-member": Row(_zip_dotdot, "escapes the release directory with '..'", kind="zip"),
