@@ -57,6 +57,13 @@ class ConfigView:
 
 def load(path: str) -> ConfigView:
     """The validated config of the ini at path, loaded in a child process; ConfigLoadError when it is bad."""
+    return start_load(path)()
+
+
+def start_load(path: str):
+    """Start loading the ini at path in a child process; returns a function that waits for it and gives
+    the ConfigView (or raises ConfigLoadError). The master's start-up imports its own modules meanwhile,
+    so the two interpreters' imports overlap instead of adding up."""
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # the child: load, answer, never return into the master's code
@@ -67,6 +74,11 @@ def load(path: str) -> ConfigView:
         finally:
             os._exit(code)
     os.close(w)
+    return lambda: _answer(path, pid, r)
+
+
+def _answer(path: str, pid: int, r: int) -> ConfigView:
+    """Read the child's answer from r, reap it, and give the ConfigView (ConfigLoadError when it is bad)."""
     chunks = []
     try:
         while True:

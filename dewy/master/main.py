@@ -30,9 +30,11 @@ def main(argv: list | None = None) -> int:
     if path is None or os.environ.get(CHECK_ENV) == "1":
         from dewy.cli import master_main
         return master_main(argv)
-    from dewy.master.configview import ConfigLoadError, load
+    from dewy.master.configview import ConfigLoadError, load, start_load
+    loaded = start_load(path)  # the child imports dewy.config while this process imports the arbiter
+    from dewy.master import arbiter
     try:
-        config = load(path)
+        config = loaded()
     except ConfigLoadError as exc:
         print("dewy-master: %s" % exc, file=sys.stderr)
         return EXIT_CONFIG
@@ -42,5 +44,4 @@ def main(argv: list | None = None) -> int:
         """The ini file read again (ConfigLoadError when it went bad; the master keeps the old config)."""
         return load(absolute)
 
-    from dewy.master import arbiter
     return arbiter.run(config, reload_config)
