@@ -419,6 +419,16 @@ class Client:
         a, b = urllib.parse.urlsplit(self.api_url), urllib.parse.urlsplit(url)
         return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
 
+    def uploads_host(self, url: str) -> bool:
+        """True when url may be the API's uploads host, the only other place our token goes: uploads.github.com
+        beside api.github.com, else the API's own host (GitHub Enterprise's /api/uploads), with its scheme."""
+        a, b = urllib.parse.urlsplit(self.api_url), urllib.parse.urlsplit(url)
+        if a.scheme != b.scheme:
+            return False
+        if a.hostname == "api.github.com":
+            return b.hostname in ("uploads.github.com", "api.github.com")
+        return a.hostname == b.hostname
+
     def url(self, path: str, **params) -> str:
         """The API URL of path (quoted by the caller) with query params."""
         query = ("?" + urllib.parse.urlencode(params)) if params else ""

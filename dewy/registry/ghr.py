@@ -214,6 +214,11 @@ class GitHubRegistry(Registry):
         upload_url = re.sub(r"\{[^}]*\}$", "", str(rel.get("upload_url") or ""))
         if not upload_url.startswith(("https://", "http://")):
             raise RegistryError("release %s of %s has no upload_url" % (tag, self.where))
+        if not self.client.uploads_host(upload_url):
+            # The upload carries our token: never to a host the API named but does not run on.
+            raise RegistryError("release %s of %s: its upload_url is on %s, not on the API's uploads host: "
+                                "not sending the token there" % (tag, self.where,
+                                                                 urllib.parse.urlsplit(upload_url).netloc))
         response = self.client.call("POST", upload_url, params={"name": filename},
                                     headers={"Content-Type": "text/plain"}, data=data, timeout=self.timeout)
         with response:

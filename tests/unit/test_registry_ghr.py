@@ -532,6 +532,29 @@ def test_report_uploads_the_shipped_to_asset(stub):
     assert reg.latest().artifact_name == NATIVE
 
 
+def test_report_sends_the_token_to_no_other_host_than_the_apis(stub):
+    """A release whose upload_url names another host (here `localhost`, the same stub under another name):
+    the token is not sent there, and the error says why."""
+    stub.publish("acme", "app", "v1.0.0", {NATIVE: b"a"})
+    rel = stub.release("acme", "app", "v1.0.0")
+    rel["upload_url"] = rel["upload_url"].replace("127.0.0.1", "localhost")
+    reg = ghr()
+    release = reg.latest()
+    with pytest.raises(RegistryError, match="upload_url is on localhost:[0-9]+, not on the API's uploads host"):
+        reg.report(release, _shipped(release))
+    assert not stub.recorded("uploads")
+
+
+def test_uploads_host_is_the_apis_host_or_githubs_uploads_host():
+    com = github.Client("https://api.github.com", github.Auth())
+    assert com.uploads_host("https://uploads.github.com/repos/a/b/releases/1/assets")
+    assert not com.uploads_host("http://uploads.github.com/repos/a/b/releases/1/assets")
+    assert not com.uploads_host("https://uploads.github.com.evil.example/x")
+    ghe = github.Client("https://ghe.example.com/api/v3", github.Auth())
+    assert ghe.uploads_host("https://ghe.example.com/api/uploads/repos/a/b/releases/1/assets")
+    assert not ghe.uploads_host("https://uploads.github.com/repos/a/b/releases/1/assets")
+
+
 def test_report_of_a_failed_deploy_uploads_nothing(stub):
     stub.publish("acme", "app", "v1.0.0", {NATIVE: b"a"})
     reg = ghr()
