@@ -87,6 +87,11 @@ def main(command: str, workdir: str, args: dict) -> int:
     return follow_deploy(workdir, answer, before, timeout, args)
 
 
+def serves(version, generation) -> str:
+    """`1.1.0 serves (generation 3)`; just `1.1.0 serves` in assets mode, which has no generations."""
+    return "%s serves%s" % (version, " (generation %s)" % generation if generation else "")
+
+
 def _deploy_changed(st: dict, before: dict) -> bool:
     return (st.get("last_deploy") or None) != (before.get("last_deploy") or None)
 
@@ -100,8 +105,14 @@ def follow_rollback(workdir: str, answer: dict, before: dict, timeout: float, ar
         if _deploy_changed(st, before) and deploy.get("rolled_back_from") is not None:
             result = dict(answer, last_deploy=deploy, version=st.get("version"), generation=st.get("generation"))
             if deploy.get("ok"):
-                _print(args, result, "%s serves (generation %s); %s is refused until a newer version is published"
-                       % (deploy.get("version"), deploy.get("generation"), answer.get("from")))
+                left, now = answer.get("from"), deploy.get("version")
+                if not left:
+                    then = "nothing served before"
+                elif pause.refuses_left(left, now):
+                    then = "%s is refused until a newer version is published" % left
+                else:  # forward (undoing a rollback): the older version left did nothing wrong
+                    then = "forward from %s, which is not refused (%s is no longer refused either)" % (left, now)
+                _print(args, result, "%s; %s" % (serves(now, deploy.get("generation")), then))
                 return EXIT_OK
             _print(args, result, "rollback failed: %s" % deploy.get("error"))
             return EXIT_FAILED
@@ -171,7 +182,7 @@ def follow_deploy(workdir: str, answer: dict, before: dict, timeout: float, args
             if _deploy_changed(st, before) and deploy.get("version") == latest:
                 result = {"ok": bool(deploy.get("ok")), "version": latest, "last_deploy": deploy}
                 if deploy.get("ok"):
-                    _print(args, result, "%s serves (generation %s)" % (latest, deploy.get("generation")))
+                    _print(args, result, serves(latest, deploy.get("generation")))
                     return EXIT_OK
                 _print(args, result, "%s refused: %s" % (latest, deploy.get("error")))
                 return EXIT_FAILED
@@ -179,8 +190,11 @@ def follow_deploy(workdir: str, answer: dict, before: dict, timeout: float, args
                 _print(args, {"ok": True, "version": running, "up_to_date": True}, "up to date: %s serves" % running)
                 return EXIT_OK
             if announced is None and latest is None and st.get("last_error"):
-                _print(args, {"ok": False, "error": st["last_error"]}, "the registry did not answer: %s"
-                       % st["last_error"])
+                error = st["last_error"]
+                # The registry may have answered with nothing deployable (the poller says so in those words).
+                answered = error.startswith(("nothing to deploy", "waiting for the artifact"))
+                _print(args, {"ok": False, "error": error}, error if answered else "the registry did not answer: %s"
+                       % error)
                 return EXIT_FAILED
             if latest and latest != running and announced is None and pause.holds(st.get("paused"), latest) \
                     and st.get("state") == "running":

@@ -29,13 +29,18 @@ def read(workdir: str) -> dict | None:
     return data if data is None or isinstance(data, dict) else {"reason": None, "since": None}
 
 
-def write(workdir: str, reason: str | None, newer_than: str | None = None) -> dict:
+def write(workdir: str, reason: str | None, newer_than: str | None = None, since: str | None = None,
+          also_newer_than=()) -> dict:
     """Pause deploys of workdir (atomically); the record written. newer_than (a hold after `dewy rollback`):
-    only versions newer than it may deploy."""
+    only versions newer than it (and than every one of also_newer_than) may deploy. since: when the pause
+    began (default: now; a pause repeated keeps its first time)."""
     state_dir(workdir)
-    data = {"reason": reason or None, "since": utc_iso()}
+    data = {"reason": reason or None, "since": since or utc_iso()}
     if newer_than:
         data["newer_than"] = newer_than
+        also = sorted({v for v in also_newer_than if v and v != newer_than})
+        if also:
+            data["also_newer_than"] = also
     # 0644: the poller reads it before each deploy, and with the `user` setting the poller is not root.
     write_json_atomic(pause_path(workdir), data, mode=0o644)
     return data
@@ -43,15 +48,30 @@ def write(workdir: str, reason: str | None, newer_than: str | None = None) -> di
 
 def holds(paused: dict | None, version: str) -> bool:
     """Whether a pause (read()) keeps version from being deployed: always, or, for a rollback hold, unless
-    version is newer than the version rolled back from (the poller's check; it has semver)."""
+    version is newer than the version rolled back from and every `also_newer_than` (the poller's check; it
+    has semver)."""
     if not paused:
         return False
     newer_than = paused.get("newer_than")
     if not newer_than:
         return True
     from dewy.versions import is_older
+    also = paused.get("also_newer_than")
     try:
-        return not is_older(newer_than, version)
+        return not all(is_older(v, version) for v in [newer_than, *(also if isinstance(also, list) else ())])
+    except (TypeError, ValueError):
+        return True
+
+
+def refuses_left(from_version: str | None, to_version: str | None) -> bool:
+    """After `dewy rollback` from from_version to to_version: whether from_version is refused. Going back, it is
+    (the operator left it for a reason); going forward to a newer version (`--to`, undoing a rollback), the older
+    version left did nothing wrong and is not. For the poller and the `dewy rollback` command (semver)."""
+    if not from_version or not to_version:
+        return bool(from_version)
+    from dewy.versions import is_older
+    try:
+        return not is_older(from_version, to_version)
     except ValueError:
         return True
 

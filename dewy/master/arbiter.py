@@ -390,14 +390,18 @@ class Arbiter(Host):
         self.poller.send(type_, **fields)
 
     def switched_back(self, from_version, to_version) -> None:
-        """After `dewy rollback`: hold deploys until a version newer than from_version is published (so that
-        the poller, which deploys the newest version it does not refuse, keeps to_version); a pause stays."""
+        """After `dewy rollback`: hold deploys until a version newer than from_version, to_version and what an
+        earlier hold waited for is published (so that the poller, which deploys the newest version it does not
+        refuse, keeps to_version, also when `--to` went forward to a newer one); a pause stays. Which of the two
+        is newer is the poller's to compare (semver is not loaded here): the hold names both."""
         if self.paused and not self.paused.get("newer_than"):
             return
         if from_version:
-            self.paused = pause.write(self.cfg.workdir, "rolled back from %s to %s (dewy rollback); only a version "
-                                      "newer than %s deploys" % (from_version, to_version, from_version),
-                                      newer_than=from_version)
+            earlier = [self.paused.get("newer_than"), *(self.paused.get("also_newer_than") or ())] \
+                if self.paused else []
+            self.paused = pause.write(self.cfg.workdir, "switched from %s to %s by dewy rollback; only a version "
+                                      "newer than both deploys" % (from_version, to_version),
+                                      newer_than=from_version, also_newer_than=[to_version, *earlier])
 
     def probe(self, gen, path: str, timeout: float) -> None:
         """GET path on the first TCP listener, non-blocking in the loop (httpprobe); the answer goes to
@@ -610,9 +614,16 @@ class Arbiter(Host):
         return {"status": self.status_data()}
 
     def handle_pause(self, reason: str | None = None) -> dict:
-        """Deploy no new version until resumed (the app keeps running and restarting as usual)."""
-        self.paused = pause.write(self.cfg.workdir, reason if isinstance(reason, str) else None)
-        log.warning("deploys paused%s", ": %s" % reason if reason else "")
+        """Deploy no new version until resumed (the app keeps running and restarting as usual). Pausing what is
+        paused already keeps its start time, and its reason unless a new one is given; a rollback's hold
+        becomes a plain pause."""
+        reason = reason if isinstance(reason, str) and reason else None
+        was = self.paused if self.paused and not self.paused.get("newer_than") else None
+        if was:
+            reason = reason or was.get("reason")
+        self.paused = pause.write(self.cfg.workdir, reason, since=was.get("since") if was else None)
+        log.warning("deploys paused%s%s", " (already since %s)" % was.get("since") if was else "",
+                    ": %s" % reason if reason else "")
         return {"paused": self.paused}
 
     def handle_resume(self) -> dict:
@@ -697,12 +708,15 @@ class Arbiter(Host):
             raise ReloadError(problem)
         listeners = sockets.bind_all(new.port, new.backlog, reuse={l.spec: l for l in self.listeners})
         dropped = [l for l in self.listeners if l not in listeners]
+        old_dir = self.cfg.dir
         self.listeners, self.cfg = listeners, new
         self.lifecycle.cfg = new
         for listener in dropped:
             listener.close()
         self.setup_logging()
         log.info("configuration reloaded from %s", new.source)
+        if new.mode == "assets" and self.lifecycle.point_dir_at(self.lifecycle.current_release):
+            self.lifecycle.forget_dir(old_dir)  # `dir` moved: the old link must not keep an old release
         self.poller.send("reload", config=new.to_json(), current=self.current_info())
         self.lifecycle.restart()
 

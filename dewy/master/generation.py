@@ -115,6 +115,18 @@ def release_lacks_program(argv, workdir: str, new_dir: str, old_dir: str | None)
     return None
 
 
+def dir_problem(config) -> str | None:
+    """Why the assets-mode `dir` cannot be kept as a symlink to the newest release: something that is not a
+    symlink is there (dewy never replaces a real file or directory, as with `current`); None when it can."""
+    path = config.dir if config.mode == "assets" else ""
+    if not path or not os.path.lexists(path) or os.path.islink(path):
+        return None
+    kind = "a directory" if os.path.isdir(path) else "a file"
+    return ("%s is %s, not a symlink: dewy keeps `dir` as a symlink to the newest release and never replaces a "
+            "real one. Move it away (e.g. mv %s %s.old); dewy then points it at the release that serves"
+            % (path, kind, path, path))
+
+
 def startup_problem(config) -> str | None:
     """Why the configured `app` can never run, found before anything starts (None when it may); also why the
     `user` / `group` settings cannot be honoured (a master that is not root).
@@ -126,6 +138,10 @@ def startup_problem(config) -> str | None:
     problem = privilege_problem(config)
     if problem:
         return problem
+    problem = dir_problem(config)
+    if problem:
+        where = "[dewy] dir" if config.source != "command line" else "--dir"
+        return "%s: %s: %s" % (config.source, where, problem)
     if config.mode != "server" or not config.app:
         return None
     program = config.app[0]

@@ -17,7 +17,7 @@ import time
 
 from .. import backoff, current, procgroup  # dewy.current, not dewy.releases: no tarfile/zipfile here
 from ..clock import utc_iso
-from .generation import EXITED, RETIRING, SERVING, STARTING, Generation, release_lacks_program
+from .generation import EXITED, RETIRING, SERVING, STARTING, Generation, dir_problem, release_lacks_program
 from .httpprobe import OK, OTHER
 
 log = logging.getLogger("dewy.master")
@@ -123,6 +123,7 @@ class Lifecycle:
         self.problem: str | None = None  # what is wrong now that is not the poller's to say (status last_error)
         self.reported_lost: str | None = None  # the deleted release dir check_current() already reported
         self.spawn_error: str | None = None  # why the last spawn() returned None
+        self.dir_trouble: str | None = None  # why `dir` (assets mode) could not be pointed at the release
         self.last_deploy: dict | None = None
 
     @property
@@ -278,6 +279,7 @@ class Lifecycle:
                              "again" % os.readlink(self.current_link))
         self.current_release, self.current_version = release, self.version_of(release)
         if self.cfg.mode != "server":
+            self.point_dir_at(release)  # `dir` removed, or configured anew, while dewy was down
             return
         if release is None:
             log.info("no release deployed yet; waiting for the poller")
@@ -293,6 +295,45 @@ class Lifecycle:
         log.warning("current points at %s (version %s), whose deploy was interrupted before it was ready; "
                     "going back to %s", deploying["release_dir"], deploying.get("version"), before or "nothing")
         self.point_current_at(before)
+
+    def point_dir_at(self, release_dir: str | None) -> bool:
+        """assets mode: point the `dir` symlink at release_dir, creating its parent directories; a real file or
+        directory there is never replaced (the problem is logged and shown in the status). False when not done."""
+        path = self.cfg.dir if self.cfg.mode == "assets" else ""
+        if not path or not release_dir:
+            return False
+        problem = dir_problem(self.cfg)
+        if problem is None:
+            try:
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                if current.read_link(path) != os.path.realpath(release_dir):
+                    current.switch_link(path, release_dir)
+                    log.info("dir %s now points at %s", path, release_dir)
+            except (OSError, current.ReleaseError) as exc:
+                problem = "cannot point dir %s at %s: %s" % (path, release_dir, exc)
+        if problem is None:
+            if self.problem is not None and self.problem == self.dir_trouble:
+                self.set_problem(None)  # what was in the way has been moved away
+            self.dir_trouble = None
+            return True
+        self.dir_trouble = problem
+        self.set_problem(problem)
+        self.host.changed()
+        return False
+
+    def forget_dir(self, old_dir: str) -> None:
+        """`dir` was configured elsewhere: remove the old symlink when it still points into our releases/ (only
+        a symlink dewy made; anything else stays)."""
+        if not old_dir or old_dir == self.cfg.dir or not os.path.islink(old_dir):
+            return
+        releases = os.path.join(os.path.realpath(self.cfg.workdir), "releases") + os.sep
+        if not os.path.realpath(old_dir).startswith(releases):
+            return
+        try:
+            os.unlink(old_dir)
+            log.info("removed the old dir symlink %s (dir is now %s)", old_dir, self.cfg.dir)
+        except OSError as exc:
+            log.warning("cannot remove the old dir symlink %s: %s", old_dir, exc)
 
     def point_current_at(self, release_dir: str | None) -> None:
         """Switch `current` to release_dir; remove it when release_dir is None or gone."""
@@ -362,6 +403,10 @@ class Lifecycle:
         self.set_problem(None)
         if gen.rollback_from is not None:
             self.finish_switch_back(gen)
+            if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir):
+                # Watched like a deploy: a release the operator switched to that crash-loops goes back too.
+                self.probation = Probation(gen.version, gen.release_dir, previous_version, previous_dir,
+                                           now + PROBATION)
         if gen.reason == "deploy":
             self.deploying = None
             if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir):
@@ -513,9 +558,8 @@ class Lifecycle:
         self.probation = None
         if self.cfg.mode == "assets":
             current.switch_link(self.current_link, release_dir)
-            if self.cfg.dir:
-                current.switch_link(self.cfg.dir, release_dir)
             self.current_version, self.current_release = version, release_dir
+            self.point_dir_at(release_dir)
             gen = Generation(0, 0, version, release_dir, "rollback", started_at=self.clock())
             gen.rollback_from = from_version
             self.finish_switch_back(gen)
@@ -540,7 +584,10 @@ class Lifecycle:
                             "generation": gen.number or None, "rolled_back_from": gen.rollback_from}
         if gen.rollback_from and gen.rollback_from != gen.version:
             self.host.switched_back(gen.rollback_from, gen.version)
-            self.host.tell_poller("rollback", version=gen.rollback_from, to_version=gen.version, error=error)
+            # operator: the poller no longer refuses to_version (chosen by name) and refuses `version` only when
+            # it is the newer one (going forward leaves an older version that did nothing wrong).
+            self.host.tell_poller("rollback", version=gen.rollback_from, to_version=gen.version, error=error,
+                                  operator=True)
         self.host.changed()
 
     def schedule_respawn(self) -> None:
@@ -680,9 +727,8 @@ class Lifecycle:
         before = current.read_link(self.current_link)
         if self.cfg.mode == "assets":
             current.switch_link(self.current_link, release_dir)
-            if self.cfg.dir:
-                current.switch_link(self.cfg.dir, release_dir)
             self.current_version, self.current_release = version, release_dir
+            self.point_dir_at(release_dir)
             self.finish_deploy(version, release_dir, True, None, None)
             return
         # Recorded (status file) before `current` moves: a master killed meanwhile undoes it at its next start.
@@ -715,7 +761,8 @@ class Lifecycle:
         self.last_deploy = {"version": version, "ok": ok, "error": error, "time": utc_iso(),
                             "generation": generation}
         if ok:
-            log.info("deployed version %s (generation %s)", version, generation,
+            # Assets mode runs no app: no generation to name.
+            log.info("deployed version %s%s", version, " (generation %s)" % generation if generation else "",
                      extra={"version": version, "generation": generation})
         else:
             log.error("deploy of version %s failed: %s", version, error, extra={"version": version})

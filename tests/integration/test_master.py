@@ -232,3 +232,42 @@ def test_dewy_server_command_line_deploys(tmp_path, registry):
 def read_status(workdir):
     from dewy import status
     return status.read(str(workdir))
+
+
+@pytest.mark.timeout(90)
+def test_assets_dir_is_restored_at_start_moved_on_reload_and_never_replaces_a_real_one(make_master, registry,
+                                                                                          tmp_path):
+    """`dir` is a symlink kept pointing at the newest release: a removed one comes back at the next start, a
+    new `dir` (parents created) on SIGHUP; a real directory there is refused, as with `current`."""
+    www = tmp_path / "www"
+    registry.publish("1.0.0")
+    master = make_master(ports=[], mode="assets", app=None, dir=str(www)).start()
+    master.wait_for(lambda s: s.get("version") == "1.0.0", what="assets 1.0.0")
+    assert master.stop() == 0
+    os.unlink(www)
+    master.start()  # nothing new to deploy: only the start can bring `dir` back
+    assert os.path.islink(www) and (www / "VERSION").read_text().strip() == "1.0.0"
+    # No app, no generations: the master's log line says none (not "generation None").
+    master_lines = [l for l in master.log_text().splitlines() if " dewy.master[" in l]
+    assert any(l.split(": ", 1)[1].startswith("deployed version 1.0.0 version=") for l in master_lines), master_lines
+    assert not [l for l in master_lines if "generation None" in l]
+
+    deeper = tmp_path / "sub" / "deeper" / "html"
+    master.write_ini(dir=str(deeper))
+    master.signal(signal.SIGHUP)
+    wait_until(lambda: os.path.islink(deeper), 15, "dir moved to %s" % deeper, master.details)
+    assert (deeper / "VERSION").read_text().strip() == "1.0.0"
+    assert not os.path.lexists(www), "the old dir link was left pointing at an old release"
+
+    real = tmp_path / "real"
+    (real / "keep").mkdir(parents=True)
+    master.write_ini(dir=str(real))
+    master.signal(signal.SIGHUP)
+    st = master.wait_for(lambda s: "reload failed" in (s.get("last_error") or ""), 15, "the reload to be refused")
+    assert "%s is a directory, not a symlink" % real in st["last_error"], st["last_error"]
+    assert (real / "keep").is_dir() and not os.path.islink(real)
+    assert master.stop() == 0
+    with pytest.raises(AssertionError, match="exited with 2"):
+        master.start()
+    assert "is a directory, not a symlink: dewy keeps `dir` as a symlink" in master.log_tail()
+    assert (real / "keep").is_dir()

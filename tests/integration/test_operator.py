@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from helpers import Load, audit_entries, clean_environment
+from helpers import Load, audit_entries, clean_environment, wait_until
 
 
 def dewy(*args, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -61,9 +61,13 @@ def test_rollback_under_load_then_no_redeploy_until_a_newer_version(make_master,
     out = dewy("rollback", "--workdir", w, "--to", "1.1.0", "--json")  # an operator may name a refused one
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1])["version"] == "1.1.0"
-    # The poller's newest non-refused version is now 1.0.0 (1.1.0 and 1.2.0 refused): the hold keeps 1.1.0.
+    # 1.2.0 is refused; 1.1.0, named by --to, is no longer, so the newest non-refused version is 1.1.0 itself.
+    path = master.workdir / ".dewy" / "refused.json"
+    refused = wait_until(lambda: (lambda v: v if "1.1.0" not in v else None)(json.loads(path.read_text())["versions"]),
+                         10, "1.1.0 no longer refused", lambda: path.read_text())
+    assert "1.2.0" in refused, refused
     out = dewy("deploy-now", "--workdir", w)
-    assert out.returncode == 0 and "nothing to deploy: 1.0.0 is held back" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and "up to date: 1.1.0 serves" in out.stdout, out.stdout + out.stderr
     st = polls_pass(master)
     assert st["version"] == "1.1.0" and master.get() == (200, "1.1.0\n"), "the rollback did not stick"
 
@@ -150,3 +154,101 @@ def test_control_socket_protocol_errors_and_no_master(make_master, registry, tmp
     assert not os.path.exists(path), "the socket file outlived the master"
     out = dewy("rollback", "--workdir", str(master.workdir))
     assert out.returncode == 3 and "no dewy master runs there" in out.stderr
+
+
+def release_dir_of(workdir, version: str) -> str:
+    """The newest unpacked release dir of version (from the manifest)."""
+    entries = json.loads((workdir / ".dewy" / "releases.json").read_text())
+    entries = entries.get("releases", entries)
+    names = sorted(n for n, e in entries.items() if isinstance(e, dict) and e.get("version") == version)
+    assert names, "version %s is not unpacked: %s" % (version, entries)
+    return str(workdir / "releases" / names[-1])
+
+
+def serving_1_1_0_after_1_0_0(make_master, registry):
+    """A master that deployed 1.0.0, then 1.1.0 (which serves); its workdir as a str too."""
+    registry.publish("1.0.0")
+    master = make_master().start(wait_version="1.0.0")
+    master.deploy("1.1.0")
+    return master, str(master.workdir)
+
+
+@pytest.mark.timeout(120)
+def test_rollback_forward_keeps_the_chosen_version_and_a_hold_above_both(make_master, registry):
+    """Undoing a rollback with `--to` the newer version: it serves, the output says it went forward, and the hold
+    keeps it (only a version newer than both deploys); a third switch keeps what the earlier hold waited for."""
+    master, w = serving_1_1_0_after_1_0_0(make_master, registry)
+    out = dewy("rollback", "--workdir", w)
+    assert out.returncode == 0 and "1.1.0 is refused until a newer version is published" in out.stdout, out
+    out = dewy("rollback", "--workdir", w, "--to", "1.1.0")
+    assert out.returncode == 0, out.stdout + out.stderr
+    last = out.stdout.splitlines()[-1]
+    assert last.startswith("1.1.0 serves (generation 4); forward from 1.0.0, which is not refused"), out.stdout
+    assert "1.0.0 is refused" not in out.stdout
+    st = master.wait_for(lambda s: (s["paused"] or {}).get("newer_than") == "1.0.0", 10, "the new hold")
+    assert st["paused"]["also_newer_than"] == ["1.1.0"], st["paused"]
+    assert st["version"] == "1.1.0" and master.get() == (200, "1.1.0\n")
+    st = polls_pass(master)
+    assert st["version"] == "1.1.0" and st["generation"] == 4, "the poller replaced the version chosen"
+    out = dewy("rollback", "--workdir", w, "--to", "1.0.0", "--json")
+    assert out.returncode == 0, out.stderr
+    st = master.wait_for(lambda s: (s["paused"] or {}).get("newer_than") == "1.1.0", 10, "the third hold")
+    assert st["paused"]["also_newer_than"] == ["1.0.0"], "1.1.0 is in newer_than already: %s" % st["paused"]
+
+
+@pytest.mark.timeout(120)
+def test_rollback_forward_unrefuses_the_chosen_version_and_refuses_nothing(make_master, registry):
+    master, w = serving_1_1_0_after_1_0_0(make_master, registry)
+    assert dewy("rollback", "--workdir", w).returncode == 0
+    out = dewy("rollback", "--workdir", w, "--to", "1.1.0")
+    assert out.returncode == 0, out.stdout + out.stderr
+    refused = master.workdir / ".dewy" / "refused.json"
+    wait_until(lambda: not json.loads(refused.read_text())["versions"], 10, "no version refused",
+               lambda: refused.read_text())
+    st = polls_pass(master)
+    assert st["version"] == "1.1.0" and not st["last_error"], st["last_error"]
+    out = dewy("deploy-now", "--workdir", w)
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == "up to date: 1.1.0 serves", out.stdout
+
+
+@pytest.mark.timeout(120)
+def test_a_release_switched_to_by_rollback_that_crash_loops_goes_back(make_master, registry):
+    """A generation started by `dewy rollback` is on probation like a deployed one: 3 crashes -> back."""
+    master, w = serving_1_1_0_after_1_0_0(make_master, registry)
+    # 1.0.0's release now serves ~1.5 s and exits (ready after the 1 s delay first): a crash loop once back.
+    with open(os.path.join(release_dir_of(master.workdir, "1.0.0"), "BEHAVIOUR"), "w") as fh:
+        fh.write("crash-after:1.5\n")
+    out = dewy("rollback", "--workdir", w)
+    assert out.returncode == 0 and out.stdout.splitlines()[-1].startswith("1.0.0 serves"), out.stdout + out.stderr
+    st = master.wait_for(lambda s: (s["last_deploy"] or {}).get("rolled_back_to") == "1.1.0", 40,
+                         "the crash-looping 1.0.0 to be rolled back")
+    assert "version 1.0.0 crashed 3 times" in st["last_deploy"]["error"], st["last_deploy"]
+    master.wait_version("1.1.0")
+
+
+@pytest.mark.timeout(60)
+def test_pause_again_without_a_reason_keeps_the_reason_and_since(make_master, registry):
+    registry.publish("1.0.0")
+    master = make_master().start(wait_version="1.0.0")
+    w = str(master.workdir)
+    out = dewy("pause", "--workdir", w, "--reason", "release freeze", "--json")
+    assert out.returncode == 0, out.stderr
+    first = json.loads(out.stdout)["paused"]
+    out = dewy("pause", "--workdir", w)
+    assert out.returncode == 0 and "paused since %s (release freeze)" % first["since"] in out.stdout, out.stdout
+    assert master.wait_for(lambda s: s["paused"] == first, 10, "the first pause, unchanged")
+    out = dewy("pause", "--workdir", w, "--reason", "incident 42", "--json")
+    assert json.loads(out.stdout)["paused"] == dict(first, reason="incident 42"), "a new reason; the same since"
+
+
+@pytest.mark.timeout(60)
+def test_assets_rollback_names_no_generation(make_master, registry, tmp_path):
+    registry.publish("1.0.0")
+    master = make_master(ports=[], mode="assets", app=None, dir=str(tmp_path / "www")).start()
+    master.wait_for(lambda s: s.get("version") == "1.0.0", what="assets 1.0.0")
+    registry.publish("1.1.0")
+    master.wait_for(lambda s: s.get("version") == "1.1.0", what="assets 1.1.0")
+    out = dewy("rollback", "--workdir", str(master.workdir))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[-1] == "1.0.0 serves; 1.1.0 is refused until a newer version is published", out
+    assert (tmp_path / "www" / "VERSION").read_text().strip() == "1.0.0"

@@ -50,3 +50,15 @@ def test_a_pause_holds_everything_a_rollback_hold_only_what_is_not_newer(tmp_pat
     assert pause.holds(hold, "1.0.0") and pause.holds(hold, "1.2.0") and pause.holds(hold, "1.2.0+blue")
     assert not pause.holds(hold, "1.2.1") and not pause.holds(hold, "2.0.0")
     assert pause.clear(str(tmp_path)) and not pause.clear(str(tmp_path)) and pause.read(str(tmp_path)) is None
+
+
+def test_a_hold_after_a_forward_rollback_keeps_out_everything_not_newer_than_both(tmp_path):
+    from dewy import pause
+
+    hold = pause.write(str(tmp_path), "switched", newer_than="1.0.0", also_newer_than=["1.1.0", "1.0.0", None])
+    assert hold["also_newer_than"] == ["1.1.0"] and pause.read(str(tmp_path)) == hold
+    assert pause.holds(hold, "1.0.5") and pause.holds(hold, "1.1.0") and not pause.holds(hold, "1.1.1")
+    assert pause.refuses_left("1.1.0", "1.0.0") and not pause.refuses_left("1.0.0", "1.1.0")
+    assert pause.refuses_left("1.1.0", None) and not pause.refuses_left(None, "1.0.0")
+    since = pause.write(str(tmp_path), "freeze", since="2026-11-26T14:02:11Z")["since"]
+    assert since == "2026-11-26T14:02:11Z", "a repeated pause keeps its first time"

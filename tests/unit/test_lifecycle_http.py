@@ -227,9 +227,11 @@ def test_operator_rollback_switches_like_a_deploy_and_tells_the_poller(world, tm
     assert lc.switch_back("1.0.0", v1).startswith("generation %d is starting [rollback]" % gen.number)
     assert host.sent("rollback") == [], "nothing told before the old release serves again"
     fire_next(lc, clock)  # ready
-    assert lc.serving is gen and old.state == RETIRING and lc.deploying is None and lc.probation is None
+    assert lc.serving is gen and old.state == RETIRING and lc.deploying is None
+    # On probation like a deploy: should 1.0.0 now crash-loop, it goes back to 1.1.0.
+    assert (lc.probation.version, lc.probation.previous_version, lc.probation.previous_dir) == ("1.0.0", "1.1.0", v2)
     assert host.sent("rollback") == [{"version": "1.1.0", "to_version": "1.0.0", "error": (
-        "rolled back from 1.1.0 to 1.0.0 by the operator (dewy rollback)")}]
+        "rolled back from 1.1.0 to 1.0.0 by the operator (dewy rollback)"), "operator": True}]
     assert lc.last_deploy["rolled_back_from"] == "1.1.0" and lc.last_deploy["ok"] is True
 
 
