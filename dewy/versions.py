@@ -232,21 +232,43 @@ def platform_aliases(system: str | None = None, machine: str | None = None) -> t
 
 
 def match_artifact(names: Sequence[str], system: str | None = None, machine: str | None = None) -> str | None:
-    """The first of names (in the given order) built for this OS and architecture, or None.
+    """The name built for this OS and architecture among names, or None.
 
     A name matches when, lowercased, it contains one of the OS names and one of the arch names from
-    platform_aliases(). Checksum/signature files and dewy's own audit records never match.
+    platform_aliases(). Checksum/signature files and dewy's own audit records never match. Among several
+    matches (GoReleaser publishes ``app_1.0.0_linux_amd64.{apk,deb,rpm,tar.gz}``), an archive dewy unpacks
+    wins, then any other file (a bare executable), then packages and metadata; ties go to the first in the
+    given order.
     """
     os_names, arch_names = platform_aliases(system, machine)
     all_os = _all_aliases(_OS_ALIASES)
     all_arch = _all_aliases(_ARCH_ALIASES)
+    best = None
     for name in names:
         if not is_artifact_name(name):
             continue
         lowered = name.lower()
         if _contains_any(lowered, os_names, all_os) and _contains_any(lowered, arch_names, all_arch):
-            return name
-    return None
+            rank = _artifact_rank(lowered)
+            if best is None or rank < best[0]:
+                best = (rank, name)
+    return best[1] if best else None
+
+
+# What dewy unpacks (dewy.releases.ARCHIVE_SUFFIXES), and files that are never what dewy should run: OS
+# packages (a package manager's job), images, SBOMs and other metadata.
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
+_PACKAGE_SUFFIXES = (".apk", ".deb", ".rpm", ".msi", ".pkg", ".dmg", ".snap", ".flatpak", ".ipk", ".pkg.tar.zst",
+                     ".json", ".sbom", ".spdx", ".txt", ".pem", ".crt", ".cert", ".md", ".yaml", ".yml")
+
+
+def _artifact_rank(lowered: str) -> int:
+    """0 for an archive dewy unpacks, 2 for a package or a metadata file, 1 for anything else."""
+    if lowered.endswith(_ARCHIVE_SUFFIXES):
+        return 0
+    if lowered.endswith(_PACKAGE_SUFFIXES):
+        return 2
+    return 1
 
 
 def is_artifact_name(name: str) -> bool:

@@ -108,8 +108,8 @@ _TEXTS = {
         f["app"], f["host"], f.get("previous_version") or "nothing", f["version"], f.get("generation") or "-",
         _seconds(f.get("switch_seconds")), "; " + f["error"] if f.get("error") else ""),
     "refused": lambda f: "%s %s refused on %s: %s" % (f["app"], f["version"], f["host"], f.get("error")),
-    "failed": lambda f: "%s: deploy of %s failed on %s: %s (will retry)" % (
-        f["app"], f["version"], f["host"], f.get("error")),
+    "failed": lambda f: "%s: deploy of %s failed on %s: %s (%s)" % (
+        f["app"], f["version"], f["host"], f.get("error"), "version refused" if f.get("refused") else "will retry"),
     "rolled-back": lambda f: "%s rolled back on %s: %s -> %s: %s" % (
         f["app"], f["host"], f["version"], f.get("to_version") or "nothing", f.get("error")),
     "hook-failed": lambda f: "%s: %s failed on %s for %s: %s%s" % (

@@ -467,7 +467,8 @@ class Deploy:
         prune_cache(self.cache, self.config.workdir, manifest)
 
     def refuse(self, result: str, error: str, answer: dict | None = None) -> str:
-        """Refuse the version for good, audit (`refused` or `failed`), report to the registry and notify."""
+        """Refuse the version for good; audit, count and notify it as `result`: `refused` (the release is bad
+        before it ran) or `failed` (it did not start; the notification says "version refused")."""
         error = dewy_log.scrub(error)  # a hook's or the app's output may quote a secret of the environment
         release = self.release
         self.refused.add(release.version, error)
@@ -475,8 +476,8 @@ class Deploy:
         extra = {"generation": answer.get("generation")} if answer else {}
         self.report(extra.get("generation"), error=error)
         if self.metrics is not None:
-            self.metrics.deploy_result("refused")  # the release itself is refused (audit: refused or failed)
-        self.record(result, error, event="refused", **extra)
+            self.metrics.deploy_result(result)
+        self.record(result, error, notify={"refused": True} if result == "failed" else None, **extra)
         return error
 
     def fail(self, error: str, event: str = "failed", **notify) -> str:

@@ -4,15 +4,16 @@ The poller serves them from an HTTP thread of its own (prometheus-client's, impo
 setting is on), so the master stays lean. Metrics (all `dewy_`):
 
 - `dewy_deploys_total{result}`               deploy attempts by result: deployed, refused (the release is
-                                             refused: bad, or it did not start), failed (retried), rolled_back
+                                             bad), failed (it did not start, or download, disk or hook trouble:
+                                             retried), rolled_back
 - `dewy_deploy_duration_seconds`             histogram, release seen by a poll -> the new version serving
 - `dewy_app_restarts_total{reason}`          app generations started, by reason: initial, deploy, signal
                                              (USR1 restart), crash (respawn after an exit), health (failed
                                              health checks), rollback
 - `dewy_rollbacks_total`                     crash-looping releases rolled back
 - `dewy_release_info{version}`               the version serving now (info metric: value 1)
-- `dewy_registry_requests_total{result}`     polls by answer: ok, not_modified (HTTP 304), waiting
-                                             (artifact not yet published), error
+- `dewy_registry_requests_total{result}`     polls by answer: ok (also "nothing deployable"), not_modified
+                                             (HTTP 304), waiting (artifact not yet published), error
 - `dewy_last_successful_poll_timestamp_seconds`  Unix time of the last poll the registry answered
 - `dewy_downloaded_bytes_total`              artifact bytes downloaded
 

@@ -5,7 +5,9 @@ threads never change its state: the notifications' sender, dewy.notify.dispatch;
 setting prometheus-client's HTTP server; with `rollout-waves` a Pulse writing the heartbeat during a deploy.) Every `interval` (±10% jitter, so a fleet does not poll in lock
 step) it asks the registry for the newest release not refused; when that version is not the one running,
 deploy.Deploy runs the pipeline and asks the master to switch. While the registry fails, the interval
-doubles up to `poll-backoff-max`; an outage is logged once when it starts and once when it ends. The
+doubles up to `poll-backoff-max`; an outage is logged once when it starts and once when it ends (and a
+poller restarted meanwhile carries it on: .dewy/outage.json). A registry that answers with nothing deployable
+(no version, only refused ones, no artifact for this host) is no outage: one warning says why. The
 master is the only source of truth for what runs: the `config`, `reload`, `deployed`, `rollback` and
 `lost` messages set the current version. With `rollout-waves`, every poll also writes this host's heartbeat
 into the shared cache, adopts the versions the fleet refused, and deploys a newer version only when this
@@ -42,13 +44,17 @@ from dewy.poller.metrics import Metrics
 from dewy.poller.trigger import Trigger
 from dewy.protocol import Channel, ProtocolError
 from dewy.registry import shared as shared_registry
-from dewy.registry.base import NotYetPublished
+from dewy.registry.base import NothingDeployable, NotYetPublished
 from dewy.status import read_json, write_json_atomic
 from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.poller")
 
 JITTER = 0.10  # ± fraction of the interval
+# How long a release may lack its artifact (CI still uploading) before that is worth a warning, and how often
+# a lasting "nothing to deploy" is said again.
+UPLOAD_GRACE = 10 * 60.0
+REMIND_EVERY = 3600.0
 
 
 class Stop(BaseException):
@@ -81,7 +87,7 @@ class Poller:
         self.last_error = None
         self.repeats = Repeats()  # the last transient deploy failure, to audit a run of them once
         self.outage = None        # (first error, failed polls, since iso) while the registry fails
-        self.waiting_for = None   # the NotYetPublished message last logged
+        self.waiting = None       # (message, first seen, logged at, warned) while nothing is deployable
         self.lost_version = None  # the version whose release dir the master lost (until redeployed)
         self.fleet = None         # a dewy.fleet.Fleet with `rollout-waves`, else None
         self.serving_since = None  # Unix time the running version started serving (the fleet's soak clock)
@@ -204,6 +210,7 @@ class Poller:
                  config.interval, self.current_version or "nothing")
         if old is None:
             self.announce_start()
+            self.resume_outage()
 
     def announce_start(self) -> None:
         """Notify "dewy started" once per master process: not again when the master only restarts its poller
@@ -218,6 +225,37 @@ class Poller:
                 write_json_atomic(path, {"master": master})
             except OSError as exc:
                 log.warning("cannot write %s: %s", path, exc)
+
+    def resume_outage(self) -> None:
+        """A poller restarted by the same master (after a crash, `dewy upgrade` / USR2) takes over the registry
+        outage its predecessor was in: no second registry-unreachable, the backoff goes on."""
+        master = _process_identity(os.getppid())
+        saved = read_json(state_path(self.config.workdir, OUTAGE_FILE), "outage state") or {}
+        if master is None or saved.get("master") != master or saved.get("registry") != redact(self.config.registry):
+            if saved:
+                self.save_outage()  # a previous master's (or registry's): stale, gone
+            return
+        error, count, since = saved.get("error"), saved.get("count"), saved.get("since")
+        if isinstance(error, str) and isinstance(count, int) and count > 0 and isinstance(since, str):
+            self.outage = (error, count, since)
+            log.info("registry %s still failing since %s (%d failed poll%s): %s", redact(self.config.registry),
+                     since, count, "" if count == 1 else "s", error)
+
+    def save_outage(self) -> None:
+        """Remember the ongoing outage in .dewy/ for a restarted poller (none: forget it); failures are logged."""
+        path = state_path(self.config.workdir, OUTAGE_FILE)
+        try:
+            if self.outage is None:
+                if os.path.lexists(path):
+                    os.unlink(path)
+                return
+            error, count, since = self.outage
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            write_json_atomic(path, {"master": _process_identity(os.getppid()),
+                                     "registry": redact(self.config.registry),
+                                     "error": error, "count": count, "since": since})
+        except OSError as exc:
+            log.debug("cannot write %s: %s", path, exc)
 
     def finish(self) -> None:
         """Leaving: notify "dewy stopped" when the master stops (not when only this poller goes), then give
@@ -252,17 +290,23 @@ class Poller:
         return Backends(self.config, self.registry, self.cache, self.notifier, self.metrics)
 
     def on_rollback(self, msg: dict) -> None:
-        """The master went back from `version` to `to_version`: refuse `version`, audit and notify."""
+        """The master went back from `version` to `to_version`: refuse `version`, audit and notify.
+
+        An operator's `dewy rollback --to` a newer version (undoing a rollback) refuses nothing, and the
+        version the operator chose is no longer refused: it serves."""
         version, to_version, error = msg.get("version"), msg.get("to_version"), dewy_log.scrub(msg.get("error"))
         log.error("the master rolled %s back to %s: %s", version, to_version or "nothing", error)
-        if version:
+        refuse = bool(version) and (not msg.get("operator") or pause.refuses_left(version, to_version))
+        if to_version and msg.get("operator"):
+            self.refused.remove(to_version)
+        if refuse:
             self.refused.add(version, "rolled back: %s" % (error or "crash-looped after deploy"))
         self.metrics.rolled_back(to_version)
         record_event(self.backends(), "rolled-back",
                      {"version": version, "previous_version": to_version, "to_version": to_version, "error": error})
         self.set_current(to_version, releases.read_link(os.path.join(self.config.workdir, "current")))
         self.repeats.clear()
-        if version:
+        if refuse:
             self.fleet_refuse(version, "rolled back: %s" % (error or "crash-looped after deploy"))
 
     def on_lost(self, msg: dict) -> None:
@@ -312,15 +356,13 @@ class Poller:
     def _poll(self) -> None:
         try:
             release = self.registry.latest(exclude=self.refused.versions())
-        except NotYetPublished as exc:
-            # The newest release is still being built and uploaded: not an outage, not an error yet.
-            self.metrics.polled("waiting")
+        except NothingDeployable as exc:
+            # The registry answered: no version yet, every one refused, or the newest still being uploaded.
+            # Not an outage: no backoff, no registry-unreachable notification.
+            self.metrics.polled("waiting" if isinstance(exc, NotYetPublished) else
+                                "not_modified" if getattr(self.registry, "not_modified", False) is True else "ok")
             self.registry_reachable()
-            message = redact_text(str(exc))
-            if message != self.waiting_for:
-                log.info("waiting for the artifact: %s", message)
-                self.waiting_for = message
-            self.report_status(None)
+            self.nothing_to_deploy(exc)
             return
         except Exception as exc:  # noqa: BLE001 - a registry problem must never end the loop
             self.metrics.polled("error")
@@ -328,7 +370,7 @@ class Poller:
             return
         self.metrics.polled("not_modified" if getattr(self.registry, "not_modified", False) is True else "ok")
         self.registry_reachable()
-        self.waiting_for = None
+        self.waiting = None
         self.latest_version = release.version
         # Compare versions for equality, never "newer than": when the newest release is deleted
         # from the registry, the next newest is what must run (the FAQ rollback).
@@ -497,6 +539,32 @@ class Poller:
             self.rollout_said = said
             log.log(level, "rollout of %s: %s", version, why)
 
+    def nothing_to_deploy(self, exc: NothingDeployable) -> None:
+        """The registry answered with nothing deployable: say why once (again when the reason changes, and as a
+        reminder every REMIND_EVERY), as a warning shown in `dewy status` — except for a release whose artifact
+        is still being uploaded (younger than UPLOAD_GRACE): that is only an info line."""
+        message = redact_text(str(exc))
+        now, clock = time.time(), time.monotonic()
+        if self.waiting is None or self.waiting[0] != message:
+            self.waiting = (message, now, None, False)
+        _, first_seen, logged_at, warned = self.waiting
+        if isinstance(exc, NotYetPublished):
+            text = "waiting for the artifact: %s" % message
+            since = exc.since if exc.since is not None else first_seen
+            if now - since < UPLOAD_GRACE:  # CI still uploading, most likely: not a problem yet
+                if logged_at is None:
+                    log.info("%s", text)
+                    self.waiting = (message, first_seen, clock, False)
+                self.report_status(None)
+                return
+            text += " (for %s)" % _span(now - since)
+        else:
+            text = "nothing to deploy: %s" % message
+        if not warned or clock - logged_at >= REMIND_EVERY:
+            log.warning("%s", text)
+            self.waiting = (message, first_seen, clock, True)
+        self.report_status(text)
+
     def registry_failed(self, error: str) -> None:
         """Count a failed poll; log the first of an outage (and a changed error) only."""
         where = redact(self.config.registry)
@@ -505,6 +573,7 @@ class Poller:
             log.error("registry %s: %s (polling backs off up to %gs until it answers)", where, error,
                       max(self.config.interval, self.config.poll_backoff_max))
             self.notifier.emit("registry-unreachable", self.current_version, error=error, registry=where)
+            self.save_outage()
         else:
             first, count, since = self.outage
             self.outage = (error, count + 1, since)
@@ -513,6 +582,7 @@ class Poller:
                 log.warning("registry %s: %s", where, error)
             else:
                 log.debug("registry %s: %s (failed polls: %d)", where, error, count + 1)
+            self.save_outage()
         self.report_status(error)
 
     def registry_reachable(self) -> None:
@@ -522,6 +592,7 @@ class Poller:
             log.info("registry %s answers again (after %d failed poll%s since %s)", redact(self.config.registry),
                      count, "" if count == 1 else "s", since)
             self.outage = None
+            self.save_outage()
             self.notifier.emit("registry-reachable", self.current_version, failed_polls=count, since=since,
                                registry=redact(self.config.registry))
 
@@ -561,6 +632,16 @@ class Pulse:
 
 
 ANNOUNCED_FILE = "notified.json"  # {"master": "<pid>:<start time>"}: the master "dewy started" was sent for
+OUTAGE_FILE = "outage.json"  # {"master", "registry", "error", "count", "since"}: the registry outage going on
+
+
+def _span(seconds: float) -> str:
+    """A rough duration for a message: "12m", "3h", "2d"."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return "%d%s" % (seconds // size, unit)
+    return "%ds" % seconds
 
 
 def _process_identity(pid: int) -> str | None:

@@ -22,8 +22,21 @@ class RegistryError(Exception):
     """The registry could not be read, or holds nothing deployable (one-line message)."""
 
 
-class NotYetPublished(RegistryError):
-    """The newest release exists but its artifact is not uploaded yet (CI still building): not an error yet."""
+class NothingDeployable(RegistryError):
+    """The registry answered, but nothing in it is deployable now (no versions, only refused ones, other slots,
+    pre-releases...): the message says why. Not an outage: the poller neither backs off nor notifies it."""
+
+
+class NotYetPublished(NothingDeployable):
+    """The newest release exists but its artifact is not uploaded yet (CI still building): not an error yet.
+
+    since: Unix time the release appeared (a version directory's mtime), when the registry knows it; the
+    poller waits quietly for a young release and warns about one that has lacked its artifact for long.
+    """
+
+    def __init__(self, message: str, since: float | None = None):
+        super().__init__(message)
+        self.since = since
 
 
 @dataclass(frozen=True)
@@ -147,13 +160,31 @@ class Registry:
         tag = versions.select_newest(tags, pre_release=self.pre_release, slot=self.slot, exclude=exclude,
                                      calver=self.calver)
         if tag is None:
-            raise RegistryError("no deployable version%s: %s" % (
+            raise NothingDeployable("no deployable version%s: %s" % (
                 " in " + where if where else "",
                 versions.explain(list(tags), self.pre_release, self.slot, exclude, self.calver)))
+        self._warn_duplicates(tag, tags, where)
         return tag
 
-    def pick_artifact(self, version: str, names: Sequence[str]) -> str:
-        """The artifact named by ?artifact=, else the first name matching this OS/arch; RegistryError if none.
+    def _warn_duplicates(self, tag: str, tags: Sequence[str], where: str) -> None:
+        """Warn once when the chosen version is published under more than one tag (`v1.0.0` and `1.0.0`):
+        only the chosen one is looked at, whatever the other holds."""
+        version = versions.normalise(tag, self.calver)
+        twins = sorted(t for t in tags if t != tag and versions.normalise_or_none(t, self.calver) == version)
+        if not twins:
+            return
+        said = ("duplicate", tag) + tuple(twins)
+        if said in self._skipped:
+            return
+        self._skipped.add(said)
+        log.warning('registry %s: version %s is published twice, as %s: using "%s" only (remove the other)',
+                    where or self.parsed.scheme, version, " and ".join('"%s"' % shown(t) for t in [tag] + twins),
+                    shown(tag))
+
+    def pick_artifact(self, version: str, names: Sequence[str], since: float | None = None) -> str:
+        """The artifact named by ?artifact=, else the name matching this OS/arch (an archive dewy unpacks
+        before other files, packages last: versions.match_artifact); NotYetPublished if none (`since`: when
+        the version appeared, if known).
 
         Names that are not one plain file name (`../x`, a newline, a backslash) are never picked: the
         artifact name becomes a cache key, an unpacking hint, log lines and audit entries.
@@ -164,13 +195,13 @@ class Registry:
         if self.artifact is not None:
             if self.artifact not in names:
                 raise NotYetPublished('version %s has no artifact "%s"; files: %s%s'
-                                      % (version, self.artifact, shown_list(names), ignored))
+                                      % (version, self.artifact, shown_list(names), ignored), since)
             return self.artifact
         name = versions.match_artifact([n for n in names if versions.is_artifact_name(n)])
         if name is None:
             os_names, arch_names = versions.platform_aliases()
             raise NotYetPublished("version %s has no artifact for %s/%s; files: %s%s (name one with ?artifact=)"
-                                  % (version, os_names[0], arch_names[0], shown_list(names), ignored))
+                                  % (version, os_names[0], arch_names[0], shown_list(names), ignored), since)
         return name
 
     @staticmethod

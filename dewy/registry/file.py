@@ -56,9 +56,11 @@ class FileRegistry(Registry):
         try:
             files = sorted(name for name in os.listdir(version_dir)
                            if not name.startswith(".") and os.path.isfile(os.path.join(version_dir, name)))
+            # The directory's last change: a copy still under way keeps it young (the poller waits quietly).
+            changed = os.stat(version_dir).st_mtime
         except OSError as exc:
             raise RegistryError("cannot read %s: %s" % (version_dir, exc.strerror)) from None
-        name = self.pick_artifact(version, files)
+        name = self.pick_artifact(version, files, since=changed)
 
         def read(candidate):
             with open(os.path.join(version_dir, candidate), encoding="utf-8", errors="replace") as fh:

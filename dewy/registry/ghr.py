@@ -10,18 +10,16 @@ Auth, Enterprise endpoints and rate limits live in dewy.github (shared with the 
 import logging
 import os
 import re
-import time
 import urllib.parse
 from typing import Iterable
 
 from dewy import checksums, github, urls
-from dewy.registry.base import NotYetPublished, Registry, RegistryError, Release
+from dewy.registry.base import NothingDeployable, NotYetPublished, Registry, RegistryError, Release
 
 log = logging.getLogger("dewy.registry")
 
 PER_PAGE = 100              # the most GitHub gives per page
 MAX_PAGES = 50              # 5000 releases: past that, something else is wrong
-UPLOAD_GRACE = 30 * 60      # seconds after publishing a release may lack its artifact (CI uploading)
 DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
 _OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,99})$")
 _REPO = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -103,7 +101,7 @@ class GitHubRegistry(Registry):
                     raise RegistryError("GitHub's next-page link for %s leaves the API host; not following it"
                                         % self.where) from None
         else:
-            raise RegistryError("no deployable release in the first %d pages of %s" % (MAX_PAGES, self.where))
+            raise NothingDeployable("no deployable release in the first %d pages of %s" % (MAX_PAGES, self.where))
         memo = self._memo
         self.not_modified = not changed
         if not changed and memo is not None and memo[0] == pages and memo[1] == exclude:
@@ -150,12 +148,13 @@ class GitHubRegistry(Registry):
         try:
             name = self.pick_artifact(version, names)
         except NotYetPublished as exc:
+            # The registry answered: not an outage. `since` lets the poller warn about a release that has
+            # lacked its artifact for long (and stay quiet while CI is still uploading). The message stays the
+            # same from poll to poll (no "N minutes ago"): the poller says it again only when it changes.
             published = github.parse_time(rel.get("published_at") or rel.get("created_at"))
-            if published is not None and time.time() - published > UPLOAD_GRACE:
-                raise RegistryError("%s (release %s was published at %s, more than %d minutes ago)"
-                                    % (exc, tag, github.when(published), UPLOAD_GRACE // 60)) from None
             raise NotYetPublished("%s; release %s was published %s: waiting for the upload" % (
-                exc, tag, _age(published))) from None
+                exc, tag, "at " + github.when(published) if published is not None else "at an unknown time"),
+                since=published) from None
         asset = by_name[name]
         github.remember_asset(self.client.api_url, self.owner, self.repo, tag, asset)
         sha256, source = None, None
@@ -229,9 +228,3 @@ class GitHubRegistry(Registry):
 
 def _q(part: str) -> str:
     return urllib.parse.quote(part, safe="")
-
-
-def _age(published: float | None) -> str:
-    if published is None:
-        return "at an unknown time"
-    return "%d minutes ago" % max(0, (time.time() - published) // 60)

@@ -27,7 +27,7 @@ from typing import Iterable
 from dewy import artifact as artifact_pkg
 from dewy import urls, versions
 from dewy.log import redact, redact_text
-from dewy.registry.base import Registry, RegistryError, Release, plain_name, shown
+from dewy.registry.base import NothingDeployable, Registry, RegistryError, Release, plain_name, shown
 
 log = logging.getLogger("dewy.registry")
 
@@ -210,8 +210,8 @@ class GRPCRegistry(Registry):
             raise RegistryError("%s answered Current without a tag" % where)
         try:
             version = self.version_of(tag)
-        except ValueError:
-            raise RegistryError('%s offers tag "%s", which is not %s' % (
+        except ValueError:  # an answer, only not one this host can deploy: no outage (NothingDeployable)
+            raise NothingDeployable('%s offers tag "%s", which is not %s' % (
                 where, shown(tag), "in calver format %s" % self.calver if self.calver else "a semantic version")) from None
         exclude = tuple(exclude)
         # The server names one release; pre-releases are its choice (grpc:// has no ?pre-release=).
@@ -219,8 +219,8 @@ class GRPCRegistry(Registry):
                                   calver=self.calver) is None:
             if self.slot and versions.select_newest([tag], pre_release=True, slot=self.slot,
                                                     calver=self.calver) is None:
-                raise RegistryError('%s offers only %s, which is not of slot "%s"' % (where, shown(tag), self.slot))
-            raise RegistryError("%s offers only version %s, which is refused here (see .dewy/refused.json); "
+                raise NothingDeployable('%s offers only %s, which is not of slot "%s"' % (where, shown(tag), self.slot))
+            raise NothingDeployable("%s offers only version %s, which is refused here (see .dewy/refused.json); "
                                 "waiting for a newer one" % (where, version))
         artifact_url = response.artifact_url
         name = self._artifact_name(artifact_url, where, tag)

@@ -8,6 +8,7 @@ The answer to `latest(exclude)` is kept in the shared cache under
 
     {"v": 1, "checked": <unix time the registry was last asked>, "answered": <unix time of the answer>,
      "release": {Release fields} | null, "waiting": <NotYetPublished message> | null,
+     "nothing": <NothingDeployable message: no version qualifies> (absent otherwise),
      "error": <why the last refresh failed> | null, "by": <host that asked>}
 
 - Younger than the TTL (`checked`): used without calling the registry.
@@ -37,7 +38,7 @@ from typing import Iterable
 
 from dewy.clock import utc_iso
 from dewy.log import redact, redact_text
-from dewy.registry.base import NotYetPublished, RegistryError, Release
+from dewy.registry.base import NothingDeployable, NotYetPublished, RegistryError, Release
 
 log = logging.getLogger("dewy.registry.shared")
 
@@ -156,6 +157,8 @@ class SharedRegistry:
             entry = {"release": dataclasses.asdict(release), "waiting": None}
         except NotYetPublished as exc:
             release, entry = None, {"release": None, "waiting": redact_text(str(exc))}
+        except NothingDeployable as exc:  # an answer too (no version qualifies): shared, never an outage
+            release, entry = None, {"release": None, "waiting": None, "nothing": redact_text(str(exc))}
         except Exception as exc:  # noqa: BLE001 - any failure of the registry: keep the last answer
             error = redact_text(str(exc)) or type(exc).__name__
             entry = dict(previous or {"release": None, "waiting": None}, v=FORMAT, checked=now, error=error,
@@ -177,7 +180,7 @@ class SharedRegistry:
         entry.update(v=FORMAT, checked=now, answered=now, error=None, by=self.host)
         self._store(key, lock, token, entry)
         if release is None:
-            raise NotYetPublished(entry["waiting"])
+            return self._answer(entry)  # raises NotYetPublished or NothingDeployable
         return release
 
     def _store(self, key: str, lock: str, token: bytes, entry: dict) -> None:
@@ -219,7 +222,7 @@ class SharedRegistry:
 
     @staticmethod
     def _has_answer(entry: dict | None) -> bool:
-        return bool(entry) and (entry.get("release") is not None or entry.get("waiting") is not None)
+        return bool(entry) and any(entry.get(k) is not None for k in ("release", "waiting", "nothing"))
 
     def _answer(self, entry: dict) -> Release:
         """The Release an entry holds; NotYetPublished / RegistryError for the other answers."""
@@ -231,4 +234,6 @@ class SharedRegistry:
                 pass  # a field missing: written by an incompatible dewy; treat as no answer
         if entry.get("waiting"):
             raise NotYetPublished(entry["waiting"])
+        if entry.get("nothing"):
+            raise NothingDeployable(entry["nothing"])
         raise RegistryError(entry.get("error") or "the shared registry answer holds no release")

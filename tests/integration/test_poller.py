@@ -450,15 +450,15 @@ def test_verify_checksum_off_does_not_check(poller):
 
 def test_registry_outage_backs_off_and_is_logged_once(poller):
     shutil.rmtree(poller.registry)
-    poller.config(interval="0.05", **{"poll-backoff-max": "0.4"})
+    poller.config(interval="0.1", **{"poll-backoff-max": "0.8"})  # 100ms: the shortest interval allowed
     times = []
     for _ in range(7):
         poller.expect("status")
         times.append(time.monotonic())
     gaps = [b - a for a, b in zip(times, times[1:])]
-    # 0.05 doubling: 0.1, 0.2, 0.4, then capped at 0.4 (±10% jitter); without backoff every gap is ~0.05.
-    assert gaps[-1] >= 0.3 and gaps[-2] >= 0.3, gaps
-    assert max(gaps) < 0.8, gaps
+    # 0.1 doubling: 0.2, 0.4, 0.8, then capped at 0.8 (±10% jitter); without backoff every gap is ~0.1.
+    assert gaps[-1] >= 0.6 and gaps[-2] >= 0.6, gaps
+    assert max(gaps) < 1.6, gaps
     poller.registry.mkdir()
     poller.publish("v1.0.0")
     poller.deploy_ok("1.0.0")

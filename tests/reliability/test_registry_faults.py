@@ -644,13 +644,22 @@ def test_thousands_of_tags_pick_the_newest_without_a_line_per_tag(site, harness,
 
 
 @backends(*ALL)
-def test_tags_that_are_not_versions_are_one_line_error(site, harness, caplog):
+def test_tags_that_are_not_versions_are_one_warning_and_no_outage(site, harness, caplog):
+    """The registry answered, only with nothing deployable: one warning saying why (shown in the status at
+    every poll), no backoff, no registry-unreachable; the first deployable version ends it."""
     for tag in ("latest", "main", "release-2026", "v1", "nightly") if site.kind != "grpc" else ("latest",):
         site.publish(tag, {ARTIFACT: b"x"})
     h = harness(site.url(), current=None)
-    statuses = assert_one_line_per_incident(caplog, h, 3)
-    text = statuses[0]["last_error"]
-    assert "not a semantic version" in text, text
+    caplog.clear()
+    statuses = [h.poll() for _ in range(4)]
+    assert all("not a semantic version" in (s["last_error"] or "") for s in statuses), statuses
+    assert all("\n" not in s["last_error"] for s in statuses)
+    lines = loud(caplog)
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING, [r.getMessage() for r in lines]
+    assert lines[0].getMessage().startswith("nothing to deploy: ") and "not a semantic version" in lines[0].getMessage()
+    assert {s["delay"] for s in statuses} == {h.config.interval}, "backed off: %s" % statuses
+    assert h.poller.outage is None and not (h.workdir / ".dewy" / "outage.json").exists()
+    assert not any(r.exc_info for r in caplog.records), "a traceback was logged"
 
 
 # ================================================================================ rows: hostile names

@@ -231,3 +231,50 @@ def test_non_version_directories_are_logged_once_at_debug(tmp_path, caplog):
         registry_.latest()
     skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
     assert len(skipped) == 1 and "'drafts': not a semantic version" in skipped[0]
+
+
+def test_a_goreleaser_directory_deploys_the_archive_not_a_package(tmp_path):
+    stem = "app_1.0.0_%s_%s" % (OS_NAME, ARCH_NAME)
+    publish(tmp_path, "v1.0.0", {stem + ext: "x" for ext in (".apk", ".deb", ".rpm", ".tar.gz")})
+    (tmp_path / "v1.0.0" / "checksums.txt").write_text("".join(
+        "%s  %s\n" % (hashlib.sha256(b"x").hexdigest(), stem + ext) for ext in (".apk", ".deb", ".rpm", ".tar.gz")))
+    release = reg(tmp_path).latest()
+    assert release.artifact_name == stem + ".tar.gz" and release.sha256 == hashlib.sha256(b"x").hexdigest()
+
+
+def test_a_version_published_twice_is_warned_about_once_naming_both(tmp_path, caplog):
+    """v1.0.0/ and 1.0.0/: one of them is used, never silently (here only v1.0.0/ holds the artifact)."""
+    publish(tmp_path, "v1.0.0", {NATIVE: "x"})
+    publish(tmp_path, "1.0.0", {})
+    registry_ = reg(tmp_path)
+    with caplog.at_level("DEBUG", logger="dewy.registry"):
+        for _ in range(3):
+            with pytest.raises(registry.base.NotYetPublished):
+                registry_.latest()
+    twice = [r for r in caplog.records if "published twice" in r.getMessage()]
+    assert len(twice) == 1 and twice[0].levelname == "WARNING", [r.getMessage() for r in caplog.records]
+    assert '"1.0.0" and "v1.0.0"' in twice[0].getMessage() and str(tmp_path) in twice[0].getMessage()
+    caplog.clear()
+    publish(tmp_path, "v1.1.0", {NATIVE: "x"})  # no twin: nothing said
+    with caplog.at_level("DEBUG", logger="dewy.registry"):
+        assert registry_.latest().version == "1.1.0"
+    assert not [r for r in caplog.records if "published twice" in r.getMessage()]
+
+
+def test_nothing_deployable_is_not_an_outage_and_says_when_the_version_appeared(tmp_path):
+    """An empty registry, or only refused versions: NothingDeployable (the registry answered), not a plain
+    RegistryError; a version without its artifact says since when its directory exists (the poller waits
+    quietly for a young one and warns about an old one)."""
+    with pytest.raises(registry.base.NothingDeployable, match="0 tags"):
+        reg(tmp_path).latest()
+    publish(tmp_path, "v1.0.0", {NATIVE: "x"})
+    with pytest.raises(registry.base.NothingDeployable, match="refused: 1.0.0"):
+        reg(tmp_path).latest(exclude=["1.0.0"])
+    publish(tmp_path, "v1.1.0", {"site.tar.gz": "x"})
+    os.utime(tmp_path / "v1.1.0", (1_700_000_000, 1_700_000_000))
+    with pytest.raises(registry.base.NotYetPublished) as info:
+        reg(tmp_path).latest()
+    assert info.value.since == 1_700_000_000
+    with pytest.raises(RegistryError) as gone:  # a real outage stays a plain RegistryError
+        reg(tmp_path / "missing").latest()
+    assert not isinstance(gone.value, registry.base.NothingDeployable)

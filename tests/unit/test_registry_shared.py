@@ -11,7 +11,7 @@ import pytest
 
 from dewy import cache as cache_pkg
 from dewy.demo.demo import free_port
-from dewy.registry.base import NotYetPublished, RegistryError
+from dewy.registry.base import NothingDeployable, NotYetPublished, RegistryError
 from dewy.registry.file import FileRegistry
 from dewy.registry.shared import SharedRegistry, lock_seconds, normalised_url, wrap
 from consulstub import ConsulStub
@@ -149,6 +149,17 @@ def test_not_yet_published_is_shared(redis_server, reg, workdir):
     for _ in range(3):
         with pytest.raises(NotYetPublished):
             poller(url, reg, counter, workdir).latest()
+    assert counter.count == 1
+
+
+def test_nothing_deployable_is_shared_as_an_answer_not_an_error(redis_server, reg, workdir):
+    """An empty registry answered: the fleet shares "nothing deployable" (no outage on any host)."""
+    counter = Counter()
+    url = redis_server.url(**{"registry-ttl": "30s"})
+    for _ in range(3):
+        with pytest.raises(NothingDeployable, match="0 tags") as info:
+            poller(url, reg, counter, workdir).latest()
+        assert not isinstance(info.value, NotYetPublished)
     assert counter.count == 1
 
 

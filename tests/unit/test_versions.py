@@ -199,6 +199,22 @@ def test_checksum_and_signature_files_are_never_artifacts():
     assert versions.match_artifact(names + ["app_linux_amd64"], "Linux", "x86_64") == "app_linux_amd64"
 
 
+def test_goreleaser_packages_lose_to_the_archive_dewy_unpacks():
+    """GoReleaser publishes apk/deb/rpm packages beside the archive: the archive is the artifact, whatever the
+    order (alphabetically the .apk came first and was picked)."""
+    packages = ["app_1.0.0_linux_amd64.apk", "app_1.0.0_linux_amd64.deb", "app_1.0.0_linux_amd64.rpm"]
+    names = sorted(packages + ["app_1.0.0_linux_amd64.tar.gz", "checksums.txt"])
+    assert versions.match_artifact(names, "Linux", "x86_64") == "app_1.0.0_linux_amd64.tar.gz"
+    assert versions.match_artifact(list(reversed(names)), "Linux", "x86_64") == "app_1.0.0_linux_amd64.tar.gz"
+    assert versions.match_artifact(["app_linux_amd64.deb", "app_linux_amd64.tar.gz"], "Linux",
+                                   "x86_64") == "app_linux_amd64.tar.gz"
+    for archive in ("app_linux_amd64.tgz", "app_linux_amd64.tar.xz", "app_linux_amd64.zip", "app_linux_amd64.tar"):
+        assert versions.match_artifact(["app_linux_amd64.apk", archive], "Linux", "x86_64") == archive
+    # A bare executable beats a package; a package alone is still what there is.
+    assert versions.match_artifact(["app_linux_amd64.deb", "app_linux_amd64"], "Linux", "x86_64") == "app_linux_amd64"
+    assert versions.match_artifact(packages, "Linux", "x86_64") == "app_1.0.0_linux_amd64.apk"
+
+
 @pytest.mark.parametrize(
     "name, expected",
     [
