@@ -2,8 +2,8 @@
 """Soak: N real deploys of a fast app under load; nothing may grow.
 
 One dewy-master (started the way the integration tests start it, tests/helpers.Master) runs the sample
-app from a `file://` registry with `interval = 0.05s` and `ready = delay:0.05s`, under HTTP load (new
-connection per request). The soak publishes a new version, waits until it serves (status and a GET), and
+app from a `file://` registry with `interval = 0.1s` (the least dewy takes) and `ready = delay:0.05s`,
+under HTTP load (new connection per request). The soak publishes a new version, waits until it serves (status and a GET), and
 publishes the next (deleting the version REGISTRY_KEEPS back, as a registry with a retention rule
 would, so the registry's listing does not grow): every deploy goes through the poller (poll, download,
 SHA-256, unpack, prune) and the master (switch, spawn, readiness, retire). Every `--every` deploys, once
@@ -121,7 +121,7 @@ def run_soak(base: Path, deploys: int, every: int, threads: int = 2, out=sys.std
     pace: at least this many seconds from one publication to the next (0: as fast as deploys go)."""
     registry = Registry(base)
     registry.publish("1.0.0")
-    master = Master(base, registry, interval="0.05s", ready="delay:0.05s", graceful_timeout="5s",
+    master = Master(base, registry, interval="0.1s", ready="delay:0.05s", graceful_timeout="5s",
                     keep_releases=str(KEEP_RELEASES), log_level="info")
     rows = []
     started = time.monotonic()

@@ -132,12 +132,57 @@ def _docopt_detail(exc: DocoptExit) -> str:
     return " ".join(text.split())
 
 
+def _given_twice(options_text: str, argv: list[str]) -> str | None:
+    """The first option of options_text (docopt option lines) that argv gives twice, unless it is repeatable
+    (a `multiple` setting such as --port); docopt itself would only say "unexpected --workdir"."""
+    from docopt import parse_options
+
+    repeatable = {s.flag for s in SETTINGS if s.flag and s.multiple}
+    by_name = {}
+    for option in parse_options(options_text):
+        for name in (option.short, option.longer):
+            if name:
+                by_name[name] = option
+    tokens = argv[:argv.index("--")] if "--" in argv else argv
+    seen = set()
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if not token.startswith("-") or token == "-":
+            continue
+        name, attached = token.partition("=")[0], "=" in token
+        if not name.startswith("--") and len(name) > 2:  # -p8000: a short option with its value attached
+            name, attached = name[:2], True
+        option = by_name.get(name)
+        if option is None:
+            continue
+        if option.argcount and not attached:
+            i += 1  # its value, which may itself start with "-"
+        key = option.longer or option.short
+        if key in seen and key not in repeatable:
+            return key
+        seen.add(key)
+    return None
+
+
+def _has_config(argv: list[str]) -> bool:
+    """Whether argv gives -c/--config (in any of its spellings)."""
+    return any(a in ("-c", "--config") or a.startswith(("--config=", "-c")) for a in argv)
+
+
 def _parse(command: str, argv: list[str]):
     """docopt's answer for one command, or an exit code after a usage error."""
+    doc = command_doc(command)
     try:
-        return docopt(command_doc(command), argv, default_help=False)
+        return docopt(doc, argv, default_help=False)
     except DocoptExit as exc:
         detail = _docopt_detail(exc)
+        twice = _given_twice(doc.partition("\n\n")[2], argv[1:])
+        if twice:
+            return _usage_error("%s given twice; give it once" % twice)
+        if command == "fleet" and not _has_config(argv[1:]):
+            return _usage_error("`dewy fleet` needs -c INI (the ini file whose cache the fleet shares)")
         if command == "server" and "--" not in argv and not detail.endswith("requires argument"):
             detail = "the app's command goes after --, e.g. dewy server --registry URL -p 8000 -- ./app"
         if command == "latest" and not {"-c", "--config", "--registry"} & {a.split("=")[0] for a in argv}:
@@ -208,11 +253,14 @@ def run_mode(args: dict) -> int:
     """`dewy server|assets`: build the Config from the flags (exit 2 when bad) and run the master."""
     values = options_from_args(args)
     cwd = os.getcwd()  # SIGHUP re-resolves relative paths against where dewy started, not where it is now
+    warnings: list = []
     try:
-        config = from_options(values, base_dir=cwd)
+        config = from_options(values, base_dir=cwd, warnings=warnings)
     except ConfigError as exc:
         print("dewy: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
+    for warning in warnings:
+        print("dewy: warning: %s" % warning, file=sys.stderr)
 
     def reload_config():
         """The same flags again (ConfigLoadError when bad, as the master expects; it keeps the old config)."""
@@ -234,15 +282,24 @@ def master_main(argv: list[str] | None = None) -> int:
         args = docopt(MASTER_DOC, argv, version="dewy-master %s" % __version__)
     except DocoptExit as exc:
         usage_text = "Usage:\n" + "\n".join(line for line in MASTER_DOC.splitlines() if line.startswith("  dewy-master"))
-        return _usage_error(_docopt_detail(exc), "dewy-master", usage_text + "\n")
+        detail = _docopt_detail(exc)
+        twice = _given_twice(MASTER_DOC[MASTER_DOC.index("Options:"):], argv)
+        if twice:
+            detail = "%s given twice; give it once" % twice
+        elif "--check" in argv and not _has_config(argv):
+            detail = "`dewy-master --check` needs -c INI (the ini file to validate)"
+        return _usage_error(detail, "dewy-master", usage_text + "\n")
     except SystemExit as exc:  # docopt printed --help or --version
         return exc.code or EXIT_OK
     path = args["--config"]
+    warnings: list = []
     try:
-        config = load_ini(path)
+        config = load_ini(path, warnings)
     except ConfigError as exc:
         print("dewy-master: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
+    for warning in warnings:
+        print("dewy-master: warning: %s" % warning, file=sys.stderr)
     if args["--check"]:
         return check_master(path, config)
     absolute = os.path.abspath(path)  # the master may chdir; SIGHUP must still find the file

@@ -95,8 +95,20 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def _not_a_url(text: str) -> None:
+    """BadValue for `http://host/path` where `http:/path` is meant: the check always asks the app's own socket
+    (a host would make the request line `GET //host/path`, which no good release answers)."""
+    scheme, sep, rest = text.strip().partition(":")
+    if sep and scheme.lower() in ("http", "https") and rest.startswith("//"):
+        path = rest[2:].partition("/")[2]
+        example = "http:/" + path if path and not any(c.isspace() for c in path) else "http:/PATH such as http:/healthz"
+        raise BadValue("expected a path on the app's own socket, not a URL with a host: write %s "
+                       "(dewy asks the app's first TCP listener)" % example)
+
+
 def parse_http_path(text: str) -> str:
     """`http:/path` -> `/path` (the `health` setting and `ready = http:`); BadValue otherwise."""
+    _not_a_url(text)
     scheme, sep, path = text.strip().partition(":")
     if scheme.lower() != "http" or not sep or not path.startswith("/") or any(c.isspace() for c in path):
         raise BadValue("expected http:/PATH, e.g. http:/healthz")
@@ -105,6 +117,7 @@ def parse_http_path(text: str) -> str:
 
 def parse_ready(text: str) -> Ready:
     """`delay`, `delay:1s`, `notify`, `notify:30s`, `http:/path` or `http:/path:30s` -> Ready(kind, seconds, path)."""
+    _not_a_url(text)
     kind, sep, duration = text.strip().partition(":")
     kind = kind.lower()
     if kind == "http":
@@ -219,6 +232,8 @@ def _valid_host(host: str) -> bool:
 
 def _expand_entry(entry: str) -> list[tuple[str, tuple]]:
     """One listen entry -> [(spec as configured, identity for duplicate checks)], ranges expanded."""
+    if "://" in entry:  # tcp://127.0.0.1:8000, unix:///run/app.sock, http://...
+        raise BadValue('"%s": port takes HOST:PORT, PORT or unix:/path, not a URL' % entry)
     if entry.startswith("unix:"):
         path = entry[len("unix:"):]
         if not path:
@@ -244,12 +259,58 @@ def _expand_entry(entry: str) -> list[tuple[str, tuple]]:
     return [(prefix + str(p), (host.lower(), p)) for p in range(low, high + 1)]
 
 
+def _scope(identity: tuple) -> tuple | None:
+    """(family, address or "*" for every address) of a TCP listen identity (host, port); None for a unix
+    socket or a host name (what a name resolves to is known only when binding)."""
+    host = identity[0]
+    if host == "unix":
+        return None
+    if host in ("", "0.0.0.0"):
+        return 4, "*"  # a bare port listens on every IPv4 address (dewy.master.sockets)
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.version == 6:
+        return 6, "*" if address.is_unspecified else str(address)
+    return 4, str(address)
+
+
+def overlap(a: tuple, b: tuple) -> bool:
+    """Whether two listen identities (host, port) would take the same address: the same port and family,
+    with equal addresses or one of them every address (0.0.0.0, a bare port, [::])."""
+    if a[1] != b[1]:
+        return False
+    if a == b:
+        return True
+    sa, sb = _scope(a), _scope(b)
+    return sa is not None and sb is not None and sa[0] == sb[0] and ("*" in (sa[1], sb[1]) or sa[1] == sb[1])
+
+
+def _wildcard_note(*specs: str) -> str:
+    """Why two specs overlap, when one of them listens on every address."""
+    for spec in specs:
+        if re.fullmatch(r"\d+", spec):
+            return " (a bare port listens on every IPv4 address)"
+        if spec.startswith(("0.0.0.0:", "[::]:")):
+            return " (%s listens on every address)" % spec.rpartition(":")[0]
+    return ""
+
+
+def listen_identity(spec: str) -> tuple:
+    """The identity of one single listen spec (as parse_ports returns them): ("unix", path) or (host, port)."""
+    return _expand_entry(spec)[0][1]
+
+
 def parse_ports(items: list[str] | str) -> tuple[str, ...]:
     """Listen specs (comma/space separated lists, ranges, `unix:` paths) -> a tuple of single specs, in order."""
     if isinstance(items, str):
         items = [items]
     specs: list[str] = []
     seen: dict[tuple, str] = {}
+    by_port: dict = {}  # port -> the identities on it, for the overlap check
     for item in items:
         for entry in re.split(r"[\s,]+", item.strip()):
             if not entry:
@@ -261,7 +322,12 @@ def parse_ports(items: list[str] | str) -> tuple[str, ...]:
             for spec, identity in expanded:
                 if identity in seen:
                     raise BadValue('"%s" is listed twice (as "%s")' % (spec, seen[identity]), shown=item)
+                for other in by_port.get(identity[1], ()):
+                    if overlap(identity, other):
+                        raise BadValue('"%s" overlaps "%s"%s: both would take the same address; list it once'
+                                       % (spec, seen[other], _wildcard_note(spec, seen[other])), shown=item)
                 seen[identity] = spec
+                by_port.setdefault(identity[1], []).append(identity)
                 specs.append(spec)
             if len(specs) > MAX_PORTS:
                 raise BadValue("at most %d listen addresses" % MAX_PORTS, shown=item)
@@ -290,6 +356,18 @@ def _duration(minimum: float = 0.0, inclusive: bool = True) -> Callable[[str, st
             raise BadValue("expected a duration %s, such as 500ms, 10s or 1m" % bound)
         return seconds
     return validate
+
+
+MIN_INTERVAL = 0.1  # polling more often only burns CPU (1ms kept a core ~17% busy) and hammers the registry
+
+
+def _interval(raw: str, base: str) -> float:
+    """`interval`: a duration of at least MIN_INTERVAL."""
+    seconds = parse_duration(raw)
+    if seconds < MIN_INTERVAL:
+        raise BadValue("expected a duration of at least 100ms (polling more often only burns CPU), "
+                       "such as 500ms, 10s or 1m")
+    return seconds
 
 
 def _integer(low: int, high: int | None = None) -> Callable[[str, str], int]:
@@ -351,8 +429,28 @@ def _path(required: bool) -> Callable[[str, str], str]:
             if required:
                 raise BadValue("expected a directory path")
             return ""
+        if value[0] in "\"'" or value[-1] in "\"'":
+            # An ini value is taken as written: the quotes would become part of a directory's name.
+            raise BadValue("expected the path without quotes (spaces need none): %s" % value.strip("\"'").strip())
         return os.path.abspath(os.path.join(base, os.path.expanduser(value)))
     return validate
+
+
+# An inline comment (configparser keeps `value  # note` whole) and whitespace next to a query's ? & =
+# (`reg   ?artifact=a.tgz`, `artifact=a.tgz  &x=1`): both would end up in a path or a query value.
+_INLINE_COMMENT = re.compile(r"\s[#;]")
+_QUERY_SPACE = re.compile(r"^\s|\s[&=]|[&=]\s")  # searched in the query only: a path may hold "a & b"
+
+
+def check_url_text(url: str) -> None:
+    """BadValue for an inline comment or stray whitespace in a URL-valued setting (a space inside a file://
+    path is fine: directory names may hold one)."""
+    if _INLINE_COMMENT.search(url):
+        raise BadValue("an inline comment is not allowed here: in an ini file comments go on their own line "
+                       "(a # or ; that belongs to the URL is written %23 or %3B)")
+    path, question, query = url.partition("?")
+    if question and (path != path.rstrip() or _QUERY_SPACE.search(query)):
+        raise BadValue("whitespace next to the query's ? & or =: remove it (in a query value write a space as %20)")
 
 
 def _backend_url(package: str, allow_empty: bool) -> Callable[[str, str], str]:
@@ -363,6 +461,7 @@ def _backend_url(package: str, allow_empty: bool) -> Callable[[str, str], str]:
             return ""
         if not url:
             raise BadValue("expected a %s URL" % package)
+        check_url_text(url)
         importlib.import_module("dewy." + package).validate_url(url)
         return url
     return validate
@@ -495,8 +594,8 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         name="interval", short="-i", meta="DURATION",
-        type="duration", default="10s", validator=_duration(0.0, inclusive=False), pytype=float,
-        doc="How often the registry is polled.",
+        type="duration", default="10s", validator=_interval, pytype=float,
+        doc="How often the registry is polled (at least 100ms).",
     ),
     Setting(
         name="log-level", short="-l", meta="LEVEL",
@@ -819,6 +918,8 @@ def _check_mode(values: dict, raw: dict, source: _Source) -> None:
             raise source.bad(BY_NAME["rollout-waves"], _as_text(raw["rollout-waves"]),
                              "needs a cache the fleet shares (redis://, consul://, s3://, gs://); cache = %s "
                              "is this host's alone" % scheme)
+    _check_addresses(values, raw, source)
+    _check_cache_dir(values, raw, source)
     # An HTTP check asks the first TCP listener: without one there is nobody to ask.
     for name in ("ready", "health"):
         value = values[BY_NAME[name].attr]
@@ -828,8 +929,66 @@ def _check_mode(values: dict, raw: dict, source: _Source) -> None:
                                  "needs server mode and a TCP port (the check asks the first TCP listener)")
 
 
-def _build(raw: dict, source: _Source) -> Config:
-    """Validate raw values (setting name -> raw text/list), fill in defaults, check cross-setting rules."""
+def _check_addresses(values: dict, raw: dict, source: _Source) -> None:
+    """metrics and trigger each need an address of their own: not one a `port` entry (or the other) takes."""
+    taken = [("port", spec, listen_identity(spec)) for spec in values["port"]]
+    for name in ("metrics", "trigger"):
+        address = values[name]
+        if not address:
+            continue
+        from dewy.poller.metrics import parse_address
+
+        host, number = parse_address(address)
+        identity = (host.lower(), number)
+        for other, spec, other_identity in taken:
+            if not overlap(identity, other_identity):
+                continue
+            if other == "port":
+                wildcard = "0.0.0.0:%d" % number if host == "0.0.0.0" else address
+                message = 'overlaps port "%s"%s: both would take the same address; give %s a port of its own' % (
+                    spec, _wildcard_note(spec, wildcard), name)
+            else:
+                message = 'overlaps %s = "%s": both would take the same address; give each a port of its own' % (
+                    other, spec)
+            raise source.bad(BY_NAME[name], _as_text(raw[name]), message)
+        taken.append((name, address, identity))
+
+
+def _check_cache_dir(values: dict, raw: dict, source: _Source) -> None:
+    """A local cache directory that can never exist (a file on its path, no write access) is a config error,
+    not a poller failing at every start. The default (workdir/.dewy/cache) is workdir.check's."""
+    parsed_scheme, _, rest = values["cache"].partition(":")
+    scheme = parsed_scheme.lower()
+    if scheme == "file" and rest:
+        from dewy import urls
+
+        directory, origin = urls.parse(values["cache"]).path, ""
+    elif scheme != "memory" and os.environ.get("DEWY_CACHEDIR"):
+        directory, origin = os.environ["DEWY_CACHEDIR"], " (from $DEWY_CACHEDIR)"
+    else:
+        return
+    from dewy.cache.file import dir_problem
+
+    problem = dir_problem(directory, writable=not values["user"])
+    if problem:
+        raise source.bad(BY_NAME["cache"], _as_text(raw.get("cache") or "file"), problem + origin)
+
+
+def _warnings(values: dict, raw: dict, source: _Source) -> list[str]:
+    """Settings that are valid but do nothing here: worth a warning (at start and for --check), not a refusal."""
+    found = []
+    if _given(raw.get("rollout-soak")) and not values["rollout_waves"]:
+        found.append(source.bad(BY_NAME["rollout-soak"], _as_text(raw["rollout-soak"]),
+                                "has no effect without rollout-waves (every host deploys at once)"))
+    if _given(raw.get("dir")) and values["mode"] == "server":
+        found.append(source.bad(BY_NAME["dir"], _as_text(raw["dir"]),
+                                "has no effect in server mode (only assets mode keeps that symlink)"))
+    return [str(warning) for warning in found]
+
+
+def _build(raw: dict, source: _Source, warnings: list | None = None) -> Config:
+    """Validate raw values (setting name -> raw text/list), fill in defaults, check cross-setting rules;
+    the warnings (one line each) are appended to `warnings` when given."""
     unknown = sorted(set(raw) - set(BY_NAME))
     if unknown:
         raise ConfigError("%s: unknown setting %s" % (source.name, ", ".join(unknown)))
@@ -843,16 +1002,20 @@ def _build(raw: dict, source: _Source) -> Config:
         else:
             values[s.attr] = _default(s)
     _check_mode(values, raw, source)
+    if warnings is not None:
+        warnings.extend(_warnings(values, raw, source))
     values["app"] = _resolve_app(values["app"], values["workdir"])
     return Config(**values, source=source.name)
 
 
-def from_options(values: dict, source: str = CLI_SOURCE, base_dir: str | None = None) -> Config:
+def from_options(values: dict, source: str = CLI_SOURCE, base_dir: str | None = None,
+                 warnings: list | None = None) -> Config:
     """A Config from command-line values: setting name -> str, list (repeatable flags, app argv) or None (unset).
 
-    Relative paths resolve against base_dir (default: the current directory).
+    Relative paths resolve against base_dir (default: the current directory). Warnings about settings that
+    have no effect (one line each) are appended to `warnings` when given.
     """
-    return _build(dict(values), _Source(source, base_dir or os.getcwd(), ini=False))
+    return _build(dict(values), _Source(source, base_dir or os.getcwd(), ini=False), warnings)
 
 
 # --- ini files ---------------------------------------------------------------------------------
@@ -961,14 +1124,17 @@ def _read_section(path: str) -> dict:
     return dict(parser.items(SECTION))
 
 
-def load_ini(path: str) -> Config:
-    """The Config in the `[dewy]` section of the ini file at path; ConfigError naming file, key and value."""
+def load_ini(path: str, warnings: list | None = None) -> Config:
+    """The Config in the `[dewy]` section of the ini file at path; ConfigError naming file, key and value.
+
+    Warnings about settings that have no effect (one line each) are appended to `warnings` when given.
+    """
     raw = _read_section(path)
     for key in raw:
         if key not in BY_NAME:
             raise _unknown_key(path, key)
     source = _Source(path, os.path.dirname(os.path.abspath(path)), ini=True)
-    return _build(raw, source)
+    return _build(raw, source, warnings)
 
 
 # --- documentation -----------------------------------------------------------------------------

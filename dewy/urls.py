@@ -59,6 +59,11 @@ def check(url: str, table: Mapping[str, Iterable[str]], kind: str) -> ParsedURL:
     """
     parsed = parse(url)
     if not parsed.scheme:
+        word = (url or "").strip().partition("?")[0]
+        if _BARE_SCHEME.match(word) and word.lower() in table:
+            # `file?key=v` is no URL at all (no "://"): say that rather than "no scheme; supported: file".
+            raise ValueError('bare "%s" takes no query; write the whole URL (%s:// and the rest before the ?)' % (
+                word, word.lower()))
         raise ValueError('%s URL has no scheme; supported: %s' % (kind, _supported(table)))
     if parsed.scheme not in table:
         raise ValueError('unsupported scheme "%s"; supported: %s' % (parsed.scheme, _supported(table)))

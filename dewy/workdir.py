@@ -45,7 +45,7 @@ def _lstat(path: str):
         return None
 
 
-def _nearest_existing(path: str) -> str:
+def nearest_existing(path: str) -> str:
     """path itself or its closest ancestor that exists (where a makedirs would start creating)."""
     while not os.path.lexists(path):
         parent = os.path.dirname(path)
@@ -65,7 +65,7 @@ def check(workdir: str) -> list:
         return ["workdir %s exists and is not a directory; expected a directory dewy may fill "
                 "(releases/, current, .dewy/)" % workdir]
     if not exists:
-        base = _nearest_existing(os.path.dirname(workdir))
+        base = nearest_existing(os.path.dirname(workdir))
         if not os.path.isdir(base):
             return ["workdir %s cannot be created: %s is not a directory" % (workdir, base)]
         if not os.access(base, os.W_OK | os.X_OK):

@@ -29,6 +29,11 @@ __all__ = ["SCHEMES", "Cache", "CacheError", "CacheUnavailable", "validate_url",
 
 
 def _validate(url: str) -> urls.ParsedURL:
+    word, question, _ = url.strip().partition("?")
+    if question and word.lower() in LOCAL_SCHEMES:
+        # `file?registry-ttl=30s` parses as a URL without a scheme: say what is really wrong.
+        raise ValueError("cache = %s takes no query; query keys such as registry-ttl need a cache the fleet "
+                         "shares (%s)" % (word, ", ".join(sorted(set(SCHEMES) - set(LOCAL_SCHEMES)))))
     parsed = urls.parse(url)
     if parsed.scheme in LOCAL_SCHEMES and "registry-ttl" in parsed.query:
         raise ValueError('query key "registry-ttl" needs a cache the fleet shares (%s); %s:// keeps answers on '

@@ -13,7 +13,7 @@ from typing import BinaryIO, Iterator
 
 from dewy import urls
 from dewy.cache.base import Cache, CacheError, safe_name
-from dewy.workdir import state_path
+from dewy.workdir import nearest_existing, state_path
 
 _STALE_TMP = 3600.0  # a temp file this old was left by a killed writer
 
@@ -21,6 +21,28 @@ _STALE_TMP = 3600.0  # a temp file this old was left by a killed writer
 def default_dir(workdir: str) -> str:
     """The default cache directory: $DEWY_CACHEDIR, else <workdir>/.dewy/cache."""
     return os.environ.get("DEWY_CACHEDIR") or state_path(workdir, "cache")
+
+
+def dir_problem(directory: str, writable: bool = True) -> str | None:
+    """Why the cache could not keep its files in directory (one line), or None; nothing is created.
+
+    Checked before anything starts, so a cache that can never work is a configuration error rather than a
+    poller failing at every start. `writable=False` checks only that the directory is (or can become) a
+    directory: with the `user` setting the poller writes as that user, which a root master cannot ask
+    os.access about.
+    """
+    directory = os.path.abspath(directory)
+    existing = nearest_existing(directory)
+    if not os.path.isdir(existing):
+        if existing == directory:
+            return "the cache directory %s exists and is not a directory" % directory
+        return "cannot create the cache directory %s: %s is not a directory" % (directory, existing)
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
+        if existing == directory:
+            return "the cache directory %s is not writable by uid %d" % (directory, os.geteuid())
+        return "cannot create the cache directory %s: %s is not writable by uid %d" % (
+            directory, existing, os.geteuid())
+    return None
 
 
 class FileCache(Cache):

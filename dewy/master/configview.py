@@ -95,7 +95,10 @@ def _answer(path: str, pid: int, r: int) -> ConfigView:
     except ValueError:
         answer = {}
     if "config" in answer:
-        return ConfigView(answer["config"])
+        view = ConfigView(answer["config"])
+        # Settings that have no effect, one line each (not part of the config the poller gets).
+        object.__setattr__(view, "warnings", tuple(str(w) for w in answer.get("warnings") or ()))
+        return view
     raise ConfigLoadError(answer.get("error") or "%s: cannot load the configuration (loader exited with status %d)"
                           % (path, os.waitstatus_to_exitcode(status)))
 
@@ -105,7 +108,8 @@ def _child(path: str, fd: int) -> int:
     try:
         from dewy.config import ConfigError, load_ini
         try:
-            answer, code = {"config": load_ini(path).to_json()}, 0
+            warnings = []
+            answer, code = {"config": load_ini(path, warnings).to_json(), "warnings": warnings}, 0
         except ConfigError as exc:
             answer, code = {"error": str(exc)}, 2
     except Exception as exc:  # noqa: BLE001 — a bug in the loader: report it rather than hang the master

@@ -6,6 +6,7 @@ with its config loaded in a child process (dewy.master.configview), so the long-
 imports docopt, configparser or the registry modules.
 """
 
+import logging
 import os
 import sys
 
@@ -38,10 +39,15 @@ def main(argv: list | None = None) -> int:
     except ConfigLoadError as exc:
         print("dewy-master: %s" % exc, file=sys.stderr)
         return EXIT_CONFIG
+    for warning in config.warnings:
+        print("dewy-master: warning: %s" % warning, file=sys.stderr)
     absolute = os.path.abspath(path)  # the master may chdir; SIGHUP must still find the file
 
     def reload_config():
         """The ini file read again (ConfigLoadError when it went bad; the master keeps the old config)."""
-        return load(absolute)
+        config = load(absolute)
+        for warning in config.warnings:
+            logging.getLogger("dewy.master").warning("%s", warning)
+        return config
 
     return arbiter.run(config, reload_config)

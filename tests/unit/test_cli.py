@@ -239,8 +239,8 @@ def test_every_flag_reaches_the_config():
 
 
 def test_short_flags_with_attached_values_and_assets():
-    cfg = parse(["assets", "--registry", R, "-i0.05", "-lwarn", "--dir", "/var/www"])
-    assert (cfg.mode, cfg.interval, cfg.log_level, cfg.app, cfg.dir) == ("assets", 0.05, "warning", (), "/var/www")
+    cfg = parse(["assets", "--registry", R, "-i0.25", "-lwarn", "--dir", "/var/www"])
+    assert (cfg.mode, cfg.interval, cfg.log_level, cfg.app, cfg.dir) == ("assets", 0.25, "warning", (), "/var/www")
 
 
 def test_flags_may_follow_the_command_in_any_order():
