@@ -34,7 +34,7 @@ from dewy import cache as cache_pkg
 from dewy import log as dewy_log
 from dewy import notify as notify_pkg
 from dewy import registry as registry_pkg
-from dewy.cache.base import CacheRefused, CacheUnavailable
+from dewy.cache.base import CacheError, CacheRefused, CacheUnavailable
 from dewy.clock import utc_iso
 from dewy.config import Config
 from dewy.log import redact, redact_text
@@ -704,6 +704,10 @@ def main(argv=None) -> int:
         return 0
     except ProtocolError as exc:
         log.error("the master sent garbage: %s", exc)
+        return 1
+    except CacheError as exc:
+        # The config check saw a usable cache directory; the disk changed since (one line, no traceback).
+        log.error("cannot use the cache: %s (the poller is restarted with backoff)", redact_text(str(exc)))
         return 1
     except Exception:  # noqa: BLE001 - logged with its traceback; the master restarts us with backoff
         log.exception("the poller failed")

@@ -13,6 +13,7 @@ start — through a real dewy-master with a real webhook receiver, metrics endpo
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,3 +153,22 @@ def test_an_outage_is_notified_once_across_a_poller_restart(make_master, registr
         assert master.stop() == 0
         names = hook.names()
         assert names.count("registry-unreachable") == 1 and names.count("registry-reachable") == 1, names
+
+
+def test_a_cache_directory_broken_after_start_is_one_line_not_a_traceback(make_master, registry, tmp_path):
+    """The config check saw a usable cache directory; it breaks later (a file where its parent was): the
+    restarted poller says so in one line, the app keeps serving, and fixing the disk is enough."""
+    parent = tmp_path / "caches"
+    parent.mkdir()
+    registry.publish("1.0.0")
+    master = make_master(cache="file://%s/app" % parent).start(wait_version="1.0.0")
+    shutil.rmtree(parent)
+    parent.write_text("not a directory\n")
+    poller = master.status()["poller_pid"]
+    os.kill(poller, signal.SIGKILL)
+    wait_until(lambda: "cannot use the cache: " in master.log_text(), 20, "the poller's one line", master.details)
+    assert "Traceback" not in master.log_text() and master.get() == (200, "1.0.0\n")
+    parent.unlink()
+    parent.mkdir()
+    registry.publish("1.1.0")
+    master.wait_version("1.1.0", timeout=60)
