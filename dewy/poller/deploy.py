@@ -436,9 +436,10 @@ class Deploy:
         # The audit line comes last: whoever sees it sees the whole deploy done.
         self.record("deployed", error, notify={"switch_seconds": self.switch_seconds},
                     generation=answer.get("generation"), switch_seconds=self.switch_seconds)
-        log.info("deployed %s on %s in %s (generation %s, previously %s)", release.version, host, release_dir,
-                 answer.get("generation"), self.previous_version or "nothing",
-                 extra={"generation": answer.get("generation")})
+        generation = answer.get("generation")
+        log.info("deployed %s on %s in %s (%spreviously %s)", release.version, host, release_dir,
+                 "generation %s, " % generation if generation else "",  # assets mode has no generations
+                 self.previous_version or "nothing", extra={"generation": generation} if generation else {})
 
     def report(self, generation, release_dir: str = "", error: str | None = None) -> None:
         """Leave the shipped_to record (or gRPC Report) in the registry; a failure is logged, never fatal."""

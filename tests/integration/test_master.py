@@ -243,6 +243,9 @@ def test_assets_dir_is_restored_at_start_moved_on_reload_and_never_replaces_a_re
     registry.publish("1.0.0")
     master = make_master(ports=[], mode="assets", app=None, dir=str(www)).start()
     master.wait_for(lambda s: s.get("version") == "1.0.0", what="assets 1.0.0")
+    line = wait_until(lambda: [l for l in master.log_text().splitlines() if "dewy.poller[" in l and "deployed 1.0.0 on" in l],
+                      10, "the poller's deployed line", master.details)
+    assert "generation" not in line[0] and "(previously nothing)" in line[0], line
     assert master.stop() == 0
     os.unlink(www)
     master.start()  # nothing new to deploy: only the start can bring `dir` back
