@@ -73,12 +73,12 @@ def test_a_cache_directory_that_can_be_created_is_fine(tmp_path):
     assert not (tmp_path / "new").exists()  # checking creates nothing
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_a_cache_directory_that_is_not_writable_is_a_config_error(tmp_path):
+def test_a_cache_directory_someone_else_may_write_is_no_config_error(tmp_path):
+    """Read-only commands (`dewy status -c`, `dewy fleet -c`) load the ini as whoever runs them: a cache
+    directory that user cannot write is the poller's concern (one line at its start), not a config error."""
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    message = error(ini(tmp_path, "cache = file://%s/cache\n" % locked))
-    assert "cannot create the cache directory %s/cache: %s is not writable by uid" % (locked, locked) in message
+    assert load_ini(ini(tmp_path, "cache = file://%s/cache\n" % locked)).cache == "file://%s/cache" % locked
 
 
 # --- 2. ready / health written as a URL -------------------------------------------------------------
