@@ -32,7 +32,7 @@ from dewy.registry import RegistryError
 from dewy.registry.base import NotYetPublished, Registry as BaseRegistry, plain_name
 from ghstub import GitHubStub
 from grpc_registry_server import _grpc_plain_server, grpc_plain  # noqa: F401 — fixtures
-from helpers import Master, norm, wait_until
+from helpers import Master, norm, wait_audit, wait_until
 from integration.test_ghr_e2e import github_master  # noqa: F401 — fixture: (stand-in, adapter, master factory)
 from servers import AWS_TEST_ENV, CuttingProxy, GCSStore, S3Store
 
@@ -739,6 +739,8 @@ def test_e2e_5xx_outage_one_line_backoff_app_keeps_serving(github_master):
     stub, adapter, make = github_master
     adapter.publish("1.0.0")
     master = make(**{"interval": "0.1s", "poll-backoff-max": "1.6s"}).start(wait_version="1.0.0")
+    # The shipped_to upload comes after the switch: done before the 503s start (see the gRPC test below).
+    wait_audit(master.workdir, lambda es: any(e.get("version") == "1.0.0" for e in es), "1.0.0's audit line")
     mark = len(master.log_text())
     stub.clear()
     stub.fail_next(503, count=100_000)
@@ -785,6 +787,9 @@ def test_e2e_registry_that_never_answers_app_keeps_serving(tmp_path, request, gr
     try:
         Adapter().publish("1.0.0")
         master.start(wait_version="1.0.0")
+        # The poller reports the deploy to the registry (gRPC Report) after the switch, then writes the audit
+        # line: wait for it, or the hang below would catch the report too (a second line, not the outage's).
+        wait_audit(master.workdir, lambda es: any(e.get("version") == "1.0.0" for e in es), "1.0.0's audit line")
         mark = len(master.log_text())
         link.hang()
         st = master.wait_for(lambda s: any(w in (s.get("last_error") or "") for w in ("DEADLINE_EXCEEDED", "timed out")), 40,
