@@ -278,15 +278,25 @@ def _scope(identity: tuple) -> tuple | None:
     return 4, str(address)
 
 
-def overlap(a: tuple, b: tuple) -> bool:
+def _scopes(identity: tuple, dual_stack: bool = False) -> list:
+    """The scopes (see _scope) an identity takes; a dual-stack `[::]` (the poller's metrics and trigger servers:
+    no IPV6_V6ONLY) takes every IPv4 address too. dewy's own `port` sockets set IPV6_V6ONLY (dewy.master.sockets)."""
+    scope = _scope(identity)
+    if scope is None:
+        return []
+    return [scope, (4, "*")] if dual_stack and scope == (6, "*") else [scope]
+
+
+def overlap(a: tuple, b: tuple, a_dual: bool = False, b_dual: bool = False) -> bool:
     """Whether two listen identities (host, port) would take the same address: the same port and family,
-    with equal addresses or one of them every address (0.0.0.0, a bare port, [::])."""
+    with equal addresses or one of them every address (0.0.0.0, a bare port, [::]); a_dual/b_dual: that
+    side listens dual-stack, so its [::] also takes every IPv4 address."""
     if a[1] != b[1]:
         return False
     if a == b:
         return True
-    sa, sb = _scope(a), _scope(b)
-    return sa is not None and sb is not None and sa[0] == sb[0] and ("*" in (sa[1], sb[1]) or sa[1] == sb[1])
+    return any(sa[0] == sb[0] and ("*" in (sa[1], sb[1]) or sa[1] == sb[1])
+               for sa in _scopes(a, a_dual) for sb in _scopes(b, b_dual))
 
 
 def _wildcard_note(*specs: str) -> str:
@@ -429,28 +439,36 @@ def _path(required: bool) -> Callable[[str, str], str]:
             if required:
                 raise BadValue("expected a directory path")
             return ""
-        if value[0] in "\"'" or value[-1] in "\"'":
-            # An ini value is taken as written: the quotes would become part of a directory's name.
-            raise BadValue("expected the path without quotes (spaces need none): %s" % value.strip("\"'").strip())
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            # An ini value is taken as written: the quotes would become part of a directory's name. One quote
+            # alone (/srv/bobs') is a legal name and taken as it is.
+            raise BadValue("expected the path without quotes (spaces need none): %s" % value[1:-1].strip())
         return os.path.abspath(os.path.join(base, os.path.expanduser(value)))
     return validate
 
 
-# An inline comment (configparser keeps `value  # note` whole) and whitespace next to a query's ? & =
-# (`reg   ?artifact=a.tgz`, `artifact=a.tgz  &x=1`): both would end up in a path or a query value.
-_INLINE_COMMENT = re.compile(r"\s[#;]")
+# Whitespace next to a query's ? & = (`reg   ?artifact=a.tgz`, `artifact=a.tgz  &x=1`) would end up in a path
+# or a query value. (An ini file's `  # comment` never gets here: the ini reader strips it; see _read_section.)
 _QUERY_SPACE = re.compile(r"^\s|\s[&=]|[&=]\s")  # searched in the query only: a path may hold "a & b"
+# A `;` after whitespace in an ini URL value: a comment in the style of other ini files, which is not one here
+# (only # starts an inline comment: shell commands in app and the hooks use ` ; `).
+_SEMICOLON_COMMENT = re.compile(r"\s;")
 
 
 def check_url_text(url: str) -> None:
-    """BadValue for an inline comment or stray whitespace in a URL-valued setting (a space inside a file://
-    path is fine: directory names may hold one)."""
-    if _INLINE_COMMENT.search(url):
-        raise BadValue("an inline comment is not allowed here: in an ini file comments go on their own line "
-                       "(a # or ; that belongs to the URL is written %23 or %3B)")
+    """BadValue for stray whitespace next to a URL's query delimiters (a space inside a file:// path is fine:
+    directory names may hold one)."""
     path, question, query = url.partition("?")
     if question and (path != path.rstrip() or _QUERY_SPACE.search(query)):
         raise BadValue("whitespace next to the query's ? & or =: remove it (in a query value write a space as %20)")
+
+
+def _literal_hash(url: str) -> str:
+    """url with each # of a file:// URL written %23: a file URL has no fragment (dewy's file backends would drop
+    it silently), so a # there belongs to the path or a query value (`--registry 'file:///srv/reg #2'`)."""
+    if url[:5].lower() == "file:" and "#" in url:
+        return url.replace("#", "%23")
+    return url
 
 
 def _backend_url(package: str, allow_empty: bool) -> Callable[[str, str], str]:
@@ -462,6 +480,7 @@ def _backend_url(package: str, allow_empty: bool) -> Callable[[str, str], str]:
         if not url:
             raise BadValue("expected a %s URL" % package)
         check_url_text(url)
+        url = _literal_hash(url)
         importlib.import_module("dewy." + package).validate_url(url)
         return url
     return validate
@@ -865,6 +884,9 @@ def _parse_value(s: Setting, raw, source: _Source):
     if any("\0" in item for item in (raw if isinstance(raw, (list, tuple)) else [raw])):
         # No path, command or URL can hold one (the OS refuses it with a ValueError far from here).
         raise source.bad(s, raw, "contains a NUL character; no setting takes one")
+    if source.ini and s.type == "URL" and isinstance(raw, str) and _SEMICOLON_COMMENT.search(raw):
+        raise source.bad(s, raw, "a ; after a space is no comment in dewy's ini files: comments start with # (after "
+                                 "a space, or at the start of a line); a ; that belongs to the URL is written %3B")
     try:
         return s.validator(raw, source.base_dir)
     except ValueError as exc:
@@ -930,8 +952,9 @@ def _check_mode(values: dict, raw: dict, source: _Source) -> None:
 
 
 def _check_addresses(values: dict, raw: dict, source: _Source) -> None:
-    """metrics and trigger each need an address of their own: not one a `port` entry (or the other) takes."""
-    taken = [("port", spec, listen_identity(spec)) for spec in values["port"]]
+    """metrics and trigger each need an address of their own: not one a `port` entry (or the other) takes.
+    They are the poller's HTTP servers, which listen dual-stack: their [::] takes every IPv4 address too."""
+    taken = [("port", spec, listen_identity(spec), False) for spec in values["port"]]
     for name in ("metrics", "trigger"):
         address = values[name]
         if not address:
@@ -940,18 +963,21 @@ def _check_addresses(values: dict, raw: dict, source: _Source) -> None:
 
         host, number = parse_address(address)
         identity = (host.lower(), number)
-        for other, spec, other_identity in taken:
-            if not overlap(identity, other_identity):
+        for other, spec, other_identity, other_dual in taken:
+            if not overlap(identity, other_identity, True, other_dual):
                 continue
             if other == "port":
                 wildcard = "0.0.0.0:%d" % number if host == "0.0.0.0" else address
+                note = _wildcard_note(spec, wildcard)
+                if _scope(identity) == (6, "*") and (_scope(other_identity) or (None,))[0] == 4:
+                    note = " (%s = [::] listens dual-stack: on every IPv6 and every IPv4 address)" % name
                 message = 'overlaps port "%s"%s: both would take the same address; give %s a port of its own' % (
-                    spec, _wildcard_note(spec, wildcard), name)
+                    spec, note, name)
             else:
                 message = 'overlaps %s = "%s": both would take the same address; give each a port of its own' % (
                     other, spec)
             raise source.bad(BY_NAME[name], _as_text(raw[name]), message)
-        taken.append((name, address, identity))
+        taken.append((name, address, identity, True))
 
 
 def _check_cache_dir(values: dict, raw: dict, source: _Source) -> None:
@@ -1090,6 +1116,7 @@ def _check_continuations(path: str, text: str) -> None:
     for number, line, section, key in _continuation_lines(text):
         s = BY_NAME.get(key) if section == SECTION else None
         if s is not None and not s.multiple:
+            line = re.sub(r"\s#.*", "", line).rstrip()  # its inline comment is no part of it (configparser's rule)
             # The line may be the query of a URL begun above (`?token=...`, `&sig=...`): redact it as one.
             shown = redact(line) if "?" in line else redact("?" + line)[1:]
             lists = " and ".join(t.name for t in SETTINGS if t.multiple)
@@ -1112,8 +1139,11 @@ def _read_section(path: str) -> dict:
     # A [DEFAULT] section would silently leak keys into [dewy]: give configparser a name nobody uses.
     import configparser
 
+    # Comments: a line starting with # or ;, and everything from a # that follows whitespace (`key = value  # note`),
+    # for every key (README "Configuration reference"); a # of a value is written without whitespace before it,
+    # or %23 in a URL. An inline ; is no comment: shell commands (app, hooks) say `a ; b`.
     parser = configparser.ConfigParser(interpolation=None, strict=True, default_section="\0",
-                                       empty_lines_in_values=False)
+                                       empty_lines_in_values=False, inline_comment_prefixes=("#",))
     try:
         parser.read_string(text, source=path)
     except configparser.Error as exc:

@@ -102,50 +102,139 @@ def test_ready_and_health_paths_still_work(tmp_path):
     assert (config.ready.path, config.ready.seconds, config.health) == ("/healthz", 30.0, "/up")
 
 
-# --- 3. inline comments and stray whitespace in URL-valued settings -------------------------------
+# --- 3. comments and stray whitespace in URL-valued settings -------------------------------------
+# One rule for the whole ini file: a # after whitespace starts a comment, for every key (README "Configuration
+# reference"); an inline ; is no comment, and in a URL it is refused as a misplaced one.
 
-COMMENT = ("an inline comment is not allowed here: in an ini file comments go on their own line (a # or ; that "
-           "belongs to the URL is written %23 or %3B)")
+SEMICOLON = ("a ; after a space is no comment in dewy's ini files: comments start with # (after a space, or at the "
+             "start of a line); a ; that belongs to the URL is written %3B")
 QUERY_SPACE = "whitespace next to the query's ? & or =: remove it (in a query value write a space as %20)"
 
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("registry", "file:///srv/reg4?artifact=app.tar.gz  # our registry", COMMENT),
-    ("registry", "file:///srv/reg   # our registry ?artifact=app.tar.gz", COMMENT),
-    ("registry", "file:///srv/reg ; old one", COMMENT),
-    ("cache", "file:///var/cache/dewy # local", COMMENT),
-    ("notifier", "https://hooks.example.com/x # team", COMMENT),
+    ("registry", "file:///srv/reg4?artifact=app.tar.gz  # our registry", "file:///srv/reg4?artifact=app.tar.gz"),
+    ("registry", "file:///srv/reg\t# our registry ?artifact=app.tar.gz", "file:///srv/reg"),
+    ("cache", "file:///var/cache/dewy # local", "file:///var/cache/dewy"),
+    ("cache", "redis://:PASSWORD@cache.internal:6379/0?registry-ttl=30s     # keep this ini chmod 600",
+     "redis://:PASSWORD@cache.internal:6379/0?registry-ttl=30s"),
+    ("notifier", "https://hooks.example.com/x # team", "https://hooks.example.com/x"),
+    ("notifier", "https://hooks.example.com/x#frag # team", "https://hooks.example.com/x#frag"),
+])
+def test_a_comment_after_a_url_is_a_comment(tmp_path, key, value, expected):
+    extra = "" if key == "registry" else "%s = %s\n" % (key, value)
+    config = load_ini(ini(tmp_path, extra, registry=value if key == "registry" else None))
+    assert getattr(config, key) == expected
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("registry", "file:///srv/reg ; old one", SEMICOLON),
+    ("notifier", "https://hooks.example.com/x ;team", SEMICOLON),
     ("registry", "file:///srv/reg   ?artifact=app.tar.gz", QUERY_SPACE),
     ("registry", "file:///srv/reg?artifact=app.tar.gz  &pre-release=true", QUERY_SPACE),
     ("registry", "file:///srv/reg?artifact= app.tar.gz", QUERY_SPACE),
 ])
-def test_comments_and_stray_whitespace_in_urls_are_refused(tmp_path, key, value, expected):
+def test_a_semicolon_comment_and_stray_whitespace_in_urls_are_refused(tmp_path, key, value, expected):
     extra = "" if key == "registry" else "%s = %s\n" % (key, value)
     path = ini(tmp_path, extra, registry=value if key == "registry" else None)
     assert error(path) == '[dewy] %s = "%s": %s' % (key, value, expected)
 
 
-def test_the_real_check_refuses_an_inline_comment(tmp_path):
-    path = ini(tmp_path, "", registry="file://%s/reg?artifact=app.tar.gz  # our registry" % tmp_path)
+def test_the_real_check_takes_an_inline_comment(tmp_path):
+    path = ini(tmp_path, "interval = 30s   # half a minute\n",
+               registry="file://%s/reg?artifact=app.tar.gz  # our registry" % tmp_path)
     result = check(path)
-    assert result.returncode == 2 and "comments go on their own line" in result.stderr, result.stderr
+    assert result.returncode == 0 and result.stdout.strip().endswith("OK"), result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("line, attr, expected", [
+    ("app = python3 app.py --flag   # the sample app", "app", ("python3", "app.py", "--flag")),
+    ("workdir = /srv/dewy\t# where releases live", "workdir", "/srv/dewy"),
+    ("interval = 30s # half a minute", "interval", 30.0),
+    ("rollout-waves = 10%, 50%      # the first 10% of the hosts", "rollout_waves", (10.0, 50.0)),
+    ("host-id = web-3               # default: the hostname", "host_id", "web-3"),
+    ("slot =   # none yet", "slot", ""),
+    ("before-deploy-hook = ./migrate ; echo done  # ; is no comment", "before_deploy_hook", "./migrate ; echo done"),
+    ("after-deploy-hook = echo release#$DEWY_VERSION", "after_deploy_hook", "echo release#$DEWY_VERSION"),
+])
+def test_a_comment_after_whitespace_is_a_comment_for_every_key(tmp_path, line, attr, expected):
+    extra = "cache = redis://127.0.0.1:1/0\n" if attr == "rollout_waves" else ""
+    path = tmp_path / "dewy.ini"
+    text = "[dewy]  # dewy's section\nregistry = file:///srv/r\n%s%s\n" % (extra, line)
+    path.write_text(text if attr == "app" else text + "app = ./app\n")
+    assert getattr(load_ini(str(path)), attr) == expected
+
+
+def test_comments_on_the_lines_of_a_port_list(tmp_path):
+    config = load_ini(ini(tmp_path, "port = 8000   # the app\n  8443   # its TLS port\n  # (none more)\n"))
+    assert config.port == ("8000", "8443")
+
+
+def test_an_indented_line_under_a_single_line_key_is_shown_without_its_comment(tmp_path):
+    path = ini(tmp_path, "interval = 30s\n  port = 8000   # meant as a key\n")
+    assert error(path) == ('line 6: "port = 8000" is indented, so it would continue [dewy] interval, which takes '
+                           "one line; remove the indentation (only port may continue on indented lines)")
+
+
+def test_a_hash_in_a_file_url_without_whitespace_is_part_of_the_path(tmp_path):
+    # A file:// URL has no fragment: reg#2 is the directory's name (in any URL %23 says the same).
+    (tmp_path / "reg#2" / "v1.0.0").mkdir(parents=True)
+    (tmp_path / "reg#2" / "v1.0.0" / "app.tar.gz").write_bytes(b"x")
+    from dewy.registry import from_url
+
+    for written in ("reg#2", "reg%232"):
+        config = load_ini(ini(tmp_path, "", registry="file://%s/%s?artifact=app.tar.gz  # note" % (tmp_path, written)))
+        assert from_url(config.registry).latest().version == "1.0.0"
 
 
 def test_a_file_path_with_spaces_and_a_fragment_without_spaces_still_work(tmp_path):
     config = load_ini(ini(tmp_path, "notifier = https://hooks.example.com/x#frag\n",
                           registry="file:///srv/my releases/app?artifact=app.tar.gz"))
     assert config.registry == "file:///srv/my releases/app?artifact=app.tar.gz"
+    assert config.notifier == "https://hooks.example.com/x#frag"
+
+
+# --- 3b. on the command line nothing is a comment ------------------------------------------------
+
+def test_a_path_with_a_space_and_hash_works_as_a_flag(tmp_path, capsys):
+    """`dewy latest --registry 'file:///.../reg #2?...'` reads the directory `reg #2` (it was refused as an
+    inline comment, and before that its # was taken for a URL fragment)."""
+    (tmp_path / "reg #2" / "v1.0.0").mkdir(parents=True)
+    (tmp_path / "reg #2" / "v1.0.0" / "app.tar.gz").write_bytes(b"x")
+    code = cli.main(["latest", "--registry", "file://%s/reg #2?artifact=app.tar.gz" % tmp_path, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    import json
+
+    answer = json.loads(out)
+    assert answer["version"] == "1.0.0" and answer["artifact"] == "app.tar.gz", answer
+
+
+def test_a_semicolon_after_a_space_is_fine_as_a_flag(tmp_path):
+    from dewy.config import from_options
+
+    (tmp_path / "a ;b").mkdir()
+    config = from_options({"registry": "file://%s/a ;b" % tmp_path, "app": ["./app"]}, base_dir=str(tmp_path))
+    from dewy import urls
+
+    assert urls.parse(config.registry).path == "%s/a ;b" % tmp_path
 
 
 # --- 4. quoted paths -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key, value", [("workdir", '"/tmp/trial-play/w q"'), ("workdir", "'/srv/app'"),
-                                        ("dir", '"/srv/www"'), ("workdir", '/srv/app"')])
+                                        ("dir", '"/srv/www"'), ("workdir", "' /srv/app '")])
 def test_a_quoted_path_is_a_config_error(tmp_path, key, value):
     path = tmp_path / "dewy.ini"
     path.write_text("[dewy]\nregistry = file:///srv/r\napp = a\n%s = %s\n" % (key, value))
     assert error(str(path)) == '[dewy] %s = %s: expected the path without quotes (spaces need none): %s' % (
-        key, json_quote(value), value.strip("\"'"))
+        key, json_quote(value), value[1:-1].strip())
+
+
+@pytest.mark.parametrize("value", ["/srv/bobs'", "/srv/app\"", "'/srv/app", "/srv/it's", "/srv/\"a'", "'"])
+def test_a_path_with_a_quote_that_is_not_quoting_it_is_taken_as_written(tmp_path, value):
+    path = tmp_path / "dewy.ini"
+    path.write_text("[dewy]\nregistry = file:///srv/r\napp = a\nworkdir = %s\n" % value)
+    assert load_ini(str(path)).workdir == os.path.join(str(tmp_path), value)
 
 
 def json_quote(value: str) -> str:
@@ -190,6 +279,18 @@ def test_ports_that_do_not_overlap_are_fine(tmp_path):
      "a port of its own"),
     ("port = [::1]:9000\ntrigger = [::1]:9000\ntrigger-token = t\n",
      '[dewy] trigger = "[::1]:9000": overlaps port "[::1]:9000": both would take the same address'),
+    # The poller's servers listen dual-stack: their [::] takes every IPv4 address too.
+    ("port = 21120\nmetrics = [::]:21120\n",
+     '[dewy] metrics = "[::]:21120": overlaps port "21120" (metrics = [::] listens dual-stack: on every IPv6 and '
+     "every IPv4 address): both would take the same address; give metrics a port of its own"),
+    ("port = 127.0.0.1:21121\nmetrics = [::]:21121\n",
+     '[dewy] metrics = "[::]:21121": overlaps port "127.0.0.1:21121" (metrics = [::] listens dual-stack'),
+    ("port = 0.0.0.0:21122\ntrigger = [::]:21122\ntrigger-token = t\n",
+     '[dewy] trigger = "[::]:21122": overlaps port "0.0.0.0:21122" (trigger = [::] listens dual-stack'),
+    ("port = 8000\nmetrics = 127.0.0.1:9000\ntrigger = [::]:9000\ntrigger-token = t\n",
+     '[dewy] trigger = "[::]:9000": overlaps metrics = "127.0.0.1:9000"'),
+    ("port = 8000\nmetrics = [::]:9000\ntrigger = 127.0.0.1:9000\ntrigger-token = t\n",
+     '[dewy] trigger = "127.0.0.1:9000": overlaps metrics = "[::]:9000"'),
 ])
 def test_metrics_and_trigger_on_a_listen_address_are_refused(tmp_path, extra, expected):
     assert error(ini(tmp_path, extra)).startswith(expected)
@@ -198,6 +299,53 @@ def test_metrics_and_trigger_on_a_listen_address_are_refused(tmp_path, extra, ex
 def test_metrics_and_trigger_on_their_own_ports_are_fine(tmp_path):
     config = load_ini(ini(tmp_path, "port = 8000\nmetrics = 127.0.0.1:9464\ntrigger = :9465\ntrigger-token = t\n"))
     assert (config.metrics, config.trigger) == ("127.0.0.1:9464", ":9465")
+
+
+def test_metrics_on_an_ipv4_address_beside_dewys_own_ipv6_wildcard_is_fine(tmp_path):
+    # dewy's own [::] sockets are IPv6 only (IPV6_V6ONLY): an IPv4 metrics address on the same port is free.
+    config = load_ini(ini(tmp_path, "port = [::]:21120\nmetrics = 127.0.0.1:21120\n"))
+    assert config.metrics == "127.0.0.1:21120"
+
+
+def _ipv6_works() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_works(), reason="no IPv6 on this host")
+def test_the_overlap_rule_for_metrics_on_ipv6_wildcard_matches_what_binding_does(tmp_path):
+    """The real servers: dewy's port socket on 127.0.0.1:P keeps the real metrics server off [::]:P (refused by
+    the check), and dewy's [::]:P socket leaves it 127.0.0.1:P (allowed by the check)."""
+    from dewy.master import sockets
+    from dewy.poller.metrics import Metrics
+
+    probe = sockets.bind("127.0.0.1:0", 8)
+    port = probe.sock.getsockname()[1]
+    try:
+        metrics = Metrics()
+        metrics.start("[::]:%d" % port)
+        assert not metrics.enabled  # "cannot serve metrics on [::]:P: Address already in use"
+        with pytest.raises(ConfigError, match="dual-stack"):
+            load_ini(ini(tmp_path, "port = 127.0.0.1:%d\nmetrics = [::]:%d\n" % (port, port)))
+    finally:
+        probe.close()
+    v6 = sockets.bind("[::]:%d" % port, 8)
+    try:
+        metrics = Metrics()
+        metrics.start("127.0.0.1:%d" % port)
+        try:
+            assert metrics.enabled
+        finally:
+            metrics.stop()
+        load_ini(ini(tmp_path, "port = [::]:%d\nmetrics = 127.0.0.1:%d\n" % (port, port)))
+    finally:
+        v6.close()
 
 
 def test_the_real_check_refuses_overlapping_ports(tmp_path):
