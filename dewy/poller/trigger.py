@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import threading
 import time
 
@@ -155,8 +156,13 @@ class Trigger:
                 pass
 
         host, port = parse_address(config.trigger)
+
+        class Server(ThreadingHTTPServer):
+            # http.server speaks IPv4 only unless told: `[::1]:P` / `[::]:P` need an IPv6 socket (like metrics').
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
         try:
-            server = ThreadingHTTPServer((host, port), Handler)
+            server = Server((host, port), Handler)
         except OSError as exc:
             log.error("cannot serve deploy triggers on %s: %s", config.trigger, exc)
             return

@@ -64,3 +64,24 @@ def test_token_and_signed_webhook_make_it_poll_bad_ones_do_not(make_master, regi
     assert codes[-1] == 429, codes
     status, headers, _ = post(port, Authorization="Bearer " + TOKEN)
     assert status == 429 and int(headers["Retry-After"]) >= 1
+
+
+@pytest.mark.timeout(60)
+def test_trigger_listens_on_ipv6_loopback(make_master, registry):
+    """`trigger = [::1]:P`: http.server is IPv4-only unless told; the trigger answers on IPv6."""
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    registry.publish("1.0.0")
+    port = free_port()
+    master = make_master(interval="1h", trigger="[::1]:%d" % port, trigger_token=TOKEN).start(wait_version="1.0.0")
+    master.wait_for(lambda s: "serving deploy triggers on http://[::1]" in master.log_text(), 10, "the trigger")
+    conn = http.client.HTTPConnection("::1", port, timeout=10)
+    try:
+        conn.request("POST", "/deploy", headers={"Authorization": "Bearer " + TOKEN})
+        assert conn.getresponse().status == 202
+    finally:
+        conn.close()
