@@ -108,7 +108,7 @@ def follow_rollback(workdir: str, answer: dict, before: dict, timeout: float, ar
                 left, now = answer.get("from"), deploy.get("version")
                 if not left:
                     then = "nothing served before"
-                elif pause.refuses_left(left, now):
+                elif pause.refuses_left(left, now, st.get("calver")):
                     then = "%s is refused until a newer version is published" % left
                 else:  # forward (undoing a rollback): the older version left did nothing wrong
                     then = "forward from %s, which is not refused (%s is no longer refused either)" % (left, now)
@@ -196,8 +196,8 @@ def follow_deploy(workdir: str, answer: dict, before: dict, timeout: float, args
                 _print(args, {"ok": False, "error": error}, error if answered else "the registry did not answer: %s"
                        % error)
                 return EXIT_FAILED
-            if latest and latest != running and announced is None and pause.holds(st.get("paused"), latest) \
-                    and st.get("state") == "running":
+            if latest and latest != running and announced is None \
+                    and pause.holds(st.get("paused"), latest, st.get("calver")) and st.get("state") == "running":
                 _print(args, {"ok": True, "version": running, "held": latest, "paused": st["paused"]},
                        "nothing to deploy: %s is held back (%s)" % (latest, st["paused"].get("reason")))
                 return EXIT_OK

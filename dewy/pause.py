@@ -6,6 +6,7 @@ hold (`newer_than`: the version rolled back from): only a newer version deploys,
 the lean master imports it.
 """
 
+import logging
 import os
 
 from dewy.clock import utc_iso
@@ -46,34 +47,66 @@ def write(workdir: str, reason: str | None, newer_than: str | None = None, since
     return data
 
 
-def holds(paused: dict | None, version: str) -> bool:
+def holds(paused: dict | None, version: str, calver: str | None = None) -> bool:
     """Whether a pause (read()) keeps version from being deployed: always, or, for a rollback hold, unless
-    version is newer than the version rolled back from and every `also_newer_than` (the poller's check; it
-    has semver)."""
+    version is newer than the version rolled back from and every `also_newer_than`, compared in the registry's
+    scheme (calver: its `calver=` format; None: semver). A version the scheme cannot compare with a held one (the
+    registry's scheme changed since the hold) is held only when it is one of the held versions, with a warning
+    once: a hold must never keep every new version out for ever without a word."""
     if not paused:
         return False
     newer_than = paused.get("newer_than")
     if not newer_than:
         return True
-    from dewy.versions import is_older
     also = paused.get("also_newer_than")
+    held = [newer_than, *(also if isinstance(also, list) else ())]
     try:
-        return not all(is_older(v, version) for v in [newer_than, *(also if isinstance(also, list) else ())])
+        from dewy.versions import is_older, normalise_or_none
+        if normalise_or_none(version, calver) is not None and \
+                all(normalise_or_none(v, calver) is not None for v in held if isinstance(v, str)):
+            return not all(isinstance(v, str) and is_older(v, version, calver) for v in held)
     except (TypeError, ValueError):
-        return True
+        pass
+    _warn_once("cannot compare version %s with the rollback's hold (newer than %s) as %s versions; only the "
+               "held versions are kept back" % (version, ", ".join(map(str, held)),
+                                                "calendar (%s)" % calver if calver else "semantic"))
+    return version in held
 
 
-def refuses_left(from_version: str | None, to_version: str | None) -> bool:
+_warned = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log message as a warning the first time only (holds() runs at every poll)."""
+    if message not in _warned:
+        _warned.add(message)
+        logging.getLogger("dewy.pause").warning("%s", message)
+
+
+def refuses_left(from_version: str | None, to_version: str | None, calver: str | None = None) -> bool:
     """After `dewy rollback` from from_version to to_version: whether from_version is refused. Going back, it is
     (the operator left it for a reason); going forward to a newer version (`--to`, undoing a rollback), the older
-    version left did nothing wrong and is not. For the poller and the `dewy rollback` command (semver)."""
+    version left did nothing wrong and is not. Compared in the registry's scheme (calver: its format, else
+    semver); versions it cannot compare count as going back. For the poller and the `dewy rollback` command."""
     if not from_version or not to_version:
         return bool(from_version)
     from dewy.versions import is_older
     try:
-        return not is_older(from_version, to_version)
+        return not is_older(from_version, to_version, calver)
     except ValueError:
         return True
+
+
+def calver_of(registry_url: str | None) -> str | None:
+    """The `calver=` format of a registry URL (None: semver), as the registry reads it; for the master, which
+    loads no registry, to tell `dewy rollback` and `dewy deploy-now` (through the status file) how to compare."""
+    if not registry_url:
+        return None
+    import urllib.parse  # as dewy.urls.parse reads a query (the last of a repeated key), without its imports
+    try:
+        return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(registry_url).query)).get("calver") or None
+    except ValueError:
+        return None
 
 
 def clear(workdir: str) -> bool:

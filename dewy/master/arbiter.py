@@ -387,6 +387,14 @@ class Arbiter(Host):
                      self.paused["newer_than"])
             pause.clear(self.cfg.workdir)
             self.paused = None
+        elif type_ == "rollback" and not fields.get("operator") and self.paused and self.paused.get("newer_than"):
+            # A crash loop undid the operator's last switch (a deploy would have ended the hold): what the hold kept
+            # serves no more, and the version gone back to serves again, so the hold is over (the poller refuses the
+            # version that crash-looped).
+            log.info("the switch to %s by dewy rollback was undone (%s): the hold after it ends",
+                     fields.get("version"), fields.get("error"))
+            pause.clear(self.cfg.workdir)
+            self.paused = None
         self.poller.send(type_, **fields)
 
     def switched_back(self, from_version, to_version) -> None:
@@ -715,8 +723,8 @@ class Arbiter(Host):
             listener.close()
         self.setup_logging()
         log.info("configuration reloaded from %s", new.source)
-        if new.mode == "assets" and self.lifecycle.point_dir_at(self.lifecycle.current_release):
-            self.lifecycle.forget_dir(old_dir)  # `dir` moved: the old link must not keep an old release
+        if new.mode == "assets" and (not new.dir or self.lifecycle.point_dir_at(self.lifecycle.current_release)):
+            self.lifecycle.forget_dir(old_dir)  # `dir` moved or removed: the old link must not keep an old release
         self.poller.send("reload", config=new.to_json(), current=self.current_info())
         self.lifecycle.restart()
 
@@ -896,6 +904,8 @@ class Arbiter(Host):
             # The master's own problem (a lost release, an app command that cannot run) outranks the poller's.
             "last_error": lc.problem or self.info["last_error"],
             "errors": self.errors.count, "paused": self.paused, "polls": self.polls,
+            # How versions compare (the registry's `calver=` format; None: semver), for `dewy rollback`/`deploy-now`.
+            "calver": pause.calver_of(self.cfg.registry),
         }
 
     def setup_logging(self) -> None:

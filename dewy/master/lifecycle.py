@@ -322,8 +322,8 @@ class Lifecycle:
         return False
 
     def forget_dir(self, old_dir: str) -> None:
-        """`dir` was configured elsewhere: remove the old symlink when it still points into our releases/ (only
-        a symlink dewy made; anything else stays)."""
+        """`dir` was configured elsewhere, or removed: remove the old symlink when it still points into our
+        releases/ (only a symlink dewy made; anything else stays)."""
         if not old_dir or old_dir == self.cfg.dir or not os.path.islink(old_dir):
             return
         releases = os.path.join(os.path.realpath(self.cfg.workdir), "releases") + os.sep
@@ -331,7 +331,7 @@ class Lifecycle:
             return
         try:
             os.unlink(old_dir)
-            log.info("removed the old dir symlink %s (dir is now %s)", old_dir, self.cfg.dir)
+            log.info("removed the old dir symlink %s (dir is now %s)", old_dir, self.cfg.dir or "not set")
         except OSError as exc:
             log.warning("cannot remove the old dir symlink %s: %s", old_dir, exc)
 
@@ -763,7 +763,7 @@ class Lifecycle:
         if ok:
             # Assets mode runs no app: no generation to name.
             log.info("deployed version %s%s", version, " (generation %s)" % generation if generation else "",
-                     extra={"version": version, "generation": generation})
+                     extra={"version": version, **({"generation": generation} if generation else {})})
         else:
             log.error("deploy of version %s failed: %s", version, error, extra={"version": version})
         fields = {"retry": True} if retry else {}

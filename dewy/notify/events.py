@@ -35,6 +35,9 @@ EVENTS = {
     # Sent by the error limiter itself (dewy.notify.limit), never by the poller.
     "suppressed": Kind(INFO, True, "further errors suppressed until recovery"),
 }
+# `rolled-back` with `operator: true`: the operator's own `dewy rollback`, which is no error (error limiting must
+# keep its budget for crash loops), yet still news that quiet mode keeps.
+OPERATOR_ROLLBACK = Kind(INFO, True, "rolled back by the operator")
 
 OUTPUT_TAIL_LINES = 10  # of a failed hook's output, in its notification
 
@@ -48,7 +51,9 @@ class Event:
 
     @property
     def kind(self) -> Kind:
-        """How this event behaves (an unknown name behaves like info)."""
+        """How this event behaves (an unknown name behaves like info; an operator's rollback is info)."""
+        if self.name == "rolled-back" and self.fields.get("operator"):
+            return OPERATOR_ROLLBACK
         return EVENTS.get(self.name, Kind(INFO, False, self.name))
 
     @property
@@ -104,8 +109,10 @@ _TEXTS = {
         f["host"], f.get("reason") or "stop requested", f["app"], f["version"] or "nothing"),
     "downloaded": lambda f: "%s %s downloaded on %s: %s in %s" % (
         f["app"], f["version"], f["host"], _mib(f.get("bytes")), _seconds(f.get("seconds"))),
-    "deployed": lambda f: "%s deployed on %s: %s -> %s (generation %s, the switch took %s)%s" % (
-        f["app"], f["host"], f.get("previous_version") or "nothing", f["version"], f.get("generation") or "-",
+    "deployed": lambda f: "%s deployed on %s: %s -> %s (%sthe switch took %s)%s" % (
+        f["app"], f["host"], f.get("previous_version") or "nothing", f["version"],
+        # assets mode runs no app: no generation to name
+        "generation %s, " % f["generation"] if f.get("generation") else "",
         _seconds(f.get("switch_seconds")), "; " + f["error"] if f.get("error") else ""),
     "refused": lambda f: "%s %s refused on %s: %s" % (f["app"], f["version"], f["host"], f.get("error")),
     "failed": lambda f: "%s: deploy of %s failed on %s: %s (%s)" % (

@@ -275,3 +275,35 @@ def test_assets_dir_is_restored_at_start_moved_on_reload_and_never_replaces_a_re
         master.start()
     assert "is a directory, not a symlink: dewy keeps `dir` as a symlink" in master.log_tail()
     assert (real / "keep").is_dir()
+
+
+@pytest.mark.timeout(90)
+def test_assets_mode_names_no_generation_in_logs_or_notifications_and_removing_dir_removes_its_link(
+        make_master, registry, tmp_path):
+    """Assets mode runs no app: the master's JSON log line and the deployed notification say nothing about a
+    generation (no generation=null, no "generation -"). Removing `dir` from the ini (SIGHUP) removes the symlink
+    dewy made there: it must not keep pointing at an old release."""
+    import json
+
+    from notifystubs import WebhookServer
+
+    www = tmp_path / "www"
+    with WebhookServer() as hook:
+        registry.publish("1.0.0")
+        master = make_master(ports=[], mode="assets", app=None, dir=str(www), notifier=hook.url(),
+                             log_format="json").start()
+        master.wait_for(lambda s: s.get("version") == "1.0.0", what="assets 1.0.0")
+        hook.wait_for(lambda: "deployed" in hook.names())
+        deployed = [e for e in hook.events if e["event"] == "deployed"][0]
+        assert "generation" not in deployed["text"] and "(the switch took " in deployed["text"], deployed["text"]
+        lines = wait_until(lambda: [json.loads(l) for l in master.log_text().splitlines()
+                                    if l.startswith("{") and '"deployed version 1.0.0' in l], 10,
+                           "the master's deployed line", master.details)
+        assert "generation" not in lines[0], lines[0]
+
+        assert os.path.islink(www) and (www / "VERSION").read_text().strip() == "1.0.0"
+        master.write_ini(dir=None)
+        master.signal(signal.SIGHUP)
+        wait_until(lambda: not os.path.lexists(www), 15, "the link of the removed dir %s to go" % www, master.details)
+        assert master.status()["version"] == "1.0.0" and not master.status()["last_error"]
+        assert master.stop() == 0

@@ -224,6 +224,18 @@ def test_a_release_switched_to_by_rollback_that_crash_loops_goes_back(make_maste
                          "the crash-looping 1.0.0 to be rolled back")
     assert "version 1.0.0 crashed 3 times" in st["last_deploy"]["error"], st["last_deploy"]
     master.wait_version("1.1.0")
+    # 1.1.0, gone back to, serves: it is not refused (1.0.0, which crash-looped, is), and the hold of the switch
+    # the crash loop undid is over; status, `dewy latest` and deploy-now agree.
+    path = master.workdir / ".dewy" / "refused.json"
+    wait_until(lambda: list(json.loads(path.read_text())["versions"]) == ["1.0.0"], 10, "only 1.0.0 refused",
+               lambda: path.read_text())
+    st = polls_pass(master)
+    assert st["version"] == "1.1.0" and st["paused"] is None and not st["last_error"], st
+    assert st["latest_version"] == "1.1.0", st
+    out = dewy("latest", "-c", str(master.ini))
+    assert out.returncode == 0 and "1.1.0" in out.stdout, out.stdout + out.stderr
+    out = dewy("deploy-now", "--workdir", w)
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == "up to date: 1.1.0 serves", out.stdout + out.stderr
 
 
 @pytest.mark.timeout(60)
@@ -252,3 +264,64 @@ def test_assets_rollback_names_no_generation(make_master, registry, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.splitlines()[-1] == "1.0.0 serves; 1.1.0 is refused until a newer version is published", out
     assert (tmp_path / "www" / "VERSION").read_text().strip() == "1.0.0"
+
+
+CALVER = "YYYY.0M.MICRO"
+
+
+@pytest.mark.timeout(150)
+def test_calver_rollback_forward_refuses_nothing_and_holds_compare_calendar_versions(make_master, registry):
+    """With `calver=` the hold and the forward rollback compare calendar versions: forward refuses nothing, a newer
+    version ends the hold, and the poller and `dewy deploy-now` hold back only what is not newer."""
+    registry.publish("2026.01.1")
+    master = make_master()
+    master.settings["registry"] = registry.url + "&calver=" + CALVER  # (the fixture's `registry` is the Registry)
+    master.start(wait_version="2026.01.1")
+    w = str(master.workdir)
+    master.deploy("2026.01.2")
+    out = dewy("rollback", "--workdir", w)
+    assert out.returncode == 0 and "2026.01.2 is refused until a newer version is published" in out.stdout, out
+    out = dewy("rollback", "--workdir", w, "--to", "2026.01.2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[-1].startswith("2026.01.2 serves (generation 4); forward from 2026.01.1, which is "
+                                                  "not refused"), out.stdout
+    refused = master.workdir / ".dewy" / "refused.json"
+    wait_until(lambda: not json.loads(refused.read_text())["versions"], 10, "no version refused",
+               lambda: refused.read_text())
+    assert master.status()["calver"] == CALVER
+    master.deploy("2026.01.3")  # newer than both: deployed, and the hold ends
+    master.wait_for(lambda s: s["paused"] is None, 10, "the hold to end")
+    # Back from 2026.01.3 to 2026.01.1: 2026.01.2, the newest not refused, is not newer than the hold.
+    out = dewy("rollback", "--workdir", w, "--to", "2026.01.1")
+    assert out.returncode == 0 and "2026.01.3 is refused until a newer version is published" in out.stdout, out
+    master.wait_for(lambda s: s["latest_version"] == "2026.01.2" and s["version"] == "2026.01.1", 20,
+                    "the poller to see 2026.01.2 and hold it back")
+    out = dewy("deploy-now", "--workdir", w, "--timeout", "20")
+    assert out.returncode == 0 and "nothing to deploy: 2026.01.2 is held back" in out.stdout, out.stdout + out.stderr
+    st = polls_pass(master)
+    assert st["version"] == "2026.01.1", "the hold let 2026.01.2 in"
+    assert "cannot compare" not in master.log_text()
+
+
+@pytest.mark.timeout(120)
+def test_operator_rollbacks_are_information_not_errors(make_master, registry):
+    """`dewy rollback` is the operator's own switch: logged at INFO, notified as `rolled-back` with operator: true,
+    and never counted by the error limiter (four in a row all go out, no `suppressed`)."""
+    from notifystubs import WebhookServer
+
+    with WebhookServer() as hook:
+        registry.publish("1.0.0")
+        master = make_master(notifier=hook.url()).start(wait_version="1.0.0")
+        w = str(master.workdir)
+        master.deploy("1.1.0")
+        for to in ("1.0.0", "1.1.0", "1.0.0", "1.1.0"):
+            out = dewy("rollback", "--workdir", w, "--to", to)
+            assert out.returncode == 0 and out.stdout.splitlines()[-1].startswith(to + " serves"), out
+        hook.wait_for(lambda: len([n for n in hook.names() if n in ("rolled-back", "suppressed")]) >= 4)
+        rolled = [e for e in hook.events if e["event"] in ("rolled-back", "suppressed")]
+        assert [e["event"] for e in rolled] == ["rolled-back"] * 4, [e["event"] for e in rolled]
+        assert all(e["operator"] is True for e in rolled), rolled
+        assert [(e["version"], e["to_version"]) for e in rolled] == [
+            ("1.1.0", "1.0.0"), ("1.0.0", "1.1.0"), ("1.1.0", "1.0.0"), ("1.0.0", "1.1.0")], rolled
+        lines = [l for l in master.log_text().splitlines() if "the master rolled" in l]
+        assert len(lines) == 4 and all(" INFO " in l and " ERROR " not in l for l in lines), lines

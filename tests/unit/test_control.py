@@ -62,3 +62,21 @@ def test_a_hold_after_a_forward_rollback_keeps_out_everything_not_newer_than_bot
     assert pause.refuses_left("1.1.0", None) and not pause.refuses_left(None, "1.0.0")
     since = pause.write(str(tmp_path), "freeze", since="2026-11-26T14:02:11Z")["since"]
     assert since == "2026-11-26T14:02:11Z", "a repeated pause keeps its first time"
+
+
+def test_holds_compare_in_the_registrys_scheme_and_an_uncomparable_version_is_said_once(tmp_path, caplog):
+    from dewy import pause
+
+    fmt = "YYYY.0M.MICRO"
+    assert pause.calver_of("file:///srv/reg?artifact=app.tar.gz&calver=" + fmt) == fmt
+    assert pause.calver_of("file:///srv/reg?artifact=app.tar.gz") is None and pause.calver_of(None) is None
+    hold = pause.write(str(tmp_path), "switched", newer_than="2026.01.1", also_newer_than=["2026.01.2"])
+    assert pause.holds(hold, "2026.01.2", fmt) and pause.holds(hold, "2026.01.1", fmt)
+    assert not pause.holds(hold, "2026.01.3", fmt) and not pause.holds(hold, "2026.02.1", fmt)
+    assert not pause.refuses_left("2026.01.1", "2026.01.2", fmt) and pause.refuses_left("2026.01.2", "2026.01.1", fmt)
+    # Compared as semver (the registry's scheme changed since the hold): only the held versions stay out, said once.
+    with caplog.at_level("WARNING", logger="dewy.pause"):
+        assert not pause.holds(hold, "2026.01.3") and not pause.holds(hold, "2026.01.3")
+        assert pause.holds(hold, "2026.01.2")
+    said = [r.getMessage() for r in caplog.records if "cannot compare version 2026.01.3" in r.getMessage()]
+    assert len(said) == 1 and "as semantic versions" in said[0], said
