@@ -261,7 +261,10 @@ class Deploy:
         """Make sure the cache holds the verified artifact; return its SHA-256."""
         cache, release, key = self.cache, self.release, cache_key(self.release)
         expected = self.expected_sha256()
-        cached = cache.open_read(key)
+        try:
+            cached = cache.open_read(key)
+        except OSError as exc:  # the cache directory broke under us (deleted, replaced by a file)
+            raise Transient("cannot read the cache: %s" % exc) from exc
         if cached is not None:
             with cached:
                 digest = _sha256_of(cached)

@@ -96,6 +96,7 @@ class Poller:
         self._beat_lock = threading.Lock()  # heartbeats come from the loop and, during a deploy, from a Pulse
         self.cache_down_since = None  # monotonic time a rollout first found the cache unavailable
         self.deploy_failures = 0  # transient deploy failures in a row (disk full, a hook): they back off too
+        self.unexpected_failures = 0  # deploys in a row that ended in an exception dewy did not expect
 
     # --- the pipe -------------------------------------------------------------------------------
 
@@ -204,7 +205,7 @@ class Poller:
                 self.serving_since = beat["since"]
         self.heartbeat()  # known to the fleet before our first poll: a rollout started now counts us in
         self.next_poll = time.monotonic()  # a new config may name a new registry: look now
-        self.deploy_failures = 0  # ... or fix what made deploys fail
+        self.deploy_failures = self.unexpected_failures = 0  # ... or fix what made deploys fail
         self.metrics.serving(self.current_version)
         log.info("%s: registry %s, every %gs, running %s", msg.get("type"), dewy_log.redact(config.registry),
                  config.interval, self.current_version or "nothing")
@@ -292,18 +293,25 @@ class Poller:
     def on_rollback(self, msg: dict) -> None:
         """The master went back from `version` to `to_version`: refuse `version`, audit and notify.
 
-        An operator's `dewy rollback --to` a newer version (undoing a rollback) refuses nothing, and the
-        version the operator chose is no longer refused: it serves."""
+        An operator's `dewy rollback --to` a newer version (undoing a rollback) refuses nothing; `to_version`
+        serves, so it is no longer refused, whoever switched. An operator's switch is information, not an error
+        (its `rolled-back` notification carries `operator: true` and does not count towards error limiting)."""
         version, to_version, error = msg.get("version"), msg.get("to_version"), dewy_log.scrub(msg.get("error"))
-        log.error("the master rolled %s back to %s: %s", version, to_version or "nothing", error)
-        refuse = bool(version) and (not msg.get("operator") or pause.refuses_left(version, to_version))
-        if to_version and msg.get("operator"):
+        operator = bool(msg.get("operator"))
+        # The operator's own switch is no error (logged and notified as information); a crash loop is.
+        log.log(logging.INFO if operator else logging.ERROR, "the master rolled %s back to %s: %s", version,
+                to_version or "nothing", error)
+        refuse = bool(version) and (not operator or pause.refuses_left(version, to_version, self.registry.calver))
+        if to_version:
+            # What serves now is not refused: chosen by the operator, or gone back to when the version switched to
+            # (also by `dewy rollback`) crash-looped.
             self.refused.remove(to_version)
         if refuse:
             self.refused.add(version, "rolled back: %s" % (error or "crash-looped after deploy"))
         self.metrics.rolled_back(to_version)
         record_event(self.backends(), "rolled-back",
-                     {"version": version, "previous_version": to_version, "to_version": to_version, "error": error})
+                     {"version": version, "previous_version": to_version, "to_version": to_version, "error": error},
+                     **({"operator": True} if operator else {}))
         self.set_current(to_version, releases.read_link(os.path.join(self.config.workdir, "current")))
         self.repeats.clear()
         if refuse:
@@ -359,12 +367,16 @@ class Poller:
         except NothingDeployable as exc:
             # The registry answered: no version yet, every one refused, or the newest still being uploaded.
             # Not an outage: no backoff, no registry-unreachable notification.
+            # No newest version as of this poll (here and below): `dewy status` and `dewy deploy-now` must not
+            # go on showing, and calling "up to date", the one an earlier poll found.
+            self.latest_version = None
             self.metrics.polled("waiting" if isinstance(exc, NotYetPublished) else
                                 "not_modified" if getattr(self.registry, "not_modified", False) is True else "ok")
             self.registry_reachable()
             self.nothing_to_deploy(exc)
             return
         except Exception as exc:  # noqa: BLE001 - a registry problem must never end the loop
+            self.latest_version = None
             self.metrics.polled("error")
             self.registry_failed(redact_text(str(exc)) or type(exc).__name__)
             return
@@ -377,7 +389,7 @@ class Poller:
         if release.version == self.current_version:
             self.report_status(None)
             return
-        if pause.holds(pause.read(self.config.workdir), release.version):  # `dewy pause`, or a rollback's hold
+        if pause.holds(pause.read(self.config.workdir), release.version, self.registry.calver):  # or a rollback's hold
             log.debug("deploys are paused: not deploying %s", release.version)
             self.report_status(None)
             return
@@ -409,8 +421,14 @@ class Poller:
             try:
                 error = deploy.run()
             except Exception as exc:  # noqa: BLE001 - a bug in one deploy must not kill the poller
-                log.exception("deploy of %s failed unexpectedly", release.version)
                 error = "deploy of %s failed: %s" % (release.version, redact_text(str(exc)) or type(exc).__name__)
+                self.unexpected_failures += 1
+                if self.unexpected_failures == 1:  # the traceback once; the same failure again is one line
+                    log.exception("deploy of %s failed unexpectedly", release.version)
+                else:
+                    log.error("%s (%d times in a row)", error, self.unexpected_failures)
+            else:
+                self.unexpected_failures = 0
         self.beat_state = None
         self.deploy_failures = 0
         if error is None:
@@ -422,7 +440,8 @@ class Poller:
         else:
             # Retried (a full disk, a failing hook, a download cut short): not at every poll, but backing
             # off like a failing registry, so a host does not download the same artifact again and again.
-            self.deploy_failures = self.repeats.count if self.repeats.pending(release.version) else 1
+            self.deploy_failures = max(self.unexpected_failures,
+                                       self.repeats.count if self.repeats.pending(release.version) else 1)
         self.report_status(error)
 
     # --- fleet rollouts (dewy/fleet.py) -----------------------------------------------------------

@@ -11,6 +11,7 @@ start — through a real dewy-master with a real webhook receiver, metrics endpo
 - A registry outage survives a poller restart (USR2): one `registry-unreachable` per outage.
 """
 
+import json
 import os
 import re
 import shutil
@@ -172,3 +173,50 @@ def test_a_cache_directory_broken_after_start_is_one_line_not_a_traceback(make_m
     parent.mkdir()
     registry.publish("1.1.0")
     master.wait_version("1.1.0", timeout=60)
+
+
+def test_deploy_now_says_what_the_registry_answered_not_up_to_date(make_master, registry, tmp_path):
+    """1.0.0 serves; the newest version has no artifact for this host, then the registry is gone: `dewy
+    deploy-now` says so each time (exit 1) instead of `up to date`, and `dewy status` shows no stale latest."""
+    registry.publish("1.0.0")
+    master = make_master().start(wait_version="1.0.0")
+    w = str(master.workdir)
+    newer = registry.root / "v1.1.0"
+    newer.mkdir()
+    (newer / "app_plan9_mips.tar.gz").write_bytes(b"not for this host")
+    os.utime(newer, (os.stat(newer).st_atime, os.stat(newer).st_mtime - 3600))  # not an upload under way
+    master.wait_for(lambda s: "has no artifact" in (s.get("last_error") or "") and s.get("latest_version") is None,
+                    15, "1.1.0 without an artifact for this host")
+    out = subprocess.run([sys.executable, "-m", "dewy", "deploy-now", "--workdir", w], capture_output=True,
+                         text=True, timeout=60, env=clean_environment())
+    assert out.returncode == 1 and "waiting for the artifact: version 1.1.0" in out.stdout, out.stdout + out.stderr
+    assert "up to date" not in out.stdout
+    os.rename(registry.root, tmp_path / "registry-away")
+    master.wait_for(lambda s: "does not exist" in (s.get("last_error") or ""), 15, "the registry gone")
+    out = subprocess.run([sys.executable, "-m", "dewy", "deploy-now", "--workdir", w], capture_output=True,
+                         text=True, timeout=60, env=clean_environment())
+    assert out.returncode == 1 and "the registry did not answer" in out.stdout, out.stdout + out.stderr
+    assert "(latest" not in dewy("status", "--workdir", w)
+    assert master.get() == (200, "1.0.0\n")
+
+
+def test_a_cache_directory_broken_while_running_fails_deploys_in_one_line_with_backoff(make_master, registry,
+                                                                                       tmp_path):
+    """The running poller's cache directory becomes a file: each deploy attempt fails in one line (no
+    traceback), retries back off, the app serves; a fixed directory lets the version deploy."""
+    caches = tmp_path / "caches"
+    caches.mkdir()
+    registry.publish("1.0.0")
+    master = make_master(cache="file://%s" % caches, **{"poll-backoff-max": "1.6s"}).start(wait_version="1.0.0")
+    shutil.rmtree(caches)
+    caches.write_text("not a directory\n")
+    registry.publish("1.1.0")
+    wait_until(lambda: len(log_lines(master, "cannot read the cache")) >= 3, 30, "three failed attempts",
+               master.details)
+    assert "Traceback" not in master.log_text() and master.get() == (200, "1.0.0\n")
+    # A transient failure (retried with backoff, like a full disk), not a refusal of the release.
+    assert "1.1.0" not in json.loads((master.workdir / ".dewy" / "refused.json").read_text()
+                                     if (master.workdir / ".dewy" / "refused.json").exists() else "{}").get("versions", {})
+    caches.unlink()
+    caches.mkdir()
+    master.wait_version("1.1.0", timeout=30)
