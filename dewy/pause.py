@@ -97,18 +97,6 @@ def refuses_left(from_version: str | None, to_version: str | None, calver: str |
         return True
 
 
-def calver_of(registry_url: str | None) -> str | None:
-    """The `calver=` format of a registry URL (None: semver), as the registry reads it; for the master, which
-    loads no registry, to tell `dewy rollback` and `dewy deploy-now` (through the status file) how to compare."""
-    if not registry_url:
-        return None
-    import urllib.parse  # as dewy.urls.parse reads a query (the last of a repeated key), without its imports
-    try:
-        return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(registry_url).query)).get("calver") or None
-    except ValueError:
-        return None
-
-
 def clear(workdir: str) -> bool:
     """Resume deploys; False when they were not paused."""
     try:

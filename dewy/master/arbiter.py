@@ -101,8 +101,10 @@ class Arbiter(Host):
         self.watchdog_at: float | None = None
         self.started_at = utc_iso()
         # What the poller last said: `status` replaces it all (download: the progress of the one under way).
+        # calver: how the registry's versions compare (its `calver=` format; None: semver), for `dewy rollback` and
+        # `dewy deploy-now`; the poller, which has the registry, says it (the master loads no URL parsing).
         self.info = {"last_poll": None, "latest_version": None, "last_error": None, "poll_request": None,
-                     "next_poll": None, "download": None, "rollout": None}
+                     "next_poll": None, "download": None, "rollout": None, "calver": None}
         self.errors = ErrorBudget()
         self.exit_code: int | None = None
         self.fail_command = os.environ.pop(FAIL_COMMAND_ENV, None)
@@ -904,8 +906,6 @@ class Arbiter(Host):
             # The master's own problem (a lost release, an app command that cannot run) outranks the poller's.
             "last_error": lc.problem or self.info["last_error"],
             "errors": self.errors.count, "paused": self.paused, "polls": self.polls,
-            # How versions compare (the registry's `calver=` format; None: semver), for `dewy rollback`/`deploy-now`.
-            "calver": pause.calver_of(self.cfg.registry),
         }
 
     def setup_logging(self) -> None:

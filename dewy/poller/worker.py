@@ -576,7 +576,7 @@ class Poller:
                     self.waiting = (message, first_seen, clock, False)
                 self.report_status(None)
                 return
-            text += " (for %s)" % _span(now - since)
+            text += " (for %s)" % fleet.span(now - since)
         else:
             text = "nothing to deploy: %s" % message
         if not warned or clock - logged_at >= REMIND_EVERY:
@@ -624,7 +624,7 @@ class Poller:
         # With rollouts: where this host stands in the rollout of a newer version ("1.3.0: wave 2 of 3 waits...").
         waiting = self.beat_state if self.beat_state and self.beat_state[0] == fleet.WAITING else None
         self.send("status", last_poll=self.last_poll, latest_version=self.latest_version, last_error=error,
-                  poll_request=self.poll_request, next_poll=next_poll,
+                  poll_request=self.poll_request, next_poll=next_poll, calver=getattr(self.registry, "calver", None),
                   rollout="%s: %s" % (waiting[1], waiting[2]) if waiting else None)
 
 
@@ -652,15 +652,6 @@ class Pulse:
 
 ANNOUNCED_FILE = "notified.json"  # {"master": "<pid>:<start time>"}: the master "dewy started" was sent for
 OUTAGE_FILE = "outage.json"  # {"master", "registry", "error", "count", "since"}: the registry outage going on
-
-
-def _span(seconds: float) -> str:
-    """A rough duration for a message: "12m", "3h", "2d"."""
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return "%d%s" % (seconds // size, unit)
-    return "%ds" % seconds
 
 
 def _process_identity(pid: int) -> str | None:
