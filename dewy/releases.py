@@ -30,9 +30,10 @@ import zipfile
 import zlib
 from collections.abc import Iterable
 
+from dewy import versions
+from dewy.config import format_size
 # The `current` symlink, the manifest and ReleaseError live in dewy.current (the master needs them without
 # tarfile and zipfile); they are re-exported here for the poller and the tests.
-from dewy.config import format_size
 from dewy.current import Manifest, ReleaseError, _unlink_quietly, read_link, switch_link  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -50,15 +51,9 @@ __all__ = [
     "Manifest",
 ]
 
-# File name suffix -> archive kind; anything else is installed as a bare executable file.
-ARCHIVE_SUFFIXES = {
-    ".tar.gz": "tar.gz",
-    ".tgz": "tgz",
-    ".tar.bz2": "tar.bz2",
-    ".tar.xz": "tar.xz",
-    ".tar": "tar",
-    ".zip": "zip",
-}
+# File name suffix -> archive kind (declared in dewy.versions, which also ranks artifact names by it);
+# anything else is installed as a bare executable file.
+ARCHIVE_SUFFIXES = versions.ARCHIVE_SUFFIXES
 
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 TMP_SUFFIX = ".tmp"

@@ -255,16 +255,24 @@ def match_artifact(names: Sequence[str], system: str | None = None, machine: str
     return best[1] if best else None
 
 
-# What dewy unpacks (dewy.releases.ARCHIVE_SUFFIXES), and files that are never what dewy should run: OS
-# packages (a package manager's job), images, SBOMs and other metadata.
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
+# File name suffix -> archive kind: what dewy.releases unpacks (anything else is installed as a bare
+# executable file). Declared here, the lighter module, because artifact names are ranked by it too.
+ARCHIVE_SUFFIXES = {
+    ".tar.gz": "tar.gz",
+    ".tgz": "tgz",
+    ".tar.bz2": "tar.bz2",
+    ".tar.xz": "tar.xz",
+    ".tar": "tar",
+    ".zip": "zip",
+}
+# Files that are never what dewy should run: OS packages (a package manager's job), images, SBOMs, metadata.
 _PACKAGE_SUFFIXES = (".apk", ".deb", ".rpm", ".msi", ".pkg", ".dmg", ".snap", ".flatpak", ".ipk", ".pkg.tar.zst",
                      ".json", ".sbom", ".spdx", ".txt", ".pem", ".crt", ".cert", ".md", ".yaml", ".yml")
 
 
 def _artifact_rank(lowered: str) -> int:
     """0 for an archive dewy unpacks, 2 for a package or a metadata file, 1 for anything else."""
-    if lowered.endswith(_ARCHIVE_SUFFIXES):
+    if lowered.endswith(tuple(ARCHIVE_SUFFIXES)):
         return 0
     if lowered.endswith(_PACKAGE_SUFFIXES):
         return 2
