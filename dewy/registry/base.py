@@ -170,7 +170,10 @@ class Registry:
         """Warn once when the chosen version is published under more than one tag (`v1.0.0` and `1.0.0`):
         only the chosen one is looked at, whatever the other holds."""
         version = versions.normalise(tag, self.calver)
-        twins = sorted(t for t in tags if t != tag and versions.normalise_or_none(t, self.calver) == version)
+        # Runs at every poll over every tag: a twin's text holds the version's (only a prefix such as `v`
+        # differs), so only those few are parsed again.
+        twins = sorted(t for t in tags if t != tag and version in t
+                       and versions.normalise_or_none(t, self.calver) == version)
         if not twins:
             return
         said = ("duplicate", tag) + tuple(twins)
