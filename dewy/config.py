@@ -995,10 +995,7 @@ def _check_cache_dir(values: dict, raw: dict, source: _Source) -> None:
         return
     from dewy.cache.file import dir_problem
 
-    # Only what no user can fix by running as someone else: every command that reads the ini (`dewy status
-    # -c`, `dewy fleet -c`, run by an operator who cannot write there) loads it through here. A directory the
-    # poller cannot write to is its one-line error at start.
-    problem = dir_problem(directory, writable=False)
+    problem = dir_problem(directory)
     if problem:
         raise source.bad(BY_NAME["cache"], _as_text(raw.get("cache") or "file"), problem + origin)
 

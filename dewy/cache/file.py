@@ -23,13 +23,13 @@ def default_dir(workdir: str) -> str:
     return os.environ.get("DEWY_CACHEDIR") or state_path(workdir, "cache")
 
 
-def dir_problem(directory: str, writable: bool = True) -> str | None:
-    """Why the cache could not keep its files in directory (one line), or None; nothing is created.
+def dir_problem(directory: str) -> str | None:
+    """Why the cache could never keep its files in directory, whoever runs it (one line), or None: a file
+    where it or one of its parents should be. Nothing is created.
 
-    Checked before anything starts, so a cache that can never work is a configuration error rather than a
-    poller failing at every start. `writable=False` checks only that the directory is (or can become) a
-    directory: with the `user` setting the poller writes as that user, which a root master cannot ask
-    os.access about.
+    Checked with the configuration, so such a cache is a config error rather than a poller failing at every
+    start. Write access is not checked: commands that only read the ini (`dewy status -c`) run as other users,
+    and with the `user` setting the poller writes as that user; the poller says so at its start.
     """
     directory = os.path.abspath(directory)
     existing = nearest_existing(directory)
@@ -37,11 +37,6 @@ def dir_problem(directory: str, writable: bool = True) -> str | None:
         if existing == directory:
             return "the cache directory %s exists and is not a directory" % directory
         return "cannot create the cache directory %s: %s is not a directory" % (directory, existing)
-    if writable and not os.access(existing, os.W_OK | os.X_OK):
-        if existing == directory:
-            return "the cache directory %s is not writable by uid %d" % (directory, os.geteuid())
-        return "cannot create the cache directory %s: %s is not writable by uid %d" % (
-            directory, existing, os.geteuid())
     return None
 
 
