@@ -600,7 +600,13 @@ class Arbiter(Host):
         if isinstance(request, str):
             conn.answer({"ok": False, "error": request})
             return
-        conn.answer(self.control_command(request))
+        try:
+            answer = self.control_command(request)
+        except Exception as exc:  # noqa: BLE001 — answer the client, then let the guard log and count it
+            conn.answer({"ok": False, "error": "%s failed: unexpected error in dewy-master (see its log): %s" % (
+                request.get("command"), exc)})
+            raise
+        conn.answer(answer)
 
     def control_command(self, request: dict) -> dict:
         """Run one control-socket request: {"ok": true, ...} or {"ok": false, "error": why}."""
@@ -616,6 +622,9 @@ class Arbiter(Host):
         except CommandRefused as exc:
             log.warning("control socket: %s refused: %s", name, exc)
             return {"ok": False, "error": str(exc)}
+        except OSError as exc:  # a full disk, a read-only .dewy/: the client hears why (exit 1), no traceback
+            log.error("control socket: %s failed: %s", name, exc)
+            return {"ok": False, "error": "%s failed: %s" % (name, exc)}
         self.changed()
         return dict(answer, ok=True)
 

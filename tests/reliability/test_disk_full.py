@@ -254,3 +254,29 @@ def test_bomb_on_a_disk_barely_bigger_than_the_limit_is_refused(small_disk, make
     assert not list((master.workdir / "releases").glob("*.tmp"))
     assert sorted(os.listdir(master.workdir / "releases")) == before["releases"]
     assert master.get() == (200, GOOD + "\n")
+
+
+@pytest.mark.timeout(120)
+def test_a_control_command_on_a_full_disk_answers_the_error(small_disk, make_master, registry, tmp_path):
+    """`dewy pause` while .dewy/ is full (issue 16 item 10): the master answers the write error (no traceback),
+    the client prints it and exits 1 (refused or failed), not 3 (no master runs); once space frees up, it works."""
+    import sys
+
+    from helpers import clean_environment
+    master = make_master(cache="file://%s" % (tmp_path / "cache"))
+    small_disk.mount(master.workdir / ".dewy", 4 * MIB)
+    registry.publish(GOOD)
+    master.start(wait_version=GOOD)
+    small_disk.fill(master.workdir / ".dewy", master.pid, leave=0)
+
+    def pause():
+        return subprocess.run([sys.executable, "-m", "dewy", "pause", "--workdir", str(master.workdir)],
+                              capture_output=True, text=True, timeout=60, env=clean_environment())
+    out = pause()
+    assert out.returncode == 1, (out.returncode, out.stdout, out.stderr)
+    assert "pause failed" in out.stderr and any(e in out.stderr for e in FULL_ERRORS), out.stderr
+    assert "Traceback" not in master.log_text(), master.log_tail()
+    assert master.get() == (200, GOOD + "\n")
+    small_disk.free()
+    out = pause()
+    assert out.returncode == 0 and "paused since" in out.stdout, out.stdout + out.stderr
