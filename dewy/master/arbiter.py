@@ -567,6 +567,16 @@ class Arbiter(Host):
             return
         self.selector.register(self.control, selectors.EVENT_READ, self.on_control_accept)
 
+    def reopen_control(self) -> None:
+        """Bind the control socket afresh (its file was deleted); connections already accepted are answered."""
+        if self.control is not None:
+            self.selector.unregister(self.control)
+            self.control.sock.close()  # not close(): the path may be another file now, unlinked by the new bind
+            self.control = None
+        self.open_control()
+        if self.control is not None:
+            log.warning("the control socket %s was gone: bound it again", self.control.path)
+
     def close_control(self) -> None:
         for conn in list(self.clients):
             self.drop_client(conn)
@@ -702,8 +712,11 @@ class Arbiter(Host):
         return entries[name].get("version"), os.path.join(base, name)
 
     def handle_reload(self) -> None:
-        """Re-read the configuration and gracefully restart the app."""
+        """Re-read the configuration and gracefully restart the app (and bind .dewy/control.sock again when its
+        file was deleted or replaced: commands reach this master again after a HUP)."""
         self.systemd.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        if self.control is None or not self.control.present():
+            self.reopen_control()
         failed = self.lifecycle.problem or ""
         try:
             self.apply_config(self.reload_config())

@@ -34,6 +34,15 @@ def _short_path(path: str):
     return "/proc/self/fd/%d/%s" % (fd, os.path.basename(path)), fd
 
 
+def _inode(path: str) -> "tuple | None":
+    """(device, inode) of the file at path (not followed), None when there is none."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class ControlServer:
     """The listening control socket of one master."""
 
@@ -59,6 +68,11 @@ class ControlServer:
         # sent through a symlink planted meanwhile.
         self.sock.listen(16)
         self.sock.setblocking(False)
+        self.inode = _inode(path)  # to notice the file deleted or replaced (present(): HUP binds afresh)
+
+    def present(self) -> bool:
+        """Whether the socket file clients connect to is still the one this server bound."""
+        return self.inode is not None and _inode(self.path) == self.inode
 
     def fileno(self) -> int:
         return self.sock.fileno()

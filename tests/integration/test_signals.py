@@ -283,3 +283,26 @@ def test_usr2_is_refused_while_the_ini_is_broken(make_master, registry):
     master.signal(signal.SIGUSR2)
     master.wait_for(lambda s: s["poller_pid"] not in (None, st["poller_pid"]), what="the upgraded master")
     assert master.pid == st["pid"] and master.status()["app_pids"] == st["app_pids"]
+
+
+@pytest.mark.timeout(60)
+def test_hup_recreates_a_deleted_control_socket(make_master, registry):
+    """A deleted .dewy/control.sock (issue 16 item 22): commands say no master runs; a HUP binds it again."""
+    import subprocess
+    import sys
+
+    from helpers import clean_environment
+    master = _start(make_master, registry)
+    sock = master.workdir / ".dewy" / "control.sock"
+
+    def resume():
+        return subprocess.run([sys.executable, "-m", "dewy", "resume", "--workdir", str(master.workdir)],
+                              capture_output=True, text=True, timeout=30, env=clean_environment())
+    sock.unlink()
+    out = resume()
+    assert out.returncode == 3 and "no dewy master runs there" in out.stderr, out.stdout + out.stderr
+    master.signal(signal.SIGHUP)
+    wait_until(sock.exists, 20, "control.sock bound again", master.details)
+    out = resume()
+    assert out.returncode == 0 and "not paused" in out.stdout, out.stdout + out.stderr
+    assert "the control socket %s was gone: bound it again" % sock in master.log_text()
