@@ -399,6 +399,14 @@ def _deploy_line(deploy) -> str:
     return line + (": %s" % deploy["error"] if deploy.get("error") else "")
 
 
+def _respawn_line(respawn) -> str:
+    """A restart of a dead app waiting out its backoff: `attempt 3 in 2.0s (at TIME)`, or "-"."""
+    if not isinstance(respawn, dict):
+        return "-"
+    return "attempt %s in %ss (at %s)" % (_show(respawn.get("attempt")), _show(respawn.get("delay")),
+                                          _show(respawn.get("at")))
+
+
 def _paused_line(paused) -> str:
     """`dewy pause`: `since TIME: reason`, or `no`."""
     if not isinstance(paused, dict):
@@ -421,6 +429,8 @@ def format_status(workdir: str, data: dict, running: bool) -> str:
     pid = data.get("pid")
     if running:
         state = "%s (master pid %s)" % (_show(data.get("state")), pid)
+        if isinstance(data.get("respawn"), dict) and not data.get("app_pids"):
+            state += ": the app is down, restarting it (crash loop?)"
     else:
         state = "not running (stale status from pid %s)" % pid
     last_poll = _show(data.get("last_poll"))
@@ -431,10 +441,12 @@ def format_status(workdir: str, data: dict, running: bool) -> str:
         ("version", _show(data.get("version"))), ("serving since", _show(data.get("serving_since"))),
         ("generation", _show(data.get("generation"))),
         ("release", _show(data.get("release_dir"))), ("app pids", _show(data.get("app_pids"))),
+        ("restart", _respawn_line(data.get("respawn"))),
         ("retiring pids", _show(data.get("retiring_pids"))), ("poller pid", _show(data.get("poller_pid"))),
         ("listening", _show(data.get("listen"))),
         ("last poll", last_poll), ("next poll", _show(data.get("next_poll"))),
         ("download", _download_line(data.get("download"))), ("last error", _show(data.get("last_error"))),
+        ("errors", _show(data.get("errors") or None)),
         ("last deploy", _deploy_line(data.get("last_deploy"))), ("paused", _paused_line(data.get("paused"))),
         ("rollout", _show(data.get("rollout"))),
         ("started", _show(data.get("started_at"))),

@@ -436,6 +436,7 @@ class Lifecycle:
             self.last_deploy = {"version": gen.version, "ok": False, "error": error, "time": utc_iso(),
                                 "generation": gen.number, "rolled_back_from": gen.rollback_from}
         elif not self.serving and not self.stopping:
+            self.problem = "%s failed to start [%s]: %s" % (gen.label(), gen.reason, why)  # logged above
             if not self.count_crash(gen):
                 self.schedule_respawn()
         self.host.changed()
@@ -448,6 +449,9 @@ class Lifecycle:
         self.discard(gen)
         if self.stopping:
             return
+        # `dewy status` shows it (logged above) until a generation is ready again.
+        self.problem = "%s exited unexpectedly (%s)" % (gen.label(), self.host.explain(
+            gen.pid, describe_status(gen.exit_status)))
         if gen.ready_at is not None and self.clock() - gen.ready_at >= STABLE_AFTER:
             self.crash_streak = 0
         if not self.count_crash(gen) and not self.starting:

@@ -325,3 +325,20 @@ def test_operator_rollbacks_are_information_not_errors(make_master, registry):
             ("1.1.0", "1.0.0"), ("1.0.0", "1.1.0"), ("1.1.0", "1.0.0"), ("1.0.0", "1.1.0")], rolled
         lines = [l for l in master.log_text().splitlines() if "the master rolled" in l]
         assert len(lines) == 4 and all(" INFO " in l and " ERROR " not in l for l in lines), lines
+
+
+@pytest.mark.timeout(60)
+def test_a_crash_loop_shows_in_text_status(make_master, registry):
+    """A crash loop in text `dewy status` (issue 16 item 15): the state says the app is down and restarting, the
+    restart attempt and its delay, and the last error names the exit (they were only in --json)."""
+    registry.publish("1.0.0", "crash-after:0.3")
+    master = make_master().start()
+    w = str(master.workdir)
+    master.wait_for(lambda s: (s.get("respawn") or {}).get("attempt", 0) >= 2, 30, "the third restart to wait")
+    out = dewy("status", "--workdir", w)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    assert "the app is down, restarting it" in text, text
+    assert re.search(r"^restart +attempt \d+ in \d+(\.\d+)?s \(at ", text, re.M), text
+    assert re.search(r"^last error +generation \d+ \(pid \d+, 1\.0\.0\) (exited unexpectedly \(exited with code 4|"
+                     r"failed to start)", text, re.M), text
