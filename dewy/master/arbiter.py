@@ -706,9 +706,19 @@ class Arbiter(Host):
         else:
             older = [n for n in names if (not now or order(n) < order(now))
                      and entries[n].get("version") != self.lifecycle.current_version]
-            if not older:
-                raise CommandRefused("no earlier release is unpacked in %s to roll back to" % base)
-            name = older[-1]
+            # A refused version (it crash-looped, or failed to start) is skipped: back to the last good one.
+            refused = refused_versions(self.cfg.workdir)
+            good = [n for n in older if entries[n].get("version") not in refused]
+            if not good:
+                skipped = sorted({entries[n].get("version") or "?" for n in older})
+                raise CommandRefused("no earlier release is unpacked in %s to roll back to%s" % (base, (
+                    " but refused %s (%s; see .dewy/refused.json, or name one with --to)" % (
+                        ", ".join(skipped), "; ".join("%s: %s" % (v, refused[v]) for v in skipped)))
+                    if skipped else ""))
+            if good[-1] != older[-1]:
+                log.info("dewy rollback skips refused %s", ", ".join(sorted(
+                    {entries[n].get("version") for n in older[older.index(good[-1]) + 1:]})))
+            name = good[-1]
         return entries[name].get("version"), os.path.join(base, name)
 
     def handle_reload(self) -> None:
@@ -933,6 +943,16 @@ class Arbiter(Host):
     def setup_logging(self) -> None:
         from .. import log as dewy_log
         dewy_log.setup(self.cfg.log_level, self.cfg.log_format, "dewy.master")
+
+
+def refused_versions(where: str) -> dict:
+    """{version: why} of the workdir where's `.dewy/refused.json` (the poller's; {} when there is none or it
+    cannot be read)."""
+    data = status.read_json(workdir.state_path(where, "refused.json"), "refused-versions file")
+    versions = data.get("versions") if isinstance(data, dict) else None
+    if not isinstance(versions, dict):
+        return {}
+    return {v: (e.get("reason") if isinstance(e, dict) else None) or "refused" for v, e in versions.items()}
 
 
 def in_group(pid: int, pgid: int) -> bool:

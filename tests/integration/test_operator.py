@@ -342,3 +342,31 @@ def test_a_crash_loop_shows_in_text_status(make_master, registry):
     assert re.search(r"^restart +attempt \d+ in \d+(\.\d+)?s \(at ", text, re.M), text
     assert re.search(r"^last error +generation \d+ \(pid \d+, 1\.0\.0\) (exited unexpectedly \(exited with code 4|"
                      r"failed to start)", text, re.M), text
+
+
+@pytest.mark.timeout(120)
+def test_rollback_skips_a_refused_version(make_master, registry):
+    """1.0.0 -> 1.1.0 (crash-loops, rolled back, refused) -> 1.2.0: `dewy rollback` goes to 1.0.0, the last good one
+    (issue 16 item 2: it chose 1.1.0, which crash-looped and was rolled "back" to 1.2.0); with only refused ones
+    earlier it refuses, naming them."""
+    registry.publish("1.0.0")
+    master = make_master().start(wait_version="1.0.0")
+    w = str(master.workdir)
+    registry.publish("1.1.0", "crash-after:0.5")
+    master.wait_for(lambda s: (s["last_deploy"] or {}).get("rolled_back_to") == "1.0.0", 60, "1.1.0 rolled back")
+    path = master.workdir / ".dewy" / "refused.json"
+    wait_until(lambda: path.exists() and "1.1.0" in json.loads(path.read_text())["versions"], 20, "1.1.0 refused")
+    master.deploy("1.2.0")
+    # With 1.0.0 out of the way only the refused 1.1.0 is earlier: refused, naming it and why.
+    good = release_dir_of(master.workdir, "1.0.0")
+    os.rename(good, good + ".away")
+    out = dewy("rollback", "--workdir", w)
+    os.rename(good + ".away", good)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "no earlier release is unpacked" in out.stderr and "but refused 1.1.0 (1.1.0: " in out.stderr, out.stderr
+    assert "crashed 3 times" in out.stderr, out.stderr
+    out = dewy("rollback", "--workdir", w)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "rolling back from 1.2.0 to 1.0.0" in out.stdout, out.stdout
+    master.wait_version("1.0.0")
+    assert "dewy rollback skips refused 1.1.0" in master.log_text()
