@@ -139,7 +139,17 @@ def bind_all(specs, backlog: int, reuse: dict | None = None) -> list:
             if spec in reuse:
                 listeners.append(reuse[spec])
                 continue
-            listener = bind(spec, backlog)
+            try:
+                listener = bind(spec, backlog)
+            except ListenError as exc:
+                held = _same_port(spec, reuse.values())
+                if held is None or "already in use" not in str(exc):
+                    raise
+                # The running app holds its own copy of that socket: closing ours would not free the port.
+                raise ListenError(
+                    "cannot listen on %s: dewy itself listens on that port as %s (the running app holds that "
+                    "socket too), so a reload cannot bind it with another address; restart dewy to change it, "
+                    "or remove the port in one reload and add it back in the next" % (spec, held.spec)) from None
             opened.append(listener)
             listeners.append(listener)
     except ListenError:
@@ -147,6 +157,17 @@ def bind_all(specs, backlog: int, reuse: dict | None = None) -> list:
             listener.close()
         raise
     return listeners
+
+
+def _same_port(spec: str, listeners) -> "Listener | None":
+    """The listener among listeners on the same TCP port as spec (another address text), or None."""
+    if spec.startswith("unix:"):
+        return None
+    port = spec.rpartition(":")[2]
+    for listener in listeners:
+        if listener.unix_path is None and listener.spec != spec and listener.spec.rpartition(":")[2] == port:
+            return listener
+    return None
 
 
 def adopt(spec: str, fd: int) -> Listener:

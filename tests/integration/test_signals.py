@@ -306,3 +306,18 @@ def test_hup_recreates_a_deleted_control_socket(make_master, registry):
     out = resume()
     assert out.returncode == 0 and "not paused" in out.stdout, out.stdout + out.stderr
     assert "the control socket %s was gone: bound it again" % sock in master.log_text()
+
+
+@pytest.mark.timeout(60)
+def test_hup_changing_the_address_of_a_port_says_dewy_holds_it(make_master, registry):
+    """HUP from `port = 127.0.0.1:P` to `port = P` (issue 16 item 19): not "address already in use" but that dewy
+    itself holds the port with the other address, and what to do; the running config keeps serving."""
+    master = _start(make_master, registry)
+    port = master.port[1]
+    master.write_ini(port=str(port))
+    master.signal(signal.SIGHUP)
+    st = master.wait_for(lambda s: "reload failed" in (s.get("last_error") or ""), 20, "the reload failure")
+    assert ("cannot listen on %d: dewy itself listens on that port as 127.0.0.1:%d" % (port, port)
+            in st["last_error"]), st["last_error"]
+    assert "restart dewy to change it" in st["last_error"], st["last_error"]
+    assert st["listen"] == ["127.0.0.1:%d" % port] and master.get() == (200, "1.0.0\n")
