@@ -867,10 +867,12 @@ class Arbiter(Host):
         for spec in state.systemd_sockets or ():
             if spec in inherited:  # still systemd's: closing it must not remove its socket file
                 inherited[spec] = activation.InheritedListener(spec, inherited[spec].sock)
-        self.listeners = sockets.bind_all(self.cfg.port, self.cfg.backlog, reuse=inherited)
-        for spec, listener in inherited.items():
-            if listener not in self.listeners:
-                listener.sock.close()  # no longer configured; the running app keeps its own copy
+        # The running sockets, as the running app has them: a `port` edited meanwhile is a HUP's to apply (it
+        # restarts the app on the new set); binding it here would leave a port nobody accepts on.
+        self.listeners = list(inherited.values())
+        problem = sockets.port_change(self.cfg.port, self.listeners)
+        if problem:
+            log.warning("%s: %s", self.cfg.source, problem)
         path, fd = state.notify
         sock = socket.socket(fileno=fd)
         sock.set_inheritable(False)

@@ -170,6 +170,16 @@ def _same_port(spec: str, listeners) -> "Listener | None":
     return None
 
 
+def port_change(specs, listeners) -> "str | None":
+    """After USR2: what differs between the configured `port` specs and the listeners kept running, said with
+    what to do (a HUP applies it); None when they agree."""
+    running = [l.spec for l in listeners]
+    if list(specs) == running:
+        return None
+    return ("port changed (%s; listening on %s): USR2 keeps the running sockets, send HUP to apply a port change"
+            % (", ".join(specs) or "nothing", ", ".join(running) or "nothing"))
+
+
 def adopt(spec: str, fd: int) -> Listener:
     """A Listener for a socket inherited across the master's in-place re-exec."""
     sock = socket.socket(fileno=fd)

@@ -321,3 +321,27 @@ def test_hup_changing_the_address_of_a_port_says_dewy_holds_it(make_master, regi
             in st["last_error"]), st["last_error"]
     assert "restart dewy to change it" in st["last_error"], st["last_error"]
     assert st["listen"] == ["127.0.0.1:%d" % port] and master.get() == (200, "1.0.0\n")
+
+
+@pytest.mark.timeout(90)
+def test_usr2_after_editing_port_keeps_the_running_sockets_and_hup_applies_it(make_master, registry):
+    """USR2 after a port was added to the ini (issue 16 item 5): the upgraded master keeps the running sockets
+    (it bound the new port with nobody accepting, and the status listed it), says a port change needs HUP; the
+    HUP then serves it."""
+    master = _start(make_master, registry)
+    first = master.ports[0]
+    old_poller = master.status()["poller_pid"]
+    spec = master.add_port()
+    master.signal(signal.SIGUSR2)
+    st = master.wait_for(lambda s: s.get("poller_pid") not in (None, old_poller) and s.get("state") == "running",
+                         30, "the upgraded master's new poller")
+    assert st["listen"] == [first], st["listen"]
+    assert "USR2 keeps the running sockets, send HUP to apply a port change" in master.log_text()
+    host, _, port = spec.rpartition(":")
+    with pytest.raises(OSError):  # nobody listens there: refused at once, not a connection left to time out
+        http_get((host, int(port)), "/", 2)
+    assert master.get() == (200, "1.0.0\n")
+    master.signal(signal.SIGHUP)
+    st = master.wait_for(lambda s: s["listen"] == [first, spec] and s["state"] == "running"
+                         and s["generation"] > 1, 30, "the HUP to serve the added port")
+    assert master.get("/", index=1) == (200, "1.0.0\n")
