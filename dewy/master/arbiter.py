@@ -760,6 +760,7 @@ class Arbiter(Host):
         if new.mode == "assets" and (not new.dir or self.lifecycle.point_dir_at(self.lifecycle.current_release)):
             self.lifecycle.forget_dir(old_dir)  # `dir` moved or removed: the old link must not keep an old release
         self.poller.send("reload", config=new.to_json(), current=self.current_info())
+        self.lifecycle.reloaded()
         self.lifecycle.restart()
 
     def handle_restart(self) -> None:

@@ -33,6 +33,7 @@ class Generation:
         self.probe_detail: str | None = None
         self.health_failures = 0
         self.rollback_from: str | None = None  # `dewy rollback`: the version this generation replaces
+        self.config_epoch = 0  # the lifecycle's reload count when it was started (a reload since: not its fault)
 
     @property
     def alive(self) -> bool:

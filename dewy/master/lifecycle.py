@@ -125,6 +125,11 @@ class Lifecycle:
         self.spawn_error: str | None = None  # why the last spawn() returned None
         self.dir_trouble: str | None = None  # why `dir` (assets mode) could not be pointed at the release
         self.last_deploy: dict | None = None
+        # A reload restarted the app: until a generation is ready, one that fails to start is the reload's failure
+        # (reload_failed), and a deploy failing meanwhile is not the release's fault (retried, not refused).
+        self.reload_unproven = False
+        self.reload_failed: str | None = None
+        self.config_epoch = 0  # reloads so far: a generation started before the last one says nothing of the ini
 
     @property
     def current_link(self) -> str:
@@ -351,6 +356,7 @@ class Lifecycle:
         # Pinned per generation: a reload must not change the rules for one already starting.
         gen.ready_kind, gen.ready_timeout = self.cfg.ready.kind, self.cfg.ready.seconds
         gen.ready_path = self.cfg.ready.path
+        gen.config_epoch = self.config_epoch
         try:
             gen.pid = self.host.spawn(gen)
         except CommandError as exc:
@@ -372,6 +378,11 @@ class Lifecycle:
         self.host.tell_poller("spawned", reason=reason, version=version, generation=gen.number)
         self.host.changed()
         return gen
+
+    def reloaded(self) -> None:
+        """The configuration was re-read: the generations started from now on try it (see reload_failed)."""
+        self.config_epoch += 1
+        self.reload_unproven, self.reload_failed = self.cfg.mode == "server", None
 
     def set_problem(self, problem: str | None) -> None:
         """Remember (and log) what is wrong on the master's side; None clears it."""
@@ -401,6 +412,7 @@ class Lifecycle:
         previous_version, previous_dir = self.current_version, self.current_release
         self.current_version, self.current_release = gen.version, gen.release_dir
         self.set_problem(None)
+        self.reload_unproven, self.reload_failed = False, None
         if gen.rollback_from is not None:
             self.finish_switch_back(gen)
             if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir):
@@ -425,10 +437,21 @@ class Lifecycle:
         self.host.ready()  # dewy itself is up; it keeps retrying the app
         if self.serving is not None and self.serving.probe_at is None and not self.serving.probing:
             self.arm_health(self.serving)  # its health restart did not get through: keep watching it
+        stale = gen.config_epoch != self.config_epoch  # started with the configuration before a reload
+        if self.reload_unproven and not stale and gen.reason != "deploy" and gen.rollback_from is None:
+            self.reload_failed = "%s did not start with the configuration re-read from %s: %s" % (
+                gen.label(), self.cfg.source, why)
         if gen.reason == "deploy":
             self.restore_current()
-            self.finish_deploy(gen.version, gen.release_dir, False, "%s failed: %s" % (
-                "version " + (gen.version or "?"), why), gen.number)
+            error = "%s failed: %s" % ("version " + (gen.version or "?"), why)
+            if self.reload_failed:
+                # The app command failed on the release that ran before too, since the reload: the ini's fault.
+                error += ("; not refused: since the last reload the app does not start on %s either (fix the "
+                          "ini and send HUP)" % (self.current_version or "the running release"))
+            elif stale:
+                error += "; not refused: started with the configuration before the last reload"
+            self.finish_deploy(gen.version, gen.release_dir, False, error, gen.number,
+                               retry=bool(self.reload_failed) or stale)
         elif gen.rollback_from is not None:
             self.restore_current()  # `current` back on what still serves
             error = "rollback to %s failed: %s; %s keeps serving" % (gen.version, why, self.current_version)
@@ -439,6 +462,9 @@ class Lifecycle:
             self.problem = "%s failed to start [%s]: %s" % (gen.label(), gen.reason, why)  # logged above
             if not self.count_crash(gen):
                 self.schedule_respawn()
+        if self.reload_failed and not self.stopping:
+            self.set_problem("reload failed: %s%s" % (self.reload_failed, "; generation %d keeps serving" % (
+                self.serving.number) if self.serving else ""))
         self.host.changed()
         self.after_start()
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import Load, alive, http_get, wait_until
+from helpers import Load, alive, http_get, wait_audit, wait_until
 
 
 def _start(make_master, registry, version: str = "1.0.0", **settings):
@@ -345,3 +345,33 @@ def test_usr2_after_editing_port_keeps_the_running_sockets_and_hup_applies_it(ma
     st = master.wait_for(lambda s: s["listen"] == [first, spec] and s["state"] == "running"
                          and s["generation"] > 1, 30, "the HUP to serve the added port")
     assert master.get("/", index=1) == (200, "1.0.0\n")
+
+
+@pytest.mark.timeout(120)
+def test_hup_with_a_mistyped_app_path_is_a_reload_failure_and_blames_no_release(make_master, registry):
+    """HUP with `app = python3 current/nosuch.py` (issue 16 item 6): the restart fails, shown as a reload failure
+    (last error); 1.0.0 serves on; 1.1.0 published meanwhile fails as well but is not refused (the app command
+    failed on 1.0.0 too); the fixed ini and a HUP deploy it."""
+    import json
+    import sys
+
+    master = _start(make_master, registry)
+    good_app = master.ini_text().split("app = ", 1)[1].split("\n", 1)[0]
+    master.write_ini(app="%s %s" % (sys.executable, master.workdir / "current" / "nosuch.py"))
+    master.signal(signal.SIGHUP)
+    st = master.wait_for(lambda s: (s.get("last_error") or "").startswith("reload failed"), 30,
+                         "the reload failure in last error")
+    assert "did not start with the configuration re-read from" in st["last_error"], st["last_error"]
+    assert "exited with code 2" in st["last_error"] and "keeps serving" in st["last_error"], st["last_error"]
+    assert master.get() == (200, "1.0.0\n")
+    registry.publish("1.1.0")
+    st = master.wait_for(lambda s: (s.get("last_deploy") or {}).get("version") == "1.1.0", 30, "a deploy of 1.1.0")
+    assert not st["last_deploy"]["ok"] and "not refused" in st["last_deploy"]["error"], st["last_deploy"]
+    refused = master.workdir / ".dewy" / "refused.json"
+    wait_audit(master.workdir, lambda es: any(e.get("version") == "1.1.0" for e in es), "the failed 1.1.0 audited")
+    assert not refused.exists() or "1.1.0" not in json.loads(refused.read_text())["versions"], refused.read_text()
+    assert master.get() == (200, "1.0.0\n")
+    master.write_ini(app=good_app)
+    master.signal(signal.SIGHUP)
+    master.wait_version("1.1.0", timeout=60)
+    assert not refused.exists() or "1.1.0" not in json.loads(refused.read_text())["versions"]
