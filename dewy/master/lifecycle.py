@@ -96,6 +96,24 @@ class Probation:
         return cls(d["version"], d["release_dir"], d["previous_version"], d["previous_dir"],
                    now + d["until_in"], d["deaths"])
 
+    def to_status(self, now: float) -> dict:
+        """This probation for the status file, `until` as wall-clock seconds: a restarted master carries it on."""
+        return {"version": self.version, "release_dir": self.release_dir, "previous_version": self.previous_version,
+                "previous_dir": self.previous_dir, "deaths": self.deaths, "until": time.time() + (self.until - now)}
+
+    @classmethod
+    def from_status(cls, d, release_dir: str | None, now: float) -> "Probation | None":
+        """The probation a stopped (or killed) master left in its status, when it still holds: the same release in
+        `current` and its time not up; else None."""
+        try:
+            left = float(d["until"]) - time.time()
+            if d["release_dir"] != release_dir or left <= 0 or not d.get("previous_dir"):
+                return None
+            return cls(d.get("version"), d["release_dir"], d.get("previous_version"), d["previous_dir"],
+                       now + min(left, PROBATION), int(d.get("deaths") or 0))
+        except (KeyError, TypeError, ValueError):
+            return None
+
 
 class Lifecycle:
     """Generations of the app for one master: starting, serving, retiring; deploys, restarts, stops."""
@@ -283,6 +301,11 @@ class Lifecycle:
             self.set_problem("current points at %s, which does not exist; waiting for the poller to deploy "
                              "again" % os.readlink(self.current_link))
         self.current_release, self.current_version = release, self.version_of(release)
+        self.probation = Probation.from_status((previous_status or {}).get("probation"), release, self.clock())
+        if self.probation is not None:
+            log.info("version %s is still on probation (%d death(s); back to %s after %d within %.0fs of its deploy)",
+                     self.probation.version, self.probation.deaths, self.probation.previous_version,
+                     PROBATION_DEATHS, PROBATION)
         if self.cfg.mode != "server":
             self.point_dir_at(release)  # `dir` removed, or configured anew, while dewy was down
             return
@@ -831,6 +854,9 @@ class Lifecycle:
             "starting_pid": starting.pid if starting else None,
             "retiring_pids": [g.pid for g in self.retiring],
             "deploying": self.deploying, "last_deploy": self.last_deploy,
+            # A release watched for a crash loop (and where to go back to): a restarted master carries it on.
+            "probation": self.probation.to_status(self.clock())
+            if self.probation and self.clock() <= self.probation.until else None,
             # A restart waiting out its backoff: the how-many-th in a row, the delay, when it is due (wall clock).
             "respawn": {"attempt": self.crash_streak, "delay": self.respawn_delay,
                         "at": utc_iso(time.time() + (self.respawn_at - self.clock()), millis=True)}

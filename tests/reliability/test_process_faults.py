@@ -380,3 +380,25 @@ def test_usr2_while_the_poller_downloads_a_release(make_master, registry):
                ["1.0.0", "1.1.0", "1.2.0"], "1.0.0, 1.1.0 and 1.2.0 deployed, once each, in the audit log")
     assert half_releases(master.workdir) == [] and cache_temps(master.workdir) == []
     master.assert_no_zombies()
+
+
+@pytest.mark.timeout(120)
+def test_a_master_restart_during_probation_keeps_the_rollback(make_master, registry):
+    """1.1.0 crashes 3 s after it starts; the master is stopped (TERM) 2 s after the switch and started again
+    (issue 16 item 4): the new master carries the probation on and rolls 1.1.0 back after the third crash, as
+    without the restart (it crash-looped forever, backing off up to 30 s)."""
+    registry.publish("1.0.0")
+    master = make_master(graceful_timeout="5s").start(wait_version="1.0.0")
+    registry.publish("1.1.0", "crash-after:3")
+    st = master.wait_version("1.1.0")
+    assert master.stop() == 0
+    probation = (master.status() or {}).get("probation") or {}
+    assert probation.get("version") == "1.1.0" and probation.get("previous_version") == "1.0.0", master.status()
+    master.start()
+    st = master.wait_for(lambda s: (s.get("last_deploy") or {}).get("rolled_back_to") == "1.0.0", 60,
+                         "the crash-looping 1.1.0 to be rolled back by the restarted master")
+    assert "version 1.1.0 crashed 3 times" in st["last_deploy"]["error"], st["last_deploy"]
+    assert "version 1.1.0 is still on probation" in master.log_text()
+    master.wait_version("1.0.0")
+    path = master.workdir / ".dewy" / "refused.json"
+    wait_until(lambda: path.exists() and "1.1.0" in path.read_text(), 20, "1.1.0 refused", master.details)
