@@ -30,3 +30,21 @@ def describe_status(status: int) -> str:
             name = str(sig)
         return "killed by %s" % name
     return "exited with code %d" % os.waitstatus_to_exitcode(status)
+
+
+def signal_leftover(pid: int, sig: int) -> bool:
+    """Send sig to pid's process group when pid leads one (a daemon that called setsid), else to pid alone;
+    False when pid is gone."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return False
+    if pgid == pid:
+        return signal_group(pid, sig)
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

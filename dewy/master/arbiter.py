@@ -21,7 +21,7 @@ from ..clock import utc_iso
 from . import activation, control, httpprobe, output, process, sockets, upgrade
 from .sentinel import Sentinel
 from .configview import ConfigLoadError
-from .generation import command_problem, startup_problem
+from .generation import command_problem, left_behind, startup_problem
 from .lifecycle import CommandError, Host, Lifecycle
 from .pollerhandle import PollerHandle
 from .sdnotify import NotifyListener, SystemdNotifier, notify_socket_path
@@ -91,6 +91,7 @@ class Arbiter(Host):
         self.poller = PollerHandle()
         self.sentinel: Sentinel | None = None  # stops what a killed master leaves behind (sentinel.py)
         self.orphans = {}  # pid -> KILL deadline: processes of ours that belong to no generation
+        self.adopted_scan_at = 0.0  # when to look for orphans a generation left behind next (stop_left_behind)
         self.probes = {}  # httpprobe.Probe -> the generation it checks (ready = http:, health)
         self.control = None  # control.ControlServer: .dewy/control.sock
         self.clients = {}  # control.ControlConnection -> the deadline of its request line
@@ -260,7 +261,7 @@ class Arbiter(Host):
                 action(now)
 
     def kill_orphan(self, pid: int, now: float) -> None:
-        procgroup.signal_group(pid, signal.SIGKILL)
+        procgroup.signal_leftover(pid, signal.SIGKILL)
         self.orphans[pid] = now + 3600  # killed; just wait to reap it
 
     def ping_watchdog(self, now: float) -> None:
@@ -271,6 +272,7 @@ class Arbiter(Host):
     # ----------------------------------------------------------- children
     def reap(self) -> None:
         """Collect every exited child (never leave a zombie) and react to who it was."""
+        reaped = False
         while True:
             try:
                 pid, wstatus = os.waitpid(-1, os.WNOHANG)
@@ -278,8 +280,35 @@ class Arbiter(Host):
                 break
             if pid == 0:
                 break
+            reaped = True
             self.on_child_exit(pid, wstatus)
         if self.lifecycle.sweep():
+            self.changed()
+        if reaped or time.monotonic() >= self.adopted_scan_at:
+            self.adopted_scan_at = time.monotonic() + SWEEP_INTERVAL
+            self.stop_left_behind()
+
+    def stop_left_behind(self) -> None:
+        """Stop what a generation that no longer runs left behind outside its process group: an orphan adopted
+        here as subreaper (a daemonizing app's setsid child would serve an old release on our sockets)."""
+        lc = self.lifecycle
+        known = {g.pid for g in lc.generations()} | {self.poller.pid} | set(self.orphans)
+        if self.sentinel is not None:
+            known.add(self.sentinel.pid)
+        adopted = [pid for pid in process.children(os.getpid()) if pid not in known]
+        if not adopted:
+            return
+        live = {g.number: g.pid for g in (lc.starting, lc.serving) if g is not None}
+        inodes = {os.fstat(l.fileno()).st_ino for l in self.listeners}
+        for pid in adopted:
+            whose = left_behind(pid, live, inodes)
+            if whose is None:
+                continue
+            log.warning("stopping %s, left behind by %s outside its process group (%s, KILL after %gs)",
+                        process.describe(pid), whose, signal.Signals(self.cfg.stop_signal).name,
+                        self.cfg.graceful_timeout)
+            procgroup.signal_leftover(pid, self.cfg.stop_signal)
+            self.orphans[pid] = time.monotonic() + self.cfg.graceful_timeout
             self.changed()
 
     def on_child_exit(self, pid: int, wstatus: int) -> None:
@@ -788,7 +817,7 @@ class Arbiter(Host):
         if not graceful:
             self.poller.kill()
             for pid in self.orphans:
-                procgroup.signal_group(pid, signal.SIGKILL)
+                procgroup.signal_leftover(pid, signal.SIGKILL)
         self.changed()
 
     def shutdown(self) -> int:

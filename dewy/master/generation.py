@@ -76,6 +76,25 @@ class Generation:
         return "<Generation %d pid=%d %s %s>" % (self.number, self.pid, self.version, self.state)
 
 
+def left_behind(pid: int, live: dict, listener_inodes: set) -> str | None:
+    """Whose leftover process pid (an orphan the master adopted as subreaper) is: `generation 3` when it was
+    started by a generation that no longer starts or serves (DEWY_GENERATION in its environment), or `a generation
+    that has ended` when it holds dewy's listening sockets outside every live generation's process group; None when
+    it belongs to a live generation or to no generation at all (a hook's orphan, say). live: {number: pgid}."""
+    from .process import environ_value, socket_inodes
+    try:
+        if os.getpgid(pid) in live.values():
+            return None  # still in a live generation's group: that generation's stop reaches it
+    except OSError:
+        return None
+    number = environ_value(pid, "DEWY_GENERATION")
+    if number is not None and number.isdigit():
+        return None if int(number) in live else "generation %s" % number
+    if listener_inodes & socket_inodes(pid):
+        return "a generation that has ended (it holds dewy's listening sockets)"
+    return None
+
+
 def command_problem(argv, path: str | None, cwd: str) -> str | None:
     """Why argv[0] cannot be executed at all (missing, not a file, not executable), or None.
 

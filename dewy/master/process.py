@@ -202,3 +202,73 @@ def become_subreaper() -> None:
     """Adopt the app's orphaned grandchildren so they are reaped here and never become zombies."""
     if _libc is not None:
         _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def children(pid: int) -> list:
+    """The pids of pid's children: /proc/PID/task/*/children, or (a kernel without it) a scan of /proc."""
+    found = []
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return found
+    try:
+        for tid in tids:
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as fh:
+                found += [int(p) for p in fh.read().split()]
+        return found
+    except FileNotFoundError:
+        pass  # CONFIG_PROC_CHILDREN is off
+    except OSError:
+        return found
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name, "rb") as fh:
+                    # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'.
+                    if int(fh.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                        found.append(int(name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def environ_value(pid: int, name: str) -> "str | None":
+    """The value of environment variable name in process pid (as it was at its execve), or None."""
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    prefix = name.encode() + b"="
+    for item in data.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix):].decode(errors="replace")
+    return None
+
+
+def socket_inodes(pid: int) -> set:
+    """The inodes of the sockets process pid has open (from /proc/PID/fd; empty when it cannot be read)."""
+    inodes = set()
+    try:
+        names = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return inodes
+    for name in names:
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, name))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def describe(pid: int) -> str:
+    """`pid 123 (python3 serve.py)`, for a log line about a process."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as fh:
+            argv = [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+    except OSError:
+        argv = []
+    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv[:3]))
+    return "pid %d (%s)" % (pid, command[:120] or "?")

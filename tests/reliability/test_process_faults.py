@@ -402,3 +402,76 @@ def test_a_master_restart_during_probation_keeps_the_rollback(make_master, regis
     master.wait_version("1.0.0")
     path = master.workdir / ".dewy" / "refused.json"
     wait_until(lambda: path.exists() and "1.1.0" in path.read_text(), 20, "1.1.0 refused", master.details)
+
+
+DAEMONIZE = b"""import os, sys
+# A daemonizing app: the process dewy started exits 0 at once while a setsid child serves fd 3 (like `nginx`
+# without `daemon off`).
+if os.fork():
+    os._exit(0)
+os.setsid()
+here = os.path.dirname(os.path.abspath(__file__))
+os.execv(sys.executable, [sys.executable, os.path.join(here, "serve.py")])
+"""
+
+
+SUPERVISE = b"""import os, signal, sys
+# The process dewy started stays (until its stop signal) while a setsid child of it serves fd 3.
+if not os.fork():
+    os.setsid()
+    here = os.path.dirname(os.path.abspath(__file__))
+    os.execv(sys.executable, [sys.executable, os.path.join(here, "serve.py")])
+signal.pause()
+"""
+
+
+def daemon_pids(workdir: Path) -> list:
+    """Live processes running a release's serve.py under workdir (the daemonizing app's servers)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if any(a.endswith("serve.py") and a.startswith(str(workdir)) for a in cmdline) and alive(proc.pid):
+            found.append(proc.pid)
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_a_daemonizing_app_leaves_nothing_behind(make_master, registry):
+    """1.1.0 daemonizes (its process exits 0, a setsid child serves fd 3) under `ready = delay:1s` (issue 16
+    item 1): refused ("exited with code 0 before it was ready") and its daemon, adopted by the master as
+    subreaper, stopped with one log line, so only 1.0.0 answers; a 1.0.0 daemon too is stopped at SIGTERM, nothing
+    keeps serving, and the next master binds the port."""
+    registry.publish("1.0.0")
+    port = free_port()
+    master = make_master(ports=["127.0.0.1:%d" % port], ready="delay:1s",
+                         graceful_timeout="5s").start(wait_version="1.0.0")
+    registry.publish_tar("1.1.0", [("app.py", DAEMONIZE), ("serve.py", sample_app_source()), ("VERSION", b"1.1.0\n")])
+    st = master.wait_for(lambda s: (s.get("last_deploy") or {}).get("version") == "1.1.0", 30, "1.1.0's deploy")
+    assert not st["last_deploy"]["ok"] and "exited with code 0 before it was ready" in st["last_deploy"]["error"]
+    wait_until(lambda: "left behind by generation" in master.log_text(), 10, "the line about the daemon",
+               master.details)
+    wait_until(lambda: not daemon_pids(master.workdir), 10, "the 1.1.0 daemon to be stopped",
+               lambda: "daemons: %s\n%s" % (daemon_pids(master.workdir), master.details()))
+    line = next(l for l in master.log_text().splitlines() if "left behind by generation" in l)
+    assert "serve.py" in line and "SIGTERM, KILL after 5s" in line, line
+    answers = {master.get()[1] for _ in range(50)}
+    assert answers == {"1.0.0\n"}, answers
+    # Now 1.0.0 starts a setsid child that serves while its first process waits (a supervisor): it serves as
+    # generation 3 (after a USR1); at SIGTERM the first process exits and its child must not outlive it.
+    release = master.status()["release_dir"]
+    os.rename(os.path.join(release, "app.py"), os.path.join(release, "serve.py"))
+    with open(os.path.join(release, "app.py"), "wb") as fh:
+        fh.write(SUPERVISE)
+    master.signal(signal.SIGUSR1)
+    master.wait_for(lambda s: s["generation"] == 3 and not s["retiring_pids"], 30, "generation 3 serving")
+    wait_until(lambda: daemon_pids(master.workdir), 10, "the 1.0.0 setsid child", master.details)
+    assert master.get() == (200, "1.0.0\n")
+    assert master.stop() == 0
+    assert not daemon_pids(master.workdir), "a daemon outlived the master"
+    lines = [l for l in master.log_text().splitlines() if "left behind by generation 3 outside its" in l]
+    assert len(lines) == 1 and "serve.py" in lines[0], master.log_tail()
+    assert can_bind(port), "something still holds port %d" % port
+    registry.unpublish("1.1.0")
+    os.remove(os.path.join(release, "app.py"))
+    os.rename(os.path.join(release, "serve.py"), os.path.join(release, "app.py"))
+    master.start(wait_version="1.0.0", timeout=20)
