@@ -435,7 +435,8 @@ class Lifecycle:
         previous_version, previous_dir = self.current_version, self.current_release
         self.current_version, self.current_release = gen.version, gen.release_dir
         self.set_problem(None)
-        self.reload_unproven, self.reload_failed = False, None
+        if gen.config_epoch == self.config_epoch:  # started with the configuration of the last reload: it works
+            self.reload_unproven, self.reload_failed = False, None
         if gen.rollback_from is not None:
             self.finish_switch_back(gen)
             if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir):
