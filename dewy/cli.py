@@ -14,6 +14,7 @@ import sys
 from docopt import DocoptExit, docopt
 
 from dewy import __version__
+from dewy import dewyflags
 from dewy.config import SETTINGS, ConfigError, from_options, load_ini, usage_options
 
 EXIT_OK = 0
@@ -23,7 +24,7 @@ EXIT_NOT_RUNNING = 3
 
 # Each command's usage line as the help shows it.
 COMMANDS = {
-    "server": "dewy server [options] -- CMD [ARG...]",
+    "server": "dewy server [options] [--] CMD [ARG...]",
     "assets": "dewy assets [options]",
     "status": "dewy status [--workdir DIR | --config INI] [--json]",
     "latest": "dewy latest (-c INI | --registry URL) [--slot SLOT] [--json]",
@@ -44,7 +45,7 @@ STATUS_OPTIONS = """Status options:
 
 OTHER_OPTIONS = """Other options:
   -h, --help     Show this help.
-  --version      Show dewy's version.
+  -v, --version  Show dewy's version (as Dewy: dewy version: X [commit, date]).
 """
 
 MASTER_DOC = """dewy-master: run dewy from an ini file (the way systemd starts it).
@@ -67,13 +68,13 @@ USR2 upgrades dewy-master in place; TERM/INT stop gracefully; QUIT stops fast.
 
 def usage() -> str:
     """The `Usage:` block of `dewy --help`."""
-    lines = ["Usage:"] + ["  " + line for line in COMMANDS.values()] + ["  dewy -h | --help", "  dewy --version"]
+    lines = ["Usage:"] + ["  " + line for line in COMMANDS.values()] + ["  dewy -h | --help", "  dewy -v | --version"]
     return "\n".join(lines) + "\n"
 
 
 def setting_options() -> str:
-    """The `Options:` block for server/assets, generated from SETTINGS."""
-    return "Options:\n" + "\n".join(usage_options()) + "\n"
+    """The `Options:` block for server/assets, generated from SETTINGS, then Dewy's own flags (dewy.dewyflags)."""
+    return "Options:\n" + "\n".join(usage_options()) + "\n\n" + dewyflags.options_block()
 
 
 def help_text() -> str:
@@ -101,6 +102,17 @@ def command_doc(command: str) -> str:
                "fleet": fleet_options()}.get(
                    command, STATUS_OPTIONS + control_options() if command in CONTROL_COMMANDS else "")
     return "Usage:\n  %s\n\n%s" % (line, options)
+
+
+def _wants_version(argv: list[str]) -> bool:
+    """`dewy -v` / `dewy --version`, alone or among server/assets options (Dewy prints its version there too;
+    after -- they belong to the app)."""
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    if options and options[0] in ("server", "assets"):
+        options = options[1:]
+    elif options[1:]:
+        return False
+    return "-v" in options or "--version" in options
 
 
 def _wants_help(argv: list[str]) -> bool:
@@ -171,6 +183,15 @@ def _has_config(argv: list[str]) -> bool:
     return any(a in ("-c", "--config") or a.startswith(("--config=", "-c")) for a in argv)
 
 
+def _parses(doc: str, argv: list[str]) -> bool:
+    """Whether docopt accepts argv (to tell a missing app command from other mistakes)."""
+    try:
+        docopt(doc, argv, default_help=False)
+    except DocoptExit:
+        return False
+    return True
+
+
 def _parse(command: str, argv: list[str]):
     """docopt's answer for one command, or an exit code after a usage error."""
     doc = command_doc(command)
@@ -183,8 +204,9 @@ def _parse(command: str, argv: list[str]):
             return _usage_error("%s given twice; give it once" % twice)
         if command == "fleet" and not _has_config(argv[1:]):
             return _usage_error("`dewy fleet` needs -c INI (the ini file whose cache the fleet shares)")
-        if command == "server" and "--" not in argv and not detail.endswith("requires argument"):
-            detail = "the app's command goes after --, e.g. dewy server --registry URL -p 8000 -- ./app"
+        if command == "server" and "--" not in argv and _parses(doc, argv + ["./app"]):
+            detail = "the app's command is missing (it follows the options, after -- when it starts with -), " \
+                     "e.g. dewy server --registry URL -p 8000 -- ./app"
         if command == "latest" and not {"-c", "--config", "--registry"} & {a.split("=")[0] for a in argv}:
             detail = "dewy latest asks the registry of an ini file (-c INI) or a URL (--registry URL)"
         return _usage_error(detail or "bad arguments for %s" % command)
@@ -202,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv == ["--version"]:
-        print("dewy %s" % __version__)
+    if _wants_version(argv):
+        print(dewyflags.version_line(__version__))
         return EXIT_OK
     if _wants_help(argv):
         print(help_text())
@@ -230,6 +252,7 @@ def options_from_args(args: dict) -> dict:
             values[s.name] = args.get(s.flag)
     if args.get("CMD"):
         values["app"] = [args["CMD"]] + list(args.get("ARG") or [])
+    dewyflags.translate(args, values)  # Dewy's flags (--max-backoff-interval, --calver...) onto the settings
     return values
 
 
@@ -251,10 +274,10 @@ def run_master(config, reload_config) -> int:
 
 def run_mode(args: dict) -> int:
     """`dewy server|assets`: build the Config from the flags (exit 2 when bad) and run the master."""
-    values = options_from_args(args)
     cwd = os.getcwd()  # SIGHUP re-resolves relative paths against where dewy started, not where it is now
     warnings: list = []
     try:
+        values = options_from_args(args)
         config = from_options(values, base_dir=cwd, warnings=warnings)
     except ConfigError as exc:
         print("dewy: %s" % exc, file=sys.stderr)

@@ -522,6 +522,16 @@ def _trigger_address(raw: str, base: str) -> str:
     return _metrics_address(raw, base)
 
 
+def _otlp_endpoint(raw: str, base: str) -> str:
+    """HOST:PORT of an OTLP gRPC receiver, or "" (off)."""
+    if not raw.strip():
+        return ""
+    from dewy.poller.metrics import parse_address
+
+    parse_address(raw)  # ValueError (HOST:PORT expected) when it is not one
+    return raw.strip()
+
+
 def _app(raw: list[str] | str, base: str) -> tuple[str, ...]:
     """The app's argv: a list (command line) or one shell-quoted string (ini)."""
     if isinstance(raw, str):
@@ -652,6 +662,12 @@ SETTINGS: list[Setting] = [
         doc="Run with sh -c in workdir after a deploy.",
     ),
     Setting(
+        name="after-rollback-hook", meta="CMD",
+        type="shell command", default="", default_doc="none", validator=_text,
+        doc="Run with sh -c in workdir after a rollback (a crash-looping release, or dewy rollback), with the "
+            "deploy hooks' DEWY_* variables.",
+    ),
+    Setting(
         name="slot", short="-s", meta="SLOT",
         type="build metadata", default="", default_doc="none", validator=_slot,
         doc="Deploy only releases whose build metadata is SLOT (v1.2.3+blue), for blue/green.",
@@ -673,14 +689,14 @@ SETTINGS: list[Setting] = [
         type="delay[:DURATION], notify[:TIMEOUT] or http:/PATH[:TIMEOUT]", default="delay:1s", validator=_ready,
         pytype=Ready,
         doc="When a new app generation counts as ready: alive after a delay, READY=1 on NOTIFY_SOCKET within a "
-            "timeout (notify alone: 60s), or GET /PATH on the first TCP listener answering 2xx within a timeout "
+            "timeout (notify alone: 60s), or GET /PATH on the first TCP listener answering 2xx or 3xx within a timeout "
             "(http:/healthz:30s; alone: 60s).",
     ),
     Setting(
         name="health", meta="HOW",
         type="http:/PATH", default="", default_doc="off", validator=_health,
         doc="Check the serving app every health-interval with GET /PATH on the first TCP listener; "
-            "health-failures non-2xx answers in a row restart it gracefully (a crash while on probation).",
+            "health-failures answers in a row other than 2xx or 3xx restart it gracefully (a crash while on probation).",
     ),
     Setting(
         name="health-interval", meta="DURATION",
@@ -761,8 +777,27 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         name="poll-backoff-max", meta="DURATION",
-        type="duration", default="5m", validator=_duration(0.0, inclusive=False), pytype=float,
-        doc="While the registry fails, the poll interval doubles up to this; the first success resets it.",
+        type="duration", default="5m", validator=_duration(0.0), pytype=float,
+        doc="While the registry fails, the poll interval doubles up to this; the first success resets it. "
+            "0 = no backoff (what Dewy's max-backoff-interval flag of 0 means).",
+    ),
+    Setting(
+        name="rollback", meta="WHEN",
+        type="on|off", default="on", validator=_choice("on", "off"),
+        doc="off (Dewy's no-rollback flag): a new release that fails its readiness check (ready = notify or http) "
+            "serves anyway and the old one retires, the failure logged and notified; a crash-looping release "
+            "is restarted, never rolled back.",
+    ),
+    Setting(
+        name="otlp-endpoint", meta="HOST:PORT",
+        type="HOST:PORT", default="", default_doc="off", validator=_otlp_endpoint,
+        doc="Export dewy's metrics (Dewy's dewy.* names) and its deploy events as log records by OTLP over "
+            "gRPC to HOST:PORT (needs the [otel] extra); TLS unless otlp-insecure.",
+    ),
+    Setting(
+        name="otlp-insecure", cli="--otlp-insecure",
+        type="true|false", default="false", validator=_choice("true", "false"),
+        doc="Send OTLP in plaintext instead of TLS.",
     ),
     Setting(
         name="metrics", meta="HOST:PORT",

@@ -188,11 +188,25 @@ class Lifecycle:
         gen.ready_deadline = None
         if gen.ready_kind == "delay":
             self.on_ready(gen)
+        elif getattr(self.cfg, "rollback", "on") == "off":
+            self.keep_unready(gen)
         elif gen.ready_kind == "http":
             self.on_start_failed(gen, "GET %s did not answer 2xx within %gs (last: %s)" % (
                 gen.ready_path, gen.ready_timeout, gen.probe_detail or "no answer"))
         else:
             self.on_start_failed(gen, "did not send READY=1 within %gs" % gen.ready_timeout)
+
+    def keep_unready(self, gen: Generation) -> None:
+        """rollback = off (Dewy's --no-rollback): the release that failed its readiness check serves anyway and
+        the old generation retires; the deploy is answered ok with the failure as its error (logged, notified)."""
+        if gen.ready_kind == "http":
+            why = "GET %s did not answer 2xx or 3xx within %gs (last: %s)" % (
+                gen.ready_path, gen.ready_timeout, gen.probe_detail or "no answer")
+        else:
+            why = "did not send READY=1 within %gs" % gen.ready_timeout
+        gen.kept_unready = "version %s failed its readiness check: %s; kept (rollback = off)" % (gen.version, why)
+        log.error("%s: %s", gen.label(), gen.kept_unready, extra=gen.log_fields())
+        self.on_ready(gen)
 
     # ------------------------------------------------------------ HTTP checks
     def start_probe(self, gen: Generation, now: float) -> None:
@@ -409,10 +423,11 @@ class Lifecycle:
                                            now + PROBATION)
         if gen.reason == "deploy":
             self.deploying = None
-            if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir):
+            if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir) and (
+                    getattr(self.cfg, "rollback", "on") != "off"):  # rollback = off: never goes back
                 self.probation = Probation(gen.version, gen.release_dir, previous_version, previous_dir,
                                            now + PROBATION)
-            self.finish_deploy(gen.version, gen.release_dir, True, None, gen.number)
+            self.finish_deploy(gen.version, gen.release_dir, True, getattr(gen, "kept_unready", None), gen.number)
         self.host.ready()
         self.host.changed()
         self.after_start()

@@ -420,7 +420,10 @@ class Deploy:
         release_dir = answer.get("release_dir") or self.release_dir
         self.release_dir = release_dir
         self.repeats.clear()
-        error = None
+        error = answer.get("error") or None  # rollback = off: it failed its readiness check and serves anyway
+        if error:
+            self.backends.notifier.emit("failed", release.version, error=error, kept=True,
+                                        previous_version=self.previous_version)
         if self.metrics is not None:
             self.metrics.deployed(release.version, time.monotonic() - self.started)
         if config.after_deploy_hook:

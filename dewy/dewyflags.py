@@ -1,0 +1,122 @@
+"""Dewy's own flags (linyows/dewy, cli.go) on `dewy server|assets`, so a Dewy command line runs unchanged.
+
+Each flag is an alias: translate() turns it into dewy's settings (dewy.config.SETTINGS, where every setting
+is declared once) before the Config is built. Units are Dewy's (whole seconds); a flag given together with
+the setting it maps onto is a usage error rather than a silent choice between the two.
+"""
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from dewy.config import ConfigError
+
+ADMIN_METRICS = "127.0.0.1:17539"  # Dewy's admin API (localhost:17539), where --telemetry serves /metrics
+HEALTH_TIMEOUT = 30  # Dewy's --health-timeout default, seconds
+
+
+class FlagError(ConfigError):
+    """A Dewy flag with a bad value, or in conflict with the dewy setting it maps onto (one line)."""
+
+
+@dataclass(frozen=True)
+class DewyFlag:
+    """One Dewy flag: its spelling, its argument (None: a switch) and what it becomes."""
+
+    flag: str
+    meta: str | None
+    doc: str
+
+
+FLAGS = [
+    DewyFlag("--max-backoff-interval", "SECONDS",
+             "Dewy's spelling of poll-backoff-max, in whole seconds; 0 = no backoff (Dewy's default)."),
+    DewyFlag("--calver", "FORMAT", "Read tags as calendar versions: adds ?calver=FORMAT to the registry URL."),
+    DewyFlag("--health-path", "PATH", "Dewy's readiness check: ready = http:PATH:TIMEOUT (2xx and 3xx are healthy)."),
+    DewyFlag("--health-timeout", "SECONDS", "With --health-path: how long the check may take, in seconds "
+                                            "(default: 30)."),
+    DewyFlag("--no-rollback", None, "rollback = off: a release failing its readiness check stays and the old "
+                                    "one retires (the failure is logged and notified)."),
+    DewyFlag("--telemetry", None, "Serve Prometheus metrics: metrics = %s unless metrics is given." % ADMIN_METRICS),
+    DewyFlag("--otlp-insecure", None, "otlp-insecure = true: OTLP in plaintext."),
+]
+BY_FLAG = {f.flag: f for f in FLAGS}
+
+
+def options_block(width: int = 34) -> str:
+    """The docopt `Dewy options:` block for server/assets."""
+    lines = ["Dewy options:  (linyows/dewy's own flags, mapped onto the settings above)"]
+    for f in FLAGS:
+        spec = f.flag if f.meta is None else "%s %s" % (f.flag, f.meta)
+        lines.append("  %-*s  %s" % (width, spec, f.doc))
+    return "\n".join(lines) + "\n"
+
+
+def _seconds(flag: str, text: str) -> int:
+    """A whole number of seconds >= 0, as Dewy's int flags take."""
+    if not text.isdigit():
+        raise FlagError('command line: %s = "%s": expected whole seconds, e.g. 300 (Dewy\'s unit)' % (flag, text))
+    return int(text)
+
+
+def _conflict(flag: str, setting: str) -> FlagError:
+    return FlagError("command line: %s and --%s both given: they set the same thing; give one" % (flag, setting))
+
+
+def with_calver(registry: str, calver: str) -> str:
+    """The registry URL with ?calver= set to calver (added to the query; the same value already there is fine)."""
+    base, _, fragment = registry.partition("#") if not registry.startswith("file:") else (registry, "", "")
+    head, sep, query = base.partition("?")
+    pairs = [p for p in query.split("&") if p] if sep else []
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key == "calver":
+            from urllib.parse import unquote
+
+            if unquote(value) != calver:
+                raise FlagError('command line: --calver = "%s" but --registry already says calver=%s; give one'
+                                % (calver, unquote(value)))
+            return registry
+    pairs.append("calver=" + quote(calver, safe=""))
+    return head + "?" + "&".join(pairs) + ("#" + fragment if fragment else "")
+
+
+def translate(args: dict, values: dict) -> None:
+    """Fold the Dewy flags of docopt's `args` into `values` (setting name -> raw value, as options_from_args
+    builds it); FlagError when one is bad or collides with its setting."""
+    if args.get("--max-backoff-interval") is not None:
+        if values.get("poll-backoff-max") is not None:
+            raise _conflict("--max-backoff-interval", "poll-backoff-max")
+        # 0 = no backoff in Dewy; poll-backoff-max 0 means the same (polls stay at interval).
+        values["poll-backoff-max"] = str(_seconds("--max-backoff-interval", args["--max-backoff-interval"]))
+    if args.get("--calver") is not None and values.get("registry"):
+        values["registry"] = with_calver(values["registry"], args["--calver"])
+    if args.get("--health-path") is not None:
+        if values.get("ready") is not None:
+            raise _conflict("--health-path", "ready")
+        path = args["--health-path"]
+        if not path.startswith("/"):
+            path = "/" + path  # Dewy joins it after the port: `health` and `/health` ask the same
+        timeout = HEALTH_TIMEOUT
+        if args.get("--health-timeout") is not None:
+            timeout = _seconds("--health-timeout", args["--health-timeout"]) or HEALTH_TIMEOUT  # 0: Dewy's default
+        values["ready"] = "http:%s:%ds" % (path, timeout)
+    elif args.get("--health-timeout") is not None:
+        _seconds("--health-timeout", args["--health-timeout"])  # Dewy ignores it without --health-path; so do we
+    if args.get("--no-rollback"):
+        if values.get("rollback") is not None:
+            raise _conflict("--no-rollback", "rollback")
+        values["rollback"] = "off"
+    if args.get("--telemetry") and values.get("metrics") is None:
+        values["metrics"] = ADMIN_METRICS
+    if args.get("--otlp-insecure"):
+        if values.get("otlp-insecure") is not None:
+            raise _conflict("--otlp-insecure", "otlp-insecure")
+        values["otlp-insecure"] = "true"
+
+
+def version_line(version: str) -> str:
+    """`dewy version: X [commit, date]` as Dewy prints it (commit and date when the build recorded them)."""
+    import dewy
+
+    return "dewy version: %s [%s, %s]" % (version, getattr(dewy, "__commit__", "") or "unknown",
+                                          getattr(dewy, "__date__", "") or "unknown")
