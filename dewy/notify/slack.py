@@ -1,5 +1,7 @@
 """`slack://<channel>?title=<app>&url=<link>&quiet=true&thread=true`: chat.postMessage via slack-sdk.
 
+Without a channel (`slack://`), Dewy's default channel `randam` (sic, Dewy's spelling).
+
 The bot token comes from `SLACK_TOKEN` (never from the URL: an ini is read by more people than a unit's
 environment file). `SLACK_API_URL` points the client at a Slack-compatible server; like the SDK's own
 base_url it must end with `/`. HTTP 429 is retried once after `Retry-After` by the SDK's rate-limit retry
@@ -15,6 +17,9 @@ from dewy.notify.events import Event
 
 MAX_RETRY_AFTER = 30  # seconds: a longer rate-limit wait would hold the queue of notifications up too long
 MAX_THREADS = 50      # versions whose thread ts is remembered
+# slack:// without a channel posts where Dewy does: its default channel, spelled as Dewy spells it
+# (notifier/slack.go defaultSlackChannel), so a Dewy user's messages keep going where they went.
+DEFAULT_CHANNEL = "randam"
 SECTION_LIMIT = 2500  # characters of the text in the message's section block (Slack's limit is 3000)
 
 
@@ -23,9 +28,7 @@ class SlackNotifier(Notifier):
 
     @classmethod
     def validate(cls, parsed: urls.ParsedURL) -> None:
-        """Raise ValueError without a channel, or with a bad boolean or a non-http link."""
-        if not (parsed.netloc or parsed.path.strip("/")):
-            raise ValueError("slack notifier needs a channel: slack://<channel> (a name such as deploys, or an id)")
+        """Raise ValueError for a bad boolean or a non-http link (no channel: Dewy's default, DEFAULT_CHANNEL)."""
         for key in ("quiet", "thread"):
             urls.query_bool(parsed, key)
         link = parsed.query.get("url")
@@ -39,7 +42,14 @@ class SlackNotifier(Notifier):
         super().__init__(url)
         self.validate(self.parsed)
         # A name (deploys, #deploys) or an id (C0123ABC): chat.postMessage takes either as it is.
-        self.channel = (self.parsed.netloc + self.parsed.path).strip("/")
+        self.channel = (self.parsed.netloc + self.parsed.path).strip("/") or DEFAULT_CHANNEL
+        from dewy.notify.base import log
+        if self.channel == DEFAULT_CHANNEL and not (self.parsed.netloc + self.parsed.path).strip("/"):
+            log.warning("notifier slack://: no channel given; posting to #%s, Dewy's default (name one: "
+                        "slack://<channel>)", DEFAULT_CHANNEL)
+        if not os.environ.get("SLACK_TOKEN"):
+            # Dewy logs this once and sends nothing; dewy says so once too, and each send then fails in the log.
+            log.error("notifier %s: SLACK_TOKEN is not set: nothing can be posted", self.describe())
         self.link = self.parsed.query.get("url") or ""
         self.thread = urls.query_bool(self.parsed, "thread")
         self.threads = {}  # version -> ts of the message that started its thread

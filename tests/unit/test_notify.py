@@ -51,7 +51,6 @@ def test_setting_is_a_comma_separated_list_each_validated():
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("slack://", "slack notifier needs a channel"),
     ("slack://deploys?quiet=maybe", 'bad value "maybe" for query key "quiet"'),
     ("slack://deploys?colour=red", 'unknown query key "colour" for slack://; supported: quiet, thread, title, url'),
     ("mail://smtp.example.com", "mail notifier needs a recipient"),
@@ -130,6 +129,21 @@ def _parse(raw: bytes):
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_dewy_url_defaults_slack_channel_and_mail_from(monkeypatch, caplog):
+    """slack:// without a channel posts to Dewy's default channel; mail's From falls back to the username when it
+    is an address (Dewy's rule), and without subject= the subject names the event."""
+    monkeypatch.delenv("SLACK_TOKEN", raising=False)
+    monkeypatch.delenv("MAIL_FROM", raising=False)
+    notify.validate_url("slack://")
+    slack = notify.from_url("slack://?title=shop")
+    assert slack.channel == "randam" and slack.describe() == "slack://randam"
+    assert "Dewy's default" in caplog.text and "SLACK_TOKEN is not set" in caplog.text
+    mail = notify.from_url("mail://smtp.example.com/ops@example.com?username=bot@example.com&password=x")
+    assert mail.sender == "bot@example.com"
+    assert mail.message(event("deployed"))["Subject"].endswith("deployed 1.2.0")
+    assert notify.from_url("mail://smtp.example.com/ops@example.com?username=bot").sender.startswith("dewy@")
+
+
 def test_mail_logs_in_and_sends_one_mail_per_event(monkeypatch):
     with MailServer(users={"dewy": "s3cret-pass"}) as server:
         monkeypatch.setenv("MAIL_USERNAME", "dewy")
@@ -143,7 +157,7 @@ def test_mail_logs_in_and_sends_one_mail_per_event(monkeypatch):
         assert (sender, rcpt, user, over_tls) == ("dewy@example.com", ["ops@example.com", "dev@example.com"],
                                                   "dewy", False)
         msg = _parse(raw)
-        assert msg["Subject"] == "[prod] [shop] hook failed 1.2.0"
+        assert msg["Subject"] == "[prod]"  # Dewy's subject=: the whole subject
         body = msg.get_content().replace("\r\n", "\n")
         assert "shop: before-deploy-hook failed on web-1 for 1.2.0: exit 3\nline 1\nmigration failed" in body
         assert "s3cret-pass" not in raw.decode()
