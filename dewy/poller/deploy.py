@@ -394,12 +394,7 @@ class Deploy:
 
     def hook_env(self) -> dict:
         """The environment the deploy hooks get on top of dewy's own."""
-        return {
-            "DEWY_VERSION": self.release.version,
-            "DEWY_RELEASE_DIR": self.release_dir or "",
-            "DEWY_PREVIOUS_VERSION": self.previous_version or "",
-            "DEWY_MODE": self.config.mode,
-        }
+        return hooks.env(self.release.version, self.release_dir, self.previous_version, self.config.mode)
 
     def before_hook(self) -> None:
         """Run before-deploy-hook; a failure aborts this deploy (Transient: retried next poll)."""
@@ -411,6 +406,7 @@ class Deploy:
             log.info("before-deploy-hook output:\n%s", result.output.rstrip())
         if not result.ok:
             raise HookFailed("before-deploy-hook failed (%s)" % result.describe(), result.output)
+        hooks.report_success(self.backends.notifier, "before-deploy-hook", result, self.release.version)
 
     # --- outcomes -------------------------------------------------------------------------------
 
@@ -436,6 +432,9 @@ class Deploy:
                 log.warning("%s", error)
                 self.backends.notifier.emit("hook-failed", release.version, hook="after-deploy-hook", error=error,
                                             output=result.output, previous_version=self.previous_version)
+            else:
+                hooks.report_success(self.backends.notifier, "after-deploy-hook", result, release.version,
+                                     previous_version=self.previous_version)
         host = audit.hostname(self.config.host_id)
         self.report(answer.get("generation"), release_dir=release_dir)
         self.prune(release_dir)

@@ -29,7 +29,7 @@ import time
 import urllib.parse
 from contextlib import nullcontext
 
-from dewy import audit, backoff, fleet, pause, releases, versions
+from dewy import audit, backoff, fleet, hooks, pause, releases, versions
 from dewy import cache as cache_pkg
 from dewy import log as dewy_log
 from dewy import notify as notify_pkg
@@ -316,6 +316,7 @@ class Poller:
         self.repeats.clear()
         if refuse:
             self.fleet_refuse(version, "rolled back: %s" % (error or "crash-looped after deploy"))
+        hooks.run_after_rollback(self.config, self.notifier, to_version, self.current_dir, version, log)
 
     def on_lost(self, msg: dict) -> None:
         """The release the master ran is gone from disk: forget it, so the next poll deploys afresh."""

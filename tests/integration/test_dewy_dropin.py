@@ -167,3 +167,37 @@ def test_max_backoff_interval_zero_keeps_polling_at_the_interval(tmp_path, dewy_
     gap = at(st["next_poll"]) - at(st["last_poll"] if st.get("last_poll") else st["updated_at"])
     assert gap <= 1.2, st  # a poll every interval (ISO times have whole seconds): no backoff
     assert server.serves("1.0.0")
+
+
+@pytest.mark.timeout(150)
+def test_after_rollback_hook_for_crash_loop_and_operator_rollbacks_and_hook_results_notified(make_master, registry,
+                                                                                            tmp_path):
+    """after-rollback-hook runs after an automatic (crash loop) and an operator rollback with the DEWY_*
+    variables; hook results are notified either way (hook-succeeded too, as Dewy sends them)."""
+    from notifystubs import WebhookServer
+
+    out = tmp_path / "rollbacks.txt"
+    hook = 'echo "$DEWY_VERSION $DEWY_PREVIOUS_VERSION $DEWY_MODE $(basename "$DEWY_RELEASE_DIR")" >> %s' % out
+    registry.publish("1.0.0")
+    with WebhookServer() as webhook:
+        master = make_master(**{"after-rollback-hook": hook, "after-deploy-hook": "echo after-deploy ran",
+                                "notifier": webhook.url()}).start(wait_version="1.0.0")
+        registry.publish("1.1.0", behaviour="crash-after:0.5")  # ready after the delay, then crash-loops
+        wait_until(lambda: out.exists() and out.read_text().count("\n") >= 1, 60, "the hook after the crash loop",
+                   master.details)
+        first = out.read_text().split()
+        assert first[:3] == ["1.0.0", "1.1.0", "server"], first
+        assert first[3] == os.path.basename(os.readlink(master.workdir / "current")), "DEWY_RELEASE_DIR"
+
+        master.deploy("1.2.0")
+        done = subprocess.run([sys.executable, "-m", "dewy", "rollback", "--workdir", str(master.workdir), "--to", "1.0.0"],
+                              capture_output=True, text=True, timeout=60, env=clean_environment())
+        assert done.returncode == 0, done.stdout + done.stderr
+        wait_until(lambda: out.read_text().count("\n") >= 2, 30, "the hook after the operator's rollback",
+                   master.details)
+        assert out.read_text().splitlines()[1].split()[:3] == ["1.0.0", "1.2.0", "server"]
+        events = webhook.wait_for(lambda: [e for e in webhook.events if e["event"] == "hook-succeeded"
+                                           and e.get("hook") == "after-rollback-hook"][1:] and webhook.events)
+        succeeded = [e for e in events if e["event"] == "hook-succeeded"]
+        assert {e["hook"] for e in succeeded} == {"after-deploy-hook", "after-rollback-hook"}, succeeded
+        assert any("after-deploy ran" in e.get("output", "") for e in succeeded), succeeded
