@@ -188,6 +188,7 @@ class Poller:
                 self.notifier.close(0)  # what it still has queued goes out in the background
             self.notifier = Dispatcher(notify_pkg.from_setting(config.notifier))
         self.notifier.app = app_name(config)
+        self.notifier.use_workdir(config.workdir)  # Slack threads kept in .dewy/ across restarts
         if config.host_id:
             self.notifier.host = config.host_id  # the fleet's name for this host, in every notification
         self.metrics.start(config.metrics)

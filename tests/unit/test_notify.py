@@ -90,6 +90,26 @@ def test_slack_posts_through_the_sdk_with_title_link_and_threads(slack):
     assert headers["authorization"] == "Bearer " + GOOD
 
 
+def test_slack_thread_survives_a_restart(slack, tmp_path):
+    """Dewy keeps its thread in .slack-thread-ts; dewy in .dewy/slack-threads.json: a new notifier (a restarted
+    poller) replies in the thread the previous one started, per channel."""
+    (tmp_path / ".dewy").mkdir()
+    before = notify.from_url("slack://deploys?thread=true")
+    before.use_workdir(str(tmp_path))
+    assert before.send_event(event("downloaded", bytes=1, seconds=1))
+    after = notify.from_url("slack://deploys?thread=true")
+    after.use_workdir(str(tmp_path))
+    other = notify.from_url("slack://ops?thread=true")
+    other.use_workdir(str(tmp_path))
+    assert after.send_event(event("deployed", previous_version="1.1.0"))
+    assert other.send_event(event("deployed", previous_version="1.1.0"))
+    first, second, third = slack.messages
+    assert second["thread_ts"] == first["ts"] and third["thread_ts"] is None
+    kept = json.loads((tmp_path / ".dewy" / "slack-threads.json").read_text())
+    assert kept["deploys"] == {"1.2.0": first["ts"]} and kept["ops"] == {"1.2.0": third["ts"]}
+    assert oct((tmp_path / ".dewy" / "slack-threads.json").stat().st_mode & 0o777) == "0o600"
+
+
 def test_slack_stand_in_speaks_form_bodies_too(slack):
     """The stand-in follows the Web API: a form body with the token inside, blocks as a JSON string."""
     import requests
