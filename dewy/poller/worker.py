@@ -191,7 +191,7 @@ class Poller:
         self.notifier.use_workdir(config.workdir)  # Slack threads kept in .dewy/ across restarts
         if config.host_id:
             self.notifier.host = config.host_id  # the fleet's name for this host, in every notification
-        self.metrics.start(config.metrics)
+        self.metrics.start(config.metrics, command=config.mode)
         self.trigger.start(config)
         self.config = config
         self.refused = Refused(config.workdir)
