@@ -529,6 +529,11 @@ def _otlp_endpoint(raw: str, base: str) -> str:
     from dewy.poller.metrics import parse_address
 
     parse_address(raw)  # ValueError (HOST:PORT expected) when it is not one
+    from dewy.poller.otel import sdk_missing
+
+    problem = sdk_missing()  # exit 2 at start, not a poller that silently exports nothing
+    if problem:
+        raise BadValue(problem.replace("otlp-endpoint needs", "needs"))
     return raw.strip()
 
 

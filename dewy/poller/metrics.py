@@ -68,6 +68,43 @@ class Metrics:
         """Whether the metrics are being served."""
         return self.server is not None
 
+    def configure(self, config) -> None:
+        """Serve (or stop serving) what config asks: `metrics` over HTTP, `otlp-endpoint` by OTLP/gRPC."""
+        self.start(config.metrics, command=config.mode)
+        endpoint = getattr(config, "otlp_endpoint", "")
+        insecure = getattr(config, "otlp_insecure", "false") == "true"
+        wanted = (endpoint, insecure) if endpoint else None
+        current = (self.otel.endpoint, self.otel.insecure) if self.otel is not None else None
+        if wanted == current:
+            return
+        self.stop_otel()
+        if wanted:
+            from dewy import audit
+            from dewy.poller import otel
+
+            problem = otel.sdk_missing()
+            if problem:
+                log.error("%s", problem)
+                return
+            try:
+                self.otel = otel.Export(endpoint, insecure, audit.hostname(getattr(config, "host_id", "")))
+            except Exception as exc:  # noqa: BLE001 - telemetry must never stop deploys
+                log.error("cannot export to %s by OTLP: %s", endpoint, exc)
+
+    def stop_otel(self) -> None:
+        """Flush and stop the OTLP export, if any."""
+        if self.otel is not None:
+            self.otel.shutdown()
+            self.otel = None
+
+    def audited(self, entry: dict) -> None:
+        """An audit record was written (deploy, refusal, failure, rollback): an OTel log record with its fields."""
+        if self.otel is not None:
+            try:
+                self.otel.event(entry)
+            except Exception as exc:  # noqa: BLE001 - telemetry must never fail a deploy
+                log.warning("cannot hand the %s event to OpenTelemetry: %s", entry.get("result"), exc)
+
     def start(self, address: str, command: str = "server") -> None:
         """Serve the metrics on address (HOST:PORT); an address in use is logged, never fatal."""
         self.command = command
@@ -112,8 +149,10 @@ class Metrics:
         self.registry, self.address = registry, address
         log.info("serving Prometheus metrics on http://%s/metrics", address)
 
-    def stop(self) -> None:
-        """Stop serving (a reload moved or removed the address)."""
+    def stop(self, otel: bool = False) -> None:
+        """Stop serving (a reload moved or removed the address); otel: the OTLP export too (the poller exits)."""
+        if otel:
+            self.stop_otel()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()

@@ -191,7 +191,7 @@ class Poller:
         self.notifier.use_workdir(config.workdir)  # Slack threads kept in .dewy/ across restarts
         if config.host_id:
             self.notifier.host = config.host_id  # the fleet's name for this host, in every notification
-        self.metrics.start(config.metrics, command=config.mode)
+        self.metrics.configure(config)  # `metrics` (Prometheus) and `otlp-endpoint` (OpenTelemetry)
         self.trigger.start(config)
         self.config = config
         self.refused = Refused(config.workdir)
@@ -277,7 +277,7 @@ class Poller:
         if self.stop_reason and self.config is not None:
             self.notifier.emit("stopped", self.current_version, reason=self.stop_reason, mode=self.config.mode)
         self.notifier.close()
-        self.metrics.stop()
+        self.metrics.stop(otel=True)
         self.trigger.stop()
 
     def set_current(self, version: str | None, release_dir: str | None) -> None:
