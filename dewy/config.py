@@ -763,7 +763,7 @@ SETTINGS: list[Setting] = [
         doc="The listen backlog of each socket.",
     ),
     Setting(
-        name="dir", meta="DIR",
+        name="dir", short="-d", meta="DIR",  # -d: Dewy's README spells it so (dewy assets -d /var/www/html)
         type="directory", default="", default_doc="none", validator=_path(required=False),
         doc="assets mode: a symlink kept pointing at the newest release (besides workdir/current). Relative like "
             "workdir.",

@@ -200,7 +200,7 @@ def test_every_setting_but_mode_and_app_has_the_long_flag_of_its_ini_key():
         assert s.flag == (None if s.name in ("mode", "app", "otlp-insecure") else "--" + s.name)
     shorts = {s.short: s.name for s in config.SETTINGS if s.short}
     assert shorts == {"-p": "port", "-i": "interval", "-l": "log-level", "-f": "log-format", "-c": "cache",
-                      "-s": "slot"}
+                      "-s": "slot", "-d": "dir"}
 
 
 def test_help_and_version(capsys):
