@@ -328,3 +328,24 @@ def test_bad_dewy_flag_values_are_one_line_errors(capsys):
         assert cli.main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+# cli.go's flags for server/assets, PRs #482/#490's, and the env vars Dewy reads (os.Getenv in its code).
+DEWY_FLAGS = ["--registry", "--port", "--interval", "--cache", "--notifier", "--before-deploy-hook",
+              "--after-deploy-hook", "--slot", "--calver", "--log-level", "--log-format", "--max-backoff-interval",
+              "--health-path", "--health-timeout", "--no-rollback", "--telemetry", "--otlp-endpoint",
+              "--otlp-insecure", "--version", "--help"]
+DEWY_ENV = ["SLACK_TOKEN", "MAIL_USERNAME", "MAIL_PASSWORD", "MAIL_FROM", "GITHUB_TOKEN", "GH_TOKEN", "GITHUB_API_URL",
+            "GITHUB_ENDPOINT", "GITHUB_ARTIFACT", "GITHUB_APP_ID", "GITHUB_APP_INSTALLATION_ID",
+            "GITHUB_APP_PRIVATE_KEY", "AWS_ENDPOINT_URL", "DEWY_CACHEDIR"]
+DEWY_URL_KEYS = ["artifact=", "pre-release=", "calver=", "region=", "endpoint=", "no-tls=", "registry-ttl=",
+                 "title=", "url=", "quiet=", "thread=", "username=", "password=", "from=", "subject=", "tls="]
+
+
+def test_the_readme_guide_names_every_dewy_flag_env_var_and_url_key():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    guide = readme[readme.index("## Coming from Dewy"):readme.index("## Performance")]
+    missing = [name for name in DEWY_FLAGS + DEWY_ENV + DEWY_URL_KEYS if name not in guide]
+    assert not missing, missing
