@@ -874,8 +874,12 @@ class Arbiter(Host):
         if state is not None:
             self.write_status(state)
 
-    def write_status(self, state: str | None = None) -> None:
-        """Write the status file and the process title."""
+    def record(self) -> None:
+        """The lifecycle moves `current` next: the status file first, on the disk (Host.record)."""
+        self.write_status(durable=True)
+
+    def write_status(self, state: str | None = None, durable: bool = False) -> None:
+        """Write the status file and the process title (durable: fsync'd, and an OSError is raised)."""
         self.status_dirty = False
         if self.sentinel is not None:
             self.sentinel.update(self.sentinel_groups())
@@ -889,8 +893,11 @@ class Arbiter(Host):
             except ImportError:
                 pass
         try:
-            status.write(self.cfg.workdir, self.status_data(state))
+            status.write(self.cfg.workdir, self.status_data(state), durable=durable)
         except OSError as exc:
+            if durable:
+                self.status_dirty = True
+                raise
             log.warning("cannot write the status file: %s", exc)
 
     def status_data(self, state: str | None = None) -> dict:

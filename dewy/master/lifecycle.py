@@ -59,6 +59,10 @@ class Host:
     def changed(self) -> None:
         """Something the status file shows changed: rewrite it."""
 
+    def record(self) -> None:
+        """Write the status file now and durably (fsync'd file and directory): `current` moves next, and a
+        master killed after that must find the record. OSError when it cannot be written."""
+
     def upgrade(self) -> None:
         """Run the in-place upgrade that waited for a starting generation to settle."""
 
@@ -289,8 +293,8 @@ class Lifecycle:
     def undo_interrupted_deploy(self, deploying: dict | None) -> None:
         if not deploying or not deploying.get("release_dir"):
             return
-        if current.read_link(self.current_link) != deploying["release_dir"]:
-            return
+        if current.read_link(self.current_link) != os.path.realpath(deploying["release_dir"]):
+            return  # the link never moved (killed before), or moved back: it names what served
         before = deploying.get("previous_dir")
         log.warning("current points at %s (version %s), whose deploy was interrupted before it was ready; "
                     "going back to %s", deploying["release_dir"], deploying.get("version"), before or "nothing")
@@ -532,10 +536,10 @@ class Lifecycle:
         error = "version %s crashed %d times after its deploy; rolled back to %s" % (
             p.version, p.deaths, p.previous_version)
         log.error("%s", error)
-        current.switch_link(self.current_link, p.previous_dir)
         self.current_version, self.current_release = p.previous_version, p.previous_dir
         self.last_deploy = {"version": p.version, "ok": False, "error": error, "time": utc_iso(),
                             "rolled_back_to": p.previous_version}
+        self.switch(p.previous_version, p.previous_dir, back_to=None, trusted=True)
         self.host.tell_poller("rollback", version=p.version, to_version=p.previous_version, error=error)
         if self.starting is None and self.spawn("rollback", p.previous_version, p.previous_dir) is None:
             self.schedule_respawn()
@@ -564,9 +568,9 @@ class Lifecycle:
             gen.rollback_from = from_version
             self.finish_switch_back(gen)
             return None
-        self.deploying = {"version": version, "release_dir": release_dir, "previous_dir": self.current_release}
-        self.host.changed()
-        current.switch_link(self.current_link, release_dir)
+        problem = self.switch(version, release_dir, back_to=self.current_release)
+        if problem:
+            return problem
         self.respawn_at = None
         gen = self.spawn("rollback", version, release_dir)
         if gen is None:
@@ -731,10 +735,10 @@ class Lifecycle:
             self.point_dir_at(release_dir)
             self.finish_deploy(version, release_dir, True, None, None)
             return
-        # Recorded (status file) before `current` moves: a master killed meanwhile undoes it at its next start.
-        self.deploying = {"version": version, "release_dir": release_dir, "previous_dir": before}
-        self.host.changed()
-        current.switch_link(self.current_link, release_dir)
+        problem = self.switch(version, release_dir, back_to=before)
+        if problem:
+            self.finish_deploy(version, release_dir, False, problem, None, retry=True)  # this host's disk
+            return
         self.respawn_at = None
         if self.spawn("deploy", version, release_dir) is None:
             self.restore_current()
@@ -747,6 +751,28 @@ class Lifecycle:
                 return
             # A command that cannot run (or a fork that failed) is not the release's fault: no refusal.
             self.finish_deploy(version, release_dir, False, self.spawn_error, None, retry=True)
+
+    def switch(self, version: str | None, release_dir: str, back_to: str | None, trusted: bool = False):
+        """Point `current` at release_dir to start it there: the one way a deploy, a crash-loop rollback and
+        `dewy rollback` move it. Why not (the record could not be written), or None once switched.
+
+        The status file names the switch (`deploying`: {version, release_dir, previous_dir=back_to}) durably
+        BEFORE the link moves: a master killed (OOM killer, power loss) while the new release starts finds
+        `current` on a release that never became ready, and the record, and goes back to back_to. trusted:
+        release_dir served before (a crash-loop rollback): no record to undo it, but the status is written
+        all the same, so that the file and the link never disagree about what was last decided."""
+        self.deploying = None if trusted else {
+            "version": version, "release_dir": release_dir, "previous_dir": back_to}
+        try:
+            self.host.record()
+        except OSError as exc:
+            if not trusted:
+                self.deploying = None
+                return "cannot record the switch to %s in the status file (so it could not be undone after a " \
+                       "crash), not switching: %s" % (version, exc)
+            log.warning("cannot record the switch back to %s in the status file: %s", version, exc)
+        current.switch_link(self.current_link, release_dir)
+        return None
 
     def restore_current(self) -> None:
         """Point `current` back where it was before the deploy that did not finish."""
