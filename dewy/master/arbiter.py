@@ -39,6 +39,7 @@ ERROR_BURST, ERROR_WINDOW = 10, 10.0  # this many unexpected errors within this 
 # Signals are operator commands; the operator commands of a later interface reuse the same names.
 SIGNAL_COMMANDS = {signal.SIGHUP: "reload", signal.SIGUSR1: "restart", signal.SIGUSR2: "upgrade",
                    signal.SIGTERM: "stop", signal.SIGINT: "stop", signal.SIGQUIT: "stop-fast"}
+STOP_SIGNALS = frozenset(sig for sig, name in SIGNAL_COMMANDS.items() if name.startswith("stop"))
 # What the control socket (.dewy/control.sock) may ask, with the arguments each takes.
 PROGRESS_KEYS = ("version", "artifact", "done", "total", "percent", "mib_per_s", "eta_s")
 RELOAD_FAILED = "reload failed, keeping the running configuration"
@@ -165,8 +166,12 @@ class Arbiter(Host):
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
 
     def queue_signal(self, signum, frame) -> None:
-        """Signal handler: remember the signal, nothing else (the loop does the work)."""
-        if len(self.sig_queue) < 5:
+        """Signal handler: remember the signal, nothing else (the loop does the work).
+
+        A stop (TERM, INT, QUIT) is always queued: dropping one leaves systemd waiting for its stop timeout
+        and then SIGKILLing the app mid-request. Any other signal still waiting in the queue is not queued
+        twice (five HUPs before the loop wakes are one reload), which also keeps the queue short."""
+        if signum in STOP_SIGNALS or signum not in self.sig_queue:
             self.sig_queue.append(signum)
 
     # ------------------------------------------------------------------ loop
