@@ -16,7 +16,7 @@ import selectors
 import signal
 import time
 
-from .. import __version__, current, pause, procgroup, status, workdir
+from .. import __version__, current, pause, procgroup, protocol, status, workdir
 from ..clock import utc_iso
 from . import activation, control, httpprobe, output, process, sockets, upgrade
 from .sentinel import Sentinel
@@ -41,7 +41,6 @@ SIGNAL_COMMANDS = {signal.SIGHUP: "reload", signal.SIGUSR1: "restart", signal.SI
                    signal.SIGTERM: "stop", signal.SIGINT: "stop", signal.SIGQUIT: "stop-fast"}
 STOP_SIGNALS = frozenset(sig for sig, name in SIGNAL_COMMANDS.items() if name.startswith("stop"))
 # What the control socket (.dewy/control.sock) may ask, with the arguments each takes.
-PROGRESS_KEYS = ("version", "artifact", "done", "total", "percent", "mib_per_s", "eta_s")
 RELOAD_FAILED = "reload failed, keeping the running configuration"
 CONTROL_COMMANDS = {"status": (), "restart": (), "reload": (), "rollback": ("to",), "pause": ("reason",),
                     "resume": (), "deploy-now": ()}
@@ -418,6 +417,11 @@ class Arbiter(Host):
                                       "newer than both deploys" % (from_version, to_version),
                                       newer_than=from_version, also_newer_than=[to_version, *earlier])
 
+    def listening(self, pid: int) -> bool:
+        """Whether a process of group pid holds one of our listening sockets (an fd naming its inode)."""
+        links = {"socket:[%d]" % os.fstat(l.fileno()).st_ino for l in self.listeners}
+        return bool(links) and holds_any(pid, links)
+
     def probe(self, gen, path: str, timeout: float) -> None:
         """GET path on the first TCP listener, non-blocking in the loop (httpprobe); the answer goes to
         lifecycle.probe_done."""
@@ -486,23 +490,23 @@ class Arbiter(Host):
         return {"version": lc.current_version, "release_dir": lc.current_release}
 
     def on_poller_message(self) -> None:
-        for msg in self.poller.receive(self.lifecycle.current_version):
-            kind = msg.get("type")
-            if kind == "deploy":
+        for msg in map(protocol.parse, self.poller.receive(self.lifecycle.current_version)):
+            if isinstance(msg, protocol.Deploy):
                 self.lifecycle.deploy(msg)
-            elif kind == "status":
+            elif isinstance(msg, protocol.Status):
+                fields = msg.to_dict()
                 for key in self.info:
-                    self.info[key] = msg.get(key)
+                    self.info[key] = fields.get(key)  # `download` (not in a status) ends with the poll
                 self.polls += 1
                 self.lifecycle.check_current()  # once per poll: a deleted release dir is noticed now
                 self.changed()
-            elif kind == "progress":
-                self.info["download"] = {k: msg.get(k) for k in PROGRESS_KEYS}
+            elif isinstance(msg, protocol.Progress):
+                self.info["download"] = msg.to_dict()
                 self.changed()
-            elif kind == "pong":
+            elif isinstance(msg, protocol.Pong):
                 pass  # a sign of life is all it is (receive() noted it)
             else:
-                log.warning("ignored unknown message %r from the poller", kind)
+                log.warning("ignored unexpected message %r from the poller", msg.type)
         channel = self.poller.channel
         if channel is not None and channel.closed:
             self.close_poller_channel()
@@ -923,6 +927,23 @@ class Arbiter(Host):
     def setup_logging(self) -> None:
         from .. import log as dewy_log
         dewy_log.setup(self.cfg.log_level, self.cfg.log_format, "dewy.master")
+
+
+def holds_any(pgid: int, links: set) -> bool:
+    """Whether a process of group pgid has an fd whose link text (`socket:[INODE]`) is among links."""
+    for pid in httpprobe._group_pids(pgid):  # noqa: SLF001 — the one scan of a process group
+        fd_dir = "/proc/%d/fd" % pid
+        try:
+            names = os.listdir(fd_dir)
+        except OSError:
+            continue  # gone (or a zombie: its fds are closed)
+        for name in names:
+            try:
+                if os.readlink("%s/%s" % (fd_dir, name)) in links:
+                    return True
+            except OSError:
+                pass
+    return False
 
 
 def in_group(pid: int, pgid: int) -> bool:

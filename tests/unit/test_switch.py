@@ -12,6 +12,7 @@ import os
 
 import pytest
 
+from dewy.protocol import Deploy
 from dewy import current as current_mod, releases, status
 from dewy.config import from_options
 from dewy.master.arbiter import Arbiter
@@ -85,7 +86,7 @@ def make_ready(arb) -> None:
 
 def serve(arb, tmp_path, version: str) -> str:
     path = release(tmp_path, version)
-    arb.lifecycle.deploy({"version": version, "release_dir": path})
+    arb.lifecycle.deploy(Deploy(version=version, release_dir=path))
     make_ready(arb)
     return path
 
@@ -120,7 +121,7 @@ def test_a_deploy_names_itself_durably_before_current_moves(arbiter, tmp_path):
     arb, events = arbiter
     v1 = serve(arb, tmp_path, "1.0.0")
     v2 = release(tmp_path, "1.1.0")
-    arb.lifecycle.deploy({"version": "1.1.0", "release_dir": v2})
+    arb.lifecycle.deploy(Deploy(version="1.1.0", release_dir=v2))
     link, on_disk = arb.at_fork[-1]
     assert link == v2, "the app runs from current"
     assert on_disk["deploying"] == {"version": "1.1.0", "release_dir": v2, "previous_dir": v1}
@@ -133,7 +134,7 @@ def test_a_deploy_names_itself_durably_before_current_moves(arbiter, tmp_path):
 def test_the_first_deploy_killed_before_ready_leaves_nothing_to_trust(arbiter, tmp_path):
     arb, events = arbiter
     v1 = release(tmp_path, "1.0.0")
-    arb.lifecycle.deploy({"version": "1.0.0", "release_dir": v1})
+    arb.lifecycle.deploy(Deploy(version="1.0.0", release_dir=v1))
     assert arb.at_fork[-1][1]["deploying"] == {"version": "1.0.0", "release_dir": v1, "previous_dir": None}
     assert_recorded_before_the_link_moved(events, v1)
     lc = cold_start_after_a_kill(arb, arb.at_fork[-1])
@@ -186,7 +187,7 @@ def test_a_switch_that_cannot_be_recorded_does_not_happen(tmp_path):
     host = FullDisk()
     lc = Lifecycle(cfg, host, Clock())
     v1 = release(tmp_path, "1.0.0")
-    lc.deploy({"version": "1.0.0", "release_dir": v1})
+    lc.deploy(Deploy(version="1.0.0", release_dir=v1))
     answer = host.sent("deployed")[-1]
     assert answer["ok"] is False and answer["retry"] is True and "No space left" in answer["error"]
     assert not os.path.lexists(lc.current_link) and host.spawned == [] and lc.deploying is None
