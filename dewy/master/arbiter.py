@@ -97,7 +97,6 @@ class Arbiter(Host):
         self.paused = pause.read(cfg.workdir)  # {reason, since} while deploys are paused (survives restarts)
         self.polls = 0  # `status` messages from pollers
         self.poll_requests = 0  # `poll-now` ids sent; the poller echoes the last one it read in `status`
-        self.sent_ready = False
         self.watchdog_at: float | None = None
         self.started_at = utc_iso()
         # What the poller last said: `status` replaces it all (download: the progress of the one under way).
@@ -463,7 +462,6 @@ class Arbiter(Host):
     def ready(self) -> None:
         """Tell systemd dewy is up (and what runs)."""
         self.systemd.send(READY=1, STATUS=self.lifecycle.status_line())
-        self.sent_ready = True
 
     def on_notify(self) -> None:
         """READY=1 from the starting generation (or a process it started) makes it ready."""
@@ -815,7 +813,7 @@ class Arbiter(Host):
             listeners=[[l.spec, l.fileno()] for l in self.listeners],
             notify=[self.notify_listener.path, self.notify_listener.fileno()],
             orphans={str(pid): max(0.0, d - now) for pid, d in orphans.items()},
-            info=self.info, started_at=self.started_at, sent_ready=self.sent_ready,
+            info=self.info, started_at=self.started_at,
             systemd=[self.systemd.path, self.systemd.watchdog_usec], errors=self.errors.count,
             outputs={str(pid): t.fd for pid, t in self.outputs.items() if not t.closed},
             systemd_sockets=[l.spec for l in self.listeners if isinstance(l, activation.InheritedListener)],
@@ -860,7 +858,6 @@ class Arbiter(Host):
         self.orphans = {int(pid): now + left for pid, left in state.orphans.items()}
         self.info.update({k: v for k, v in state.info.items() if k in self.info})
         self.started_at = state.started_at
-        self.sent_ready = state.sent_ready
         self.errors.count = state.errors
         if self.lifecycle.last_deploy is None:
             self.lifecycle.last_deploy = state.info.get("last_deploy")  # where an older image kept it

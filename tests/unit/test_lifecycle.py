@@ -404,7 +404,7 @@ def test_lifecycle_state_survives_an_upgrade(world, tmp_path):
     serving_version(lc, host, clock, tmp_path, "1.1.0")
     lc.deploy(Deploy(version="1.2.0", release_dir=release(tmp_path, "1.2.0")))
     state = upgrade.UpgradeState(listeners=[["127.0.0.1:1", 5]], notify=["/x", 6], orphans={}, info={},
-                                 started_at="t", sent_ready=True, systemd=[None, 0], **lc.to_state())
+                                 started_at="t", systemd=[None, 0], **lc.to_state())
     state = upgrade.UpgradeState.from_json(state.to_json())
     lc2, host2, clock2 = world()
     clock2.t = clock.t + 500  # another clock: only relative times travel
