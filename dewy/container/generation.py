@@ -245,7 +245,10 @@ async def _serve(gen: Generation, proxy: Proxy) -> int:
 def main(argv: list | None = None) -> int:
     """Run one container generation (see the module docstring); the exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="dewy-container[%(process)d] %(levelname)s %(message)s")
+    # Progress on stdout (the master's log); stderr carries the containers' output and the one-line failure,
+    # whose tail the master puts in a refusal's reason.
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="dewy-container[%(process)d] %(levelname)s "
+                        "%(message)s")
     spec = json.loads(argv[0])
     gen = None
 
