@@ -795,9 +795,9 @@ SETTINGS: list[Setting] = [
         doc="container mode: the container runtime command.",
     ),
     Setting(
-        name="cmd", meta="ARG", multiple=True,
+        name="cmd", meta="CMD",
         type="command line", default="", default_doc="the image's CMD", validator=_app, pytype=tuple,
-        doc="container mode: the command run in the container (repeat --cmd per argument; ini: one shell-quoted line).",
+        doc="container mode: the command run in the container instead of the image's CMD, one shell-quoted line.",
     ),
     Setting(
         name="proxy-idle-timeout", meta="DURATION",
