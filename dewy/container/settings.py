@@ -19,7 +19,8 @@ def split_port(entry: str) -> tuple:
     `127.0.0.1:8080:80`, unix:/path as `unix:/path:80`)."""
     entry = entry.strip()
     head, sep, tail = entry.rpartition(":")
-    if sep and tail.isdigit() and head and (head.isdigit() or head.count(":") or head.startswith(("unix:", "["))):
+    bare = head.replace("-", "", 1).isdigit()  # 8080, or a range 8080-8081 (refused by the caller)
+    if sep and tail.isdigit() and head and (bare or head.count(":") or head.startswith(("unix:", "["))):
         number = int(tail)
         if not 1 <= number <= 65535:
             raise ValueError("container port %d of %r is not 1-65535" % (number, entry))

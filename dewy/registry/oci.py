@@ -128,6 +128,8 @@ def digest_version(version: str, digest: str) -> str:
 class OCIRegistry(Registry):
     """A container registry speaking the OCI distribution API (Docker Registry HTTP API v2)."""
 
+    page_size = 1000  # tags asked per page (`?n=`); the registry may give fewer and a Link to the next
+
     @classmethod
     def validate(cls, parsed: urls.ParsedURL) -> None:
         """Raise ValueError for a malformed reference or a bad query value."""
@@ -237,7 +239,7 @@ class OCIRegistry(Registry):
     def tags(self) -> list:
         """Every tag of the repository, following the Link header's pages (at most MAX_PAGES)."""
         import urllib.parse
-        url, found = self.base() + "/tags/list?n=1000", []
+        url, found = self.base() + "/tags/list?n=%d" % self.page_size, []
         for _ in range(MAX_PAGES):
             answer = self.request("GET", url, {"Accept": "application/json"})
             if answer.status_code == 404:
