@@ -141,7 +141,7 @@ class OCIWorld:
 
     def build(self, content: str, kind: str = "ok") -> str:
         """An image (local name) serving `content` at / and /version; kind: ok (also /health), unhealthy (no
-        /health), broken (exits 3 at once, saying so on stderr)."""
+        /health), broken (exits 3 at once, saying so on stderr), crashing (healthy, exits 2 s later)."""
         self.counter += 1
         www = self.rootfs / "www"
         for name in ("index.html", "version", "health"):
@@ -151,6 +151,10 @@ class OCIWorld:
         if kind == "ok":
             (www / "health").write_text("ok\n")
         cmd = '["/bin/sh","/start.sh"]'
+        if kind == "crashing":  # healthy, then exits 2 s later: a crash loop
+            (www / "health").write_text("ok\n")
+            (self.rootfs / "crash.sh").write_text("httpd -f -p 80 -h /www & p=$!\nsleep 2\nkill $p\nexit 1\n")
+            cmd = '["/bin/sh","/crash.sh"]'
         if kind == "broken":
             (self.rootfs / "broken.sh").write_text("echo 'broken image: cannot start' >&2\nexit 3\n")
             cmd = '["/bin/sh","/broken.sh"]'

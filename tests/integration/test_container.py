@@ -109,6 +109,27 @@ def test_a_tag_pushed_again_with_other_content_is_redeployed(make_master, oci_wo
     oci_world.push("rp", "1.0.0", content="second build")
     after = wait_serving(master, "second build")["version"]
     assert before != after and before.split("+")[0] == after.split("+")[0] == "1.0.0"
+    # `dewy rollback` goes back to the first build's digest (its release is kept), and holds there.
+    done = subprocess.run([sys.executable, "-m", "dewy", "rollback", "--workdir", str(master.workdir), "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert wait_serving(master, "first build")["version"] == before
+
+
+def test_a_container_that_crash_loops_after_its_deploy_is_rolled_back(make_master, oci_world):
+    oci_world.push("loop", "1.0.0")
+    master = container_master(make_master, oci_world, "loop").start()
+    wait_serving(master, "1.0.0")
+    oci_world.push("loop", "1.1.0", kind="crashing")
+    entries = wait_audit(master.workdir, lambda es: any(e["result"] == "rolled-back" for e in es),
+                         "the crash-loop rollback", timeout=90)
+    rolled = [e for e in entries if e["result"] == "rolled-back"][0]
+    assert rolled["version"].startswith("1.1.0+") and rolled["to_version"].startswith("1.0.0+"), rolled
+    wait_serving(master, "1.0.0")
+    refused = json.loads((master.workdir / ".dewy" / "refused.json").read_text())["versions"]
+    assert [v.split("+")[0] for v in refused] == ["1.1.0"]
+    wait_until(lambda: len(oci_world.containers("loop")) == 1, 30, "one container",
+               lambda: str(oci_world.containers("loop")))
 
 
 def test_a_restarted_dewy_replaces_strays_and_touches_no_other_container(make_master, oci_world):
