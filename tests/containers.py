@@ -175,6 +175,22 @@ class OCIWorld:
         self.podman(*args, local, "%s/%s:%s" % (server.host, repo, tag))
         return digest_file.read_text().strip()
 
+    def break_layers(self, repo: str, tag: str) -> None:
+        """Delete the pushed image's layer blobs from the registry's storage and the image from podman's, so
+        the manifest still answers but a pull fails (an upload cut short, a registry that lost data)."""
+        import json as _json
+        import urllib.request
+
+        request = urllib.request.Request("http://%s/v2/%s/manifests/%s" % (self.registry.host, repo, tag), headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            manifest = _json.load(answer)
+        blobs = Path(self.registry.workdir) / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+        for layer in manifest["layers"]:
+            digest = layer["digest"].split(":", 1)[1]
+            shutil.rmtree(blobs / digest[:2] / digest)
+        self.podman("rmi", "-f", "localhost/dewy-test:%d" % self.counter)
+
     def url(self, repo: str, auth: bool = False) -> str:
         """The img:// registry URL of repo."""
         return "img://%s/%s" % ((self.auth_registry if auth else self.registry).host, repo)

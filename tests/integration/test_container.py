@@ -42,12 +42,12 @@ def wait_serving(master, content: str, timeout: float = 60) -> dict:
 
 def test_deploys_then_switches_under_load_with_zero_failed_requests_and_stops_clean(make_master, oci_world):
     first = oci_world.push("zd", "1.0.0")
-    master = container_master(make_master, oci_world, "zd").start()
+    master = container_master(make_master, oci_world, "zd", replicas="2").start()
     status = wait_serving(master, "1.0.0")
     # The version names the digest it runs: a re-pushed tag is another release.
     assert status["version"] == "1.0.0+sha256.%s" % first.split(":")[1][:12]
     assert status["mode"] == "container"
-    assert len(oci_world.containers("zd")) == 1
+    assert len(oci_world.containers("zd")) == 2  # replicas
 
     with Load(master.http_port, threads=4) as load:
         assert load.wait_requests(20), load.summary()
@@ -57,13 +57,14 @@ def test_deploys_then_switches_under_load_with_zero_failed_requests_and_stops_cl
     assert load.failed == 0, load.summary()
     assert load.versions == ["1.0.0", "1.1.0"], load.summary()
     # The old container drained and went; `dewy container list` shows the one that serves.
-    wait_until(lambda: len(oci_world.containers("zd")) == 1, 30, "the old container to go",
+    wait_until(lambda: len(oci_world.containers("zd")) == 2, 30, "the old containers to go",
                lambda: str(oci_world.containers("zd")))
     listed = subprocess.run([sys.executable, "-m", "dewy", "container", "list", "--runtime", "podman",
                              "--name", "zd", "--json"], capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)["containers"]
-    assert [r["version"] for r in rows] == [master.status()["version"]] and rows[0]["state"] == "running"
+    assert [r["version"] for r in rows] == [master.status()["version"]] * 2 and rows[0]["state"] == "running"
+    assert sorted(r["replica"] for r in rows) == ["0", "1"]
     assert rows[0]["version"].startswith("1.1.0+sha256.")
     entries = wait_audit(master.workdir, lambda es: any(e["result"] == "deployed" and e["version"].startswith("1.1.0")
                                                         for e in es), "1.1.0 deployed")
@@ -74,7 +75,7 @@ def test_deploys_then_switches_under_load_with_zero_failed_requests_and_stops_cl
     assert oci_world.containers("zd") == []
 
 
-def test_an_image_that_exits_or_never_gets_healthy_is_refused_while_the_old_one_serves(make_master, oci_world):
+def test_an_image_that_exits_never_gets_healthy_or_cannot_be_pulled_is_refused_while_the_old_one_serves(make_master, oci_world):
     oci_world.push("bad", "1.0.0")
     master = container_master(make_master, oci_world, "bad", health_timeout="3s").start()
     wait_serving(master, "1.0.0")
@@ -93,8 +94,16 @@ def test_an_image_that_exits_or_never_gets_healthy_is_refused_while_the_old_one_
     failed = [e for e in entries if e["version"].startswith("1.2.0")][0]
     assert failed["result"] == "failed" and "not ready within health-timeout 3s" in failed["error"], failed
     assert "GET /health: HTTP/1.1 404" in failed["error"], failed
+
+    oci_world.push("bad", "1.3.0")
+    oci_world.break_layers("bad", "1.3.0")  # the manifest answers, the pull fails
+    entries = wait_audit(master.workdir, lambda es: any(e["version"].startswith("1.3.0") for e in es),
+                         "1.3.0 refused", timeout=60)
+    failed = [e for e in entries if e["version"].startswith("1.3.0")][0]
+    assert failed["result"] == "failed" and "podman pull of" in failed["error"], failed
     refused = json.loads((master.workdir / ".dewy" / "refused.json").read_text())["versions"]
-    assert sorted(v.split("+")[0] for v in refused) == ["1.1.0", "1.2.0"]
+    assert sorted(v.split("+")[0] for v in refused) == ["1.1.0", "1.2.0", "1.3.0"]
+    assert "notify failed: bad: deploy of 1.1.0+" in master.log_text()  # notified (the log notifier)
     status = master.wait_for(lambda st: st.get("state") == "running", 10, "running")
     assert status["version"].startswith("1.0.0+") and answer(master) == "1.0.0"
     # The refused generations removed their containers: only the serving one is left.
