@@ -304,7 +304,7 @@ class Lifecycle:
             self.set_problem("current points at %s, which does not exist; waiting for the poller to deploy "
                              "again" % os.readlink(self.current_link))
         self.current_release, self.current_version = release, self.version_of(release)
-        if self.cfg.mode != "server":
+        if self.cfg.mode == "assets":
             self.point_dir_at(release)  # `dir` removed, or configured anew, while dewy was down
             return
         if release is None:
@@ -648,7 +648,7 @@ class Lifecycle:
     def respawn(self) -> None:
         """The respawn delay passed: start the current release again (if it still exists)."""
         self.respawn_at = None
-        if self.serving or self.starting or self.stopping or self.cfg.mode != "server":
+        if self.serving or self.starting or self.stopping or self.cfg.mode == "assets":
             return
         release = self.current_or_lost()
         if release is None:
@@ -659,7 +659,7 @@ class Lifecycle:
     def check_current(self) -> None:
         """Notice, while the app still serves, that its release directory was deleted (called at every poll),
         so the poller redeploys it now rather than at the next crash or restart."""
-        if self.starting or self.stopping or self.current_release is None or self.cfg.mode != "server":
+        if self.starting or self.stopping or self.current_release is None or self.cfg.mode == "assets":
             return
         if self.current_release == self.reported_lost or os.path.isdir(self.current_release):
             return
@@ -686,7 +686,7 @@ class Lifecycle:
     def restart(self, reason: str = "restart") -> None:
         """Start a new generation of the current release; the old one retires once it is ready (reason: why,
         restart or health)."""
-        if self.cfg.mode != "server" or self.stopping:
+        if self.cfg.mode == "assets" or self.stopping:
             return
         if self.settling:
             self.restart_pending = True
