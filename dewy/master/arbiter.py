@@ -34,6 +34,7 @@ EXIT_CONFIG = 2  # the workdir or systemd's sockets do not fit the config: a res
 EXIT_LISTEN = 3
 
 SWEEP_INTERVAL = 1.0  # safety net: re-check retiring process groups at least this often
+STOP_MARGIN = 15.0  # seconds systemd waits beyond graceful-timeout for the master to reap everything and exit
 ERROR_BURST, ERROR_WINDOW = 10, 10.0  # this many unexpected errors within this many seconds end the master
 
 # Signals are operator commands; the operator commands of a later interface reuse the same names.
@@ -701,11 +702,20 @@ class Arbiter(Host):
 
     def handle_reload(self) -> None:
         """Re-read the configuration and gracefully restart the app."""
-        self.systemd.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         failed = self.lifecycle.problem or ""
         try:
-            self.apply_config(self.reload_config())
-        except (ConfigLoadError, sockets.ListenError, ReloadError) as exc:
+            new = self.reload_config()
+        except ConfigLoadError as exc:
+            # Refused before anything changed: no RELOADING=1 ... READY=1 pair, which would tell systemd the
+            # reload was done (`systemctl reload` checks the file first: this is a file that went bad since).
+            self.lifecycle.set_problem("%s: %s" % (RELOAD_FAILED, exc))
+            self.changed()
+            self.systemd.send(STATUS="%s: %s" % (RELOAD_FAILED, exc))
+            return
+        self.systemd.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        try:
+            self.apply_config(new)
+        except (sockets.ListenError, ReloadError) as exc:
             # Logged and shown in `dewy status` (last error) until a reload succeeds.
             self.lifecycle.set_problem("%s: %s" % (RELOAD_FAILED, exc))
             self.changed()
@@ -756,7 +766,8 @@ class Arbiter(Host):
 
     def begin_stop(self, graceful: bool) -> None:
         if not self.lifecycle.stopping:
-            self.systemd.send(STOPPING=1)
+            # EXTEND_TIMEOUT_USEC: a graceful-timeout longer than the unit's TimeoutStopSec must not be cut short.
+            self.systemd.send(STOPPING=1, EXTEND_TIMEOUT_USEC=int((self.cfg.graceful_timeout + STOP_MARGIN) * 1e6))
             self.poller.stop(reason="graceful stop (SIGTERM/SIGINT)" if graceful else "fast stop (SIGQUIT)")
         self.lifecycle.stop(graceful)
         if not graceful:
