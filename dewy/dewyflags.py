@@ -1,6 +1,7 @@
 """Dewy's own flags (linyows/dewy, cli.go) on `dewy server|assets`, so a Dewy command line runs unchanged.
 
-Each flag is an alias: translate() turns it into dewy's settings (dewy.config.SETTINGS, where every setting
+Each flag is an alias: translate() turns it into dewy's settings (so do --health-path/--health-timeout, which
+are container mode's settings and become `ready` on `dewy server`) (dewy.config.SETTINGS, where every setting
 is declared once) before the Config is built. Units are Dewy's (whole seconds); a flag given together with
 the setting it maps onto is a usage error rather than a silent choice between the two.
 """
@@ -8,7 +9,7 @@ the setting it maps onto is a usage error rather than a silent choice between th
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from dewy.config import ConfigError
+from dewy.config import ConfigError, parse_duration
 
 ADMIN_METRICS = "127.0.0.1:17539"  # Dewy's admin API (localhost:17539), where --telemetry serves /metrics
 HEALTH_TIMEOUT = 30  # Dewy's --health-timeout default, seconds
@@ -31,9 +32,6 @@ FLAGS = [
     DewyFlag("--max-backoff-interval", "SECONDS",
              "Dewy's spelling of poll-backoff-max, in whole seconds; 0 = no backoff (Dewy's default)."),
     DewyFlag("--calver", "FORMAT", "Read tags as calendar versions: adds ?calver=FORMAT to the registry URL."),
-    DewyFlag("--health-path", "PATH", "Dewy's readiness check: ready = http:PATH:TIMEOUT (2xx and 3xx are healthy)."),
-    DewyFlag("--health-timeout", "SECONDS", "With --health-path: how long the check may take, in seconds "
-                                            "(default: 30)."),
     DewyFlag("--no-rollback", None, "rollback = off: a release failing its readiness check stays and the old "
                                     "one retires (the failure is logged and notified)."),
     DewyFlag("--telemetry", None, "Serve Prometheus metrics: metrics = %s unless metrics is given." % ADMIN_METRICS),
@@ -90,18 +88,23 @@ def translate(args: dict, values: dict) -> None:
         values["poll-backoff-max"] = str(_seconds("--max-backoff-interval", args["--max-backoff-interval"]))
     if args.get("--calver") is not None and values.get("registry"):
         values["registry"] = with_calver(values["registry"], args["--calver"])
-    if args.get("--health-path") is not None:
-        if values.get("ready") is not None:
-            raise _conflict("--health-path", "ready")
-        path = args["--health-path"]
-        if not path.startswith("/"):
-            path = "/" + path  # Dewy joins it after the port: `health` and `/health` ask the same
-        timeout = HEALTH_TIMEOUT
-        if args.get("--health-timeout") is not None:
-            timeout = _seconds("--health-timeout", args["--health-timeout"]) or HEALTH_TIMEOUT  # 0: Dewy's default
-        values["ready"] = "http:%s:%ds" % (path, timeout)
-    elif args.get("--health-timeout") is not None:
-        _seconds("--health-timeout", args["--health-timeout"])  # Dewy ignores it without --health-path; so do we
+    if values.get("mode") == "server":
+        # --health-path/--health-timeout are container mode's settings; on `dewy server` (Dewy's PR #490) they
+        # are the readiness check: ready = http:PATH:TIMEOUT, 2xx and 3xx healthy.
+        path, timeout = values.pop("health-path", None), values.pop("health-timeout", None)
+        if path is not None:
+            if values.get("ready") is not None:
+                raise _conflict("--health-path", "ready")
+            if not path.startswith("/"):
+                path = "/" + path  # Dewy joins it after the port: `health` and `/health` ask the same
+            seconds = HEALTH_TIMEOUT
+            if timeout is not None:
+                try:
+                    seconds = parse_duration(timeout) or HEALTH_TIMEOUT  # 0: Dewy's default
+                except ValueError:
+                    raise FlagError('command line: --health-timeout = "%s": expected seconds, e.g. 30' % timeout) \
+                        from None
+            values["ready"] = "http:%s:%gs" % (path, seconds)
     if args.get("--no-rollback"):
         if values.get("rollback") is not None:
             raise _conflict("--no-rollback", "rollback")
