@@ -798,12 +798,14 @@ SETTINGS: list[Setting] = [
     Setting(
         name="health-path", meta="PATH",
         type="/PATH", default="", default_doc="none (a TCP connect)", validator=_url_path,
-        doc="container mode: a new container is ready once GET PATH answers 2xx (else once its port accepts).",
+        doc="container mode: a new container is ready once GET PATH answers 2xx (else once its port accepts). "
+            "On dewy server (as Dewy): ready = http:PATH:TIMEOUT, 2xx and 3xx healthy.",
     ),
     Setting(
         name="health-timeout", meta="DURATION",
         type="duration", default="30s", validator=_duration(0.0, inclusive=False), pytype=float,
-        doc="container mode: how long a new container may take to become ready before its image is refused.",
+        doc="container mode: how long a new container may take to become ready before its image is refused. "
+            "On dewy server: the TIMEOUT of health-path's readiness check.",
     ),
     Setting(
         name="drain-time", meta="DURATION",
