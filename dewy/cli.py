@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if _wants_version(argv):
-        print(dewyflags.version_line(__version__))
+        text, to_stderr = dewyflags.version_output(__version__, argv)
+        print(text, file=sys.stderr if to_stderr else sys.stdout)
         return EXIT_OK
     if _wants_help(argv):
         print(help_text())

@@ -117,6 +117,22 @@ def translate(args: dict, values: dict) -> None:
         values["otlp-insecure"] = "true"
 
 
+def version_output(version: str, argv: list[str]) -> tuple[str, bool]:
+    """(text, to_stderr) for -v: Dewy's line on stdout, or with `--log-format json` / `-f json` its JSON log
+    record on stderr (slog's shape: time, level, msg, version, commit, date)."""
+    spelled = " ".join(argv)
+    if not any(form in spelled for form in ("--log-format json", "--log-format=json", "-f json", "-fjson")):
+        return version_line(version), False
+    import json
+
+    from dewy.clock import utc_iso
+
+    line = version_line(version)
+    commit, _, date = line[line.index("[") + 1:-1].partition(", ")
+    return json.dumps({"time": utc_iso(millis=True), "level": "INFO", "msg": "Dewy version", "version": version,
+                       "commit": commit, "date": date}), True
+
+
 def version_line(version: str) -> str:
     """`dewy version: X [commit, date]` as Dewy prints it (commit and date when the build recorded them)."""
     import dewy

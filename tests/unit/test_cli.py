@@ -209,6 +209,11 @@ def test_help_and_version(capsys):
     for argv in (["--version"], ["-v"], ["server", "-v"], ["assets", "--registry", R, "--version"]):
         assert cli.main(argv) == 0
         assert capsys.readouterr().out == "dewy version: %s [unknown, unknown]\n" % __version__  # Dewy's form
+    assert cli.main(["server", "-f", "json", "-v"]) == 0  # Dewy: a JSON log record on stderr instead
+    out = capsys.readouterr()
+    record = json.loads(out.err)
+    assert out.out == "" and (record["msg"], record["version"], record["level"]) == ("Dewy version", __version__,
+                                                                                     "INFO")
     assert not cli._wants_help(["server", "--registry", R, "--", "app", "-h"])  # -h belongs to the app
 
 
