@@ -81,9 +81,10 @@ def setting_options() -> str:
 def help_text() -> str:
     """The whole `dewy --help` text."""
     return "\n".join([
-        "dewy: keep an app (server) or static files (assets) on the newest release of a registry.\n",
+        "dewy: keep an app (server), static files (assets) or an image's containers (container) on the newest "
+        "release of a registry.\n",
         usage(), setting_options(), STATUS_OPTIONS, latest_options(), history_options(), control_options(),
-        fleet_options(), OTHER_OPTIONS,
+        fleet_options(), CONTAINER_LIST_OPTIONS, OTHER_OPTIONS,
         "Every setting is also an ini key: dewy-master -c dewy.ini reads the same settings from [dewy].",
     ])
 

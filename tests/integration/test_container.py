@@ -169,7 +169,7 @@ def test_a_restarted_dewy_replaces_strays_and_touches_no_other_container(make_ma
         assert oci_world.containers("rs") == []
         assert {"other-app", "not-dewys"} <= set(oci_world.containers())
     finally:
-        oci_world.podman("rm", "-f", "-t", "0", "stray-rs", "other-app", "not-dewys", check=False)
+        oci_world.podman("rm", "-f", "--ignore", "-t", "0", "stray-rs", "other-app", "not-dewys", check=False)
 
 
 def test_registry_with_htpasswd_auth_needs_docker_username_and_password(make_master, oci_world):

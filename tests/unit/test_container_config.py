@@ -89,7 +89,7 @@ def test_container_list_shows_dewys_containers_only(oci_world):
         assert lines[0].split() == ["NAME", "APP", "VERSION", "GENERATION", "STATE", "UPSTREAM"]
         assert [line.split()[:5] for line in lines[1:]] == [["listed-1", "listed", "1.0.0+sha256.abc", "4", "running"]]
     finally:
-        oci_world.podman("rm", "-f", "-t", "0", "listed-1", "someone-elses", check=False)
+        oci_world.podman("rm", "-f", "--ignore", "-t", "0", "listed-1", "someone-elses", check=False)
     run = subprocess.run([sys.executable, "-m", "dewy", "container", "list", "--runtime", "podman", "--name", "listed"],
                          capture_output=True, text=True, timeout=60)
     assert run.stdout == "No containers found.\n"
