@@ -1109,6 +1109,9 @@ def _container_values(values: dict, raw: dict, source: _Source, ports: list) -> 
                          "container mode: give one PROXY:CONTAINER entry per port")
     spec = settings.generation_spec(values, ports)
     values["app"] = settings.app_argv(spec)
+    if _given(raw.get("ready")) and values["ready"].kind != "notify":
+        raise source.bad(BY_NAME["ready"], _as_text(raw["ready"]), "must be notify[:TIMEOUT] in container mode (a "
+                         "container is ready when its port, and health-path if set, answer)")
     if not _given(raw.get("ready")):
         from dewy.container.runtime import PULL_TIMEOUT
 

@@ -167,6 +167,9 @@ class OCIRegistry(Registry):
                 answer = self._send(method, url, headers)
         except requests.RequestException as exc:
             raise RegistryError("registry %s: %s" % (self.host, type(exc).__name__ + _reason(exc))) from None
+        if self.scheme == "https" and not answer.url.startswith("https:"):
+            answer.close()  # a redirect to plain HTTP would expose the token and the answer to the network
+            raise RegistryError("registry %s redirected to plain http: refused" % self.host)
         if answer.status_code == 401:
             raise RegistryError("registry %s refused our credentials for %s (401)%s" % (
                 self.host, self.repo, "" if self.user else

@@ -61,6 +61,7 @@ def test_the_ini_says_the_same_and_defaults_follow_dewy(tmp_path):
     (["--registry", URL, "-p", "8080:80", "--", "--name", "x"], "--name is set by dewy"),
     (["--registry", URL, "-p", "8080:80", "--", "--label", "dewy.app=other"], "labels under dewy. are dewy's own"),
     (["--registry", "img://ghcr.io/Owner/App", "-p", "8080:80"], "bad repository"),
+    (["--registry", URL, "-p", "8080:80", "--ready", "delay:1s"], "must be notify[:TIMEOUT] in container mode"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert cli.main(["container"] + argv) == 2
