@@ -69,6 +69,9 @@ def test_deploys_then_switches_under_load_with_zero_failed_requests_and_stops_cl
     entries = wait_audit(master.workdir, lambda es: any(e["result"] == "deployed" and e["version"].startswith("1.1.0")
                                                         for e in es), "1.1.0 deployed")
     assert [e["mode"] for e in entries] == ["container", "container"]
+    history = subprocess.run([sys.executable, "-m", "dewy", "history", "--workdir", str(master.workdir)],
+                             capture_output=True, text=True, timeout=60)
+    assert history.returncode == 0 and "1.1.0+sha256." in history.stdout.splitlines()[1], history.stdout
 
     # SIGTERM: the generation drains, stops its container; none is left.
     assert master.stop(SIGTERM) == 0
