@@ -83,23 +83,45 @@ def credentials(host: str, environ=os.environ) -> tuple:
     return None, None
 
 
+def _read_registries_conf(path: str) -> dict:
+    """registries.conf as a dict: tomllib where Python has it (3.11+), else the few keys dewy needs."""
+    with open(path, "rb") as fh:
+        raw = fh.read(1 << 20)
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: [[registry]] tables with location/prefix/insecure, nothing else
+        data, entry = {"registry": []}, None
+        for line in raw.decode("utf-8", "replace").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line == "[[registry]]":
+                entry = {}
+                data["registry"].append(entry)
+            elif line.startswith("["):
+                entry = None
+            elif entry is not None and "=" in line:
+                key, _, value = (part.strip() for part in line.partition("="))
+                entry[key] = value == "true" if value in ("true", "false") else value.strip("\"'")
+        return data
+    return tomllib.loads(raw.decode("utf-8", "replace"))
+
+
 def _registries_conf_insecure(host: str, environ=os.environ) -> bool:
     """Whether podman's registries.conf marks host (a `location` equal to it, or a prefix of it) insecure."""
     path = environ.get("CONTAINERS_REGISTRIES_CONF") or "/etc/containers/registries.conf"
     try:
-        import tomllib
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+        data = _read_registries_conf(path)
     except (OSError, ValueError):
         return False
     for entry in data.get("registry", []) if isinstance(data.get("registry"), list) else []:
+        if not isinstance(entry, dict):
+            continue
         location = str(entry.get("location") or entry.get("prefix") or "")
         if location and (host == location or host.startswith(location.rstrip("/") + "/")) \
                 and entry.get("insecure") is True:
             return True
     # registries.conf v1: [registries.insecure] registries = [...]
     old = data.get("registries", {}).get("insecure", {}) if isinstance(data.get("registries"), dict) else {}
-    return host in (old.get("registries") or [])
+    return isinstance(old, dict) and host in (old.get("registries") or [])
 
 
 def _docker_insecure(host: str) -> bool:

@@ -3,6 +3,7 @@ stand-in speaking the distribution API's Bearer token flow (docker-registry need
 
 import base64
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -132,6 +133,9 @@ def test_plain_http_only_for_registries_marked_insecure(tmp_path, monkeypatch):
     assert registry_pkg.from_url("img://ghcr.io/owner/app").scheme == "https"
     assert registry_pkg.from_url("img://localhost:5000/app").scheme == "http"  # loopback: docker's default
     assert registry_pkg.from_url("img://ghcr.io/owner/app?insecure=true").scheme == "http"
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # Python 3.10: no tomllib, the small reader instead
+    assert registry_pkg.from_url("img://registry.lan:5000/app").scheme == "http"
+    assert registry_pkg.from_url("img://secure.lan/app").scheme == "https"
 
 
 def test_references_credentials_and_bad_urls(monkeypatch):
