@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import sys
 from dataclasses import dataclass
@@ -1118,6 +1119,10 @@ def _container_values(values: dict, raw: dict, source: _Source, ports: list) -> 
         values["ready"] = Ready("notify", PULL_TIMEOUT + values["health_timeout"] + 60.0)
     if not _given(raw.get("graceful-timeout")):
         values["graceful_timeout"] = max(values["graceful_timeout"], values["drain_time"] + spec["stop_timeout"] + 20)
+    # Last: every other mistake is named first, whatever this host has installed.
+    if shutil.which(values["runtime"]) is None:  # else every image would be refused for the host's fault
+        raise source.bad(BY_NAME["runtime"], _as_text(raw.get("runtime") or values["runtime"]),
+                         "%s is not installed (not found in PATH)" % values["runtime"])
 
 
 def _build(raw: dict, source: _Source, warnings: list | None = None) -> Config:
