@@ -330,8 +330,14 @@ class OCIRegistry(Registry):
             skipped.add(version)
 
     def _release(self, version: str, tag: str, digest: str) -> Release:
-        return Release(version=version, tag=tag, artifact_name=IMAGE_FILE,
-                       artifact_url="img://%s/%s@%s" % (self.host, self.repo, digest))
+        from dewy.artifact.img import ImageArtifact
+
+        url = "img://%s/%s@%s" % (self.host, self.repo, digest)
+        # The record names the image by its digest, which podman/docker verify on pull: its checksum is known
+        # here, so verify-checksum = required holds for container releases too.
+        record = hashlib.sha256(ImageArtifact(url).record()).hexdigest()
+        return Release(version=version, tag=tag, artifact_name=IMAGE_FILE, artifact_url=url, sha256=record,
+                       checksum_source="the image's manifest digest")
 
     def report(self, release: Release, shipped) -> None:
         """Nothing is written to a container registry (Dewy writes no shipped_to record there either)."""

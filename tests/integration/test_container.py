@@ -11,7 +11,7 @@ from signal import SIGKILL, SIGTERM
 from helpers import Load, alive, free_port, http_get, wait_audit, wait_until
 
 SETTINGS = dict(mode="container", app=None, ready=None, runtime="podman", health_path="/health", health_timeout="10s",
-                drain_time="5s", interval="0.2s", graceful_timeout=None)
+                drain_time="5s", interval="0.2s", graceful_timeout=None, verify_checksum="required")
 
 
 def container_master(make_master, world, repo, **extra):

@@ -2,6 +2,8 @@
 stand-in speaking the distribution API's Bearer token flow (docker-registry needs an external token server)."""
 
 import base64
+import hashlib
+import io
 import json
 import sys
 import threading
@@ -9,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from dewy import artifact as artifact_pkg
 from dewy import registry as registry_pkg
 from dewy.registry import oci
 from dewy.registry.base import NothingDeployable, RegistryError
@@ -23,7 +26,11 @@ def test_tags_are_listed_across_link_pages_and_the_newest_is_pinned_by_digest(oc
     assert release.tag == "1.10.0"
     assert release.version == "1.10.0+sha256.%s" % digests["1.10.0"][7:19]
     assert release.artifact_url == "img://%s/pages@%s" % (oci_world.registry.host, digests["1.10.0"])
-    assert release.artifact_name == "image.json" and release.sha256 is None
+    assert release.artifact_name == "image.json"
+    record = io.BytesIO()
+    artifact_pkg.from_url(release.artifact_url).fetch(record)  # what the release directory will hold
+    assert json.loads(record.getvalue())["image"] == "%s/pages@%s" % (oci_world.registry.host, digests["1.10.0"])
+    assert release.sha256 == hashlib.sha256(record.getvalue()).hexdigest()  # verify-checksum = required holds
     # pre-release=true takes 2.0.0-rc.1; a :TAG follows that one tag.
     assert registry_pkg.from_url(oci_world.url("pages") + "?pre-release=true").latest().tag == "2.0.0-rc.1"
     followed = registry_pkg.from_url(oci_world.url("pages") + ":latest").latest()
