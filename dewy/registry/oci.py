@@ -339,6 +339,11 @@ class OCIRegistry(Registry):
         return Release(version=version, tag=tag, artifact_name=IMAGE_FILE, artifact_url=url, sha256=record,
                        checksum_source="the image's manifest digest")
 
+    def owns(self, url: str) -> bool:
+        """Whether url names an image of this repository pinned by digest (`img://host/repo@sha256:<hex>`)."""
+        head = "img://%s/%s@" % (self.host, self.repo)
+        return isinstance(url, str) and url.startswith(head) and bool(_DIGEST.match(url[len(head):]))
+
     def report(self, release: Release, shipped) -> None:
         """Nothing is written to a container registry (Dewy writes no shipped_to record there either)."""
 

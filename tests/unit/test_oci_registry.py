@@ -31,6 +31,10 @@ def test_tags_are_listed_across_link_pages_and_the_newest_is_pinned_by_digest(oc
     artifact_pkg.from_url(release.artifact_url).fetch(record)  # what the release directory will hold
     assert json.loads(record.getvalue())["image"] == "%s/pages@%s" % (oci_world.registry.host, digests["1.10.0"])
     assert release.sha256 == hashlib.sha256(record.getvalue()).hexdigest()  # verify-checksum = required holds
+    # A shared-cache entry may name only this repository's images, by digest (dewy/registry/shared.py).
+    assert reg.owns(release.artifact_url)
+    assert not reg.owns(release.artifact_url.replace("/pages@", "/other@"))
+    assert not reg.owns(release.artifact_url.split("@")[0] + ":1.10.0")
     # pre-release=true takes 2.0.0-rc.1; a :TAG follows that one tag.
     assert registry_pkg.from_url(oci_world.url("pages") + "?pre-release=true").latest().tag == "2.0.0-rc.1"
     followed = registry_pkg.from_url(oci_world.url("pages") + ":latest").latest()
