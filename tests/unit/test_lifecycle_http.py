@@ -196,7 +196,7 @@ def test_http_ready_and_health_settings():
     assert from_options(base).health == "" and from_options(base).health_failures == 3
     for key, value, message in [
             ("ready", "http:healthz", 'expected http:/PATH, e.g. http:/healthz'),
-            ("ready", "http:/x:0s", "the http readiness timeout must be greater than 0"),
+            ("ready", "http:/x:0s", "the http readiness timeout must be at least 100ms"),
             ("health", "/healthz", "expected http:/PATH"),
             ("health-failures", "0", "")]:
         try:
