@@ -744,7 +744,8 @@ SETTINGS: list[Setting] = [
     Setting(
         name="keep-releases", meta="N",
         type="integer >= 1", default="7", validator=_integer(1), pytype=int,
-        doc="How many unpacked releases are kept in releases/.",
+        doc="How many unpacked releases are kept in releases/: the newest N in deploy order, and always the one "
+            "that served before the current one (a rollback needs it), so 1 keeps 2.",
     ),
     Setting(
         name="max-release-size", meta="SIZE",

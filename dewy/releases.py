@@ -34,7 +34,7 @@ from dewy import versions
 from dewy.config import format_size
 # The `current` symlink, the manifest and ReleaseError live in dewy.current (the master needs them without
 # tarfile and zipfile); they are re-exported here for the poller and the tests.
-from dewy.current import Manifest, ReleaseError, _unlink_quietly, read_link, switch_link  # noqa: F401
+from dewy.current import Manifest, ReleaseError, _unlink_quietly, history_order, read_link, switch_link  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ __all__ = [
     "switch_link",
     "read_link",
     "prune",
+    "history_order",
     "Manifest",
 ]
 
@@ -613,11 +614,13 @@ def _check_links(root: str, artifact_name: str) -> None:
 # --- prune ---------------------------------------------------------------------------------------
 
 
-def prune(releases_dir: str, keep: int, protect: Iterable[str]) -> list[str]:
+def prune(releases_dir: str, keep: int, protect: Iterable[str], order=None) -> list[str]:
     """Delete release directories older than the newest ``keep``, except protected ones; return what was removed.
 
-    Release directories sort by name (their UTC timestamp). Anything in ``protect`` (e.g. the releases
-    `current` and the previous one point at) is never deleted, compared by real path. Leftover
+    Release directories sort by ``order`` (a key function: the poller gives history_order, the deploy history
+    of the manifest, which a wall clock stepping back does not upset), by name (their UTC timestamp) without it.
+    Anything in ``protect`` (the releases `current` and the previous one point at) is never deleted, compared
+    by real path, so those two are kept even beyond ``keep``. Leftover
     ``*.tmp`` directories from an interrupted unpack are removed once older than an hour. Entries
     whose names are not dewy release names are left alone.
     """
@@ -626,7 +629,7 @@ def prune(releases_dir: str, keep: int, protect: Iterable[str]) -> list[str]:
     releases_dir = os.path.abspath(releases_dir)
     protected = {os.path.realpath(path) for path in protect if path}
     releases, stale_tmps = _scan_releases(releases_dir)
-    releases.sort(key=_release_sort_key)
+    releases.sort(key=order or _release_sort_key)
     doomed = releases[: max(0, len(releases) - keep)]
     removed = []
     for name in doomed + stale_tmps:

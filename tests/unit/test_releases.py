@@ -782,17 +782,25 @@ def test_manifest_entries_are_copies(env):
     assert manifest.version_of("20260101T000000Z") == "1.0.0"
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2, 3]", "\x00\x01", ""])
-def test_manifest_corrupt_file_is_empty_with_warning(env, caplog, content):
+@pytest.mark.parametrize("content", ["{not json", "[1, 2, 3]", "\x00\x01", "", "\xff\xfe"])
+def test_a_corrupt_manifest_fails_closed_and_is_never_written_over(env, caplog, content):
+    """Unreadable is never "empty" (issue 16 item 7): entries() raises naming the file; recording over it would
+    lose every entry, so it raises too and the file stays as it is; version_of() (the master only names the
+    version with it) is None, logged as an error."""
+    from dewy.status import StateFileError
+
+    path = env.work / ".dewy" / "releases.json"
     (env.work / ".dewy").mkdir(mode=0o700)
-    (env.work / ".dewy" / "releases.json").write_text(content)
+    path.write_bytes(content.encode("latin-1"))
     manifest = Manifest(str(env.work))
-    with caplog.at_level(logging.WARNING, logger="dewy.releases"):
-        assert manifest.entries() == {}
+    with pytest.raises(StateFileError, match="cannot read the release manifest %s: " % re.escape(str(path))):
+        manifest.entries()
+    with pytest.raises(StateFileError):
+        manifest.record("20260101T000000Z", "1.0.0", "v1.0.0", "a", None)
+    assert path.read_bytes() == content.encode("latin-1")
+    with caplog.at_level(logging.ERROR, logger="dewy.releases"):
         assert manifest.version_of("20260101T000000Z") is None
-    assert any("releases.json" in r.getMessage() for r in caplog.records)
-    manifest.record("20260101T000000Z", "1.0.0", "v1.0.0", "a", None)  # recovers by rewriting
-    assert Manifest(str(env.work)).version_of("20260101T000000Z") == "1.0.0"
+    assert any("releases.json" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
 
 def test_manifest_skips_malformed_entries(env):
