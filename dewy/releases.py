@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "ReleaseError",
     "UnsafeArchive",
+    "Truncated",
     "TooLarge",
     "ARCHIVE_SUFFIXES",
     "archive_kind",
@@ -71,6 +72,11 @@ _MAX_TAR_OVERHEAD = 16 * 1024 * 1024
 
 # Exceptions the decompressors and archive readers raise on damaged input.
 _CORRUPT_ERRORS = (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error, lzma.LZMAError)
+
+
+class Truncated(ReleaseError):
+    """The archive ends before its end (a cut-off stream, no end-of-archive marker, a zip without its central
+    directory): a corrupt release, or one still being copied into the registry (the poller asks which)."""
 
 
 class UnsafeArchive(ReleaseError):
@@ -205,6 +211,21 @@ def _reserve_release_dir(releases_dir: str) -> tuple[str, str]:
         counter += 1
 
 
+def _cut_short(exc: Exception, artifact_path: str) -> bool:
+    """Whether an unpacking error says the archive simply ends too early (what a copy still under way looks like),
+    not that its bytes are wrong: a compressed stream or tar data that ends, a zip that starts like one but has no
+    central directory at its end."""
+    if isinstance(exc, EOFError) or "unexpected end of data" in str(exc):
+        return True
+    if isinstance(exc, zipfile.BadZipFile) and "not a zip file" in str(exc):
+        try:
+            with open(artifact_path, "rb") as fh:
+                return fh.read(4) == b"PK\x03\x04"
+        except OSError:
+            return False
+    return False
+
+
 def _unpack(artifact_path: str, artifact_name: str, dest: str, budget: _Budget) -> None:
     """Unpack (or copy, for a bare file) the artifact into the empty directory dest, within budget."""
     kind = archive_kind(artifact_name)
@@ -218,7 +239,8 @@ def _unpack(artifact_path: str, artifact_name: str, dest: str, budget: _Budget) 
     except ReleaseError:
         raise
     except _CORRUPT_ERRORS as exc:
-        raise ReleaseError(f"corrupt archive {artifact_name}: {exc}") from exc
+        error = Truncated if _cut_short(exc, artifact_path) else ReleaseError
+        raise error(f"corrupt archive {artifact_name}: {exc}") from exc
     except OSError as exc:
         # bz2 reports damaged data as a bare OSError without an errno; a real I/O error has one.
         if exc.errno is None:
@@ -414,7 +436,7 @@ class _TarUnpacker(_Unpacker):
         """
         block = reader.bytes_at(end, tarfile.BLOCKSIZE)
         if block is None or len(block) != tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE:
-            raise ReleaseError(
+            raise (Truncated if block is None or len(block) != tarfile.BLOCKSIZE else ReleaseError)(
                 f"corrupt archive {self.artifact_name}: truncated or damaged at byte {end} "
                 "(no end-of-archive marker)"
             )

@@ -293,6 +293,14 @@ class Deploy:
         self.succeeded(answer)
         return None
 
+    def unfinished(self) -> str | None:
+        """Why the artifact may still be being published (a young file in a file:// registry), else None."""
+        check = getattr(self.registry, "unfinished", None)
+        try:
+            return check(self.release) if check is not None else None
+        except Exception:  # noqa: BLE001 - a check that fails leaves the refusal as it was
+            return None
+
     def fetch(self) -> str:
         """Make sure the cache holds the verified artifact; return its SHA-256."""
         cache, release, key = self.cache, self.release, cache_key(self.release)
@@ -418,6 +426,12 @@ class Deploy:
                 spool.flush()
                 return releases.install(spool.name, release.artifact_name, releases_dir, **limits)
         except releases.UnsafeArchive as exc:
+            raise Refuse(str(exc)) from exc
+        except releases.Truncated as exc:
+            young = self.unfinished()  # a copy into the registry still under way (no atomic rename)?
+            if young:
+                self.forget_cached()
+                raise Transient("%s; %s: not complete yet, trying again" % (exc, young)) from exc
             raise Refuse(str(exc)) from exc
         except releases.ReleaseError as exc:
             # A real I/O error (disk full, permissions) is the host's fault, not the release's.

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -178,4 +179,43 @@ def test_keep_releases_1_keeps_the_current_and_the_previous_release_as_the_refer
     assert len(kept) == 2 and os.readlink(master.workdir / "current") == os.path.join("releases", kept[-1]), kept
     out = dewy("rollback", "--workdir", str(master.workdir))
     assert out.returncode == 0 and "rolling back from 1.2.0 to 1.1.0" in out.stdout, out.stdout + out.stderr
+    assert master.stop() == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_release_copied_slowly_into_the_registry_is_retried_not_refused(make_master, registry, tmp_path):
+    """Issue 16 item 9: publishing without the atomic rename (copying slowly into `v1.1.0/`) refused a good
+    release for good as a corrupt archive. A truncated artifact written within the last minute is "not complete
+    yet": retried, and deployed once the copy is done; an old truncated one is still refused."""
+    from dewy.demo.app import build_release
+
+    registry.publish("1.0.0")
+    master = make_master(poll_backoff_max="0.5s").start(wait_version="1.0.0")
+    whole = tmp_path / "whole.tar.gz"
+    build_release(str(whole), "1.1.0", "")
+    data = whole.read_bytes()
+    target = registry.version_dir("1.1.0")
+    target.mkdir()
+    with open(target / registry.ARTIFACT, "wb") as out:  # the copy stalls half way
+        out.write(data[: len(data) // 2])
+    st = master.wait_for(lambda s: "not complete yet" in (s.get("last_error") or ""), 30, "the poller to wait")
+    assert "corrupt archive app.tar.gz" in st["last_error"], st["last_error"]
+    assert "it may still be being copied" in st["last_error"], st["last_error"]
+    polls_pass(master, 3)  # more tries, still not refused
+    refused = master.workdir / ".dewy" / "refused.json"
+    assert not refused.exists() or "1.1.0" not in refused.read_text()
+    with open(target / registry.ARTIFACT, "ab") as out:  # the copy goes on and ends
+        out.write(data[len(data) // 2:])
+    master.wait_version("1.1.0")
+    assert [e["result"] for e in audit_entries(master.workdir) if e["version"] == "1.1.0"][-1] == "deployed"
+
+    # The same cut-off copy, written two minutes ago (a copy that died): refused as corrupt.
+    target = registry.version_dir("1.2.0")
+    target.mkdir()
+    (target / registry.ARTIFACT).write_bytes(data[: len(data) // 2])
+    old = time.time() - 120
+    os.utime(target / registry.ARTIFACT, (old, old))
+    master.wait_for(lambda s: refused.exists() and '"1.2.0"' in refused.read_text(), 30, "1.2.0 refused")
+    assert "corrupt archive app.tar.gz" in refused.read_text()
+    assert master.status()["version"] == "1.1.0"
     assert master.stop() == 0
