@@ -219,3 +219,17 @@ def test_a_release_copied_slowly_into_the_registry_is_retried_not_refused(make_m
     assert "corrupt archive app.tar.gz" in refused.read_text()
     assert master.status()["version"] == "1.1.0"
     assert master.stop() == 0
+
+
+@pytest.mark.timeout(120)
+def test_ready_http_takes_an_app_that_answers_after_its_first_read(make_master, registry):
+    """Issue 16 item 8: `ready = http:` refused healthy releases at random (2 of 5) when the app answered right
+    after its first read, before the blank line ending the request, because dewy held that line back until it
+    had found the accepting process. Five such releases in a row all deploy."""
+    registry.publish("1.0.0")
+    master = make_master(ready="http:/healthz:3s").start(wait_version="1.0.0")
+    for minor in range(1, 6):
+        master.deploy("1.%d.0" % minor, behaviour="answer-on-first-read")
+    refused = master.workdir / ".dewy" / "refused.json"
+    assert not refused.exists() or '"1.' not in refused.read_text(), refused.read_text()
+    assert master.stop() == 0
