@@ -351,7 +351,7 @@ def test_an_early_answer_whose_socket_is_gone_is_not_counted_and_says_it_could_n
 
 def test_a_refusal_for_answers_that_could_not_be_attributed_says_so(world, tmp_path):
     lc, host, clock = make(world, ready="http:/healthz:2s", port="8000")
-    lc.deploy({"version": "1.0.0", "release_dir": release(tmp_path, "1.0.0")})
+    lc.deploy(Deploy(version="1.0.0", release_dir=release(tmp_path, "1.0.0")))
     gen = lc.starting
     while lc.starting is gen:
         fire_next(lc, clock)
