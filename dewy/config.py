@@ -375,10 +375,11 @@ def _duration(minimum: float = 0.0, inclusive: bool = True) -> Callable[[str, st
 
 
 MIN_INTERVAL = 0.1  # polling more often only burns CPU (1ms kept a core ~17% busy) and hammers the registry
-# The floor of every duration that drives work (polls, checks, hooks, readiness waits): below it dewy does
-# nothing useful, only burns CPU or fails what is healthy (`health-interval = 1ms` bounds each check by 1ms:
-# a healthy app was restarted 156 times in 8 s). Durations that only bound a wait may be 0 (graceful-timeout:
-# kill at once; rollout-soak: no soak); `ready = delay:0` is ready at once.
+# The floor of every duration that drives work (polls, checks, hooks, readiness waits, idle cut-offs): below it
+# dewy does nothing useful, only burns CPU or fails what is healthy (`health-interval = 1ms` bounds each check
+# by 1ms: a healthy app was restarted 156 times in 8 s). Durations that only bound a wait may be 0
+# (graceful-timeout: kill at once; drain-time: no drain; rollout-soak: no soak); `ready = delay:0` is ready at
+# once; proxy-idle-timeout = 0 is never.
 MIN_WORK_DURATION = MIN_INTERVAL
 
 
@@ -399,6 +400,21 @@ def _span(seconds: float) -> str:
 
 
 _interval = _at_least(MIN_INTERVAL, "polling more often only burns CPU")
+
+
+def _zero_or_at_least(minimum: float, why: str) -> Callable[[str, str], float]:
+    """A duration validator: 0 (off) or at least minimum seconds."""
+    floor = _at_least(minimum, why)
+
+    def validate(raw: str, base: str) -> float:
+        seconds = parse_duration(raw)
+        if seconds == 0:
+            return 0.0
+        try:
+            return floor(raw, base)
+        except BadValue as exc:
+            raise BadValue(str(exc).replace("expected a duration", "expected 0 (never) or a duration", 1)) from None
+    return validate
 
 
 def _integer(low: int, high: int | None = None) -> Callable[[str, str], int]:
@@ -804,8 +820,10 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         name="health-timeout", meta="DURATION",
-        type="duration", default="30s", validator=_duration(0.0, inclusive=False), pytype=float,
-        doc="container mode: how long a new container may take to become ready before its image is refused.",
+        type="duration", default="30s", pytype=float,
+        validator=_at_least(MIN_WORK_DURATION, "a shorter one refuses every good image"),
+        doc="container mode: how long a new container may take to become ready before its image is refused "
+            "(at least 100ms).",
     ),
     Setting(
         name="drain-time", meta="DURATION",
@@ -824,8 +842,9 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         name="proxy-idle-timeout", meta="DURATION",
-        type="duration", default="5m", validator=_duration(), pytype=float,
-        doc="container mode: a proxied connection idle this long is closed (0: never).",
+        type="duration", default="5m", pytype=float,
+        validator=_zero_or_at_least(MIN_WORK_DURATION, "a shorter one cuts every connection that waits"),
+        doc="container mode: a proxied connection idle this long is closed (0: never; else at least 100ms).",
     ),
     Setting(
         name="container-args", cli="dewy container [options] -- RUN-OPTION...",

@@ -76,6 +76,12 @@ INI_ERRORS = [
     ("tiny-poll-backoff-max", BASE + "poll-backoff-max = 10ms\n",
      '[dewy] poll-backoff-max = "10ms": expected a duration of at least 100ms (polling more often only burns CPU), '
      'such as 500ms, 10s or 1m'),
+    ("tiny-health-timeout", BASE + "health-timeout = 10ms\n",
+     '[dewy] health-timeout = "10ms": expected a duration of at least 100ms (a shorter one refuses every good '
+     'image), such as 500ms, 10s or 1m'),
+    ("tiny-proxy-idle-timeout", BASE + "proxy-idle-timeout = 1ms\n",
+     '[dewy] proxy-idle-timeout = "1ms": expected 0 (never) or a duration of at least 100ms (a shorter one cuts '
+     'every connection that waits), such as 500ms, 10s or 1m'),
     ("tiny-ready-notify", BASE + "ready = notify:1ms\n",
      '[dewy] ready = "notify:1ms": the notify readiness timeout must be at least 100ms (a shorter one refuses '
      'every good release)'),
