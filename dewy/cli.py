@@ -487,9 +487,9 @@ def _status(workdir: str, args: dict) -> int:
     from dewy import status as status_file
 
     try:
-        data = status_file.read(workdir)
-    except (OSError, ValueError) as exc:
-        print("dewy: cannot read %s: %s" % (status_file.status_path(workdir), exc), file=sys.stderr)
+        data = status_file.read_state(status_file.status_path(workdir), "status file")
+    except ValueError as exc:  # StateFileError: there, but unreadable, which is not "no master has run there"
+        print("dewy: %s" % exc, file=sys.stderr)
         return EXIT_NO_STATUS
     if data is None:
         print("dewy: no status in %s: no dewy master has run there (no %s)"
