@@ -112,7 +112,7 @@ def _wants_version(argv: list[str]) -> bool:
     """`dewy -v` / `dewy --version`, alone or among server/assets options (Dewy prints its version there too;
     after -- they belong to the app)."""
     options = argv[:argv.index("--")] if "--" in argv else argv
-    if options and options[0] in ("server", "assets"):
+    if options and options[0] in ("server", "assets", "container"):
         options = options[1:]
     elif options[1:]:
         return False
