@@ -571,7 +571,7 @@ def _otlp_endpoint(raw: str, base: str) -> str:
 
     problem = sdk_missing()  # exit 2 at start, not a poller that silently exports nothing
     if problem:
-        raise BadValue(problem.replace("otlp-endpoint needs", "needs"))
+        raise BadValue(problem.replace("otlp-endpoint needs", "needs", 1))
     return raw.strip()
 
 

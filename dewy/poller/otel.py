@@ -43,16 +43,13 @@ def interval_ms() -> float:
 
 
 def sdk_missing() -> str | None:
-    """Why the export cannot run here (the [otel] extra is not installed), or None."""
-    import importlib.util
+    """Why the export cannot run here (the [otel] extra is not installed: dewy.extras says how), or None."""
+    from dewy import extras
 
-    for module in ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.grpc"):
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            found = False
-        if not found:
-            return "otlp-endpoint needs the OpenTelemetry SDK: pip install 'dewy-deploy[otel]' (%s is missing)" % module
+    try:
+        extras.require("otel", "otlp-endpoint")
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
