@@ -3,16 +3,19 @@ sdist, the single-file zipapp on the host's bare python3, and the .deb installed
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pwd
+import py_compile
+import re
 import shutil
 import signal
 import stat
 import subprocess
 import sys
 import tarfile
-import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -75,18 +78,13 @@ def test_sdist_carries_license_contrib_and_examples(dist):
         assert wanted in names, wanted
 
 
-def _zipapp_env(tmp_path: Path) -> dict:
-    """`env -i`, except where shiv unpacks the zipapp (a test must not write into the real ~/.shiv)."""
-    return {"SHIV_ROOT": str(tmp_path / "shiv")}
-
-
 @pytest.mark.timeout(180)
 def test_zipapp_runs_the_demo_from_an_empty_directory_with_nothing_but_python3(dist, tmp_path):
     """`env -i python3 dewy-X.pyz demo`: the master and its poller run from the zipapp on the bare host python."""
     pyz = dist / ("dewy-%s.pyz" % version())
     empty = tmp_path / "empty"
     empty.mkdir()
-    run = subprocess.run(["env", "-i", "SHIV_ROOT=%s" % (tmp_path / "shiv"), host_python(), str(pyz), "demo"],
+    run = subprocess.run(["env", "-i", "DEWY_PYZ_DIR=%s" % (tmp_path / "unpacked"), host_python(), str(pyz), "demo"],
                          cwd=empty, capture_output=True, text=True, timeout=150)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "1.0.0 -> 1.1.0" in run.stdout, run.stdout
@@ -101,20 +99,32 @@ def _status(workdir: Path) -> dict:
 
 
 def _rebuilt_as(pyz: Path, new: Path, new_version: str) -> None:
-    """A copy of pyz whose dewy says it is new_version, with a build id of its own (shiv unpacks it anew).
-    Entries are appended under the same names: a zip's last entry of a name is the one read and extracted."""
-    shutil.copyfile(pyz, new)
-    with zipfile.ZipFile(new) as zf:
+    """A copy of pyz whose dewy says it is new_version, with a build id of its own (so it is unpacked anew).
+    The new __init__.py is appended to the payload under the same name: a zip's last entry of a name wins."""
+    payload = new.with_suffix(".payload")
+    with zipfile.ZipFile(pyz) as zf:
+        main = zf.read("__main__.py").decode()
+        payload.write_bytes(zf.read("site-packages.zip"))
+    with zipfile.ZipFile(payload) as zf:
         init = zf.read("site-packages/dewy/__init__.py").decode()
-        environment = json.loads(zf.read("environment.json"))
-    environment["build_id"] = environment["build_id"][:-8] + "0usr2new"
-    import warnings
+    source = new.with_suffix(".py")
+    source.write_text(init.replace('__version__ = "%s"' % version(), '__version__ = "%s"' % new_version))
+    # The tree's pycs are unchecked-hash (never compared with their source): the new one must come along.
+    compiled = py_compile.compile(str(source), str(new.with_suffix(".pyc")), doraise=True,
+                                  invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Duplicate name": on purpose
-        with zipfile.ZipFile(new, "a") as zf:
-            zf.writestr("site-packages/dewy/__init__.py",
-                        init.replace('__version__ = "%s"' % version(), '__version__ = "%s"' % new_version))
-            zf.writestr("environment.json", json.dumps(environment))
+        with zipfile.ZipFile(payload, "a") as zf:
+            zf.write(source, "site-packages/dewy/__init__.py")
+            zf.write(compiled, "site-packages/dewy/__pycache__/" + os.path.basename(
+                importlib.util.cache_from_source("__init__.py")))
+    main = re.sub(r'^BUILD_ID = "(.*)"$', r'BUILD_ID = "\1usr2"', main, count=1, flags=re.M)
+    with open(new, "wb") as fh:
+        fh.write(b"#!/usr/bin/env python3\n")
+        with zipfile.ZipFile(fh, "w") as zf:
+            zf.writestr("__main__.py", main)
+            zf.write(payload, "site-packages.zip")
+    payload.unlink()
     new.chmod(0o755)
 
 
@@ -134,7 +144,7 @@ def test_zipapp_master_runs_its_poller_and_usr2_after_replacing_the_file_runs_th
     ini.write_text("[dewy]\nregistry = file://%s\nport = 127.0.0.1:%d\napp = /bin/sleep 1000\nworkdir = %s\n"
                    "interval = 200ms\n" % (registry, free_port(), workdir))
     log = open(tmp_path / "master.log", "wb")
-    master = subprocess.Popen(["env", "-i", "SHIV_ROOT=%s" % (tmp_path / "shiv"), host_python(),
+    master = subprocess.Popen(["env", "-i", "DEWY_PYZ_DIR=%s" % (tmp_path / "unpacked"), host_python(),
                                str(bindir / "dewy-master"), "-c", str(ini)], stdout=log, stderr=log)
     try:
         first = wait_until(lambda: _status(workdir).get("last_poll") and _status(workdir), 60,
