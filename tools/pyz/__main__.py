@@ -40,7 +40,11 @@ def _unpack(archive: str, target: str) -> None:
         with zipfile.ZipFile(archive) as outer, outer.open("site-packages.zip") as payload:
             with zipfile.ZipFile(payload) as zf:
                 zf.extractall(tmp, [n for n in zf.namelist() if n.startswith("site-packages/")])
-        os.chmod(tmp, 0o755)  # the poller may run as another user (the ini's `user`): it must read this
+        # The poller may run as another user (the ini's `user`): it must read all of it, whatever the umask.
+        for path, dirs, files in os.walk(tmp):
+            os.chmod(path, 0o755)
+            for name in files:
+                os.chmod(os.path.join(path, name), 0o644)
         try:
             os.rename(tmp, target)
         except OSError:
