@@ -7,7 +7,9 @@ and the exact command to run. Declared once: setup.cfg's [options.extras_require
 (tests/unit/test_packaging.py checks they agree).
 """
 
-import importlib.util
+import importlib.machinery
+import os
+import sys
 
 DIST = "dewy-deploy"  # the distribution name on PyPI (`dewy` there is another project)
 
@@ -32,11 +34,27 @@ BACKENDS = {
 
 
 def _installed(module: str) -> bool:
-    """Whether module can be imported here (its parent packages may be imported to find it, never itself)."""
+    """Whether module can be imported here, found on sys.path without importing it or its parent packages."""
+    if module in sys.modules:
+        return True
+    # importlib.util.find_spec("google.cloud.storage") would import google and google.cloud: the lean
+    # rule (nothing of an SDK loads while validating a URL) needs a walk that only looks at directories.
+    top, _, rest = module.partition(".")
     try:
-        return importlib.util.find_spec(module) is not None
+        spec = importlib.machinery.PathFinder.find_spec(top)
     except (ImportError, ValueError):
         return False
+    if spec is None:
+        return False
+    locations = list(spec.submodule_search_locations or ())
+    parts = rest.split(".") if rest else []
+    for i, part in enumerate(parts):
+        packages = [os.path.join(d, part) for d in locations if os.path.isdir(os.path.join(d, part))]
+        if not packages:  # a plain module file is enough only for the last part
+            return i == len(parts) - 1 and any(os.path.isfile(os.path.join(d, part + suffix))
+                                               for d in locations for suffix in importlib.machinery.all_suffixes())
+        locations = packages
+    return True
 
 
 def missing(extra: str) -> list:
