@@ -3,6 +3,7 @@ came from (a checkout run without install, a zipapp), not whichever dewy the int
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -40,11 +41,10 @@ def test_the_child_imports_the_parents_copy_of_dewy(tmp_path, form):
     assert done.stdout.strip() == "%s ['an-arg']" % (root / "dewy" / "__init__.py"), done.stdout
 
 
-def test_an_installed_dewy_is_started_the_plain_way():
-    """Found by a fresh interpreter (site-packages, PYTHONPATH, an editable install's finder): `python -m`."""
-    from dewy import interpreter
-
-    if interpreter.code_root() is not None:
-        pytest.skip("this test run imports dewy from a path a fresh interpreter would not search")
-    assert interpreter.module_command("dewy.poller", ["--fd", "3"]) == [sys.executable, "-m", "dewy.poller",
-                                                                       "--fd", "3"]
+def test_a_dewy_a_fresh_interpreter_finds_is_started_the_plain_way(tmp_path):
+    """Found through PYTHONPATH (or site-packages, an editable install's finder): plain `python -m`."""
+    root = str(Path(dewy.__file__).resolve().parents[1])
+    code = "from dewy import interpreter; print(interpreter.module_command('dewy.poller', ['--fd', '3']))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=root))
+    assert done.stdout.strip() == str([sys.executable, "-m", "dewy.poller", "--fd", "3"]), done.stdout + done.stderr
