@@ -25,7 +25,7 @@ def test_distribution_is_dewy_deploy_with_license_and_python_310():
     assert cfg["metadata"]["name"] == extras.DIST == "dewy-deploy"
     assert cfg["options"]["python_requires"] == ">=3.10"
     assert "MIT License" in (ROOT / "LICENSE").read_text()
-    assert "License :: OSI Approved :: MIT License" in cfg["metadata"]["classifiers"]
+    assert cfg["metadata"]["license"] == "MIT"  # an SPDX expression (the License :: classifier is deprecated)
     assert "Source" in cfg["metadata"]["project_urls"]
 
 
