@@ -187,7 +187,7 @@ def test_deb_installs_checks_and_purges_clean(dist):
         pytest.skip("dewy-deploy is installed on this host already: not touching it")
     deb = next(dist.glob("dewy-deploy_%s_*.deb" % version()))
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = subprocess.run(["apt-get", "install", "-y", "-q", str(deb)], env=env, capture_output=True, text=True,
+    install = subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=120", "install", "-y", "-q", str(deb)], env=env, capture_output=True, text=True,
                              timeout=240)
     try:
         assert install.returncode == 0, install.stdout + install.stderr
@@ -205,7 +205,7 @@ def test_deb_installs_checks_and_purges_clean(dist):
             assert verify.returncode == 0, verify.stdout + verify.stderr
             assert "dewy.service" not in verify.stdout + verify.stderr, verify.stdout + verify.stderr
     finally:
-        purge = subprocess.run(["apt-get", "purge", "-y", "-q", "dewy-deploy"], env=env, capture_output=True,
+        purge = subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=120", "purge", "-y", "-q", "dewy-deploy"], env=env, capture_output=True,
                                text=True, timeout=240)
     assert purge.returncode == 0, purge.stdout + purge.stderr
     assert not _installed("dewy-deploy")
