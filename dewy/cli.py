@@ -29,18 +29,23 @@ COMMANDS = {
     "container": "dewy container [options] [-- OPT...]",
     "container list": "dewy container list [--runtime NAME] [--name NAME] [--json]",
     "status": "dewy status [--workdir DIR | --config INI] [--json]",
-    "latest": "dewy latest (-c INI | --registry URL) [--slot SLOT] [--json]",
+    "latest": "dewy latest [-c INI | --registry URL] [--slot SLOT] [--json]",
     "history": "dewy history [--workdir DIR | --config INI] [-n N] [--json]",
     "rollback": "dewy rollback [--workdir DIR | --config INI] [--to VERSION] [--timeout SECS] [--json]",
     "pause": "dewy pause [--workdir DIR | --config INI] [--reason TEXT] [--json]",
     "resume": "dewy resume [--workdir DIR | --config INI] [--json]",
     "deploy-now": "dewy deploy-now [--workdir DIR | --config INI] [--timeout SECS] [--json]",
-    "fleet": "dewy fleet -c INI [--json]",
+    "fleet": "dewy fleet [-c INI] [--json]",
     "demo": "dewy demo",
 }
 
+# The host's config (the .deb installs it, the systemd unit runs it): status, history, latest, fleet and the
+# control commands read it when given neither -c nor --workdir outside a workdir. Tests point it elsewhere.
+DEFAULT_CONFIG = os.environ.get("DEWY_TEST_DEFAULT_CONFIG") or "/etc/dewy/dewy.ini"
+
 STATUS_OPTIONS = """Status options:
-  --workdir DIR         The workdir whose status to show (default: the current directory).
+  --workdir DIR         The workdir whose status to show (default: the current directory when it is one,
+                        else the workdir of /etc/dewy/dewy.ini, else the current directory).
   -c INI, --config INI  Take the workdir from this ini file.
   --json                Print the status file as it is (JSON).
 """
@@ -216,9 +221,47 @@ def _parse(command: str, argv: list[str]):
         return _usage_error(detail or "bad arguments for %s" % command)
 
 
+class _Watched:
+    """A text stream that passes everything on and remembers it (stderr) or that something came (stdout)."""
+
+    def __init__(self, stream, keep: bool):
+        self.stream, self.keep, self.written = stream, keep, []
+
+    def write(self, text):
+        if text:
+            self.written.append(text if self.keep else "")
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _json_errors(run, argv: list[str]) -> int:
+    """run() for a command given --json: an error it reports only on stderr is also printed on stdout as
+    `{"error": "...", "exit": N}`, so a script reading stdout always gets JSON."""
+    out, err = _Watched(sys.stdout, keep=False), _Watched(sys.stderr, keep=True)
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        code = run(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+    if code and not out.written:
+        lines = [line for line in "".join(err.written).splitlines() if line.strip()]
+        message = lines[0] if lines else "exit code %d" % code
+        for prefix in ("dewy: ", "dewy-master: "):
+            if message.startswith(prefix):
+                message = message[len(prefix):]
+        print(json.dumps({"error": message, "exit": code}))
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `dewy` command (and `python -m dewy`); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if "--json" in (argv[:argv.index("--")] if "--" in argv else argv):
+            return _json_errors(_main, argv)
         return _main(argv)
     except BrokenPipeError:
         # `dewy history | head`: the reader left; no traceback, and no second error when Python flushes.
@@ -232,17 +275,24 @@ def _main(argv: list[str] | None) -> int:
         text, to_stderr = dewyflags.version_output(__version__, argv)
         print(text, file=sys.stderr if to_stderr else sys.stdout)
         return EXIT_OK
-    if _wants_help(argv):
-        print(help_text())
-        return EXIT_OK
     command = argv[0] if argv else ""
     if command == "container" and argv[1:2] == ["list"]:
         command, argv = "container list", ["container", "list"] + argv[2:]
+    if _wants_help(argv):
+        # `dewy status --help`: that command's usage and options only; `dewy --help`: everything.
+        print(command_doc(command).rstrip("\n") if command in COMMANDS else help_text())
+        return EXIT_OK
     if command not in COMMANDS:
         return _usage_error('unknown command "%s"' % command if command else "")
     args = _parse(command, argv)
     if isinstance(args, int):
         return args
+    if command in ("fleet", "latest") and not args.get("--config") and not args.get("--registry"):
+        if not os.path.exists(DEFAULT_CONFIG):
+            return _usage_error("`dewy fleet` needs -c INI (the ini file whose cache the fleet shares)"
+                                if command == "fleet" else
+                                "dewy latest asks the registry of an ini file (-c INI) or a URL (--registry URL)")
+        args["--config"] = DEFAULT_CONFIG
     if command in CONTROL_COMMANDS:
         return control(command, args)
     return {"server": run_mode, "assets": run_mode, "container": run_mode, "container list": container_list,
@@ -391,6 +441,8 @@ def _status_workdir(args: dict) -> str:
     """The workdir `dewy status` looks at: --workdir, the ini's workdir, or the current directory."""
     if args.get("--config"):
         return load_ini(args["--config"]).workdir
+    if not args.get("--workdir") and not os.path.isdir(".dewy") and os.path.exists(DEFAULT_CONFIG):
+        return load_ini(DEFAULT_CONFIG).workdir  # not in a workdir: the host's dewy
     return os.path.abspath(args.get("--workdir") or ".")
 
 
