@@ -152,4 +152,16 @@ def startup_problem(config) -> str | None:
     if problem is None:
         return None
     where = "[dewy] app" if config.source != "command line" else "the app command (after --)"
-    return "%s: %s: %s" % (config.source, where, problem)
+    return "%s: %s: %s%s" % (config.source, where, problem, _other_current_hint(program, config))
+
+
+def _other_current_hint(program: str, config) -> str:
+    """A hint when an absolute app path runs from another directory's `current/` (Dewy's README runs
+    `/opt/myapp/current/myapp` from /opt/myapp, its workdir): dewy keeps `current` in its workdir, so the
+    operator most likely meant that directory as the workdir; '' otherwise."""
+    head, sep, _ = program.partition("/current/")
+    if not os.path.isabs(program) or not sep or not head:
+        return ""
+    flag = "workdir = %s" % head if config.source != "command line" else "--workdir %s" % head
+    return ("; dewy keeps `current` in its workdir (%s), so a path under %s/current/ exists only once that is "
+            "the workdir: give %s (Dewy used the directory it was started in)" % (config.workdir, head, flag))
