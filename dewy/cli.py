@@ -416,6 +416,39 @@ def _download_line(download) -> str:
     return "%s %s: %s" % (download.get("version"), download.get("artifact"), describe(snap))
 
 
+BUSY_STATES = ("polling", "downloading", "deploying")
+
+
+def _poller_line(poller) -> str:
+    """What the poller says it does: `deploying 1.1.0 (before-hook) since TIME`, `paused 1.2.0 (paused): why ...`."""
+    if not isinstance(poller, dict) or not poller.get("state"):
+        return "-"
+    version = poller.get("target") or poller.get("held")
+    line = "%s%s (%s)" % (poller["state"], " " + str(version) if version else "", _show(poller.get("reason")))
+    if poller.get("since"):
+        line += " since %s" % poller["since"]
+    return line + (": %s" % poller["reason_text"] if poller.get("reason_text") else "")
+
+
+def _next_poll_line(data: dict) -> str:
+    """When the next poll is due; while the poller is busy (or being restarted) that, not a time already past."""
+    poller = data.get("poller") if isinstance(data.get("poller"), dict) else {}
+    state, due = poller.get("state"), data.get("next_poll")
+    if state in BUSY_STATES:
+        return "- (%s now)" % state
+    if state in ("stuck", "exited", "starting"):
+        return "- (the poller is being restarted)" if state != "starting" else "- (the poller is starting)"
+    line = _show(due)
+    try:
+        import datetime
+        late = datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(due.replace("Z", "+00:00"))
+    except (AttributeError, TypeError, ValueError):
+        return line
+    if late.total_seconds() > 10:
+        line += " (overdue by %ds: the poller has not polled since)" % late.total_seconds()
+    return line
+
+
 def format_status(workdir: str, data: dict, running: bool) -> str:
     """The human-readable `dewy status` table."""
     pid = data.get("pid")
@@ -432,8 +465,8 @@ def format_status(workdir: str, data: dict, running: bool) -> str:
         ("generation", _show(data.get("generation"))),
         ("release", _show(data.get("release_dir"))), ("app pids", _show(data.get("app_pids"))),
         ("retiring pids", _show(data.get("retiring_pids"))), ("poller pid", _show(data.get("poller_pid"))),
-        ("listening", _show(data.get("listen"))),
-        ("last poll", last_poll), ("next poll", _show(data.get("next_poll"))),
+        ("poller", _poller_line(data.get("poller"))), ("listening", _show(data.get("listen"))),
+        ("last poll", last_poll), ("next poll", _next_poll_line(data)),
         ("download", _download_line(data.get("download"))), ("last error", _show(data.get("last_error"))),
         ("last deploy", _deploy_line(data.get("last_deploy"))), ("paused", _paused_line(data.get("paused"))),
         ("rollout", _show(data.get("rollout"))),

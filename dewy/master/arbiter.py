@@ -484,6 +484,12 @@ class Arbiter(Host):
         for msg in self.poller.receive(self.lifecycle.current_version):
             kind = msg.get("type")
             if kind == "deploy":
+                if self.paused and not self.paused.get("newer_than"):
+                    # `dewy pause` came after the poller's last look at the pause file: the switch is the point
+                    # of no return, so it is not made (the poller deploys it after `dewy resume`).
+                    self.poller.send("deployed", version=msg.get("version"), ok=False, retry=True, paused=True,
+                                     error="deploys are paused (%s)" % (self.paused.get("reason") or "no reason given"))
+                    continue
                 self.lifecycle.deploy(msg)
             elif kind == "status":
                 for key in self.info:
@@ -494,6 +500,8 @@ class Arbiter(Host):
             elif kind == "progress":
                 self.info["download"] = {k: msg.get(k) for k in PROGRESS_KEYS}
                 self.changed()
+            elif kind == "state":
+                self.changed()  # what the poller does now (receive() noted it): the status file's `poller`
             elif kind == "pong":
                 pass  # a sign of life is all it is (receive() noted it)
             else:
@@ -906,6 +914,7 @@ class Arbiter(Host):
             # The master's own problem (a lost release, an app command that cannot run) outranks the poller's.
             "last_error": lc.problem or self.info["last_error"],
             "errors": self.errors.count, "paused": self.paused, "polls": self.polls,
+            "poller": self.poller.stated,  # what the poller says it does (dewy/poller/states.py)
         }
 
     def setup_logging(self) -> None:

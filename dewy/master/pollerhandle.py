@@ -3,8 +3,10 @@
 Liveness: the master pings a poller it has not heard from for `ping_after` seconds; an idle poller
 (waiting for its next poll, or for the master's answer to a deploy) answers at once. One that is busy
 in a poll answers when the poll is done, so the poller counts as wedged only when it has said nothing
-for longer than a poll may take: the ping cadence plus CALL_TIMEOUT, plus the hook timeouts and
-DEPLOY_TIMEOUT while it reported a deploy under way. A wedged poller is killed and restarted.
+for longer than what it last said it does may take (it states it: dewy/poller/states.py): the ping
+cadence plus CALL_TIMEOUT (a poll's registry calls), plus hook-timeout while it runs a deploy hook, or
+DEPLOY_TIMEOUT while it downloads or unpacks. Idle, paused, held or waiting for its rollout wave, a
+stopped poller is noticed within about 70 s. A wedged poller is killed and restarted.
 """
 
 import logging
@@ -25,6 +27,8 @@ STABLE_AFTER = 60.0  # a poller up this long resets the restart backoff
 CALL_TIMEOUT = 60.0  # the longest one poll (registry calls) may keep the poller from reading its pipe
 DEPLOY_TIMEOUT = 1800.0  # the longest a download + unpack may take (on top of the deploy hooks)
 PING_MIN, PING_MAX = 0.5, 30.0
+# The fields of the poller's stated state (dewy/poller/states.py FIELDS), as the status file's `poller` shows them.
+STATED_KEYS = ("state", "reason", "reason_text", "target", "held", "since", "poll_request")
 # Test-only: a smaller CALL_TIMEOUT, so a test can see a wedged poller restarted within seconds.
 CALL_TIMEOUT_ENV = "DEWY_TEST_POLLER_CALL_TIMEOUT"
 
@@ -43,7 +47,9 @@ class PollerHandle:
         self.respawn_at: float | None = None
         self.last_heard = 0.0
         self.ping_sent = False
-        self.busy_deploying = False  # its last status announced a deploy: allow for download and hooks
+        # What the poller last said it does ({state, reason, reason_text, target, held, since, poll_request}, from
+        # its `status` / `state` messages); shown as the status file's `poller`. None until it says.
+        self.stated: dict | None = None
         self.call_timeout = float(os.environ.get(CALL_TIMEOUT_ENV) or CALL_TIMEOUT)
 
     # ---------------------------------------------------------------- process
@@ -68,7 +74,9 @@ class PollerHandle:
         ours.setblocking(False)
         self.channel = Channel(ours)
         self.started_at = self.last_heard = self.clock()
-        self.ping_sent = self.busy_deploying = False
+        self.ping_sent = False
+        self.stated = {"state": "starting", "reason": "spawned", "reason_text": None, "target": None, "held": None,
+                       "since": None, "poll_request": None}
         log.info("started poller (pid %d)", self.pid)
         return True
 
@@ -76,6 +84,9 @@ class PollerHandle:
         """The poller was reaped: forget it; its pid."""
         pid, self.pid = self.pid, None
         self.close()
+        if (self.stated or {}).get("state") != "stuck":  # the reason a stuck one was killed stays shown
+            self.stated = {key: None for key in STATED_KEYS}
+            self.stated.update(state="exited", reason="exited")
         return pid
 
     def schedule_respawn(self) -> None:
@@ -118,11 +129,11 @@ class PollerHandle:
         except OSError as exc:
             log.warning("cannot talk to the poller: %s", exc)
 
-    def receive(self, running_version: str | None) -> list:
+    def receive(self, running_version: str | None = None) -> list:
         """The messages that arrived; [] and the poller killed when it sent garbage. Anything counts as a sign of life.
 
-        A `status` naming a newest version other than running_version announces a deploy: the poller may
-        then be busy downloading and running hooks for a long time.
+        A `status` or `state` says what the poller does now: that bounds how long it may stay silent.
+        (running_version: unused, kept for callers of the older signature.)
         """
         try:
             messages = self.channel.receive()
@@ -133,11 +144,8 @@ class PollerHandle:
         if messages:
             self.last_heard, self.ping_sent = self.clock(), False
         for msg in messages:
-            if msg.get("type") == "status":
-                latest = msg.get("latest_version")
-                self.busy_deploying = latest is not None and latest != running_version
-            elif msg.get("type") == "deploy":
-                self.busy_deploying = False  # from now on it waits for our answer: it answers pings
+            if msg.get("type") in ("status", "state") and isinstance(msg.get("state"), str):
+                self.stated = {key: msg.get(key) for key in STATED_KEYS}
         return messages
 
     # ------------------------------------------------------------- liveness
@@ -146,10 +154,14 @@ class PollerHandle:
         return min(PING_MAX, max(PING_MIN, cfg.interval))
 
     def stall_bound(self, cfg) -> float:
-        """Silence after which the poller counts as wedged."""
+        """Silence after which the poller counts as wedged, by what it last said it does."""
         bound = self.ping_after(cfg) + self.call_timeout
-        if self.busy_deploying:
-            bound += 2 * cfg.hook_timeout + DEPLOY_TIMEOUT
+        stated = self.stated or {}
+        state, reason = stated.get("state"), stated.get("reason")
+        if state == "downloading" or (state == "deploying" and reason == "unpacking"):
+            bound += DEPLOY_TIMEOUT
+        elif state == "deploying" and reason in ("before-hook", "after-hook"):
+            bound += cfg.hook_timeout
         return bound
 
     def timers(self, cfg, respawn) -> list:
@@ -170,7 +182,12 @@ class PollerHandle:
 
     def wedged(self, now: float, cfg) -> None:
         """Silent past the bound: kill it (reaped and restarted like a poller that died)."""
-        log.error("poller (pid %d) said nothing for %.1fs (bound %.1fs): it is stuck; restarting it",
-                  self.pid, now - self.last_heard, self.stall_bound(cfg))
+        stated = self.stated or {}
+        doing = " ".join(str(part) for part in (stated.get("state"), stated.get("target")) if part)
+        why = "said nothing for %.1fs while %s (bound %.1fs)" % (now - self.last_heard, doing or "starting",
+                                                               self.stall_bound(cfg))
+        log.error("poller (pid %d) %s: it is stuck; restarting it", self.pid, why)
+        self.stated = {key: None for key in STATED_KEYS}
+        self.stated.update(state="stuck", reason="silent", reason_text=why)
         self.last_heard = now  # do not fire again while it is being killed and reaped
         self.kill()

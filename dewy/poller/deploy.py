@@ -5,6 +5,8 @@ A failure is one of two kinds:
 - `Refuse`: the release itself is bad (checksum mismatch, unsafe or corrupt archive, the master could
   not start it). Its version goes into `.dewy/refused.json` and is not tried again; a newer one is.
 - `Transient`: something around it failed (download error, before-hook, disk). Retried next poll.
+A `dewy pause` (or a rollback's hold) that comes while a deploy runs stops it before its switch (`Paused`):
+nothing is refused or counted as a failure; the next poll after `dewy resume` deploys it.
 """
 
 import hashlib
@@ -39,6 +41,10 @@ class Refuse(Exception):
 
 class Transient(Exception):
     """This attempt failed for a reason outside the release: try again at the next poll."""
+
+
+class Paused(Exception):
+    """Deploys were paused while this one ran: it stops before the switch (not a failure)."""
 
 
 class HookFailed(Transient):
@@ -198,9 +204,15 @@ class Deploy:
     """Deploys one release: the poller hands it the backends, what runs now and a way to ask the master."""
 
     def __init__(self, release: Release, backends: Backends, previous: tuple, ask_master: Callable[..., dict],
-                 refused: "Refused", repeats: Repeats, tell_master: Callable[..., None] | None = None):
+                 refused: "Refused", repeats: Repeats, tell_master: Callable[..., None] | None = None,
+                 stage: Callable[[str, str], None] | None = None, kept_back: Callable[[str], bool] | None = None):
         self.release = release
         self.tell_master = tell_master  # sends a message to the master that needs no answer (progress)
+        # stage(state, reason): the poller states each step (dewy/poller/states.py); kept_back(version): whether a
+        # pause or a hold keeps the version back now (asked again before the switch, the point of no return).
+        self.stage = stage or (lambda state, reason: None)
+        self.kept_back = kept_back or (lambda version: False)
+        self.outcome = None  # deployed | refused | failed | paused, once run() returned
         self.backends = backends
         self.config, self.registry, self.cache = backends.config, backends.registry, backends.cache
         self.previous_version, self.previous_dir = previous
@@ -227,17 +239,27 @@ class Deploy:
         log.info("deploying %s (%s) over %s", release.version, release.artifact_name,
                  self.previous_version or "nothing")
         # On failure: clean up first, then record, so whoever sees the audit line sees the cleaned-up state.
+        self.outcome = "failed"
         try:
             self.sha256 = self.fetch()
+            self.check_paused()
+            self.stage("deploying", "unpacking")
             self.release_dir = self.install()
             self.before_hook()
+            self.check_paused()
             releases.Manifest(self.config.workdir).record(
                 self.release_dir, release.version, release.tag, release.artifact_name, self.sha256)
+            self.stage("deploying", "switching")
             asked = time.monotonic()
             answer = self.ask_master(
                 version=release.version, tag=release.tag, release_dir=self.release_dir,
                 artifact=release.artifact_name, sha256=self.sha256, previous_version=self.previous_version)
             self.switch_seconds = round(time.monotonic() - asked, 3)
+        except Paused as exc:
+            self.discard_release_dir()
+            self.outcome = "paused"
+            log.warning("%s", exc)
+            return str(exc)
         except Refuse as exc:
             self.discard_release_dir()
             return self.refuse_unless_changing("refused", str(exc))
@@ -255,7 +277,14 @@ class Deploy:
             error = "master: %s" % (answer.get("error") or "the release did not start")
             return self.refuse_unless_changing("failed", error, answer)
         self.succeeded(answer)
+        self.outcome = "deployed"
         return None
+
+    def check_paused(self) -> None:
+        """Paused meanwhile (or held by a rollback): stop here, before the switch."""
+        if self.kept_back(self.release.version):
+            raise Paused("deploys were paused while %s was being deployed: stopped before switching to it (the "
+                         "cached download is kept; `dewy resume` deploys it)" % self.release.version)
 
     def fetch(self) -> str:
         """Make sure the cache holds the verified artifact; return its SHA-256."""
@@ -266,6 +295,7 @@ class Deploy:
         except OSError as exc:  # the cache directory broke under us (deleted, replaced by a file)
             raise Transient("cannot read the cache: %s" % exc) from exc
         if cached is not None:
+            self.stage("downloading", "cached")
             with cached:
                 digest = _sha256_of(cached)
             recorded = cache.get(_digest_key(key))
@@ -277,6 +307,7 @@ class Deploy:
             cache.delete(key)
             cache.delete(_digest_key(key))
         fetcher = self.artifact()
+        self.stage("downloading", "download")
         began = time.monotonic()
         progress = Progress(release.artifact_name, fetcher.size, listener=self.tell_progress)
         try:
@@ -406,6 +437,7 @@ class Deploy:
         command = self.config.before_deploy_hook
         if not command:
             return
+        self.stage("deploying", "before-hook")
         result = hooks.run_hook(command, self.config.workdir, self.hook_env(), self.config.hook_timeout)
         if result.output.strip():
             log.info("before-deploy-hook output:\n%s", result.output.rstrip())
@@ -424,6 +456,7 @@ class Deploy:
         if self.metrics is not None:
             self.metrics.deployed(release.version, time.monotonic() - self.started)
         if config.after_deploy_hook:
+            self.stage("deploying", "after-hook")
             result = hooks.run_hook(config.after_deploy_hook, config.workdir, self.hook_env(), config.hook_timeout)
             if result.output.strip():
                 log.info("after-deploy-hook output:\n%s", result.output.rstrip())
@@ -434,6 +467,7 @@ class Deploy:
                 self.backends.notifier.emit("hook-failed", release.version, hook="after-deploy-hook", error=error,
                                             output=result.output, previous_version=self.previous_version)
         host = audit.hostname(self.config.host_id)
+        self.stage("deploying", "finishing")
         self.report(answer.get("generation"), release_dir=release_dir)
         self.prune(release_dir)
         # The audit line comes last: whoever sees it sees the whole deploy done.
@@ -475,6 +509,7 @@ class Deploy:
         before it ran) or `failed` (it did not start; the notification says "version refused")."""
         error = dewy_log.scrub(error)  # a hook's or the app's output may quote a secret of the environment
         release = self.release
+        self.outcome = "refused"
         self.refused.add(release.version, error)
         log.error("refusing %s: %s", release.version, error)
         extra = {"generation": answer.get("generation")} if answer else {}

@@ -39,7 +39,8 @@ from dewy.clock import utc_iso
 from dewy.config import Config
 from dewy.log import redact, redact_text
 from dewy.notify.dispatch import Dispatcher
-from dewy.poller.deploy import Backends, Deploy, Refused, Repeats, Transient, record_event
+from dewy.poller.deploy import Backends, Deploy, Paused, Refused, Repeats, Transient, record_event
+from dewy.poller import states
 from dewy.poller.metrics import Metrics
 from dewy.poller.trigger import Trigger
 from dewy.protocol import Channel, ProtocolError
@@ -77,6 +78,8 @@ class Poller:
         self.metrics = Metrics()  # served only with the `metrics` setting
         self.trigger = Trigger()  # POST /deploy, only with the `trigger` setting
         self.poll_request = None  # the id of the last `poll-now` (dewy deploy-now) read
+        self.stated = states.Stated()  # what this poller says it does (`status` / `state` messages)
+        self.poll_cause = "config"  # why the next poll comes early: deploy-now, trigger, config, lost
         self.stop_reason = None   # why dewy stops, from the master's `stop` (None: only the poller goes)
         self.refused = None
         self.current_version = None
@@ -144,7 +147,7 @@ class Poller:
         elif kind == "lost":
             self.on_lost(msg)
         elif kind == "poll-now":
-            self.next_poll = time.monotonic()  # `dewy deploy-now` / `dewy resume`
+            self.poll_now("deploy-now")  # `dewy deploy-now` / `dewy resume`
             self.poll_request = msg.get("id", self.poll_request)  # echoed in `status`: the polls after it
         elif kind == "ping":
             self.send("pong")  # liveness: the master restarts a poller that stops answering
@@ -162,6 +165,10 @@ class Poller:
         while True:
             msg = self.next_message(None)
             if msg.get("type") == "deployed" and msg.get("version") == deploy["version"]:
+                if not msg.get("ok") and msg.get("paused"):
+                    # `dewy pause` reached the master before our request: it did not switch.
+                    raise Paused("deploys were paused before the switch to %s: not switched (the master: %s)"
+                                 % (deploy["version"], msg.get("error") or "paused"))
                 if not msg.get("ok") and msg.get("retry"):
                     # Not the release's fault (the app command cannot run, say): try again, refuse nothing.
                     raise Transient("master: %s" % (msg.get("error") or "cannot start the app"))
@@ -204,7 +211,7 @@ class Poller:
             if beat.get("version") == self.current_version and isinstance(beat.get("since"), (int, float)):
                 self.serving_since = beat["since"]
         self.heartbeat()  # known to the fleet before our first poll: a rollout started now counts us in
-        self.next_poll = time.monotonic()  # a new config may name a new registry: look now
+        self.poll_now("config")  # a new config may name a new registry: look now
         self.deploy_failures = self.unexpected_failures = 0  # ... or fix what made deploys fail
         self.metrics.serving(self.current_version)
         log.info("%s: registry %s, every %gs, running %s", msg.get("type"), dewy_log.redact(config.registry),
@@ -322,7 +329,7 @@ class Poller:
         log.error("the master lost %s (%s): deploying again", msg.get("version"), msg.get("error"))
         self.set_current(None, None)
         self.lost_version = msg.get("version")  # what the redeploy replaces, for its audit line and notice
-        self.next_poll = time.monotonic()
+        self.poll_now("lost")
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -343,6 +350,18 @@ class Poller:
                 self.poll()
                 self.next_poll = time.monotonic() + self.poll_delay() * random.uniform(1 - JITTER, 1 + JITTER)
 
+    def poll_now(self, cause: str) -> None:
+        """Make the next poll due now; cause (deploy-now, trigger, config, lost) is stated while it runs."""
+        self.next_poll = time.monotonic()
+        self.poll_cause = cause
+
+    def state(self, state: str, reason: str, text: str | None = None, target: str | None = None,
+              held: str | None = None, send: bool = True) -> None:
+        """State what this poller does now (dewy/poller/states.py); a change is sent to the master as `state`
+        unless send is False (a `status` carrying it follows at once)."""
+        if self.stated.set(state, reason, dewy_log.scrub(text), target, held, self.poll_request) and send:
+            self.send("state", **self.stated.fields())
+
     def poll_delay(self) -> float:
         """Seconds until the next poll: `interval`, doubled per failed poll (or retried deploy) in a row up to
         poll-backoff-max."""
@@ -355,6 +374,8 @@ class Poller:
         rollout, when this host's wave has come); report status."""
         self.last_poll = utc_iso()
         self.beat_state = None
+        self.state(states.POLLING, self.poll_cause)
+        self.poll_cause = "interval"
         try:
             self.adopt_fleet_refusals()
             self._poll()
@@ -387,10 +408,10 @@ class Poller:
         # Compare versions for equality, never "newer than": when the newest release is deleted
         # from the registry, the next newest is what must run (the FAQ rollback).
         if release.version == self.current_version:
+            self.state(states.IDLE, "up-to-date", send=False)
             self.report_status(None)
             return
-        if pause.holds(pause.read(self.config.workdir), release.version, self.registry.calver):  # or a rollback's hold
-            log.debug("deploys are paused: not deploying %s", release.version)
+        if self.kept_back(release.version):  # paused, or a rollback's hold
             self.report_status(None)
             return
         going_back = bool(self.current_version) and versions.is_older(release.version, self.current_version,
@@ -406,13 +427,29 @@ class Poller:
                 return
         self.deploy(release)
 
+    def kept_back(self, version: str, send: bool = False) -> bool:
+        """Whether `dewy pause` or a rollback's hold keeps version from deploying now (stated as `paused` /
+        `held`): the one place that decides it, before a deploy and again before its switch."""
+        paused = pause.read(self.config.workdir)
+        if not pause.holds(paused, version, self.registry.calver):
+            return False
+        if paused.get("newer_than"):
+            self.state(states.HELD, "held", paused.get("reason"), held=version, send=send)
+        else:
+            self.state(states.PAUSED, "paused", paused.get("reason"), held=version, send=send)
+        log.debug("deploys are %s: not deploying %s", self.stated.state, version)
+        return True
+
     def deploy(self, release) -> None:
         """Deploy release now (the registry's newest, or an older one), and report the outcome."""
         # A deploy is due: report the poll now (it may wait long for the master), keeping the error of
         # a previous failed attempt until this attempt's outcome replaces it, so the status does not flap.
+        self.state(states.DOWNLOADING, "download", target=release.version, send=False)
         self.report_status(self.repeats.pending(release.version))
         deploy = Deploy(release, self.backends(), (self.current_version or self.lost_version, self.current_dir),
-                        self.ask_master, self.refused, self.repeats, tell_master=self.send)
+                        self.ask_master, self.refused, self.repeats, tell_master=self.send,
+                        stage=lambda state, reason: self.state(state, reason, target=release.version),
+                        kept_back=lambda version: self.kept_back(version, send=True))
         self.beat_state = (fleet.DEPLOYING, release.version, None)
         self.heartbeat()
         # Downloading, unpacking, hooks and the master's readiness wait keep this thread busy: a Pulse keeps
@@ -432,12 +469,21 @@ class Poller:
         self.beat_state = None
         self.deploy_failures = 0
         if error is None:
+            self.state(states.IDLE, "deployed", target=release.version, send=False)
             self.set_current(release.version, deploy.release_dir)
             self.lost_version = None
             self.metrics.serving(release.version)
+        elif deploy.outcome == "paused":
+            # Stopped before its switch: no failure, nothing refused, no backoff; resumed, the next poll deploys it.
+            if not self.kept_back(release.version):  # the master said paused; the file is gone again already
+                self.state(states.PAUSED, "paused", error, held=release.version, send=False)
+            self.report_status(None)
+            return
         elif release.version in self.refused.versions():
+            self.state(states.IDLE, "refused", error, target=release.version, send=False)
             self.fleet_refuse(release.version, error)  # refused here: nobody else deploys it
         else:
+            self.state(states.IDLE, "deploy-failed", error, target=release.version, send=False)
             # Retried (a full disk, a failing hook, a download cut short): not at every poll, but backing
             # off like a failing registry, so a host does not download the same artifact again and again.
             self.deploy_failures = max(self.unexpected_failures,
@@ -541,6 +587,8 @@ class Poller:
         if allowed:
             return release
         self.beat_state = (fleet.WAITING, version, why)
+        self.state(states.WAITING_WAVE, "cache-refused" if level == logging.ERROR else "cache-unavailable"
+                   if level == logging.WARNING else "rollout-wave", why, held=version, send=False)
         if self.current_version is None:
             try:
                 older = self.registry.latest(exclude=self.refused.versions() | {version})
@@ -574,11 +622,14 @@ class Poller:
                 if logged_at is None:
                     log.info("%s", text)
                     self.waiting = (message, first_seen, clock, False)
+                self.state(states.IDLE, "not-yet-published", text, send=False)
                 self.report_status(None)
                 return
             text += " (for %s)" % fleet.span(now - since)
+            self.state(states.IDLE, "not-yet-published", text, send=False)
         else:
             text = "nothing to deploy: %s" % message
+            self.state(states.IDLE, "nothing-deployable", text, send=False)
         if not warned or clock - logged_at >= REMIND_EVERY:
             log.warning("%s", text)
             self.waiting = (message, first_seen, clock, True)
@@ -602,6 +653,7 @@ class Poller:
             else:
                 log.debug("registry %s: %s (failed polls: %d)", where, error, count + 1)
             self.save_outage()
+        self.state(states.IDLE, "registry-failed", error, send=False)
         self.report_status(error)
 
     def registry_reachable(self) -> None:
@@ -624,8 +676,9 @@ class Poller:
         # With rollouts: where this host stands in the rollout of a newer version ("1.3.0: wave 2 of 3 waits...").
         waiting = self.beat_state if self.beat_state and self.beat_state[0] == fleet.WAITING else None
         self.send("status", last_poll=self.last_poll, latest_version=self.latest_version, last_error=error,
-                  poll_request=self.poll_request, next_poll=next_poll, calver=getattr(self.registry, "calver", None),
-                  rollout="%s: %s" % (waiting[1], waiting[2]) if waiting else None)
+                  next_poll=next_poll, calver=getattr(self.registry, "calver", None),
+                  rollout="%s: %s" % (waiting[1], waiting[2]) if waiting else None,
+                  **dict(self.stated.fields(), poll_request=self.poll_request))
 
 
 class Pulse:

@@ -490,32 +490,11 @@ def test_silent_poller_is_pinged_then_killed_as_wedged(handle):
     h.call_timeout = 5.0
     table = dict((round(d - clock.t, 3), a) for d, a in h.timers(cfg, None))
     assert sorted(table) == [2.0, 7.0], "ping after interval, wedged after interval + call timeout"
-    h.busy_deploying = True
-    assert h.stall_bound(cfg) == 2 + 5 + 2 * cfg.hook_timeout + 1800
-    h.busy_deploying = False
     clock.advance(7)
     for deadline, action in h.timers(cfg, None):
         if deadline <= clock.t:
             action(clock.t)
     assert kills == [(h.pid, signal.SIGKILL)] and h.ping_sent
-
-
-def test_poller_status_announcing_a_deploy_widens_the_bound(tmp_path):
-    a, b = socket.socketpair()
-    h = PollerHandle(Clock(), FakeStart(), lambda pid, sig: True)
-    from dewy.protocol import Channel
-    h.channel, h.pid = Channel(a), 1
-    theirs = Channel(b)
-    theirs.send("status", latest_version="1.1.0", last_error=None)
-    assert [m["type"] for m in h.receive("1.0.0")] == ["status"] and h.busy_deploying
-    theirs.send("deploy", version="1.1.0")
-    h.receive("1.0.0")
-    assert not h.busy_deploying, "waiting for the master's answer, it answers pings again"
-    theirs.send("status", latest_version="1.0.0", last_error=None)
-    h.receive("1.0.0")
-    assert not h.busy_deploying
-    h.close()
-    theirs.close()
 
 
 def test_error_budget_ends_only_a_tight_loop():

@@ -1,0 +1,64 @@
+"""The poller says what it does (issue 15 defect 3, issue 16 items 3, 12, 13, 14, 17), against a real dewy-master:
+its stated state bounds how long it may be silent, `dewy status` shows it, `dewy pause` stops a deploy under way,
+and `dewy deploy-now` follows it (state, reason codes) instead of reading prose."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import alive, clean_environment, wait_until
+
+
+def dewy(*args, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `python -m dewy ARGS` and return what it did."""
+    return subprocess.run([sys.executable, "-m", "dewy", *args], capture_output=True, text=True, timeout=timeout,
+                          env=clean_environment())
+
+
+def stated(master, state: str, reason: str | None = None, timeout: float = 20) -> dict:
+    """Wait until the status file's `poller` says state (and reason); the status then."""
+    def match(s):
+        p = s.get("poller") or {}
+        return p.get("state") == state and (reason is None or p.get("reason") == reason)
+    return master.wait_for(match, timeout, "the poller to state %s %s" % (state, reason or ""))
+
+
+@pytest.mark.timeout(90)
+def test_a_poller_stopped_in_a_deploy_hook_is_noticed_within_the_hook_bound(make_master, registry, tmp_path):
+    """SIGSTOP while the before-deploy-hook runs: the master allows hook-timeout plus a poll's calls, not
+    2 x hook-timeout + 30 min, and `dewy status` says what the poller was doing instead of a next poll in the past."""
+    mark = tmp_path / "hooked"
+    hook = "test -e %s || { touch %s; sleep 3; }" % (mark, mark)  # slow the first time only
+    registry.publish("1.0.0")
+    master = make_master(before_deploy_hook="true", hook_timeout="4s",
+                         env={"DEWY_TEST_POLLER_CALL_TIMEOUT": "0.5"}).start(wait_version="1.0.0")
+    st = stated(master, "idle", "up-to-date")
+    assert st["poller"]["poll_request"] is None and st["poller"]["since"], st["poller"]
+    master.write_ini(before_deploy_hook=hook)
+    master.signal(signal.SIGHUP)
+    master.wait_for(lambda s: (s.get("generation") or 0) > st["generation"] and s["state"] == "running", 20, "reload")
+    registry.publish("1.1.0")
+    st = stated(master, "deploying", "before-hook")
+    assert st["poller"]["target"] == "1.1.0"
+    poller = st["poller_pid"]
+    os.kill(poller, signal.SIGSTOP)
+    stopped = time.monotonic()
+    text = dewy("status", "--workdir", str(master.workdir)).stdout
+    assert re.search(r"^poller +deploying 1\.1\.0 \(before-hook\) since ", text, re.M), text
+    assert re.search(r"^next poll +- \(deploying now\)$", text, re.M), text
+    st = master.wait_for(lambda s: s.get("poller_pid") not in (None, poller), 30, "a new poller")
+    took = time.monotonic() - stopped
+    # ping cadence 0.5 s (interval 0.1 s) + 0.5 s (test-only call timeout) + hook-timeout 4 s, + the restart delay.
+    assert took < 0.5 + 0.5 + 4 + 0.5 + 3, "restarted after %.1fs" % took
+    assert re.search(r"poller \(pid %d\) said nothing for [\d.]+s while deploying 1\.1\.0 \(bound 5\.0s\): it is "
+                     r"stuck" % poller, master.log_text()), master.log_tail()
+    wait_until(lambda: not alive(poller), 10, "the stopped poller killed")
+    master.wait_version("1.1.0", timeout=30)
+    stated(master, "idle", "deployed")
