@@ -4,6 +4,7 @@ and `dewy deploy-now` follows it (state, reason codes) instead of reading prose.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import time
 import pytest
 
 from helpers import alive, clean_environment, wait_until
+from reliability.test_disk_full import FULL_ERRORS, MIB, small_disk  # noqa: F401 - a fixture: a file system to fill
 
 
 def dewy(*args, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -62,3 +64,40 @@ def test_a_poller_stopped_in_a_deploy_hook_is_noticed_within_the_hook_bound(make
     wait_until(lambda: not alive(poller), 10, "the stopped poller killed")
     master.wait_version("1.1.0", timeout=30)
     stated(master, "idle", "deployed")
+
+
+@pytest.mark.timeout(90)
+def test_deploy_now_on_a_full_disk_reports_the_failure_as_transient_at_once(small_disk, make_master, registry):
+    """The workdir's file system is full (the status file cannot be written either): `dewy deploy-now` reports
+    the poller's failure within seconds, as `failed (will retry)`, not `refused`; a failing before-deploy-hook
+    the same. (It printed nothing until its timeout, and called transient failures refusals.)"""
+    master = make_master(interval="1h")
+    small_disk.mount(master.workdir, 32 * MIB)
+    registry.publish("1.0.0")
+    master.start(wait_version="1.0.0")
+    w = str(master.workdir)
+    small_disk.fill(master.workdir, master.status()["poller_pid"], leave=0)
+    registry.publish("1.1.0")
+    began = time.monotonic()
+    out = dewy("deploy-now", "--workdir", w, "--timeout", "40")
+    took = time.monotonic() - began
+    assert out.returncode == 1, out.stdout + out.stderr
+    last = out.stdout.splitlines()[-1]
+    assert last.startswith("1.1.0 failed (will retry): download of app.tar.gz failed") and \
+        any(e in last for e in FULL_ERRORS), out.stdout + out.stderr
+    assert took < 20, "took %.1fs" % took
+    assert "refused" not in out.stdout
+    out = dewy("deploy-now", "--workdir", w, "--json", "--timeout", "40")
+    result = json.loads(out.stdout)
+    assert out.returncode == 1 and result["ok"] is False and result["retry"] is True and result["version"] == "1.1.0"
+
+    small_disk.free()
+    master.write_ini(before_deploy_hook="echo cannot; exit 4")
+    master.signal(signal.SIGHUP)
+    master.wait_for(lambda s: "configuration reloaded" in master.log_text(), 20, "the reload")
+    out = dewy("deploy-now", "--workdir", w, "--timeout", "40")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.splitlines()[-1].startswith("1.1.0 failed (will retry): before-deploy-hook failed (exit"), \
+        out.stdout
+    refused = master.workdir / ".dewy" / "refused.json"
+    assert not refused.exists() or "1.1.0" not in json.loads(refused.read_text()).get("versions", {})
