@@ -383,21 +383,16 @@ class Arbiter(Host):
         return procgroup.group_alive(pid)
 
     def tell_poller(self, type_: str, **fields) -> None:
-        if type_ == "deployed" and fields.get("ok") and self.paused and self.paused.get("newer_than"):
-            # The newer version a rollback's hold waited for is deployed: the hold is over.
-            log.info("version %s deployed: the hold after the rollback from %s ends", fields.get("version"),
-                     self.paused["newer_than"])
-            pause.clear(self.cfg.workdir)
-            self.paused = None
-        elif type_ == "rollback" and not fields.get("operator") and self.paused and self.paused.get("newer_than"):
-            # A crash loop undid the operator's last switch (a deploy would have ended the hold): what the hold kept
-            # serves no more, and the version gone back to serves again, so the hold is over (the poller refuses the
-            # version that crash-looped).
-            log.info("the switch to %s by dewy rollback was undone (%s): the hold after it ends",
-                     fields.get("version"), fields.get("error"))
-            pause.clear(self.cfg.workdir)
-            self.paused = None
         self.poller.send(type_, **fields)
+
+    def end_hold(self, newer_than, why) -> None:
+        """The poller says the rollback's hold is over (it owns that decision); the master owns the file. A hold
+        other than the one it names (written meanwhile), or a plain pause, stays."""
+        if self.paused and self.paused.get("newer_than") and self.paused.get("newer_than") == newer_than:
+            log.info("the hold after the rollback from %s ends: %s", newer_than, why)
+            pause.clear(self.cfg.workdir)
+            self.paused = None
+            self.changed()
 
     def switched_back(self, from_version, to_version) -> None:
         """After `dewy rollback`: hold deploys until a version newer than from_version, to_version and what an
@@ -502,6 +497,8 @@ class Arbiter(Host):
                 self.changed()
             elif kind == "state":
                 self.changed()  # what the poller does now (receive() noted it): the status file's `poller`
+            elif kind == "end-hold":
+                self.end_hold(msg.get("newer_than"), msg.get("why"))
             elif kind == "pong":
                 pass  # a sign of life is all it is (receive() noted it)
             else:

@@ -321,6 +321,10 @@ class Poller:
                      **({"operator": True} if operator else {}))
         self.set_current(to_version, releases.read_link(os.path.join(self.config.workdir, "current")))
         self.repeats.clear()
+        if not operator:
+            # A crash loop undid the operator's last switch (a deploy would have ended the hold): what the hold kept
+            # serves no more and the version gone back to serves again (the one that crash-looped is refused).
+            self.end_hold("the switch to %s by dewy rollback was undone (%s)" % (version, error))
         if refuse:
             self.fleet_refuse(version, "rolled back: %s" % (error or "crash-looped after deploy"))
 
@@ -427,6 +431,12 @@ class Poller:
                 return
         self.deploy(release)
 
+    def end_hold(self, why: str) -> None:
+        """Tell the master (which owns paused.json) that the rollback's hold there is over; a plain pause stays."""
+        paused = pause.read(self.config.workdir)
+        if paused and paused.get("newer_than"):
+            self.send("end-hold", newer_than=paused["newer_than"], why=why)
+
     def kept_back(self, version: str, send: bool = False) -> bool:
         """Whether `dewy pause` or a rollback's hold keeps version from deploying now (stated as `paused` /
         `held`): the one place that decides it, before a deploy and again before its switch."""
@@ -470,6 +480,8 @@ class Poller:
         self.deploy_failures = 0
         if error is None:
             self.state(states.IDLE, "deployed", target=release.version, send=False)
+            # kept_back() let it through: a version newer than the rollback's hold serves, so the hold is over.
+            self.end_hold("%s deployed" % release.version)
             self.set_current(release.version, deploy.release_dir)
             self.lost_version = None
             self.metrics.serving(release.version)

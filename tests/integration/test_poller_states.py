@@ -14,7 +14,9 @@ import time
 
 import pytest
 
+from dewy import pause
 from helpers import alive, clean_environment, wait_until
+from integration.test_poller import poller  # noqa: F401 - a fixture: a real poller, the test as its master
 from reliability.test_disk_full import FULL_ERRORS, MIB, small_disk  # noqa: F401 - a fixture: a file system to fill
 
 
@@ -101,3 +103,56 @@ def test_deploy_now_on_a_full_disk_reports_the_failure_as_transient_at_once(smal
         out.stdout
     refused = master.workdir / ".dewy" / "refused.json"
     assert not refused.exists() or "1.1.0" not in json.loads(refused.read_text()).get("versions", {})
+
+
+# ------------------------------------------------------------------ the poller alone, a stand-in master at its pipe
+def test_the_poller_states_each_step_decides_holds_and_ends_the_hold_it_lets_through(poller):
+    """One owner for "may this version deploy now?": the poller states held / paused with the version kept back,
+    each step of a deploy (downloading, unpacking, switching), and ends a rollback's hold itself (`end-hold`)
+    when a newer version deployed; the master only keeps the file."""
+    poller.publish("v1.0.0")
+    poller.publish("v1.1.0")
+    pause.write(str(poller.workdir), "switched from 1.1.0 to 1.0.0 by dewy rollback", newer_than="1.1.0",
+                also_newer_than=["1.0.0"])
+    poller.config()
+    held = poller.expect("status", state="held")
+    assert (held["reason"], held["held"], held["latest_version"]) == ("held", "1.1.0", "1.1.0"), held
+    assert "by dewy rollback" in held["reason_text"]
+
+    poller.publish("v1.2.0")
+    deploy = poller.expect("deploy", version="1.2.0")
+    steps = [(m["state"], m["reason"], m["target"]) for m in poller.seen if m["type"] in ("state", "status")]
+    assert steps[-3:] == [("downloading", "download", "1.2.0"), ("deploying", "unpacking", "1.2.0"),
+                          ("deploying", "switching", "1.2.0")], steps
+    poller.answer(deploy)
+    end = poller.expect("end-hold")
+    assert end["newer_than"] == "1.1.0" and end["why"] == "1.2.0 deployed"
+    done = poller.expect("status", state="idle")
+    assert (done["reason"], done["target"], done["last_error"]) == ("deployed", "1.2.0", None), done
+
+    pause.clear(str(poller.workdir))
+    pause.write(str(poller.workdir), "release freeze")
+    poller.publish("v1.3.0")
+    paused = poller.expect("status", state="paused", held="1.3.0")
+    assert paused["reason"] == "paused" and paused["reason_text"] == "release freeze"
+    assert not [m for m in poller.seen if m["type"] == "end-hold" and m is not end], "a plain pause is never ended"
+
+
+def test_a_pause_during_the_before_hook_stops_the_deploy_before_its_switch(poller):
+    """`dewy pause` while a deploy runs: no `deploy` request goes to the master, nothing is refused or counted as
+    a failure, and the poller states it paused; resumed, it deploys."""
+    poller.publish("v1.0.0")
+    poller.config(**{"before-deploy-hook": "sleep 1"})
+    poller.deploy_ok("1.0.0")
+    poller.expect("status", state="idle", reason="deployed")
+    poller.publish("v1.1.0")
+    poller.expect("state", state="deploying", reason="before-hook", target="1.1.0")
+    pause.write(str(poller.workdir), "stop that")
+    status = poller.expect("status", state="paused")
+    assert status["held"] == "1.1.0" and status["last_error"] is None, status
+    assert not [m for m in poller.seen if m["type"] == "deploy" and m["version"] == "1.1.0"]
+    assert "deploys were paused while 1.1.0 was being deployed: stopped before switching to it" in poller.output()
+    assert "1.1.0" not in poller.refused() and not [e for e in poller.audit() if e["version"] == "1.1.0"]
+    assert not [p for p in os.listdir(poller.workdir / "releases") if p.endswith(".tmp")]
+    pause.clear(str(poller.workdir))
+    poller.deploy_ok("1.1.0")
