@@ -73,8 +73,10 @@ def main(command: str, workdir: str, args: dict) -> int:
         return EXIT_FAILED
     if command == "pause":
         paused = answer.get("paused") or {}
-        _print(args, answer, "paused since %s%s: no new version is deployed until `dewy resume`" % (
-            paused.get("since"), " (%s)" % paused["reason"] if paused.get("reason") else ""))
+        in_flight, note = deploy_in_flight(current_status(workdir))
+        _print(args, dict(answer, in_flight=in_flight), "paused since %s%s: no new version is deployed until "
+               "`dewy resume`%s" % (paused.get("since"), " (%s)" % paused["reason"] if paused.get("reason") else "",
+                                    "; " + note if note else ""))
         return EXIT_OK
     if command == "resume":
         _print(args, answer, "resumed: deploying new versions again" if answer.get("resumed")
@@ -85,6 +87,27 @@ def main(command: str, workdir: str, args: dict) -> int:
             print("rolling back from %s to %s (%s)" % (answer.get("from"), answer.get("to"), answer.get("release_dir")))
         return follow_rollback(workdir, answer, before, timeout, args)
     return follow_deploy(workdir, answer, before, timeout, args)
+
+
+# The steps of a deploy past its point of no return (the master was asked to switch): a pause lets them finish.
+PAST_SWITCH = ("switching", "after-hook", "finishing")
+
+
+def deploy_in_flight(st: dict) -> tuple:
+    """({version, stops} or None, a note for the operator): the deploy under way when deploys were just paused.
+    Before its switch the poller stops it there; once the master switches (readiness wait) it finishes."""
+    poller = st.get("poller") or {}
+    switching = st.get("deploying") or {}
+    if switching.get("version"):
+        version, stops = switching["version"], False
+    elif poller.get("state") in ("downloading", "deploying") and poller.get("target"):
+        version, stops = poller["target"], poller.get("reason") not in PAST_SWITCH
+    else:
+        return None, ""
+    if stops:
+        return {"version": version, "stops": True}, "the deploy of %s under way stops before its switch" % version
+    return {"version": version, "stops": False}, ("%s is already switching (past its point of no return): that "
+                                                  "deploy finishes" % version)
 
 
 def serves(version, generation) -> str:

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from dewy import pause
-from helpers import alive, clean_environment, wait_until
+from helpers import alive, audit_entries, clean_environment, wait_until
 from integration.test_poller import poller  # noqa: F401 - a fixture: a real poller, the test as its master
 from reliability.test_disk_full import FULL_ERRORS, MIB, small_disk  # noqa: F401 - a fixture: a file system to fill
 
@@ -156,3 +156,33 @@ def test_a_pause_during_the_before_hook_stops_the_deploy_before_its_switch(polle
     assert not [p for p in os.listdir(poller.workdir / "releases") if p.endswith(".tmp")]
     pause.clear(str(poller.workdir))
     poller.deploy_ok("1.1.0")
+
+
+@pytest.mark.timeout(90)
+def test_dewy_pause_stops_a_deploy_under_way_and_status_shows_it_from_its_first_second(make_master, registry):
+    """before-deploy-hook = sleep 3: `dewy pause` during it says the deploy stops before its switch, and it does
+    (1.0.0 keeps serving, nothing failed or refused); `dewy resume` deploys it. (It printed "no new version is
+    deployed" and 4 s later deployed 1.1.0.)"""
+    registry.publish("1.0.0")
+    master = make_master(before_deploy_hook="sleep 3").start(wait_version="1.0.0", timeout=40)
+    w = str(master.workdir)
+    stated(master, "idle", "up-to-date")
+    registry.publish("1.1.0")
+    published = time.monotonic()
+    st = master.wait_for(lambda s: (s.get("poller") or {}).get("target") == "1.1.0", 10, "the deploy stated")
+    assert time.monotonic() - published < 2, "the deploy under way shows in the status within its first second"
+    text = dewy("status", "--workdir", w).stdout
+    assert re.search(r"^poller +(downloading|deploying) 1\.1\.0 \(\S+\) since ", text, re.M), text
+    st = stated(master, "deploying", "before-hook")
+    out = dewy("pause", "--workdir", w, "--reason", "not now")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "(not now): no new version is deployed until `dewy resume`; the deploy of 1.1.0 under way stops before " \
+           "its switch" in out.stdout, out.stdout
+    st = stated(master, "paused", "paused", timeout=20)
+    assert st["poller"]["held"] == "1.1.0" and st["version"] == "1.0.0" and master.get() == (200, "1.0.0\n"), st
+    assert not [e for e in audit_entries(master.workdir) if e.get("version") == "1.1.0"]
+    refused = master.workdir / ".dewy" / "refused.json"
+    assert not refused.exists() or "1.1.0" not in json.loads(refused.read_text()).get("versions", {})
+    out = dewy("resume", "--workdir", w)
+    assert out.returncode == 0
+    master.wait_version("1.1.0", timeout=30)
