@@ -8,9 +8,10 @@ on the same path:
 A bad or missing credential is a 401 and a log line (never the credential itself). Every request spends
 from one token bucket (RATE_BURST, one back every RATE_EVERY seconds): 429 with Retry-After when empty.
 
-The hint travels the ordinary way: the trigger thread asks the master `deploy-now` over its control
-socket (dewy.master.control), and the master sends the poller `poll-now` on the pipe; so a paused
-dewy (`dewy pause`) answers 409 and polls nothing.
+The hint goes straight to the poller this thread runs in (Trigger(poke): the poller's loop wakes up and
+polls now), never through the master: with the `user` setting the poller cannot reach the master's root-only
+control socket. A paused dewy (`dewy pause`: the pause file, which the poller reads) answers 409 and polls
+nothing; a rollback's hold does not stop a poll (the poller then deploys only a newer version).
 """
 
 import hashlib
@@ -78,9 +79,10 @@ def check(headers, body: bytes, token: str, secret: str) -> tuple:
 class Trigger:
     """The trigger HTTP listener of one poller; start(config) (again after a reload), stop()."""
 
-    def __init__(self):
+    def __init__(self, poke=None):
         self.server = None
         self.key = None  # what the running server was started with
+        self.poke = poke or (lambda: None)  # called from the server's thread: make the poller poll now
 
     def start(self, config) -> None:
         """Serve config.trigger (stop when it is off or changed); a port in use is logged, not fatal."""
@@ -92,12 +94,11 @@ class Trigger:
             return
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        from dewy.master.control import CONTROL_FILE, ControlError, request
+        from dewy import pause
         from dewy.poller.metrics import parse_address
-        from dewy.workdir import state_path
 
         token, secret = config.trigger_token, config.trigger_secret
-        control_path = state_path(config.workdir, CONTROL_FILE)
+        workdir, poke = config.workdir, self.poke
         bucket = Bucket()
 
         class Handler(BaseHTTPRequestHandler):
@@ -127,14 +128,12 @@ class Trigger:
                 if code != 202:
                     self.reply(code, {"ok": True, "note": what} if code != 204 else None)
                     return
-                try:
-                    answer = request(control_path, "deploy-now", timeout=5)
-                except ControlError as exc:
-                    self.reply(503, {"error": str(exc)})
+                paused = pause.read(workdir)
+                if paused and not paused.get("newer_than"):
+                    self.reply(409, {"error": "deploys are paused (%s); `dewy resume` first" % (
+                        paused.get("reason") or "no reason given")})
                     return
-                if not answer.get("ok"):
-                    self.reply(409, {"error": answer.get("error")})
-                    return
+                poke()
                 log.info("trigger: polling now (%s from %s)", what, self.client_address[0])
                 self.reply(202, {"ok": True, "note": "polling the registry now; it decides what is deployed"})
 

@@ -76,7 +76,11 @@ class Poller:
         self.registry = self.cache = None
         self.notifier = None      # a Dispatcher: the notifiers of the `notifier` setting, sent from a thread
         self.metrics = Metrics()  # served only with the `metrics` setting
-        self.trigger = Trigger()  # POST /deploy, only with the `trigger` setting
+        # POST /deploy (only with the `trigger` setting) pokes this loop from the trigger's thread: a flag and a byte
+        # on a pipe the loop waits on beside the master's, so the master is not needed to poll now.
+        self.poked = threading.Event()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.trigger = Trigger(poke=self.poke)
         self.poll_request = None  # the id of the last `poll-now` (dewy deploy-now) read
         self.stated = states.Stated()  # what this poller says it does (`status` / `state` messages)
         self.poll_cause = "config"  # why the next poll comes early: deploy-now, trigger, config, lost
@@ -108,8 +112,10 @@ class Poller:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.inbox:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self.channel], [], [], left)
-            if ready:
+            ready, _, _ = select.select([self.channel, self.wake_r], [], [], left)
+            if self.wake_r in ready and self.woken() and deadline is not None:
+                return None  # a trigger: the loop looks at next_poll again (waiting for `deployed`, it waits on)
+            if self.channel in ready:
                 self.inbox.extend(self.channel.receive())
                 if self.channel.closed and not self.inbox:
                     log.info("the master closed the pipe; exiting")
@@ -117,6 +123,27 @@ class Poller:
             elif deadline is not None and time.monotonic() >= deadline:
                 return None
         return self.inbox.popleft()
+
+    def poke(self) -> None:
+        """From the trigger's thread: poll now (the loop wakes up; a deploy under way finishes first)."""
+        self.poked.set()
+        try:
+            os.write(self.wake_w, b"!")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+
+    def woken(self) -> bool:
+        """The loop woke up for a poke: drain the pipe, and poll now if a trigger asked (True)."""
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        if not self.poked.is_set():
+            return False
+        self.poked.clear()
+        self.poll_now("trigger")
+        return True
 
     def send(self, type_: str, **fields) -> None:
         """Send a message to the master; a vanished master ends the worker."""
