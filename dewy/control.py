@@ -187,7 +187,7 @@ def current_status(workdir: str) -> dict:
         answer = send(workdir, "status")
         if answer.get("ok") and isinstance(answer.get("status"), dict):
             return answer["status"]
-    except ControlError:
+    except (ControlError, OSError):  # OSError: a connection reset by a master re-executing itself (USR2)
         pass
     try:
         return status_file.read(workdir) or {}
@@ -195,9 +195,10 @@ def current_status(workdir: str) -> dict:
         return {}
 
 
-def _outcome(st: dict, latest: str | None) -> tuple | None:
+def _outcome(st: dict, latest: str | None, followed: str | None = None, before: dict | None = None) -> tuple | None:
     """What a poll after our `deploy-now` came to, from the poller's stated state (dewy/poller/states.py), as
-    (exit code, JSON result, text); None while it still works on it."""
+    (exit code, JSON result, text); None while it still works on it. followed: the version whose deploy was seen
+    under way (a poller restarted meanwhile, by USR2 say, finds it serving: that deploy is what serves)."""
     poller = st.get("poller") or {}
     state, reason, text = poller.get("state"), poller.get("reason"), poller.get("reason_text")
     target, held, running = poller.get("target"), poller.get("held"), st.get("version")
@@ -206,6 +207,10 @@ def _outcome(st: dict, latest: str | None) -> tuple | None:
         if reason == "deployed" and deploy.get("version") == target and deploy.get("ok"):
             return EXIT_OK, {"ok": True, "version": target, "last_deploy": deploy}, serves(
                 target, deploy.get("generation"))
+        if reason == "up-to-date" and st.get("state") == "running" and followed and followed == running \
+                and deploy.get("ok") and deploy.get("version") == running and _deploy_changed(st, before or {}):
+            return EXIT_OK, {"ok": True, "version": running, "last_deploy": deploy}, serves(
+                running, deploy.get("generation"))
         if reason == "up-to-date" and st.get("state") == "running":
             return EXIT_OK, {"ok": True, "version": running, "up_to_date": True}, "up to date: %s serves" % running
         if reason == "refused":
@@ -244,6 +249,7 @@ def follow_deploy(workdir: str, answer: dict, before: dict, timeout: float, args
 
     say("asked", "asking the registry now (running %s)" % (answer.get("version") or "nothing"))
     poller_pid = before.get("poller_pid")
+    followed = None   # the version seen being deployed
     shown = False     # a progress bar is on the terminal's current line
     last_done = None  # the byte count of the progress last drawn
     while time.monotonic() < until:
@@ -251,22 +257,24 @@ def follow_deploy(workdir: str, answer: dict, before: dict, timeout: float, args
         poller = st.get("poller") or {}
         if st.get("poller_pid") and poller_pid and st["poller_pid"] != poller_pid:
             # A new poller (the last one died, or USR2 re-executed the master) never read our request: ask again.
-            poller_pid = st["poller_pid"]
             try:
                 again = send(workdir, "deploy-now")
-            except ControlError:
+            except (ControlError, OSError):
                 again = {}
-            if again.get("ok"):
-                wanted = again.get("poll_request")
+            if again.get("ok"):  # else (the master is starting it still) ask again at the next look
+                wanted, poller_pid = again.get("poll_request"), st["poller_pid"]
+            time.sleep(POLL)
             continue
         poller_pid = st.get("poller_pid") or poller_pid
         state, target = poller.get("state"), poller.get("target")
+        if state in ("downloading", "deploying") and target:
+            followed = target
         if wanted is None or poller.get("poll_request") != wanted:
             if state in ("downloading", "deploying") and target:
                 say("busy", "a deploy of %s is under way: asking the registry once it is done" % target)
             time.sleep(POLL)
             continue
-        outcome = _outcome(st, st.get("latest_version"))
+        outcome = _outcome(st, st.get("latest_version"), followed, before)
         if outcome is not None:
             code, result, text = outcome
             if shown:

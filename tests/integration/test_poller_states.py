@@ -186,3 +186,28 @@ def test_dewy_pause_stops_a_deploy_under_way_and_status_shows_it_from_its_first_
     out = dewy("resume", "--workdir", w)
     assert out.returncode == 0
     master.wait_version("1.1.0", timeout=30)
+
+
+@pytest.mark.timeout(120)
+def test_deploy_now_follows_a_deploy_through_a_usr2(make_master, registry):
+    """USR2 lands while the deploy `dewy deploy-now` follows runs: the new poller never read the request, so the
+    client asks it again, and reports the version that serves (it exited 1 "nothing finished within 30s")."""
+    registry.publish("1.0.0")
+    master = make_master(interval="1h", before_deploy_hook="sleep 2").start(wait_version="1.0.0", timeout=40)
+    w = str(master.workdir)
+    registry.publish("1.1.0")
+    follow = subprocess.Popen([sys.executable, "-m", "dewy", "deploy-now", "--workdir", w, "--timeout", "60"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_environment())
+    try:
+        st = stated(master, "deploying", "before-hook")
+        master.signal(signal.SIGUSR2)
+        out, err = follow.communicate(timeout=90)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+    assert follow.returncode == 0, out + err
+    assert re.match(r"1\.1\.0 serves \(generation \d+\)$", out.splitlines()[-1]), out + err
+    assert "upgrading dewy-master in place" in master.log_text()
+    st = master.wait_for(lambda s: s.get("poller_pid") not in (None, st["poller_pid"]), 10, "the new poller")
+    assert st["version"] == "1.1.0" and master.get() == (200, "1.1.0\n")
