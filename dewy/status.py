@@ -29,8 +29,11 @@ _tmp_numbers = itertools.count()
 MAX_STATE_FILE = 16 << 20  # dewy's JSON state files are kilobytes; a bigger one is not ours
 
 
-def write_json_atomic(path: str, data, mode: int = 0o600) -> None:
+def write_json_atomic(path: str, data, mode: int = 0o600, durable: bool = False) -> None:
     """Write data as JSON to path (file mode `mode`) so that readers see the old or the new file, never a part.
+
+    durable: the data and the rename are on the disk when this returns (the file fsync'd before the rename,
+    its directory after), so that what follows cannot reach the disk first (a power loss, the OOM killer).
 
     Safe in a directory another user may write to (.dewy/ with the `user` setting): the temporary file is
     created with O_EXCL | O_NOFOLLOW (never an existing file or a symlink's target) and renamed over path,
@@ -48,13 +51,27 @@ def write_json_atomic(path: str, data, mode: int = 0o600) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=True)
             fh.write("\n")
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if durable:
+            fsync_dir(os.path.dirname(path))
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
+
+
+def fsync_dir(path: str) -> None:
+    """Flush a directory's entries (a rename, a new file) to the disk."""
+    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_json(path: str, what: str):
@@ -86,10 +103,10 @@ def read_json(path: str, what: str):
             os.close(fd)
 
 
-def write(workdir: str, data: dict) -> None:
-    """Replace the status file of workdir with data."""
+def write(workdir: str, data: dict, durable: bool = False) -> None:
+    """Replace the status file of workdir with data (durable: on the disk when this returns)."""
     state_dir(workdir)
-    write_json_atomic(status_path(workdir), data)
+    write_json_atomic(status_path(workdir), data, durable=durable)
 
 
 def read(workdir: str) -> dict | None:

@@ -30,6 +30,8 @@ Misbehaviour for tests, from a `BEHAVIOUR` file next to this script (so a releas
   slow-start:SECONDS    sleep SECONDS before accepting / READY=1
   unhealthy-for:SECONDS   GET /healthz answers 503 for SECONDS after the start, then 200
   unhealthy-after:SECONDS GET /healthz answers 200 for SECONDS after the start, then 503 (a wedged app)
+  linger:SECONDS        on a stop signal keep accepting for SECONDS before closing the listeners (like an
+                        app with a shutdown delay, a load balancer's deregistration wait)
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ ENV_NAMES = ("NOTIFY_SOCKET",)
 BEHAVIOUR_ENV = "DEWY_TESTAPP_BEHAVIOUR"
 KNOWN_BEHAVIOURS = {"crash-at-start": False, "never-ready": False,
                     "crash-after": True, "slow-start": True,
-                    "unhealthy-for": True, "unhealthy-after": True}  # name -> takes seconds
+                    "unhealthy-for": True, "unhealthy-after": True, "linger": True}  # name -> takes seconds
 CONNECTION_TIMEOUT = 30.0  # a silent client must not hold up a graceful stop forever
 ACCEPT_BATCH = 16  # accept at most this many per wake-up, leaving the rest to a sibling generation
 
@@ -332,21 +334,33 @@ class App:
         crash_at = None
         if "crash-after" in self.behaviour:
             crash_at = time.monotonic() + self.behaviour["crash-after"]
-        while self.stop_signal is None:
-            timeout = None if crash_at is None else max(0.0, crash_at - time.monotonic())
+        linger_until = None
+        while self.accepting():
+            if self.stop_signal is not None and linger_until is None:
+                linger_until = time.monotonic() + self.behaviour["linger"]
+                log("linger: accepting for %.2fs more after %s" % (
+                    self.behaviour["linger"], signal.Signals(self.stop_signal).name))
+            ends = [t for t in (crash_at, linger_until) if t is not None]
+            timeout = max(0.0, min(ends) - time.monotonic()) if ends else None
             for key, _ in self.selector.select(timeout):
                 if key.data is None:
                     self._drain_wake()
-                elif self.stop_signal is None:  # a signal in the same wake-up wins over new work
+                elif self.accepting():  # a signal in the same wake-up wins over new work
                     self._accept(key.fileobj)
+            if linger_until is not None and time.monotonic() >= linger_until:
+                break
             if crash_at is not None and time.monotonic() >= crash_at:
                 self.stop("crash-after: giving up")
                 return EXIT_CRASH_AFTER
         return self.stop("got %s" % signal.Signals(self.stop_signal).name)
 
+    def accepting(self) -> bool:
+        """Whether new connections are still taken: until a stop signal (or, with linger, for a while after)."""
+        return self.stop_signal is None or "linger" in self.behaviour
+
     def _accept(self, sock: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
-            if self.stop_signal is not None:
+            if not self.accepting():
                 return
             try:
                 conn, addr = sock.accept()
@@ -428,8 +442,12 @@ def build_release(dest_tar_gz: str, version: str, behaviour: str = "") -> None:
     source = __file__
     if not source.endswith(".py"):
         source = source[: source.rfind(".py") + 3]
-    with open(source, "rb") as fh:
-        code = fh.read()
+    loader = globals().get("__loader__")
+    if os.path.isfile(source) or not hasattr(loader, "get_data"):
+        with open(source, "rb") as fh:
+            code = fh.read()
+    else:
+        code = loader.get_data(source)  # imported from a zipapp: this file is inside the zip
     files = [("app.py", code, 0o755), ("VERSION", (version + "\n").encode(), 0o644)]
     if behaviour:
         files.append(("BEHAVIOUR", (behaviour + "\n").encode(), 0o644))

@@ -7,6 +7,7 @@ import os
 import socket
 import time
 
+from dewy.protocol import Deploy
 from dewy.master import httpprobe
 from dewy.master.generation import RETIRING, SERVING
 from dewy.master.lifecycle import OTHER_RETRY, PROBE_RETRY
@@ -35,7 +36,7 @@ def make(world, **settings):
 def test_http_ready_waits_for_a_2xx_then_switches(world, tmp_path):
     lc, host, clock = make(world, ready="http:/healthz:5s", port="8000")
     v1 = release(tmp_path, "1.0.0")
-    lc.deploy({"version": "1.0.0", "release_dir": v1})
+    lc.deploy(Deploy(version="1.0.0", release_dir=v1))
     gen = lc.starting
     fire_next(lc, clock)
     assert host.probes[-1][:2] == (gen, "/healthz") and gen.probing
@@ -55,12 +56,12 @@ def test_http_ready_waits_for_a_2xx_then_switches(world, tmp_path):
 def test_http_ready_that_never_answers_2xx_is_refused(world, tmp_path):
     lc, host, clock = make(world, ready="http:/healthz:2s", port="8000")
     v1 = release(tmp_path, "1.0.0")
-    lc.deploy({"version": "1.0.0", "release_dir": v1})
+    lc.deploy(Deploy(version="1.0.0", release_dir=v1))
     fire_next(lc, clock)
     lc.probe_done(lc.starting, httpprobe.OK, "GET /healthz answered 200 OK")
     old = lc.serving
     v2 = release(tmp_path, "1.1.0")
-    lc.deploy({"version": "1.1.0", "release_dir": v2})
+    lc.deploy(Deploy(version="1.1.0", release_dir=v2))
     bad = lc.starting
     while lc.starting is bad:
         fire_next(lc, clock)
