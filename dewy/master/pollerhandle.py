@@ -15,7 +15,7 @@ import signal
 import socket
 import time
 
-from .. import backoff, interpreter, procgroup
+from .. import backoff, interpreter, procgroup, protocol
 from ..protocol import Channel, ProtocolError
 from . import process
 from .lifecycle import BACKOFF_FIRST, BACKOFF_MAX  # the app's respawn backoff, for the poller too
@@ -142,9 +142,9 @@ class PollerHandle:
             return []
         if messages:
             self.last_heard, self.ping_sent = self.clock(), False
-        for msg in messages:
-            if msg.get("type") in ("status", "state") and isinstance(msg.get("state"), str):
-                self.stated = {key: msg.get(key) for key in STATED_KEYS}
+        for msg in map(protocol.parse, messages):
+            if isinstance(msg, (protocol.Status, protocol.State)) and isinstance(msg.state, str):
+                self.stated = {key: getattr(msg, key) for key in STATED_KEYS}
         return messages
 
     # ------------------------------------------------------------- liveness

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from dewy import artifact as artifact_pkg
-from dewy import audit, checksums, hooks, releases
+from dewy import audit, checksums, hooks, protocol, releases
 from dewy import log as dewy_log
 from dewy.clock import utc_iso
 from dewy.config import Config, format_size
@@ -345,8 +345,9 @@ class Deploy:
     def tell_progress(self, snapshot: dict) -> None:
         """Pass a download progress snapshot on to the master (`dewy status`, `dewy deploy-now` show it)."""
         if self.tell_master is not None:
+            known = {name for name, _ in protocol.Progress.FIELDS}  # elapsed_s stays here
             self.tell_master("progress", version=self.release.version, artifact=self.release.artifact_name,
-                             **snapshot)
+                             **{key: value for key, value in snapshot.items() if key in known})
 
     def expected_sha256(self) -> str | None:
         """The checksum to verify against under `verify-checksum`; Refuse when required and none is published."""

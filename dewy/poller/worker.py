@@ -43,6 +43,7 @@ from dewy.poller.deploy import Backends, Deploy, Paused, Refused, Repeats, Trans
 from dewy.poller import states
 from dewy.poller.metrics import Metrics
 from dewy.poller.trigger import Trigger
+from dewy import protocol
 from dewy.protocol import Channel, ProtocolError
 from dewy.registry import shared as shared_registry
 from dewy.registry.base import NothingDeployable, NotYetPublished
@@ -107,8 +108,9 @@ class Poller:
 
     # --- the pipe -------------------------------------------------------------------------------
 
-    def next_message(self, timeout: float | None) -> dict | None:
-        """The next message from the master, waiting up to timeout seconds (None: forever); None if none came."""
+    def next_message(self, timeout: float | None) -> protocol.Message | None:
+        """The next message from the master (its dewy.protocol class), waiting up to timeout seconds (None:
+        forever); None if none came."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.inbox:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -122,7 +124,7 @@ class Poller:
                     raise Stop()
             elif deadline is not None and time.monotonic() >= deadline:
                 return None
-        return self.inbox.popleft()
+        return protocol.parse(self.inbox.popleft())
 
     def poke(self) -> None:
         """From the trigger's thread: poll now (the loop wakes up; a deploy under way finishes first)."""
@@ -146,42 +148,46 @@ class Poller:
         return True
 
     def send(self, type_: str, **fields) -> None:
-        """Send a message to the master; a vanished master ends the worker."""
+        """Send a message to the master (built by its dewy.protocol class: a field it does not have is a bug,
+        raised here); a vanished master ends the worker."""
+        msg = protocol.MESSAGES[type_](**fields)
         try:
-            self.channel.send(type_, **fields)
+            self.channel.send(msg)
         except OSError as exc:
             log.info("cannot talk to the master (%s); exiting", exc)
             raise Stop() from None
 
-    def handle(self, msg: dict) -> None:
-        """Act on one message that is not the answer being waited for."""
-        kind = msg.get("type")
-        if kind in ("config", "reload"):
+    def handle(self, msg: "protocol.Message | dict") -> None:
+        """Act on one message that is not the answer being waited for (a dict is parsed first)."""
+        if isinstance(msg, dict):
+            msg = protocol.parse(msg)
+        if isinstance(msg, (protocol.Config, protocol.Reload)):
             self.apply_config(msg)
-        elif kind == "stop":
+        elif isinstance(msg, protocol.Stop):
             log.info("stop requested by the master")
-            self.stop_reason = msg.get("reason") or None
+            self.stop_reason = msg.reason or None
             raise Stop()
-        elif kind == "spawned":
-            self.metrics.spawned(msg.get("reason") or "unknown")
-            if msg.get("reason") in ("respawn", "health") and msg.get("version") == self.current_version:
+        elif isinstance(msg, protocol.Spawned):
+            self.metrics.spawned(msg.reason or "unknown")
+            if msg.reason in ("respawn", "health") and msg.version == self.current_version:
                 # The app crashed (or failed its health checks) and was restarted: a fleet rollout's soak
                 # counts time served without that, so it starts again.
                 self.serving_since = time.time()
                 self.heartbeat()
-        elif kind == "rollback":
+        elif isinstance(msg, protocol.Rollback):
             self.on_rollback(msg)
-        elif kind == "lost":
+        elif isinstance(msg, protocol.Lost):
             self.on_lost(msg)
-        elif kind == "poll-now":
+        elif isinstance(msg, protocol.PollNow):
             self.poll_now("deploy-now")  # `dewy deploy-now` / `dewy resume`
-            self.poll_request = msg.get("id", self.poll_request)  # echoed in `status`: the polls after it
-        elif kind == "ping":
+            if msg.id is not None:
+                self.poll_request = msg.id  # echoed in `status`: the polls after it
+        elif isinstance(msg, protocol.Ping):
             self.send("pong")  # liveness: the master restarts a poller that stops answering
-        elif kind == "deployed":
-            log.warning("ignoring an unexpected deployed message for %s", msg.get("version"))
+        elif isinstance(msg, protocol.Deployed):
+            log.warning("ignoring an unexpected deployed message for %s", msg.version)
         else:
-            log.warning("ignoring unknown message type %r", kind)  # a newer master may send more
+            log.warning("ignoring unknown message type %r", msg.type)  # a newer master may send more
 
     def ask_master(self, **deploy) -> dict:
         """Send `deploy` and wait for the master's `deployed` answer for that version.
@@ -191,23 +197,23 @@ class Poller:
         self.send("deploy", **deploy)
         while True:
             msg = self.next_message(None)
-            if msg.get("type") == "deployed" and msg.get("version") == deploy["version"]:
-                if not msg.get("ok") and msg.get("paused"):
+            if isinstance(msg, protocol.Deployed) and msg.version == deploy["version"]:
+                if not msg.ok and msg.paused:
                     # `dewy pause` reached the master before our request: it did not switch.
                     raise Paused("deploys were paused before the switch to %s: not switched (the master: %s)"
-                                 % (deploy["version"], msg.get("error") or "paused"))
-                if not msg.get("ok") and msg.get("retry"):
+                                 % (deploy["version"], msg.error or "paused"))
+                if not msg.ok and msg.retry:
                     # Not the release's fault (the app command cannot run, say): try again, refuse nothing.
-                    raise Transient("master: %s" % (msg.get("error") or "cannot start the app"))
-                return msg
+                    raise Transient("master: %s" % (msg.error or "cannot start the app"))
+                return msg.to_dict()
             self.handle(msg)
 
     # --- state from the master ------------------------------------------------------------------
 
-    def apply_config(self, msg: dict) -> None:
+    def apply_config(self, msg: "protocol.Config | protocol.Reload") -> None:
         """Adopt a `config`/`reload` message: settings, backends, what runs now; poll soon."""
         old = self.config
-        config = Config.from_json(msg["config"])
+        config = Config.from_json(msg.config)
         dewy_log.setup(config.log_level, config.log_format, "dewy.poller")
         if old is None or (old.cache, old.workdir, old.registry) != (config.cache, config.workdir, config.registry):
             # The registry URL names this app's keys in a shared cache (redis://, consul://) without ?app=.
@@ -230,7 +236,7 @@ class Poller:
         self.refused = Refused(config.workdir)
         self.fleet = fleet.Fleet(self.cache, config.host_id or socket.gethostname(), config.rollout_waves,
                                  config.rollout_soak) if config.rollout_waves else None
-        current = msg.get("current") or {}
+        current = msg.current or {}
         self.set_current(current.get("version"), current.get("release_dir"))
         if self.fleet is not None and self.current_version and old is None:
             # A restarted poller: the version has served since the heartbeat of the poller before us said.
@@ -241,7 +247,7 @@ class Poller:
         self.poll_now("config")  # a new config may name a new registry: look now
         self.deploy_failures = self.unexpected_failures = 0  # ... or fix what made deploys fail
         self.metrics.serving(self.current_version)
-        log.info("%s: registry %s, every %gs, running %s", msg.get("type"), dewy_log.redact(config.registry),
+        log.info("%s: registry %s, every %gs, running %s", msg.type, dewy_log.redact(config.registry),
                  config.interval, self.current_version or "nothing")
         if old is None:
             self.announce_start()
@@ -300,9 +306,9 @@ class Poller:
                 unread = list(self.inbox)
                 if select.select([self.channel], [], [], 0)[0]:
                     unread += self.channel.receive()
-                for msg in unread:
-                    if msg.get("type") == "stop" and msg.get("reason"):
-                        self.stop_reason = msg["reason"]
+                for msg in map(protocol.parse, unread):
+                    if isinstance(msg, protocol.Stop) and msg.reason:
+                        self.stop_reason = msg.reason
             except (OSError, ProtocolError):
                 pass
         if self.notifier is None:
@@ -324,14 +330,14 @@ class Poller:
         """The backends as they are now (a deploy keeps these even if a reload switches them meanwhile)."""
         return Backends(self.config, self.registry, self.cache, self.notifier, self.metrics)
 
-    def on_rollback(self, msg: dict) -> None:
+    def on_rollback(self, msg: protocol.Rollback) -> None:
         """The master went back from `version` to `to_version`: refuse `version`, audit and notify.
 
         An operator's `dewy rollback --to` a newer version (undoing a rollback) refuses nothing; `to_version`
         serves, so it is no longer refused, whoever switched. An operator's switch is information, not an error
         (its `rolled-back` notification carries `operator: true` and does not count towards error limiting)."""
-        version, to_version, error = msg.get("version"), msg.get("to_version"), dewy_log.scrub(msg.get("error"))
-        operator = bool(msg.get("operator"))
+        version, to_version, error = msg.version, msg.to_version, dewy_log.scrub(msg.error)
+        operator = bool(msg.operator)
         # The operator's own switch is no error (logged and notified as information); a crash loop is.
         log.log(logging.INFO if operator else logging.ERROR, "the master rolled %s back to %s: %s", version,
                 to_version or "nothing", error)
@@ -355,11 +361,11 @@ class Poller:
         if refuse:
             self.fleet_refuse(version, "rolled back: %s" % (error or "crash-looped after deploy"))
 
-    def on_lost(self, msg: dict) -> None:
+    def on_lost(self, msg: protocol.Lost) -> None:
         """The release the master ran is gone from disk: forget it, so the next poll deploys afresh."""
-        log.error("the master lost %s (%s): deploying again", msg.get("version"), msg.get("error"))
+        log.error("the master lost %s (%s): deploying again", msg.version, msg.error)
         self.set_current(None, None)
-        self.lost_version = msg.get("version")  # what the redeploy replaces, for its audit line and notice
+        self.lost_version = msg.version  # what the redeploy replaces, for its audit line and notice
         self.poll_now("lost")
 
     # --- the loop -------------------------------------------------------------------------------
@@ -368,9 +374,9 @@ class Poller:
         """Wait for the config, then poll and deploy until stopped."""
         while self.config is None:
             msg = self.next_message(None)
-            if msg.get("type") != "config":
-                log.warning("expected the config first, got %r", msg.get("type"))
-            if msg.get("type") in ("config", "stop"):
+            if not isinstance(msg, protocol.Config):
+                log.warning("expected the config first, got %r", msg.type)
+            if isinstance(msg, (protocol.Config, protocol.Stop)):
                 self.handle(msg)
         while True:
             msg = self.next_message(max(0.0, self.next_poll - time.monotonic()))
