@@ -24,6 +24,8 @@ READ_TIMEOUT = 60.0  # between two chunks, not for the whole download
 class HTTPArtifact(Artifact):
     """Streams an https:// (or loopback http://) URL, resuming a broken download with a Range request."""
 
+    resumable = True  # also from `start` (validator: the ETag / Last-Modified, sent as If-Range)
+
     @classmethod
     def validate(cls, parsed: urls.ParsedURL) -> None:
         """Raise ValueError for a URL without a host, or plaintext http:// to anything but loopback."""
@@ -40,7 +42,7 @@ class HTTPArtifact(Artifact):
 
         session = requests.Session()
         session.headers["User-Agent"] = "dewy/%s" % __version__
-        state = {"validator": None}
+        state = {"validator": self.validator}
 
         def open_at(offset: int):
             headers = {}
@@ -60,16 +62,20 @@ class HTTPArtifact(Artifact):
                 response.close()
                 raise ArtifactError("cannot download %s: HTTP %d %s" % (self.shown, response.status_code,
                                                                         response.reason or ""))
-            state["validator"] = response.headers.get("ETag") or response.headers.get("Last-Modified")
+            state["validator"] = self.validator = (response.headers.get("ETag")
+                                                   or response.headers.get("Last-Modified"))
             length = response.headers.get("Content-Length", "")
             if response.status_code == 200 and length.isdigit():
                 self.total = int(length)  # the whole size (a 206's length is only the rest)
+            elif response.status_code == 206 and offset == self.start:
+                whole = response.headers.get("Content-Range", "").rpartition("/")[2]
+                self.total = int(whole) if whole.isdigit() else None
             return _chunks(response)
 
         try:
             copy_resuming(open_at, out, self.shown,
                           retry_on=(requests.ConnectionError, requests.Timeout,
-                                    requests.exceptions.ChunkedEncodingError))
+                                    requests.exceptions.ChunkedEncodingError), start=self.start)
         finally:
             session.close()
 

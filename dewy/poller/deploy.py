@@ -25,6 +25,7 @@ from dewy.clock import utc_iso
 from dewy.config import Config, format_size
 from dewy.registry.base import Release
 from dewy.log import redact_text
+from dewy.poller.partial import Partial
 from dewy.poller.progress import Progress
 from dewy.status import read_json, write_json_atomic
 from dewy.workdir import state_path
@@ -310,18 +311,26 @@ class Deploy:
         self.stage("downloading", "download")
         began = time.monotonic()
         progress = Progress(release.artifact_name, fetcher.size, listener=self.tell_progress)
+
+        def writer_to(out):  # no archive bigger than max-release-size can unpack within it: stop downloading there
+            return _HashingWriter(out, progress, self.config.max_release_size, lambda: Refuse(
+                "artifact %s of %s is larger than %s (max-release-size): refused without downloading the rest"
+                % (release.artifact_name, release.version, format_size(self.config.max_release_size))))
+
+        def verify(digest):
+            if expected is not None and digest != expected:
+                raise Refuse("checksum mismatch for %s %s: got sha256 %s, the release publishes %s"
+                             % (release.version, release.artifact_name, digest, expected))
         try:
-            with cache.open_write(key) as out:
-                # No archive bigger than max-release-size can unpack within it: stop downloading there.
-                writer = _HashingWriter(out, progress, self.config.max_release_size, lambda: Refuse(
-                    "artifact %s of %s is larger than %s (max-release-size): refused without downloading the rest"
-                    % (release.artifact_name, release.version, format_size(self.config.max_release_size))))
-                fetcher.fetch(writer)
-                digest = writer.sha.hexdigest()
-                if expected is not None and digest != expected:
+            if fetcher.resumable:
+                writer = self.fetch_resuming(fetcher, writer_to, verify, progress)
+            else:
+                with cache.open_write(key) as out:
+                    writer = writer_to(out)
+                    fetcher.fetch(writer)
                     # Raised inside the block: open_write throws the bytes away, nothing bad is cached.
-                    raise Refuse("checksum mismatch for %s %s: got sha256 %s, the release publishes %s"
-                                 % (release.version, release.artifact_name, digest, expected))
+                    verify(writer.sha.hexdigest())
+            digest = writer.sha.hexdigest()
         except (artifact_pkg.ArtifactError, OSError) as exc:
             raise Transient("download of %s failed: %s" % (release.artifact_name, exc)) from exc
         finally:
@@ -341,6 +350,49 @@ class Deploy:
         self.backends.notifier.emit("downloaded", release.version, artifact=release.artifact_name,
                                     bytes=writer.size, seconds=seconds, sha256=digest)
         return digest
+
+    def fetch_resuming(self, fetcher, writer_to, verify, progress) -> "_HashingWriter":
+        """Download through a Partial kept in .dewy/ across a poller restart (a USR2 during a download resumes
+        with a Range request instead of starting over), then into the cache; the writer that hashed it all."""
+        partial = Partial(self.config.workdir, cache_key(self.release), self.release.artifact_url)
+        start, validator = partial.resume_point()
+        if start:
+            log.info("resuming the download of %s at byte %d", self.release.artifact_name, start)
+        while True:
+            fetcher.start, fetcher.validator = start, validator
+            fh = partial.open(start)
+            writer = writer_to(fh)
+            try:
+                if start:
+                    partial.hash_into(writer.sha, start)
+                    writer.size = progress.done = start
+                fetcher.fetch(writer)
+                fh.flush()
+            except artifact_pkg.ArtifactError:
+                if start and writer.size == start:  # the file changed (no 206 for If-Range): from byte 0
+                    fh.close()
+                    log.info("cannot resume the download of %s: downloading it whole", self.release.artifact_name)
+                    partial.discard()
+                    start, validator, progress.done = 0, None, 0
+                    continue
+                partial.keep(fh, fetcher.validator)
+                raise
+            except Refuse:
+                partial.discard()
+                raise
+            except BaseException:  # a stop (SIGTERM, USR2), a broken connection, a full disk: keep what came
+                partial.keep(fh, fetcher.validator)
+                raise
+            finally:
+                fh.close()
+            break
+        try:
+            verify(writer.sha.hexdigest())
+        except Refuse:
+            partial.discard()
+            raise
+        partial.into_cache(self.cache, cache_key(self.release))
+        return writer
 
     def tell_progress(self, snapshot: dict) -> None:
         """Pass a download progress snapshot on to the master (`dewy status`, `dewy deploy-now` show it)."""

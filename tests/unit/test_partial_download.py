@@ -1,0 +1,62 @@
+"""A download stopped midway (SIGTERM for a USR2, a crash, a wedge kill) is resumed by the next poller with a
+Range request from where it stopped, instead of from byte 0 (issue 16 item 13). In-process: a real Deploy
+fetching from a real local HTTP server that honours Range, into a real file cache; the stop is the poller's own
+Stop (a BaseException, as SIGTERM raises it) thrown from the progress listener after the first MiB."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from dewy import cache as cache_pkg
+from dewy.config import from_options
+from dewy.notify.dispatch import Dispatcher
+from dewy.poller.deploy import Backends, Deploy, Repeats
+from dewy.poller.partial import META_FILE, PARTIAL_FILE
+from dewy.poller.worker import Stop
+from dewy.registry.base import Release
+from unit.test_artifact_http import BODY, server, url  # noqa: F401 - server is a fixture
+
+MIB = 1 << 20
+
+
+def deploy_of(tmp_path, srv, tell=None) -> Deploy:
+    cfg = from_options({"registry": "file:///nowhere", "app": ["app"], "workdir": str(tmp_path / "w"),
+                        "cache": "file://%s" % (tmp_path / "cache")})
+    os.makedirs(tmp_path / "w" / ".dewy", mode=0o700, exist_ok=True)
+    cache = cache_pkg.from_url(cfg.cache, cfg.workdir)
+    release = Release(version="1.1.0", tag="v1.1.0", artifact_name="app.tar.gz", artifact_url=url(srv),
+                      sha256=hashlib.sha256(BODY).hexdigest())
+    return Deploy(release, Backends(cfg, None, cache, Dispatcher([])), (None, None), None, None, Repeats(),
+                  tell_master=tell)
+
+
+def stop_after_first_chunk(type_, **progress):
+    if progress.get("done"):
+        raise Stop()
+
+
+def test_a_download_stopped_midway_is_resumed_with_a_range_request(tmp_path, server):
+    with pytest.raises(Stop):
+        deploy_of(tmp_path, server, stop_after_first_chunk).fetch()
+    dewy_dir = tmp_path / "w" / ".dewy"
+    assert os.path.getsize(dewy_dir / PARTIAL_FILE) == MIB, "the first MiB is kept for the next poller"
+    assert oct(os.stat(dewy_dir / PARTIAL_FILE).st_mode & 0o777) == "0o600"
+    assert not (tmp_path / "cache" / "1.1.0%2Fapp.tar.gz").exists()
+
+    digest = deploy_of(tmp_path, server).fetch()  # the next poller
+    assert digest == hashlib.sha256(BODY).hexdigest()
+    assert [(r["range"], r["if_range"]) for r in server.requests] == [(None, None), ("bytes=%d-" % MIB, '"v1"')]
+    assert (tmp_path / "cache" / "1.1.0%2Fapp.tar.gz").read_bytes() == BODY
+    assert not (dewy_dir / PARTIAL_FILE).exists() and not (dewy_dir / META_FILE).exists()
+
+
+def test_a_kept_download_the_store_will_not_resume_is_fetched_whole(tmp_path, server):
+    with pytest.raises(Stop):
+        deploy_of(tmp_path, server, stop_after_first_chunk).fetch()
+    server.ranges = False  # the file changed: no 206 for If-Range
+    assert deploy_of(tmp_path, server).fetch() == hashlib.sha256(BODY).hexdigest()
+    assert [r["range"] for r in server.requests] == [None, "bytes=%d-" % MIB, None]
+    assert (tmp_path / "cache" / "1.1.0%2Fapp.tar.gz").read_bytes() == BODY
