@@ -19,7 +19,6 @@ import collections
 import logging
 import os
 import random
-import re
 import select
 import signal
 import socket
@@ -29,34 +28,30 @@ import time
 import urllib.parse
 from contextlib import nullcontext
 
-from dewy import audit, backoff, fleet, pause, releases, versions
+from dewy import backoff, fleet, pause, releases, versions
 from dewy import cache as cache_pkg
 from dewy import log as dewy_log
 from dewy import notify as notify_pkg
 from dewy import registry as registry_pkg
-from dewy.cache.base import CacheError, CacheRefused, CacheUnavailable
+from dewy.cache.base import CacheError
 from dewy.clock import utc_iso
 from dewy.config import Config
-from dewy.log import redact, redact_text
+from dewy.log import redact_text
 from dewy.notify.dispatch import Dispatcher
-from dewy.poller.deploy import Backends, Deploy, Paused, Refused, Repeats, Transient, record_event
 from dewy.poller import states
+from dewy.poller.deploy import Backends, Deploy, Paused, Refused, Repeats, Transient, record_event
 from dewy.poller.metrics import Metrics
+from dewy.poller.outage import Outages
+from dewy.poller.rollout import Pulse, Rollouts
 from dewy.poller.trigger import Trigger
 from dewy import protocol
 from dewy.protocol import Channel, ProtocolError
 from dewy.registry import shared as shared_registry
 from dewy.registry.base import NothingDeployable, NotYetPublished
-from dewy.status import read_json, write_json_atomic
-from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.poller")
 
 JITTER = 0.10  # ± fraction of the interval
-# How long a release may lack its artifact (CI still uploading) before that is worth a warning, and how often
-# a lasting "nothing to deploy" is said again.
-UPLOAD_GRACE = 10 * 60.0
-REMIND_EVERY = 3600.0
 
 
 class Stop(BaseException):
@@ -67,7 +62,7 @@ class Stop(BaseException):
     """
 
 
-class Poller:
+class Poller(Rollouts, Outages):
     """Polls the registry and deploys on behalf of the master at the other end of `channel`."""
 
     def __init__(self, channel: Channel):
@@ -252,51 +247,6 @@ class Poller:
         if old is None:
             self.announce_start()
             self.resume_outage()
-
-    def announce_start(self) -> None:
-        """Notify "dewy started" once per master process: not again when the master only restarts its poller
-        (or re-execs itself for an upgrade: same pid, same start time)."""
-        master = _process_identity(os.getppid())
-        path = state_path(self.config.workdir, ANNOUNCED_FILE)
-        if master is not None and (read_json(path, "notification state") or {}).get("master") == master:
-            return
-        self.notifier.emit("started", self.current_version, mode=self.config.mode)
-        if master is not None:
-            try:
-                write_json_atomic(path, {"master": master})
-            except OSError as exc:
-                log.warning("cannot write %s: %s", path, exc)
-
-    def resume_outage(self) -> None:
-        """A poller restarted by the same master (after a crash, `dewy upgrade` / USR2) takes over the registry
-        outage its predecessor was in: no second registry-unreachable, the backoff goes on."""
-        master = _process_identity(os.getppid())
-        saved = read_json(state_path(self.config.workdir, OUTAGE_FILE), "outage state") or {}
-        if master is None or saved.get("master") != master or saved.get("registry") != redact(self.config.registry):
-            if saved:
-                self.save_outage()  # a previous master's (or registry's): stale, gone
-            return
-        error, count, since = saved.get("error"), saved.get("count"), saved.get("since")
-        if isinstance(error, str) and isinstance(count, int) and count > 0 and isinstance(since, str):
-            self.outage = (error, count, since)
-            log.info("registry %s still failing since %s (%d failed poll%s): %s", redact(self.config.registry),
-                     since, count, "" if count == 1 else "s", error)
-
-    def save_outage(self) -> None:
-        """Remember the ongoing outage in .dewy/ for a restarted poller (none: forget it); failures are logged."""
-        path = state_path(self.config.workdir, OUTAGE_FILE)
-        try:
-            if self.outage is None:
-                if os.path.lexists(path):
-                    os.unlink(path)
-                return
-            error, count, since = self.outage
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            write_json_atomic(path, {"master": _process_identity(os.getppid()),
-                                     "registry": redact(self.config.registry),
-                                     "error": error, "count": count, "since": since})
-        except OSError as exc:
-            log.debug("cannot write %s: %s", path, exc)
 
     def finish(self) -> None:
         """Leaving: notify "dewy stopped" when the master stops (not when only this poller goes), then give
@@ -535,183 +485,6 @@ class Poller:
                                        self.repeats.count if self.repeats.pending(release.version) else 1)
         self.report_status(error)
 
-    # --- fleet rollouts (dewy/fleet.py) -----------------------------------------------------------
-
-    def heartbeat(self) -> None:
-        """Tell the fleet what this host runs and does (with `rollout-waves`; a cache outage is no error)."""
-        if self.fleet is None:
-            return
-        with self._beat_lock:
-            state, target, why = self.beat_state or (
-                fleet.SERVING if self.current_version else fleet.IDLE, None, None)
-            # Alive for a few polls, backoff included (during a deploy a Pulse rewrites it every interval).
-            ttl = 3 * self.poll_delay() + 10
-            try:
-                warning = self.fleet.heartbeat(self.current_version, state, self.serving_since, ttl, target, why)
-            except Exception as exc:  # noqa: BLE001 - the heartbeat is a courtesy to the fleet: never fatal
-                log.debug("cannot write the fleet heartbeat: %s", redact_text(str(exc)))
-                return
-        if warning:
-            log.warning("%s", warning)
-
-    def adopt_fleet_refusals(self) -> None:
-        """Follow the fleet's refusals: refuse here what it refused (hosts running one go back to the version
-        before), allow again what it no longer refuses (an operator deleted the key), and publish our own
-        refusals that could not be published before."""
-        if self.fleet is None:
-            return
-        try:
-            refusals = self.fleet.refusals()
-        except CacheUnavailable:
-            return  # logged once by the cache
-        known = self.refused.load()
-        for version, entry in known.items():
-            if entry.get("fleet") == "pending":
-                self.fleet_refuse(version, entry.get("reason") or "refused")
-            elif entry.get("fleet") in ("adopted", "published") and version not in refusals:
-                self.refused.remove(version)
-                log.info("%s is no longer refused fleet-wide (its key is gone from the cache): it may deploy again",
-                         version)
-        for version, entry in refusals.items():
-            if version in known:
-                continue
-            reason = "refused fleet-wide: failed on %s: %s" % (entry.get("host") or "?", entry.get("reason") or "?")
-            self.refused.add(version, reason, fleet="adopted")
-            try:  # in `dewy history` of every host, not only the one where it failed (no notification: that
-                audit.record(self.config.workdir, {"result": "refused", "version": version, "mode": self.config.mode,
-                                                   "host": audit.hostname(self.config.host_id),
-                                                   "error": dewy_log.scrub(reason)})  # one went out already)
-            except OSError as exc:
-                log.error("cannot write the audit log: %s", exc)
-            if version == self.current_version:
-                log.error("%s was %s: going back to the version before it", version, reason)
-            else:
-                log.info("%s was %s: not deploying it", version, reason)
-
-    def fleet_refuse(self, version: str, reason: str) -> None:
-        """Refuse version fleet-wide (rollouts on); the first host to do so notifies, once for the fleet. When
-        the cache cannot take it now, the next polls try again."""
-        if self.fleet is None:
-            return
-        try:
-            first = self.fleet.refuse(version, dewy_log.scrub(reason))
-        except CacheUnavailable as exc:
-            if self.refused.load().get(version, {}).get("fleet") != "pending":
-                log.error("cannot refuse %s fleet-wide yet (%s): trying again at every poll", version, exc)
-                self.refused.add(version, reason, fleet="pending")
-            return
-        self.refused.add(version, reason, fleet="published")
-        if first:
-            log.error("rollout of %s stopped fleet-wide: %s", version, reason)
-            self.notifier.emit("rollout-stopped", version, error=dewy_log.scrub(reason))
-
-    def rollout_gate(self, release):
-        """The release to deploy now: release when this host's wave has come (or without rollouts), else
-        None — or, on a host that runs nothing yet, the newest release no unfinished rollout holds back."""
-        if self.fleet is None:
-            return release
-        version, level = release.version, logging.INFO
-        try:
-            allowed, why = self.fleet.gate(version)
-            self.cache_down_since = None
-        except CacheRefused as exc:
-            # Our password or token is wrong: that lasts, and going on alone would skip every canary.
-            allowed, why, level = False, "the shared cache refuses our credentials (%s): holding it" % exc, logging.ERROR
-        except CacheUnavailable as exc:
-            # A cache outage must not stop deploys, but a blip must not skip the canaries either: wait for
-            # the cache up to rollout-soak, then go on alone.
-            now = time.monotonic()
-            self.cache_down_since = self.cache_down_since or now
-            waited = now - self.cache_down_since
-            allowed = waited >= self.config.rollout_soak
-            level = logging.WARNING
-            why = ("the shared cache is unavailable (%s): deploying without the rollout" % exc if allowed else
-                   "the shared cache is unavailable (%s): waiting for it for %s more (rollout-soak), then "
-                   "deploying without the rollout" % (exc, fleet.span(self.config.rollout_soak - waited)))
-        self.say_rollout(version, why, level)
-        if allowed:
-            return release
-        self.beat_state = (fleet.WAITING, version, why)
-        self.state(states.WAITING_WAVE, "cache-refused" if level == logging.ERROR else "cache-unavailable"
-                   if level == logging.WARNING else "rollout-wave", why, held=version, send=False)
-        if self.current_version is None:
-            try:
-                older = self.registry.latest(exclude=self.refused.versions() | {version})
-            except Exception:  # noqa: BLE001 - nothing older to run meanwhile
-                older = None
-            if older is not None and older.version != version:
-                log.info("running %s while the rollout of %s reaches this host", older.version, version)
-                return older
-        return None
-
-    def say_rollout(self, version: str, why: str, level: int = logging.INFO) -> None:
-        """Log where this host stands in version's rollout, once per change (not as a soak counts down)."""
-        said = (version, re.sub(r" for \S+ more", "", why))
-        if self.rollout_said != said:
-            self.rollout_said = said
-            log.log(level, "rollout of %s: %s", version, why)
-
-    def nothing_to_deploy(self, exc: NothingDeployable) -> None:
-        """The registry answered with nothing deployable: say why once (again when the reason changes, and as a
-        reminder every REMIND_EVERY), as a warning shown in `dewy status` — except for a release whose artifact
-        is still being uploaded (younger than UPLOAD_GRACE): that is only an info line."""
-        message = redact_text(str(exc))
-        now, clock = time.time(), time.monotonic()
-        if self.waiting is None or self.waiting[0] != message:
-            self.waiting = (message, now, None, False)
-        _, first_seen, logged_at, warned = self.waiting
-        if isinstance(exc, NotYetPublished):
-            text = "waiting for the artifact: %s" % message
-            since = exc.since if exc.since is not None else first_seen
-            if now - since < UPLOAD_GRACE:  # CI still uploading, most likely: not a problem yet
-                if logged_at is None:
-                    log.info("%s", text)
-                    self.waiting = (message, first_seen, clock, False)
-                self.state(states.IDLE, "not-yet-published", text, send=False)
-                self.report_status(None)
-                return
-            text += " (for %s)" % fleet.span(now - since)
-            self.state(states.IDLE, "not-yet-published", text, send=False)
-        else:
-            text = "nothing to deploy: %s" % message
-            self.state(states.IDLE, "nothing-deployable", text, send=False)
-        if not warned or clock - logged_at >= REMIND_EVERY:
-            log.warning("%s", text)
-            self.waiting = (message, first_seen, clock, True)
-        self.report_status(text)
-
-    def registry_failed(self, error: str) -> None:
-        """Count a failed poll; log the first of an outage (and a changed error) only."""
-        where = redact(self.config.registry)
-        if self.outage is None:
-            self.outage = (error, 1, utc_iso())
-            log.error("registry %s: %s (polling backs off up to %gs until it answers)", where, error,
-                      max(self.config.interval, self.config.poll_backoff_max))
-            self.notifier.emit("registry-unreachable", self.current_version, error=error, registry=where)
-            self.save_outage()
-        else:
-            first, count, since = self.outage
-            self.outage = (error, count + 1, since)
-            # The same problem with other numbers in it (a port, "retry after 12s") is no news.
-            if re.sub(r"\d+", "#", error) != re.sub(r"\d+", "#", first):
-                log.warning("registry %s: %s", where, error)
-            else:
-                log.debug("registry %s: %s (failed polls: %d)", where, error, count + 1)
-            self.save_outage()
-        self.state(states.IDLE, "registry-failed", error, send=False)
-        self.report_status(error)
-
-    def registry_reachable(self) -> None:
-        """End an outage: one line saying how long it lasted."""
-        if self.outage is not None:
-            _, count, since = self.outage
-            log.info("registry %s answers again (after %d failed poll%s since %s)", redact(self.config.registry),
-                     count, "" if count == 1 else "s", since)
-            self.outage = None
-            self.save_outage()
-            self.notifier.emit("registry-reachable", self.current_version, failed_polls=count, since=since,
-                               registry=redact(self.config.registry))
-
     def report_status(self, error: str | None) -> None:
         """Send `status` to the master."""
         error = dewy_log.scrub(error)  # the master shows it in the status file and `dewy status`
@@ -724,42 +497,6 @@ class Poller:
                   next_poll=next_poll, calver=getattr(self.registry, "calver", None),
                   rollout="%s: %s" % (waiting[1], waiting[2]) if waiting else None,
                   **dict(self.stated.fields(), poll_request=self.poll_request))
-
-
-class Pulse:
-    """Calls beat() every `every` seconds from a thread while the `with` block runs (the poller's one thread is
-    busy with a deploy meanwhile)."""
-
-    def __init__(self, beat, every: float):
-        self.beat, self.every = beat, max(0.05, float(every))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dewy-fleet-pulse", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            self.beat()
-
-    def __enter__(self) -> "Pulse":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(self.every + 10)
-
-
-ANNOUNCED_FILE = "notified.json"  # {"master": "<pid>:<start time>"}: the master "dewy started" was sent for
-OUTAGE_FILE = "outage.json"  # {"master", "registry", "error", "count", "since"}: the registry outage going on
-
-
-def _process_identity(pid: int) -> str | None:
-    """`<pid>:<start time in clock ticks>`: names one process for good (pids are reused); None if unknown."""
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            stat = fh.read()
-        return "%d:%s" % (pid, stat.rpartition(")")[2].split()[19])
-    except (OSError, IndexError):
-        return None
 
 
 def app_name(config: Config) -> str:
