@@ -4,6 +4,7 @@ and `dewy deploy-now` follows it (state, reason codes) instead of reading prose.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import pytest
 from dewy import pause
 from helpers import alive, audit_entries, clean_environment, wait_until
 from integration.test_poller import poller  # noqa: F401 - a fixture: a real poller, the test as its master
+from grpc_registry_server import _grpc_plain_server, grpc_plain  # noqa: F401 - fixtures: a gRPC registry
 from reliability.test_disk_full import FULL_ERRORS, MIB, small_disk  # noqa: F401 - a fixture: a file system to fill
 
 
@@ -211,3 +213,88 @@ def test_deploy_now_follows_a_deploy_through_a_usr2(make_master, registry):
     assert "upgrading dewy-master in place" in master.log_text()
     st = master.wait_for(lambda s: s.get("poller_pid") not in (None, st["poller_pid"]), 10, "the new poller")
     assert st["version"] == "1.1.0" and master.get() == (200, "1.1.0\n")
+
+
+class SlowArtifact:
+    """An HTTP server of one artifact, sent slowly (so a USR2 lands mid-download), honouring Range + If-Range."""
+
+    def __init__(self, body: bytes, rate: int = 2 << 20):
+        import http.server
+        import threading
+
+        owner = self
+        self.body, self.rate, self.requests = body, rate, []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                ranged, if_range = self.headers.get("Range"), self.headers.get("If-Range")
+                owner.requests.append((ranged, if_range))
+                start = int(ranged.split("=")[1].rstrip("-")) if ranged and if_range == '"a1"' else 0
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(body) - 1, len(body)))
+                self.send_header("Content-Length", str(len(body) - start))
+                self.send_header("ETag", '"a1"')
+                self.end_headers()
+                step = owner.rate // 10
+                try:
+                    for at in range(start, len(body), step):
+                        self.wfile.write(body[at:at + step])
+                        time.sleep(0.1)
+                except OSError:
+                    pass  # the poller went away mid-download
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:%d/app.tar.gz" % self.server.server_address[1]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.mark.timeout(120)
+def test_a_usr2_during_a_download_resumes_it_with_a_range_request(make_master, grpc_plain, tmp_path):
+    """A download over https/http cut by USR2 (its poller is stopped and a new one started) goes on from the byte
+    it reached (Range + If-Range), not from byte 0; the release deploys with the published checksum."""
+    from archives import make_tar, tar_file
+    from helpers import build_release, sample_app_source
+
+    first = tmp_path / "v1.0.0.tar.gz"
+    build_release(str(first), "1.0.0")
+    grpc_plain.publish("v1.0.0", "file://" + str(first))
+    body_path = make_tar(tmp_path / "v1.1.0.tar.gz", [
+        tar_file("app.py", sample_app_source(), 0o755), tar_file("VERSION", b"1.1.0\n"),
+        tar_file("payload.bin", os.urandom(6 << 20))])
+    body = open(body_path, "rb").read()
+    slow = SlowArtifact(body)
+    try:
+        master = make_master()
+        master.settings["registry"] = grpc_plain.url("artifact=app.tar.gz")
+        master.start(wait_version="1.0.0", timeout=40)
+        grpc_plain.publish("v1.1.0", slow.url)
+        st = master.wait_for(lambda s: ((s.get("download") or {}).get("done") or 0) >= 1 << 20, 30,
+                             "a MiB of 1.1.0 downloaded")
+        master.signal(signal.SIGUSR2)
+        master.wait_for(lambda s: s.get("poller_pid") not in (None, st["poller_pid"]), 30, "the new poller")
+        master.wait_version("1.1.0", timeout=60)
+        resumed = [r for r in slow.requests if r[0]]
+        assert resumed and resumed[0][1] == '"a1"', slow.requests
+        offset = int(resumed[0][0].split("=")[1].rstrip("-"))
+        assert offset >= 1 << 20, slow.requests
+        assert "resuming the download of app.tar.gz at byte %d" % offset in master.log_text()
+        cached = master.workdir / ".dewy" / "cache" / "1.1.0%2Fapp.tar.gz"
+        assert hashlib.sha256(cached.read_bytes()).hexdigest() == hashlib.sha256(body).hexdigest()
+    finally:
+        slow.close()
