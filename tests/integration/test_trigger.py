@@ -109,7 +109,7 @@ def test_trigger_pokes_the_poller_directly_also_with_user_set(base, wrapper, req
         registry.publish("1.1.0")
         status, _, answer = post(port, Authorization="Bearer " + TOKEN)
         assert status == 202 and answer["ok"] is True, (status, answer)
-        st = master.wait_version("1.1.0", timeout=60)
+        master.wait_version("1.1.0", timeout=60)
         assert "trigger: polling now (bearer token from 127.0.0.1)" in master.log_text()
         out = subprocess.run([sys.executable, "-m", "dewy", "pause", "--workdir", str(master.workdir)],
                              capture_output=True, text=True, timeout=60)
