@@ -81,9 +81,10 @@ def setting_options() -> str:
 def help_text() -> str:
     """The whole `dewy --help` text."""
     return "\n".join([
-        "dewy: keep an app (server) or static files (assets) on the newest release of a registry.\n",
+        "dewy: keep an app (server), static files (assets) or an image's containers (container) on the newest "
+        "release of a registry.\n",
         usage(), setting_options(), STATUS_OPTIONS, latest_options(), history_options(), control_options(),
-        fleet_options(), OTHER_OPTIONS,
+        fleet_options(), CONTAINER_LIST_OPTIONS, OTHER_OPTIONS,
         "Every setting is also an ini key: dewy-master -c dewy.ini reads the same settings from [dewy].",
     ])
 
@@ -519,9 +520,9 @@ def _status(workdir: str, args: dict) -> int:
     from dewy import status as status_file
 
     try:
-        data = status_file.read(workdir)
-    except (OSError, ValueError) as exc:
-        print("dewy: cannot read %s: %s" % (status_file.status_path(workdir), exc), file=sys.stderr)
+        data = status_file.read_state(status_file.status_path(workdir), "status file")
+    except ValueError as exc:  # StateFileError: there, but unreadable, which is not "no master has run there"
+        print("dewy: %s" % exc, file=sys.stderr)
         return EXIT_NO_STATUS
     if data is None:
         print("dewy: no status in %s: no dewy master has run there (no %s)"

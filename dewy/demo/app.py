@@ -32,6 +32,8 @@ Misbehaviour for tests, from a `BEHAVIOUR` file next to this script (so a releas
   unhealthy-after:SECONDS GET /healthz answers 200 for SECONDS after the start, then 503 (a wedged app)
   linger:SECONDS        on a stop signal keep accepting for SECONDS before closing the listeners (like an
                         app with a shutdown delay, a load balancer's deregistration wait)
+  answer-on-first-read  answer 200 right after the first read of a connection, whatever it held (the request
+                        may not be complete: servers that do not wait for the blank line ending it)
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ ENV_NAMES = ("NOTIFY_SOCKET",)
 BEHAVIOUR_ENV = "DEWY_TESTAPP_BEHAVIOUR"
 KNOWN_BEHAVIOURS = {"crash-at-start": False, "never-ready": False,
                     "crash-after": True, "slow-start": True,
-                    "unhealthy-for": True, "unhealthy-after": True, "linger": True}  # name -> takes seconds
+                    "unhealthy-for": True, "unhealthy-after": True, "linger": True,
+                    "answer-on-first-read": False}  # name -> takes seconds
 CONNECTION_TIMEOUT = 30.0  # a silent client must not hold up a graceful stop forever
 ACCEPT_BATCH = 16  # accept at most this many per wake-up, leaving the rest to a sibling generation
 
@@ -373,10 +376,26 @@ class App:
                     log("accept: %s" % exc)
                     return
                 raise
+            if "answer-on-first-read" in self.behaviour:
+                self._answer_first_read(conn)
+                continue
             thread = threading.Thread(target=self._serve, args=(conn, addr), daemon=False)
             with self.lock:
                 self.threads.add(thread)
             thread.start()
+
+    def _answer_first_read(self, conn: socket.socket) -> None:
+        """Behaviour answer-on-first-read: at once, in the accept loop, after one read of whatever arrived."""
+        try:
+            conn.settimeout(5.0)
+            conn.recv(4096)
+            body = (self.version + "\n").encode()
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            conn.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            log("connection error: %r" % exc)
+        finally:
+            conn.close()
 
     def _serve(self, conn: socket.socket, addr) -> None:
         try:

@@ -246,6 +246,8 @@ class Lifecycle:
         if outcome == OTHER:
             if gen is self.starting or gen is self.serving:
                 gen.probe_at = now + OTHER_RETRY
+            if gen is self.starting and gen.ready_kind == "http":
+                gen.probe_detail = detail  # a refusal then says the answers were another's, or unattributed
             return
         if gen is self.starting and gen.ready_kind == "http":
             gen.probe_detail = detail

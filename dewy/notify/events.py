@@ -99,7 +99,9 @@ def _seconds(value) -> str:
 
 
 def _mib(value) -> str:
-    return "%.1f MiB" % (value / 1048576) if isinstance(value, (int, float)) else "? MiB"
+    from dewy.poller.progress import size_text  # KiB or bytes for a small artifact, not "0.0 MiB"
+
+    return size_text(value)
 
 
 # The text of each event from its fields; `{app}`, `{host}` and `{version}` are always there.

@@ -27,6 +27,7 @@ from dewy.log import redact_text
 from dewy.poller.outcomes import Refused, Repeats, record_event  # noqa: F401 - Refused, Repeats re-exported
 from dewy.poller.partial import Partial
 from dewy.poller.progress import Progress
+from dewy.status import StateFileError
 from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.poller")
@@ -164,8 +165,11 @@ class Deploy:
             self.release_dir = self.install()
             self.before_hook()
             self.check_paused()
-            releases.Manifest(self.config.workdir).record(
-                self.release_dir, release.version, release.tag, release.artifact_name, self.sha256)
+            try:
+                releases.Manifest(self.config.workdir).record(
+                    self.release_dir, release.version, release.tag, release.artifact_name, self.sha256)
+            except StateFileError as exc:  # never written over: that would lose what it knows
+                raise Transient(str(exc)) from None
             self.stage("deploying", "switching")
             asked = time.monotonic()
             answer = self.ask_master(
@@ -202,6 +206,14 @@ class Deploy:
         if self.kept_back(self.release.version):
             raise Paused("deploys were paused while %s was being deployed: stopped before switching to it (the "
                          "cached download is kept; `dewy resume` deploys it)" % self.release.version)
+
+    def unfinished(self) -> str | None:
+        """Why the artifact may still be being published (a young file in a file:// registry), else None."""
+        check = getattr(self.registry, "unfinished", None)
+        try:
+            return check(self.release) if check is not None else None
+        except Exception:  # noqa: BLE001 - a check that fails leaves the refusal as it was
+            return None
 
     def fetch(self) -> str:
         """Make sure the cache holds the verified artifact; return its SHA-256."""
@@ -383,6 +395,12 @@ class Deploy:
                 return releases.install(spool.name, release.artifact_name, releases_dir, **limits)
         except releases.UnsafeArchive as exc:
             raise Refuse(str(exc)) from exc
+        except releases.Truncated as exc:
+            young = self.unfinished()  # a copy into the registry still under way (no atomic rename)?
+            if young:
+                self.forget_cached()
+                raise Transient("%s; %s: not complete yet, trying again" % (exc, young)) from exc
+            raise Refuse(str(exc)) from exc
         except releases.ReleaseError as exc:
             # A real I/O error (disk full, permissions) is the host's fault, not the release's.
             cause = exc.__cause__
@@ -464,8 +482,9 @@ class Deploy:
         manifest = releases.Manifest(self.config.workdir)
         try:
             removed = releases.prune(os.path.join(self.config.workdir, "releases"), self.config.keep_releases,
-                                     protect={release_dir, self.previous_dir} - {None})
-        except OSError as exc:
+                                     protect={release_dir, self.previous_dir} - {None},
+                                     order=releases.history_order(manifest.entries()))
+        except (OSError, StateFileError) as exc:
             log.warning("cannot prune old releases: %s", exc)
             return
         for path in removed:
@@ -495,7 +514,9 @@ class Deploy:
         if self.metrics is not None:
             self.metrics.deploy_result("failed")
         if not self.repeats.first_time(self.release.version, error):
-            log.debug("deploy of %s failed again: %s", self.release.version, error)
+            # Audited and notified once, but every attempt ends with its outcome in the log.
+            log.warning("deploy of %s failed again (%d times in a row; will retry): %s", self.release.version,
+                        self.repeats.count, error)
             return error
         log.error("deploy of %s failed (will retry): %s", self.release.version, error)
         self.report(None, error=error)

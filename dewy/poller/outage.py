@@ -13,7 +13,7 @@ from dewy.clock import utc_iso
 from dewy.log import redact, redact_text
 from dewy.poller import states
 from dewy.registry.base import NothingDeployable, NotYetPublished
-from dewy.status import read_json, write_json_atomic
+from dewy.status import StateFileError, read_state, write_json_atomic
 from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.poller")
@@ -33,7 +33,12 @@ class Outages:
         (or re-execs itself for an upgrade: same pid, same start time)."""
         master = _process_identity(os.getppid())
         path = state_path(self.config.workdir, ANNOUNCED_FILE)
-        if master is not None and (read_json(path, "notification state") or {}).get("master") == master:
+        try:
+            announced = read_state(path, "notification state") or {}
+        except StateFileError as exc:
+            log.error("%s: announcing the start again and rewriting it", exc)  # twice beats never
+            announced = {}
+        if master is not None and isinstance(announced, dict) and announced.get("master") == master:
             return
         self.notifier.emit("started", self.current_version, mode=self.config.mode)
         if master is not None:
@@ -46,7 +51,12 @@ class Outages:
         """A poller restarted by the same master (after a crash, `dewy upgrade` / USR2) takes over the registry
         outage its predecessor was in: no second registry-unreachable, the backoff goes on."""
         master = _process_identity(os.getppid())
-        saved = read_json(state_path(self.config.workdir, OUTAGE_FILE), "outage state") or {}
+        try:
+            saved = read_state(state_path(self.config.workdir, OUTAGE_FILE), "outage state") or {}
+        except StateFileError as exc:
+            log.error("%s: an outage going on is counted afresh", exc)
+            saved = {"unreadable": True}  # replaced below
+        saved = saved if isinstance(saved, dict) else {"unreadable": True}
         if master is None or saved.get("master") != master or saved.get("registry") != redact(self.config.registry):
             if saved:
                 self.save_outage()  # a previous master's (or registry's): stale, gone

@@ -8,7 +8,7 @@ import os
 from dewy import audit
 from dewy import log as dewy_log
 from dewy.clock import utc_iso
-from dewy.status import read_json, write_json_atomic
+from dewy.status import StateFileError, read_state, write_json_atomic
 from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.poller")
@@ -26,26 +26,59 @@ class Refused:
 
     def __init__(self, workdir: str):
         self.path = state_path(workdir, REFUSED_FILE)
+        # Refusals made while the file could not be read: never written over it (that would lose its entries),
+        # written once it reads again; refused meanwhile all the same.
+        self.unwritten = {}
 
     def load(self) -> dict:
-        """The refused versions and why ({} when the file is missing or unreadable)."""
-        data = read_json(self.path, "refused-versions file")
-        versions = data.get("versions") if isinstance(data, dict) else None
-        return dict(versions) if isinstance(versions, dict) else {}
+        """The refused versions and why ({} when the file is missing); StateFileError (naming the file and the
+        error) when it is there but unreadable: the poller then deploys nothing new (fail closed)."""
+        data = read_state(self.path, "refused-versions file")
+        if data is None or data == {}:
+            entries = {}
+        elif isinstance(data, dict) and isinstance(data.get("versions"), dict):
+            entries = dict(data["versions"])
+        else:
+            raise StateFileError('cannot read the refused-versions file %s: expected {"versions": {VERSION: '
+                                 '{"reason": ...}}}' % self.path)
+        if self.unwritten:
+            entries.update(self.unwritten)
+            self.unwritten = {}
+            self._write(entries)
+            log.info("%s reads again: the refusals made meanwhile are written to it", self.path)
+        return entries
 
     def versions(self) -> frozenset:
-        """The refused versions (normalised)."""
+        """The refused versions (normalised); StateFileError when the file cannot be read."""
         return frozenset(self.load())
+
+    def holds(self, version: str) -> bool:
+        """Whether version is refused (True while the file cannot be read: nothing is known to be allowed)."""
+        try:
+            return version in self.load()
+        except StateFileError:
+            return True
 
     def add(self, version: str, reason: str | None, **extra) -> None:
         """Refuse version from now on, remembering why (and `extra` fields: `fleet` for fleet rollouts)."""
-        entries = self.load()
-        entries[version] = dict(extra, reason=reason, time=utc_iso())
+        entry = dict(extra, reason=reason, time=utc_iso())
+        try:
+            entries = self.load()
+        except StateFileError as exc:
+            self.unwritten[version] = entry
+            log.error("%s: %s stays refused, written there once the file reads again", exc, version)
+            return
+        entries[version] = entry
         self._write(entries)
 
     def remove(self, version: str) -> None:
         """Allow version again."""
-        entries = self.load()
+        self.unwritten.pop(version, None)
+        try:
+            entries = self.load()
+        except StateFileError as exc:
+            log.error("%s: cannot allow %s again there", exc, version)
+            return
         if entries.pop(version, None) is not None:
             self._write(entries)
 

@@ -13,7 +13,7 @@ import hashlib
 import os
 import shutil
 
-from dewy.status import read_json, write_json_atomic
+from dewy.status import StateFileError, read_state, write_json_atomic
 from dewy.workdir import state_path
 
 PARTIAL_FILE = "download.partial"
@@ -33,7 +33,10 @@ class Partial:
     def resume_point(self) -> tuple:
         """(bytes held, validator) of a kept download of this key from this URL; else (0, None), and any other
         kept download is removed."""
-        meta = read_json(self.meta_path, "partial download") or {}
+        try:
+            meta = read_state(self.meta_path, "partial download") or {}
+        except StateFileError:
+            meta = {}  # not worth resuming: downloaded again whole
         try:
             size = os.path.getsize(self.path)
         except OSError:

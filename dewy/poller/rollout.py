@@ -11,6 +11,7 @@ import time
 from dewy import audit, fleet
 from dewy import log as dewy_log
 from dewy.cache.base import CacheRefused, CacheUnavailable
+from dewy.status import StateFileError
 from dewy.log import redact_text
 from dewy.poller import states
 
@@ -62,6 +63,8 @@ class Rollouts:
             self.refused.add(version, reason, fleet="adopted")
             try:  # in `dewy history` of every host, not only the one where it failed (no notification: that
                 audit.record(self.config.workdir, {"result": "refused", "version": version, "mode": self.config.mode,
+                                                   "previous_version": self.current_version
+                                                   if self.current_version != version else None,
                                                    "host": audit.hostname(self.config.host_id),
                                                    "error": dewy_log.scrub(reason)})  # one went out already)
             except OSError as exc:
@@ -79,7 +82,11 @@ class Rollouts:
         try:
             first = self.fleet.refuse(version, dewy_log.scrub(reason))
         except CacheUnavailable as exc:
-            if self.refused.load().get(version, {}).get("fleet") != "pending":
+            try:
+                pending = self.refused.load().get(version, {}).get("fleet") == "pending"
+            except StateFileError:
+                pending = False
+            if not pending:
                 log.error("cannot refuse %s fleet-wide yet (%s): trying again at every poll", version, exc)
                 self.refused.add(version, reason, fleet="pending")
             return

@@ -48,6 +48,7 @@ from dewy import protocol
 from dewy.protocol import Channel, ProtocolError
 from dewy.registry import shared as shared_registry
 from dewy.registry.base import NothingDeployable, NotYetPublished
+from dewy.status import StateFileError
 
 log = logging.getLogger("dewy.poller")
 
@@ -82,6 +83,7 @@ class Poller(Rollouts, Outages):
         self.poll_cause = "config"  # why the next poll comes early: deploy-now, trigger, config, lost
         self.stop_reason = None   # why dewy stops, from the master's `stop` (None: only the poller goes)
         self.refused = None
+        self.refused_problem = None  # why refused.json cannot be read, as last logged
         self.current_version = None
         self.current_dir = None
         self.next_poll = 0.0
@@ -364,10 +366,29 @@ class Poller(Rollouts, Outages):
         self.state(states.POLLING, self.poll_cause)
         self.poll_cause = "interval"
         try:
+            if self.refusals_unreadable():
+                return
             self.adopt_fleet_refusals()
             self._poll()
         finally:
             self.heartbeat()
+
+    def refusals_unreadable(self) -> bool:
+        """Whether refused.json cannot be read now: then nothing new deploys (a version it refuses might), said
+        once per problem in the log and at every poll in the status, until the file is fixed or deleted."""
+        try:
+            self.refused.versions()
+        except StateFileError as exc:
+            problem = "%s; deploying nothing new until it is fixed or deleted" % exc
+            if problem != self.refused_problem:
+                log.error("%s", problem)
+                self.refused_problem = problem
+            self.report_status(problem)
+            return True
+        if self.refused_problem:
+            log.info("%s reads again: deploying again", self.refused.path)
+            self.refused_problem = None
+        return False
 
     def _poll(self) -> None:
         try:
@@ -474,7 +495,7 @@ class Poller(Rollouts, Outages):
                 self.state(states.PAUSED, "paused", error, held=release.version, send=False)
             self.report_status(None)
             return
-        elif release.version in self.refused.versions():
+        elif self.refused.holds(release.version):
             self.state(states.IDLE, "refused", error, target=release.version, send=False)
             self.fleet_refuse(release.version, error)  # refused here: nobody else deploys it
         else:

@@ -38,7 +38,7 @@ def run_all(commands: list[tuple[list[str], str]]) -> list[subprocess.CompletedP
 
 # One case of each kind of mistake (each setting's bad value, unknown key, missing key, each file-level
 # problem); the variants of a kind are covered in-process by test_config, which shares the code path.
-MASTER_KINDS = ["bad-duration", "negative-duration", "zero-hook-timeout", "unknown-key", "bad-scheme",
+MASTER_KINDS = ["bad-duration", "negative-duration", "zero-hook-timeout", "tiny-health-interval", "unknown-key", "bad-scheme",
                 "missing-registry", "bad-cache", "bad-notifier", "port-range", "log-level", "log-format", "ready",
                 "stop-signal", "keep-releases", "backlog", "slot", "mode", "missing-app", "app-in-assets",
                 "empty-workdir", "duplicate-key", "missing-section", "no-section", "key-before-section",
@@ -140,7 +140,7 @@ CLI_ERRORS = [
     ("backlog", ["server", "--registry", R, "--backlog", "-1", "--", "app"],
      'dewy: command line: --backlog = "-1": expected a whole number 1..65535'),
     ("hook-timeout", ["server", "--registry", R, "--hook-timeout", "0", "--", "app"],
-     'dewy: command line: --hook-timeout = "0": expected a duration greater than 0'),
+     'dewy: command line: --hook-timeout = "0": expected a duration of at least 100ms'),
     ("credentials", ["assets", "--registry", "ftps://u:hunter2@h/?token=t0k"],
      'dewy: command line: --registry = "ftps://u:***@h/?token=***": unsupported scheme "ftps"'),
     # usage errors: the usage follows the message
