@@ -27,7 +27,7 @@ CALL_TIMEOUT = 60.0  # the longest one poll (registry calls) may keep the poller
 DEPLOY_TIMEOUT = 1800.0  # the longest a download + unpack may take (on top of the deploy hooks)
 PING_MIN, PING_MAX = 0.5, 30.0
 # The fields of the poller's stated state (dewy/poller/states.py FIELDS), as the status file's `poller` shows them.
-STATED_KEYS = ("state", "reason", "reason_text", "target", "held", "since", "poll_request")
+STATED_KEYS = protocol.STATED + ("poll_request",)
 # Test-only: a smaller CALL_TIMEOUT, so a test can see a wedged poller restarted within seconds.
 CALL_TIMEOUT_ENV = "DEWY_TEST_POLLER_CALL_TIMEOUT"
 

@@ -23,6 +23,7 @@ waiting-wave). Standard library only.
 import time
 
 from dewy.clock import utc_iso
+from dewy.protocol import STATED
 
 IDLE, POLLING, DOWNLOADING, DEPLOYING = "idle", "polling", "downloading", "deploying"
 WAITING_WAVE, PAUSED, HELD = "waiting-wave", "paused", "held"
@@ -30,7 +31,7 @@ STATES = (IDLE, POLLING, DOWNLOADING, DEPLOYING, WAITING_WAVE, PAUSED, HELD)
 # The reasons of a deploy under way during which the poller does not read its pipe for long (a download, an
 # unpack, a hook): the master allows for them (DEPLOY_TIMEOUT, hook-timeout) before calling it stuck.
 HOOK_REASONS = ("before-hook", "after-hook")
-FIELDS = ("state", "reason", "reason_text", "target", "held", "since", "poll_request")
+FIELDS = STATED + ("poll_request",)  # the `state` message's fields (dewy.protocol declares them)
 
 
 class Stated:
