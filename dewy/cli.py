@@ -472,6 +472,12 @@ def _next_poll_line(data: dict) -> str:
     return line
 
 
+def _downloading(data: dict) -> str | None:
+    """The version the poller says it downloads (before its first progress snapshot), else None."""
+    poller = data.get("poller") if isinstance(data.get("poller"), dict) else {}
+    return poller.get("target") if poller.get("state") == "downloading" else None
+
+
 def format_status(workdir: str, data: dict, running: bool) -> str:
     """The human-readable `dewy status` table."""
     pid = data.get("pid")
@@ -490,7 +496,8 @@ def format_status(workdir: str, data: dict, running: bool) -> str:
         ("retiring pids", _show(data.get("retiring_pids"))), ("poller pid", _show(data.get("poller_pid"))),
         ("poller", _poller_line(data.get("poller"))), ("listening", _show(data.get("listen"))),
         ("last poll", last_poll), ("next poll", _next_poll_line(data)),
-        ("download", _download_line(data.get("download"))), ("last error", _show(data.get("last_error"))),
+        ("download", _download_line(data.get("download")) if data.get("download") or not _downloading(data)
+         else "%s: starting" % _downloading(data)), ("last error", _show(data.get("last_error"))),
         ("last deploy", _deploy_line(data.get("last_deploy"))), ("paused", _paused_line(data.get("paused"))),
         ("rollout", _show(data.get("rollout"))),
         ("started", _show(data.get("started_at"))),

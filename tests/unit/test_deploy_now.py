@@ -57,3 +57,24 @@ def test_pause_says_what_becomes_of_the_deploy_under_way():
                status("idle", "up-to-date", deploying={"version": "1.1.0"})):
         assert deploy_in_flight(st)[0] == {"version": "1.1.0", "stops": False}
         assert "past its point of no return" in deploy_in_flight(st)[1]
+
+
+def test_status_text_shows_the_stated_state_and_no_next_poll_in_the_past_as_if_fine():
+    from dewy.cli import format_status
+
+    def rows(data):
+        text = format_status("/w", dict({"pid": 1, "state": "running"}, **data), True)
+        return dict((line[:14].strip(), line[15:]) for line in text.splitlines())
+
+    busy = rows({"poller": {"state": "deploying", "reason": "before-hook", "target": "1.1.0",
+                            "since": "2026-12-08T03:00:00Z"}, "next_poll": "2026-12-08T03:00:01Z"})
+    assert busy["poller"] == "deploying 1.1.0 (before-hook) since 2026-12-08T03:00:00Z"
+    assert busy["next poll"] == "- (deploying now)"
+    starting = rows({"poller": {"state": "downloading", "reason": "download", "target": "1.1.0"}})
+    assert starting["download"] == "1.1.0: starting", "a deploy under way shows before its first progress"
+    idle = rows({"poller": {"state": "idle", "reason": "up-to-date"}, "next_poll": "2020-01-01T00:00:00Z"})
+    assert idle["next poll"].startswith("2020-01-01T00:00:00Z (overdue by ") and "has not polled" in idle["next poll"]
+    stuck = rows({"poller": {"state": "stuck", "reason": "silent", "reason_text": "said nothing for 75.0s"},
+                  "next_poll": "2020-01-01T00:00:00Z"})
+    assert stuck["poller"] == "stuck (silent): said nothing for 75.0s"
+    assert stuck["next poll"] == "- (the poller is being restarted)"
