@@ -60,3 +60,48 @@ def test_a_kept_download_the_store_will_not_resume_is_fetched_whole(tmp_path, se
     assert deploy_of(tmp_path, server).fetch() == hashlib.sha256(BODY).hexdigest()
     assert [r["range"] for r in server.requests] == [None, "bytes=%d-" % MIB, None]
     assert (tmp_path / "cache" / "1.1.0%2Fapp.tar.gz").read_bytes() == BODY
+
+
+def test_a_github_asset_download_stopped_midway_resumes_unless_the_asset_was_uploaded_again(tmp_path, monkeypatch):
+    """ghr://: the asset id names the file (GitHub gives an asset uploaded again a new id)."""
+    from dewy import github, registry
+    from ghstub import GitHubStub
+
+    for var in ("GH_TOKEN", "GITHUB_TOKEN", "GITHUB_API_URL", "GITHUB_APP_ID"):
+        monkeypatch.delenv(var, raising=False)
+    github.forget_shared() if hasattr(github, "forget_shared") else None
+    data = os.urandom(3 * MIB)
+    release = None
+    with GitHubStub(tokens=("ghp_partial0123456789",)) as stub:
+        monkeypatch.setenv("GITHUB_API_URL", stub.api_url)
+        monkeypatch.setenv("GITHUB_TOKEN", "ghp_partial0123456789")
+        stub.publish("acme", "app", "v1.1.0", {"app.tar.gz": data})
+        release = registry.from_url("ghr://acme/app?artifact=app.tar.gz").latest()
+
+        def deploy(tell=None):
+            cfg = from_options({"registry": "ghr://acme/app", "app": ["app"], "workdir": str(tmp_path / "w"),
+                                "cache": "file://%s" % (tmp_path / "cache")})
+            os.makedirs(tmp_path / "w" / ".dewy", mode=0o700, exist_ok=True)
+            return Deploy(release, Backends(cfg, None, cache_pkg.from_url(cfg.cache, cfg.workdir), Dispatcher([])),
+                          (None, None), None, None, Repeats(), tell_master=tell)
+
+        with pytest.raises(Stop):
+            deploy(stop_after_first_chunk).fetch()
+        kept = os.path.getsize(tmp_path / "w" / ".dewy" / PARTIAL_FILE)
+        assert 0 < kept < len(data)
+        assert deploy().fetch() == hashlib.sha256(data).hexdigest()
+        ranges = [r.headers.get("range") for r in stub.recorded("storage")]
+        assert ranges == [None, "bytes=%d-" % kept], ranges
+        assert (tmp_path / "cache" / "1.1.0%2Fapp.tar.gz").read_bytes() == data
+
+        # Uploaded again (a new asset id) after a stop: the kept part is dropped and the new file comes whole.
+        (tmp_path / "cache" / "1.1.0%2Fapp.tar.gz").unlink()
+        with pytest.raises(Stop):
+            deploy(stop_after_first_chunk).fetch()
+        stub.clear()
+        again = os.urandom(2 * MIB)
+        stub.publish("acme", "app", "v1.1.0", {"app.tar.gz": again})
+        release = registry.from_url("ghr://acme/app?artifact=app.tar.gz").latest()
+        assert deploy().fetch() == hashlib.sha256(again).hexdigest()
+        assert [r.headers.get("range") for r in stub.recorded("storage")] == [None]
+    github.forget_shared() if hasattr(github, "forget_shared") else None
