@@ -208,7 +208,9 @@ class Poller(Rollouts, Outages):
     # --- state from the master ------------------------------------------------------------------
 
     def apply_config(self, msg: "protocol.Config | protocol.Reload") -> None:
-        """Adopt a `config`/`reload` message: settings, backends, what runs now; poll soon."""
+        """Adopt a `config`/`reload` message (a dict is parsed first): settings, backends, what runs now; poll soon."""
+        if isinstance(msg, dict):
+            msg = protocol.parse(msg)
         old = self.config
         config = Config.from_json(msg.config)
         dewy_log.setup(config.log_level, config.log_format, "dewy.poller")
