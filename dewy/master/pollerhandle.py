@@ -4,9 +4,10 @@ Liveness: the master pings a poller it has not heard from for `ping_after` secon
 (waiting for its next poll, or for the master's answer to a deploy) answers at once. One that is busy
 in a poll answers when the poll is done, so the poller counts as wedged only when it has said nothing
 for longer than what it last said it does may take (it states it: dewy/poller/states.py): the ping
-cadence plus CALL_TIMEOUT (a poll's registry calls), plus hook-timeout while it runs a deploy hook, or
-DEPLOY_TIMEOUT while it downloads or unpacks. Idle, paused, held or waiting for its rollout wave, a
-stopped poller is noticed within about 70 s. A wedged poller is killed and restarted.
+cadence plus CALL_TIMEOUT (a poll's registry calls), plus hook-timeout while it runs a deploy hook,
+DOWNLOAD_STALL while it downloads (its progress messages are signs of life too), or DEPLOY_TIMEOUT while it
+unpacks. Idle, paused, held or waiting for its rollout wave, a stopped poller is noticed within about 70 s.
+A wedged poller is killed and restarted (a download from https:// or ghr:// then resumes where it stopped).
 """
 
 import logging
@@ -24,7 +25,10 @@ log = logging.getLogger("dewy.master")
 
 STABLE_AFTER = 60.0  # a poller up this long resets the restart backoff
 CALL_TIMEOUT = 60.0  # the longest one poll (registry calls) may keep the poller from reading its pipe
-DEPLOY_TIMEOUT = 1800.0  # the longest a download + unpack may take (on top of the deploy hooks)
+DEPLOY_TIMEOUT = 1800.0  # the longest an unpack may take
+# The longest a download may go without a `progress` message (one a second while bytes arrive): a store's read
+# timeouts and resume attempts (dewy.artifact.base: 4 x up to 60 s) fit in it.
+DOWNLOAD_STALL = 300.0
 PING_MIN, PING_MAX = 0.5, 30.0
 # The fields of the poller's stated state (dewy/poller/states.py FIELDS), as the status file's `poller` shows them.
 STATED_KEYS = protocol.STATED + ("poll_request",)
@@ -157,7 +161,9 @@ class PollerHandle:
         bound = self.ping_after(cfg) + self.call_timeout
         stated = self.stated or {}
         state, reason = stated.get("state"), stated.get("reason")
-        if state == "downloading" or (state == "deploying" and reason == "unpacking"):
+        if state == "downloading":
+            bound += DOWNLOAD_STALL
+        elif state == "deploying" and reason == "unpacking":
             bound += DEPLOY_TIMEOUT
         elif state == "deploying" and reason in ("before-hook", "after-hook"):
             bound += cfg.hook_timeout

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from dewy.config import from_options
-from dewy.master.pollerhandle import DEPLOY_TIMEOUT, PollerHandle
+from dewy.master.pollerhandle import DEPLOY_TIMEOUT, DOWNLOAD_STALL, PollerHandle
 from dewy.protocol import Channel
 
 
@@ -46,7 +46,8 @@ def say(h, theirs, type_, **fields) -> None:
 @pytest.mark.parametrize("state, reason, extra", [
     ("idle", "up-to-date", 0), ("polling", "interval", 0), ("paused", "paused", 0), ("held", "held", 0),
     ("waiting-wave", "rollout-wave", 0), ("deploying", "switching", 0),
-    ("downloading", "download", DEPLOY_TIMEOUT), ("deploying", "unpacking", DEPLOY_TIMEOUT),
+    ("downloading", "download", DOWNLOAD_STALL), ("downloading", "cached", DOWNLOAD_STALL),
+    ("deploying", "unpacking", DEPLOY_TIMEOUT),
     ("deploying", "before-hook", 300.0), ("deploying", "after-hook", 300.0),
 ])
 def test_the_bound_follows_the_stated_state(wired, state, reason, extra):
