@@ -6,7 +6,8 @@ never the URL, which may carry a signature —, validator, size}); the next poll
 from the same URL hashes the bytes it has and asks the store for the rest (`Range: bytes=N-` with
 `If-Range: <validator>`): when the file changed meanwhile the store answers the whole file and the download
 starts again from byte 0. One partial per workdir: another download replaces it. When complete the file
-goes into the cache (`cache.open_write`) and both files go.
+goes into the cache (renamed into a file cache on the same file system, else copied through
+`cache.open_write`) and both files go.
 """
 
 import hashlib
@@ -82,9 +83,12 @@ class Partial:
             self.discard()
 
     def into_cache(self, cache, key: str) -> None:
-        """Put the complete download into the cache under key, then forget it here."""
-        with open(self.path, "rb") as src, cache.open_write(key) as out:
-            shutil.copyfileobj(src, out, _CHUNK)
+        """Put the complete download into the cache under key (renamed into a file cache on the same file system,
+        else copied), then forget it here."""
+        adopt = getattr(cache, "adopt", None)
+        if adopt is None or not adopt(key, self.path):
+            with open(self.path, "rb") as src, cache.open_write(key) as out:
+                shutil.copyfileobj(src, out, _CHUNK)
         self.discard()
 
     def discard(self) -> None:

@@ -46,7 +46,9 @@ def test_a_download_stopped_midway_is_resumed_with_a_range_request(tmp_path, ser
     assert oct(os.stat(dewy_dir / PARTIAL_FILE).st_mode & 0o777) == "0o600"
     assert not (tmp_path / "cache" / "1.1.0%2Fapp.tar.gz").exists()
 
+    inode = os.stat(dewy_dir / PARTIAL_FILE).st_ino
     digest = deploy_of(tmp_path, server).fetch()  # the next poller
+    assert os.stat(tmp_path / "cache" / "1.1.0%2Fapp.tar.gz").st_ino == inode, "renamed into the cache, not copied"
     assert digest == hashlib.sha256(BODY).hexdigest()
     assert [(r["range"], r["if_range"]) for r in server.requests] == [(None, None), ("bytes=%d-" % MIB, '"v1"')]
     assert (tmp_path / "cache" / "1.1.0%2Fapp.tar.gz").read_bytes() == BODY
