@@ -1,8 +1,12 @@
 """The poller process: `python -m dewy.poller --fd N`.
 
-One loop waits on the master's pipe with the time left until the next poll as its timeout. (Helper
-threads never change its state: the notifications' sender, dewy.notify.dispatch; with the `metrics`
-setting prometheus-client's HTTP server; with `rollout-waves` a Pulse writing the heartbeat during a deploy.) Every `interval` (±10% jitter, so a fleet does not poll in lock
+One loop waits on the master's pipe (and a wake-up pipe the `trigger` thread pokes: poll now) with the time
+left until the next poll as its timeout. (Helper threads never change its state: the notifications' sender,
+dewy.notify.dispatch; with the `metrics` setting prometheus-client's HTTP server; with `trigger` its HTTP
+server; with `rollout-waves` a Pulse writing the heartbeat during a deploy.) It says what it does (state and
+reason, dewy/poller/states.py) in every `status` and in a `state` message at each change, and it alone decides
+whether a version may deploy now (refusals, `dewy pause`, a rollback's hold, the rollout wave; the pause is
+looked at again before the switch). Every `interval` (±10% jitter, so a fleet does not poll in lock
 step) it asks the registry for the newest release not refused; when that version is not the one running,
 deploy.Deploy runs the pipeline and asks the master to switch. While the registry fails, the interval
 doubles up to `poll-backoff-max`; an outage is logged once when it starts and once when it ends (and a
