@@ -560,6 +560,21 @@ def _trigger_address(raw: str, base: str) -> str:
     return _metrics_address(raw, base)
 
 
+def _otlp_endpoint(raw: str, base: str) -> str:
+    """HOST:PORT of an OTLP gRPC receiver, or "" (off)."""
+    if not raw.strip():
+        return ""
+    from dewy.poller.metrics import parse_address
+
+    parse_address(raw)  # ValueError (HOST:PORT expected) when it is not one
+    from dewy.poller.otel import sdk_missing
+
+    problem = sdk_missing()  # exit 2 at start, not a poller that silently exports nothing
+    if problem:
+        raise BadValue(problem.replace("otlp-endpoint needs", "needs", 1))
+    return raw.strip()
+
+
 def _app(raw: list[str] | str, base: str) -> tuple[str, ...]:
     """The app's argv: a list (command line) or one shell-quoted string (ini)."""
     if isinstance(raw, str):
@@ -706,6 +721,12 @@ SETTINGS: list[Setting] = [
         doc="Run with sh -c in workdir after a deploy.",
     ),
     Setting(
+        name="after-rollback-hook", meta="CMD",
+        type="shell command", default="", default_doc="none", validator=_text,
+        doc="Run with sh -c in workdir after a rollback (a crash-looping release, or dewy rollback), with the "
+            "deploy hooks' DEWY_* variables.",
+    ),
+    Setting(
         name="slot", short="-s", meta="SLOT",
         type="build metadata", default="", default_doc="none", validator=_slot,
         doc="Deploy only releases whose build metadata is SLOT (v1.2.3+blue), for blue/green.",
@@ -727,14 +748,14 @@ SETTINGS: list[Setting] = [
         type="delay[:DURATION], notify[:TIMEOUT] or http:/PATH[:TIMEOUT]", default="delay:1s", validator=_ready,
         pytype=Ready,
         doc="When a new app generation counts as ready: alive after a delay, READY=1 on NOTIFY_SOCKET within a "
-            "timeout (notify alone: 60s), or GET /PATH on the first TCP listener answering 2xx within a timeout "
+            "timeout (notify alone: 60s), or GET /PATH on the first TCP listener answering 2xx or 3xx within a timeout "
             "(http:/healthz:30s; alone: 60s). Timeouts are at least 100ms.",
     ),
     Setting(
         name="health", meta="HOW",
         type="http:/PATH", default="", default_doc="off", validator=_health,
         doc="Check the serving app every health-interval with GET /PATH on the first TCP listener; "
-            "health-failures non-2xx answers in a row restart it gracefully (a crash while on probation).",
+            "health-failures answers in a row other than 2xx or 3xx restart it gracefully (a crash while on probation).",
     ),
     Setting(
         name="health-interval", meta="DURATION",
@@ -798,7 +819,7 @@ SETTINGS: list[Setting] = [
         doc="The listen backlog of each socket.",
     ),
     Setting(
-        name="dir", meta="DIR",
+        name="dir", short="-d", meta="DIR",  # -d: Dewy's README spells it so (dewy assets -d /var/www/html)
         type="directory", default="", default_doc="none", validator=_path(required=False),
         doc="assets mode: a symlink kept pointing at the newest release (besides workdir/current). Relative like "
             "workdir.",
@@ -817,14 +838,15 @@ SETTINGS: list[Setting] = [
     Setting(
         name="health-path", meta="PATH",
         type="/PATH", default="", default_doc="none (a TCP connect)", validator=_url_path,
-        doc="container mode: a new container is ready once GET PATH answers 2xx (else once its port accepts).",
+        doc="container mode: a new container is ready once GET PATH answers 2xx (else once its port accepts). "
+            "On dewy server (as Dewy): ready = http:PATH:TIMEOUT, 2xx and 3xx healthy.",
     ),
     Setting(
         name="health-timeout", meta="DURATION",
         type="duration", default="30s", pytype=float,
         validator=_at_least(MIN_WORK_DURATION, "a shorter one refuses every good image"),
         doc="container mode: how long a new container may take to become ready before its image is refused "
-            "(at least 100ms).",
+            "(at least 100ms). On dewy server: the TIMEOUT of health-path's readiness check.",
     ),
     Setting(
         name="drain-time", meta="DURATION",
@@ -869,9 +891,27 @@ SETTINGS: list[Setting] = [
     Setting(
         name="poll-backoff-max", meta="DURATION",
         type="duration", default="5m", pytype=float,
-        validator=_at_least(MIN_INTERVAL, "polling more often only burns CPU"),
-        doc="While the registry fails, the poll interval doubles up to this; the first success resets it "
-            "(at least 100ms).",
+        validator=_zero_or_at_least(MIN_INTERVAL, "polling more often only burns CPU"),
+        doc="While the registry fails, the poll interval doubles up to this; the first success resets it. "
+            "0 = no backoff (what Dewy's max-backoff-interval flag of 0 means); else at least 100ms.",
+    ),
+    Setting(
+        name="rollback", meta="WHEN",
+        type="on|off", default="on", validator=_choice("on", "off"),
+        doc="off (Dewy's no-rollback flag): a new release that fails its readiness check (ready = notify or http) "
+            "serves anyway and the old one retires, the failure logged and notified; a crash-looping release "
+            "is restarted, never rolled back.",
+    ),
+    Setting(
+        name="otlp-endpoint", meta="HOST:PORT",
+        type="HOST:PORT", default="", default_doc="off", validator=_otlp_endpoint,
+        doc="Export dewy's metrics (Dewy's dewy.* names) and its deploy events as log records by OTLP over "
+            "gRPC to HOST:PORT (needs the [otel] extra); TLS unless otlp-insecure.",
+    ),
+    Setting(
+        name="otlp-insecure", cli="--otlp-insecure",
+        type="true|false", default="false", validator=_choice("true", "false"),
+        doc="Send OTLP in plaintext instead of TLS.",
     ),
     Setting(
         name="metrics", meta="HOST:PORT",

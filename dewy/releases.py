@@ -128,7 +128,7 @@ class _Budget:
 
 
 def archive_kind(name: str) -> str:
-    """The kind of artifact a file name denotes: tar.gz, tgz, tar.bz2, tar.xz, tar, zip, or file."""
+    """The kind of artifact a file name denotes: tar.gz, tgz, tar.bz2, tbz2, tar.xz, txz, tar, zip, or file."""
     lowered = name.lower()
     # Longest suffix first, so "x.tar.gz" is a tar.gz and not a "tar" or "file".
     for suffix in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True):

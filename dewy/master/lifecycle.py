@@ -214,11 +214,25 @@ class Lifecycle:
         gen.ready_deadline = None
         if gen.ready_kind == "delay":
             self.on_ready(gen)
+        elif getattr(self.cfg, "rollback", "on") == "off":
+            self.keep_unready(gen)
         elif gen.ready_kind == "http":
             self.on_start_failed(gen, "GET %s did not answer 2xx within %gs (last: %s)" % (
                 gen.ready_path, gen.ready_timeout, gen.probe_detail or "no answer"))
         else:
             self.on_start_failed(gen, "did not send READY=1 within %gs" % gen.ready_timeout)
+
+    def keep_unready(self, gen: Generation) -> None:
+        """rollback = off (Dewy's --no-rollback): the release that failed its readiness check serves anyway and
+        the old generation retires; the deploy is answered ok with the failure as its error (logged, notified)."""
+        if gen.ready_kind == "http":
+            why = "GET %s did not answer 2xx or 3xx within %gs (last: %s)" % (
+                gen.ready_path, gen.ready_timeout, gen.probe_detail or "no answer")
+        else:
+            why = "did not send READY=1 within %gs" % gen.ready_timeout
+        gen.kept_unready = "version %s failed its readiness check: %s; kept (rollback = off)" % (gen.version, why)
+        log.error("%s: %s", gen.label(), gen.kept_unready, extra=gen.log_fields())
+        self.on_ready(gen)
 
     # ------------------------------------------------------------ HTTP checks
     def start_probe(self, gen: Generation, now: float) -> None:
@@ -432,7 +446,8 @@ class Lifecycle:
         if gen.rollback_from is not None or gen.reason == "deploy":
             # Ready is proof enough for a cold start: `current` stays on it whatever happens now.
             self.deploying = None
-            if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir):
+            if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir) and (
+                    getattr(self.cfg, "rollback", "on") != "off"):  # rollback = off: never goes back
                 # Watched for a crash loop (a release the operator switched to as well): back to previous_dir.
                 self.probation = Probation(gen.version, gen.release_dir, previous_version, previous_dir,
                                            now + PROBATION)
@@ -461,7 +476,8 @@ class Lifecycle:
         if gen.rollback_from is not None:
             self.finish_switch_back(gen)
         if gen.reason == "deploy":
-            self.finish_deploy(gen.version, gen.release_dir, True, None, gen.number)
+            # rollback = off: a release kept though it failed its readiness check reports that as its error
+            self.finish_deploy(gen.version, gen.release_dir, True, getattr(gen, "kept_unready", None), gen.number)
         self.host.changed()
         self.after_start()
 

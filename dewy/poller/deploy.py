@@ -412,12 +412,7 @@ class Deploy:
 
     def hook_env(self) -> dict:
         """The environment the deploy hooks get on top of dewy's own."""
-        return {
-            "DEWY_VERSION": self.release.version,
-            "DEWY_RELEASE_DIR": self.release_dir or "",
-            "DEWY_PREVIOUS_VERSION": self.previous_version or "",
-            "DEWY_MODE": self.config.mode,
-        }
+        return hooks.env(self.release.version, self.release_dir, self.previous_version, self.config.mode)
 
     def before_hook(self) -> None:
         """Run before-deploy-hook; a failure aborts this deploy (Transient: retried next poll)."""
@@ -430,6 +425,7 @@ class Deploy:
             log.info("before-deploy-hook output:\n%s", result.output.rstrip())
         if not result.ok:
             raise HookFailed("before-deploy-hook failed (%s)" % result.describe(), result.output)
+        hooks.report_success(self.backends.notifier, "before-deploy-hook", result, self.release.version)
 
     # --- outcomes -------------------------------------------------------------------------------
 
@@ -439,7 +435,10 @@ class Deploy:
         release_dir = answer.get("release_dir") or self.release_dir
         self.release_dir = release_dir
         self.repeats.clear()
-        error = None
+        error = answer.get("error") or None  # rollback = off: it failed its readiness check and serves anyway
+        if error:
+            self.backends.notifier.emit("failed", release.version, error=error, kept=True,
+                                        previous_version=self.previous_version)
         if self.metrics is not None:
             self.metrics.deployed(release.version, time.monotonic() - self.started)
         if config.after_deploy_hook:
@@ -453,6 +452,9 @@ class Deploy:
                 log.warning("%s", error)
                 self.backends.notifier.emit("hook-failed", release.version, hook="after-deploy-hook", error=error,
                                             output=result.output, previous_version=self.previous_version)
+            else:
+                hooks.report_success(self.backends.notifier, "after-deploy-hook", result, release.version,
+                                     previous_version=self.previous_version)
         host = audit.hostname(self.config.host_id)
         self.stage("deploying", "finishing")
         self.report(answer.get("generation"), release_dir=release_dir)

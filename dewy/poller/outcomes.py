@@ -129,3 +129,5 @@ def record_event(backends, result: str, entry: dict, event: str | None = None, *
     fields = {key: entry[key] for key in _NOTIFIED_KEYS if entry.get(key) is not None}
     fields.update(notify)
     backends.notifier.emit(event or result, entry.get("version"), **fields)
+    if backends.metrics is not None:
+        backends.metrics.audited(entry)  # an OTel log record with `otlp-endpoint`

@@ -32,7 +32,7 @@ import time
 import urllib.parse
 from contextlib import nullcontext
 
-from dewy import backoff, fleet, pause, releases, versions
+from dewy import backoff, fleet, hooks, pause, releases, versions
 from dewy import cache as cache_pkg
 from dewy import log as dewy_log
 from dewy import notify as notify_pkg
@@ -231,9 +231,10 @@ class Poller(Rollouts, Outages):
                 self.notifier.close(0)  # what it still has queued goes out in the background
             self.notifier = Dispatcher(notify_pkg.from_setting(config.notifier))
         self.notifier.app = app_name(config)
+        self.notifier.use_workdir(config.workdir)  # Slack threads kept in .dewy/ across restarts
         if config.host_id:
             self.notifier.host = config.host_id  # the fleet's name for this host, in every notification
-        self.metrics.start(config.metrics)
+        self.metrics.configure(config)  # `metrics` (Prometheus) and `otlp-endpoint` (OpenTelemetry)
         self.trigger.start(config)
         self.config = config
         self.refused = Refused(config.workdir)
@@ -274,7 +275,7 @@ class Poller(Rollouts, Outages):
         if self.stop_reason and self.config is not None:
             self.notifier.emit("stopped", self.current_version, reason=self.stop_reason, mode=self.config.mode)
         self.notifier.close()
-        self.metrics.stop()
+        self.metrics.stop(otel=True)
         self.trigger.stop()
 
     def set_current(self, version: str | None, release_dir: str | None) -> None:
@@ -318,6 +319,7 @@ class Poller(Rollouts, Outages):
             self.end_hold("the switch to %s by dewy rollback was undone (%s)" % (version, error))
         if refuse:
             self.fleet_refuse(version, "rolled back: %s" % (error or "crash-looped after deploy"))
+        hooks.run_after_rollback(self.config, self.notifier, to_version, self.current_dir, version, log)
 
     def on_lost(self, msg: protocol.Lost) -> None:
         """The release the master ran is gone from disk: forget it, so the next poll deploys afresh."""
