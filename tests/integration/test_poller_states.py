@@ -242,6 +242,7 @@ class SlowArtifact:
                 self.send_header("ETag", '"a1"')
                 self.end_headers()
                 step = owner.rate // 10
+                self.close_connection = True  # a poller stopped mid-download resets it: no keep-alive to read
                 try:
                     for at in range(start, len(body), step):
                         self.wfile.write(body[at:at + step])
@@ -251,6 +252,7 @@ class SlowArtifact:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None  # a client gone mid-download is the point here
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
