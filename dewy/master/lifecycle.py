@@ -19,6 +19,7 @@ import time
 from .. import backoff, current, procgroup  # dewy.current, not dewy.releases: no tarfile/zipfile here
 from ..clock import utc_iso
 from .generation import EXITED, RETIRING, SERVING, STARTING, Generation, dir_problem, release_lacks_program
+from . import timers
 from .httpprobe import OK, OTHER
 
 log = logging.getLogger("dewy.master")
@@ -197,15 +198,12 @@ class Lifecycle:
         return table
 
     def next_deadline(self) -> float | None:
-        """The earliest deadline in the table, or None."""
-        deadlines = [d for d, _ in self.timers()]
-        return min(deadlines) if deadlines else None
+        """The earliest deadline in the table, or None (timers.next_deadline, as the Arbiter's loop)."""
+        return timers.next_deadline(self.timers())
 
     def fire(self, now: float) -> None:
-        """Act on every deadline that has passed by now."""
-        for deadline, action in self.timers():
-            if now >= deadline:
-                action(now)
+        """Act on every deadline that has passed by now (timers.fire, as the Arbiter's loop)."""
+        timers.fire(self.timers(), now)
 
     def ready_timeout(self, gen: Generation) -> None:
         """The starting generation's readiness deadline passed: ready (delay) or failed (notify)."""
