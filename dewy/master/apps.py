@@ -124,10 +124,10 @@ class AppHost(Host):
 
     def probe(self, gen, path: str, timeout: float) -> None:
         """GET path on the first TCP listener, non-blocking in the loop (httpprobe); the answer goes to
-        lifecycle.probe_done."""
+        lifecycle.health.probe_done."""
         listener = next((l for l in self.shell.listeners if l.unix_path is None), None)
         if listener is None:
-            self.shell.lifecycle.probe_done(gen, httpprobe.FAILED, "no TCP listener to send GET %s to" % path)
+            self.shell.lifecycle.health.probe_done(gen, httpprobe.FAILED, "no TCP listener to send GET %s to" % path)
             return
         probe = httpprobe.Probe(listener.sock.family, listener.sock.getsockname(), path, gen.pid, timeout,
                                 time.monotonic())
@@ -157,7 +157,7 @@ class AppHost(Host):
         if registered:
             self.shell.selector.unregister(probe)
         probe.close()
-        self.shell.lifecycle.probe_done(gen, probe.outcome, probe.detail)
+        self.shell.lifecycle.health.probe_done(gen, probe.outcome, probe.detail)
         self.shell.changed()
 
 

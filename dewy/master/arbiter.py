@@ -22,7 +22,7 @@ from .. import __version__, procgroup, protocol, status, workdir
 from . import activation, control, output, process, sockets, timers, upgrade
 from .apps import AppHost, in_group
 from .board import StatusBoard
-from .commands import CommandRefused, Commands, ReloadError  # noqa: F401 — re-exported for callers
+from .commands import Commands
 from .garbage import remove_half_made
 from .generation import startup_problem
 from .lifecycle import Lifecycle
@@ -329,7 +329,7 @@ class Arbiter:
                 self.lifecycle.deploy(msg)
             elif isinstance(msg, protocol.Status):
                 self.board.on_status(msg)
-                self.lifecycle.check_current()  # once per poll: a deleted release dir is noticed now
+                self.lifecycle.links.check_current()  # once per poll: a deleted release dir is noticed now
                 self.changed()
             elif isinstance(msg, protocol.Progress):
                 self.board.on_progress(msg)

@@ -8,6 +8,7 @@ its loop, at once and durably before `current` moves (Lifecycle.switch).
 
 import logging
 import os
+import time
 
 from .. import __version__, status
 from ..clock import utc_iso
@@ -69,7 +70,7 @@ class StatusBoard:
         lc = shell.lifecycle
         return {
             "pid": os.getpid(), "mode": shell.cfg.mode, "state": state or lc.state_name(),
-            **lc.status_fields(),
+            **lifecycle_fields(lc),
             "poller_pid": shell.poller.pid, "sentinel_pid": shell.sentinel.pid if shell.sentinel else None,
             "started_at": self.started_at, "updated_at": utc_iso(),
             "dewy_version": __version__, "listen": [l.spec for l in shell.listeners],
@@ -78,3 +79,23 @@ class StatusBoard:
             "last_error": lc.problem or self.info["last_error"],
             "errors": shell.errors.count, "paused": shell.commands.paused, "polls": self.polls,
         }
+
+
+def lifecycle_fields(lc) -> dict:
+    """The status file's keys about the app generations and releases, from a Lifecycle."""
+    serving, starting = lc.serving, lc.starting
+    return {
+        "version": lc.current_version, "release_dir": lc.current_release,
+        "generation": serving.number if serving else None,
+        "app_pids": [serving.pid] if serving else [],
+        "starting_pid": starting.pid if starting else None,
+        "retiring_pids": [g.pid for g in lc.retiring],
+        "deploying": lc.deploying, "last_deploy": lc.last_deploy,
+        # A restart waiting out its backoff: the how-many-th in a row, the delay, when it is due (wall clock).
+        "respawn": {"attempt": lc.crash_streak, "delay": lc.respawn_delay,
+                    "at": utc_iso(time.time() + (lc.respawn_at - lc.clock()), millis=True)}
+        if lc.respawn_at is not None else None,
+        # Wall-clock time the serving generation became ready (its ready_at is monotonic).
+        "serving_since": utc_iso(time.time() - (lc.clock() - serving.ready_at))
+        if serving and serving.ready_at is not None else None,
+    }

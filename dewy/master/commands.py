@@ -124,7 +124,7 @@ class Commands:
         the poller then refuses the version rolled back from until a newer one is published."""
         version, release_dir = self.rollback_target(to if isinstance(to, str) and to else None)
         from_version = self.lifecycle.current_version
-        problem = self.lifecycle.switch_back(version, release_dir)
+        problem = self.lifecycle.rollbacks.switch_back(version, release_dir)
         if problem:
             raise CommandRefused(problem)
         return {"from": from_version, "to": version, "release_dir": release_dir}
@@ -189,8 +189,8 @@ class Commands:
             listener.close()
         self.shell.setup_logging()
         log.info("configuration reloaded from %s", new.source)
-        if new.mode == "assets" and (not new.dir or self.lifecycle.point_dir_at(self.lifecycle.current_release)):
-            self.lifecycle.forget_dir(old_dir)  # `dir` moved or removed: the old link must not keep an old release
+        if new.mode == "assets" and (not new.dir or self.lifecycle.links.point_dir_at(self.lifecycle.current_release)):
+            self.lifecycle.links.forget_dir(old_dir)  # `dir` moved or removed: the old link must not keep an old release
         self.poller.send("reload", config=new.to_json(), current=self.shell.current_info())
         self.lifecycle.restart()
 

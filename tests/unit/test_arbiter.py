@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import signal
 
-from .test_switch import arbiter  # noqa: F401 — the fixture
+from dewy.config import from_options
+
+from .test_switch import make_arbiter
 
 
-def test_a_stop_signal_is_never_dropped_and_repeated_signals_coalesce(arbiter):  # noqa: F811
-    arb, _ = arbiter
+def test_a_stop_signal_is_never_dropped_and_repeated_signals_coalesce(tmp_path):
+    arb = make_arbiter(from_options({"registry": "file:///nowhere", "app": ["app"], "workdir": str(tmp_path)}))
+    arb.selector.close()
     for _ in range(6):
         arb.queue_signal(signal.SIGHUP, None)
     for _ in range(3):

@@ -157,7 +157,7 @@ def test_deploy_becomes_ready_and_retires_the_old_generation(world, tmp_path):
     lc.deploy(Deploy(version="1.1.0", release_dir=v2))
     new = lc.starting
     assert new.state == STARTING and current(lc) == v2
-    assert lc.status_fields()["deploying"] == {"version": "1.1.0", "release_dir": v2, "previous_dir": v1}
+    assert lc.deploying == {"version": "1.1.0", "release_dir": v2, "previous_dir": v1}
     assert lc.state_name() == "deploying"
     clock.advance(0.5)
     lc.fire(clock.t)
@@ -341,7 +341,7 @@ def test_stop_during_a_deploy_leaves_current_on_what_served(world, tmp_path):
     starting, serving = lc.starting, lc.serving
     lc.stop(graceful=True)
     assert current(lc) == v1, "a stop must leave current on the release that last served"
-    assert lc.deploying is None and lc.status_fields()["deploying"] is None
+    assert lc.deploying is None and lc.deploying is None
     assert starting.state == serving.state == RETIRING and lc.state_name() == "stopping"
     assert {(starting.pid, signal.SIGTERM), (serving.pid, signal.SIGTERM)} <= set(host.signals)
     assert len(host.sent("deployed")) == 1, "no answer for the abandoned deploy (the poller is stopping)"
@@ -389,11 +389,11 @@ def test_deleted_release_dir_is_reported_and_the_poller_asked_to_redeploy(world,
 def test_a_deleted_release_dir_is_noticed_at_the_next_poll_while_the_app_serves(world, tmp_path):
     lc, host, clock = world()
     path = serving_version(lc, host, clock, tmp_path)
-    lc.check_current()
+    lc.links.check_current()
     assert host.sent("lost") == []  # all is well: nothing said
     os.rename(path, path + ".deleted")
-    lc.check_current()
-    lc.check_current()  # said once, not at every poll
+    lc.links.check_current()
+    lc.links.check_current()  # said once, not at every poll
     assert [m["release_dir"] for m in host.sent("lost")] == [path]
     assert "is gone" in lc.problem and lc.serving is not None  # the running app is left alone
 
