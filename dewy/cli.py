@@ -25,6 +25,8 @@ EXIT_NOT_RUNNING = 3
 COMMANDS = {
     "server": "dewy server [options] -- CMD [ARG...]",
     "assets": "dewy assets [options]",
+    "container": "dewy container [options] [-- OPT...]",
+    "container list": "dewy container list [--runtime NAME] [--name NAME] [--json]",
     "status": "dewy status [--workdir DIR | --config INI] [--json]",
     "latest": "dewy latest (-c INI | --registry URL) [--slot SLOT] [--json]",
     "history": "dewy history [--workdir DIR | --config INI] [-n N] [--json]",
@@ -96,7 +98,8 @@ def command_doc(command: str) -> str:
     line = COMMANDS[command]
     repeated = " ".join("[%s %s]..." % (s.flag, s.meta) for s in SETTINGS if s.flag and s.multiple)
     line = line.replace("[options]", "[options] " + repeated)
-    options = {"server": setting_options(), "assets": setting_options(), "status": STATUS_OPTIONS,
+    options = {"server": setting_options(), "assets": setting_options(), "container": setting_options(),
+               "container list": CONTAINER_LIST_OPTIONS, "status": STATUS_OPTIONS,
                "latest": latest_options(), "history": STATUS_OPTIONS + history_options(),
                "fleet": fleet_options()}.get(
                    command, STATUS_OPTIONS + control_options() if command in CONTROL_COMMANDS else "")
@@ -209,6 +212,8 @@ def _main(argv: list[str] | None) -> int:
         print(help_text())
         return EXIT_OK
     command = argv[0] if argv else ""
+    if command == "container" and argv[1:2] == ["list"]:
+        command, argv = "container list", ["container", "list"] + argv[2:]
     if command not in COMMANDS:
         return _usage_error('unknown command "%s"' % command if command else "")
     args = _parse(command, argv)
@@ -216,7 +221,8 @@ def _main(argv: list[str] | None) -> int:
         return args
     if command in CONTROL_COMMANDS:
         return control(command, args)
-    return {"server": run_mode, "assets": run_mode, "status": status, "latest": latest, "demo": demo,
+    return {"server": run_mode, "assets": run_mode, "container": run_mode, "container list": container_list,
+            "status": status, "latest": latest, "demo": demo,
             "history": history, "fleet": fleet}[command](args)
 
 
@@ -224,13 +230,29 @@ def _main(argv: list[str] | None) -> int:
 
 def options_from_args(args: dict) -> dict:
     """docopt's answer for server/assets -> the raw values dewy.config.from_options takes."""
-    values = {"mode": "server" if args.get("server") else "assets"}
+    values = {"mode": "server" if args.get("server") else "container" if args.get("container") else "assets"}
     for s in SETTINGS:
         if s.flag:
             values[s.name] = args.get(s.flag)
-    if args.get("CMD"):
+    if args.get("container"):
+        values["container-args"] = list(args.get("OPT") or []) or None
+    elif args.get("CMD"):
         values["app"] = [args["CMD"]] + list(args.get("ARG") or [])
     return values
+
+
+CONTAINER_LIST_OPTIONS = """Container list options:
+  --runtime NAME  docker or podman [default: docker].
+  --name NAME     Only this app's containers (the dewy.app label).
+  --json          Print the containers as JSON.
+"""
+
+
+def container_list(args: dict) -> int:
+    """`dewy container list`: the containers dewy runs on this host (label dewy.managed=true)."""
+    from dewy.container import listing
+
+    return listing.main(args["--runtime"] or "docker", args["--name"], args["--json"])
 
 
 def run_master(config, reload_config) -> int:

@@ -29,7 +29,7 @@ SECTION = "dewy"
 CLI_SOURCE = "command line"
 MAX_PORTS = 1024
 STOP_SIGNALS = ("TERM", "QUIT", "INT", "HUP", "USR1", "USR2", "WINCH", "KILL")
-MODES = ("server", "assets")
+MODES = ("server", "assets", "container")
 CHECKSUM_POLICIES = ("auto", "required", "off")
 
 MAX_DURATION = 365 * 86400.0
@@ -534,6 +534,21 @@ def _app(raw: list[str] | str, base: str) -> tuple[str, ...]:
     return tuple(str(arg) for arg in raw)
 
 
+def _container_name(raw: str, base: str) -> str:
+    """container mode's app name: letters, digits, _ . - (it is part of container names and a label)."""
+    if raw and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", raw.strip()):
+        raise BadValue("expected letters, digits, _ . - (at most 63, starting with a letter or digit)")
+    return raw.strip()
+
+
+def _url_path(raw: str, base: str) -> str:
+    """A request path (/health) or empty."""
+    raw = raw.strip()
+    if raw and (not raw.startswith("/") or any(c.isspace() or ord(c) < 0x20 for c in raw)):
+        raise BadValue("expected a path such as /health")
+    return raw
+
+
 def _ready(raw: str, base: str) -> Ready:
     return parse_ready(raw)
 
@@ -595,9 +610,10 @@ def _one_of(choices) -> str:
 
 SETTINGS: list[Setting] = [
     Setting(
-        name="mode", cli="the command: dewy server | dewy assets",
+        name="mode", cli="the command: dewy server | dewy assets | dewy container",
         type=_one_of(MODES), default="server", validator=_choice(*MODES),
-        doc="Keep an application process running and current (server), or a directory of static files (assets).",
+        doc="Keep an application process running and current (server), a directory of static files (assets), or "
+            "an OCI image's containers (container: registry img://, port PROXY:CONTAINER).",
     ),
     Setting(
         name="registry", meta="URL", example="file:///srv/releases",
@@ -746,6 +762,53 @@ SETTINGS: list[Setting] = [
         type="directory", default="", default_doc="none", validator=_path(required=False),
         doc="assets mode: a symlink kept pointing at the newest release (besides workdir/current). Relative like "
             "workdir.",
+    ),
+    # --- container mode (Dewy's `dewy container` flags; dewy.container.settings) ---
+    Setting(
+        name="name", meta="NAME",
+        type="container name", default="", default_doc="the image name", validator=_container_name,
+        doc="container mode: the app's name, in its containers' names and the dewy.app label.",
+    ),
+    Setting(
+        name="replicas", meta="N",
+        type="integer 1..100", default="1", validator=_integer(1, 100), pytype=int,
+        doc="container mode: containers run per version (connections are spread over them).",
+    ),
+    Setting(
+        name="health-path", meta="PATH",
+        type="/PATH", default="", default_doc="none (a TCP connect)", validator=_url_path,
+        doc="container mode: a new container is ready once GET PATH answers 2xx (else once its port accepts).",
+    ),
+    Setting(
+        name="health-timeout", meta="DURATION",
+        type="duration", default="30s", validator=_duration(0.0, inclusive=False), pytype=float,
+        doc="container mode: how long a new container may take to become ready before its image is refused.",
+    ),
+    Setting(
+        name="drain-time", meta="DURATION",
+        type="duration", default="30s", validator=_duration(), pytype=float,
+        doc="container mode: how long the old container's open connections may take to finish after the switch.",
+    ),
+    Setting(
+        name="runtime", meta="NAME",
+        type="docker|podman", default="docker", validator=_choice("docker", "podman"),
+        doc="container mode: the container runtime command.",
+    ),
+    Setting(
+        name="cmd", meta="CMD",
+        type="command line", default="", default_doc="the image's CMD", validator=_app, pytype=tuple,
+        doc="container mode: the command run in the container instead of the image's CMD, one shell-quoted line.",
+    ),
+    Setting(
+        name="proxy-idle-timeout", meta="DURATION",
+        type="duration", default="5m", validator=_duration(), pytype=float,
+        doc="container mode: a proxied connection idle this long is closed (0: never).",
+    ),
+    Setting(
+        name="container-args", cli="dewy container [options] -- RUN-OPTION...",
+        type="command line", default="", default_doc="none", validator=_app, pytype=tuple,
+        doc="container mode: options for docker/podman run (-e KEY=VALUE, -v SRC:DST, --env-file...): after -- "
+            "on the command line, one shell-quoted line in ini.",
     ),
     Setting(
         name="hook-timeout", meta="DURATION",
@@ -1012,6 +1075,48 @@ def _warnings(values: dict, raw: dict, source: _Source) -> list[str]:
     return [str(warning) for warning in found]
 
 
+def _container_ports(raw: dict, source: _Source) -> tuple:
+    """(raw with `port` reduced to the listen side, [container port per listener]) for container mode."""
+    from dewy.container.settings import split_ports
+
+    entries = _as_text(raw.get("port") or [])
+    entries = [entries] if isinstance(entries, str) else entries
+    try:
+        listen, ports = split_ports(entries)
+    except ValueError as exc:
+        raise source.bad(BY_NAME["port"], entries, str(exc)) from None
+    if not listen:
+        raise source.error(BY_NAME["port"], "is required in container mode (PROXY:CONTAINER, e.g. 8080:80)")
+    return dict(raw, port=listen), ports
+
+
+def _container_values(values: dict, raw: dict, source: _Source, ports: list) -> None:
+    """container mode: an img:// registry, no app (dewy runs the generation), ready = notify, a stop long
+    enough to drain; the app command becomes the container generation with its spec."""
+    from dewy.container import settings
+
+    if not values["registry"].lower().startswith("img://"):
+        raise source.bad(BY_NAME["registry"], raw["registry"], "must be an img:// URL in container mode "
+                         "(img://REGISTRY/REPO, e.g. img://ghcr.io/owner/app)")
+    if values["app"]:
+        raise source.bad(BY_NAME["app"], _as_text(raw["app"]), "must be empty in container mode (the image runs; "
+                         "run options go in container-args)")
+    problem = settings.args_problem(values["container_args"])
+    if problem:
+        raise source.bad(BY_NAME["container-args"], _as_text(raw["container-args"]), problem)
+    if len(ports) != len(values["port"]):
+        raise source.bad(BY_NAME["port"], _as_text(raw["port"]), "a port range takes no container port in "
+                         "container mode: give one PROXY:CONTAINER entry per port")
+    spec = settings.generation_spec(values, ports)
+    values["app"] = settings.app_argv(spec)
+    if not _given(raw.get("ready")):
+        from dewy.container.runtime import PULL_TIMEOUT
+
+        values["ready"] = Ready("notify", PULL_TIMEOUT + values["health_timeout"] + 60.0)
+    if not _given(raw.get("graceful-timeout")):
+        values["graceful_timeout"] = max(values["graceful_timeout"], values["drain_time"] + spec["stop_timeout"] + 20)
+
+
 def _build(raw: dict, source: _Source, warnings: list | None = None) -> Config:
     """Validate raw values (setting name -> raw text/list), fill in defaults, check cross-setting rules;
     the warnings (one line each) are appended to `warnings` when given."""
@@ -1019,6 +1124,9 @@ def _build(raw: dict, source: _Source, warnings: list | None = None) -> Config:
     if unknown:
         raise ConfigError("%s: unknown setting %s" % (source.name, ", ".join(unknown)))
     values = {}
+    container = None
+    if str(raw.get("mode") or "").strip().lower() == "container":  # ports are PROXY:CONTAINER there
+        raw, container = _container_ports(raw, source)
     for s in SETTINGS:
         if _given(raw.get(s.name)):
             values[s.attr] = _parse_value(s, _as_text(raw[s.name]), source)
@@ -1027,6 +1135,8 @@ def _build(raw: dict, source: _Source, warnings: list | None = None) -> Config:
             raise source.error(s, "is required (e.g. %s)" % example)
         else:
             values[s.attr] = _default(s)
+    if container is not None:
+        _container_values(values, raw, source, container)
     _check_mode(values, raw, source)
     if warnings is not None:
         warnings.extend(_warnings(values, raw, source))

@@ -14,6 +14,11 @@ values in the cache, under the app's namespace (dewy/cache/remote.py):
 - `fleet/refused/<version>`: a version that failed on some host (refused, or rolled back by its master):
   {version, host, reason, at}. Every host refuses it from then on; hosts already running it go back.
 
+Every entry is written by some host of the fleet, so it is data, never an instruction: `_entries` escapes
+control characters in its strings, shortens them and bounds lists and counts (`dewy fleet` prints them on
+an operator's terminal), and a rollout whose hosts or waves are malformed is not followed. What another
+host writes can hold this host back (a refusal, a wave), never make it deploy something (SECURITY.md).
+
 A host may deploy a version when it is in the first wave, or when every host of the earlier waves that is
 still alive has served that version for `rollout-soak`. Times are Unix seconds (hosts compare them, so not
 a monotonic clock).
@@ -30,6 +35,8 @@ HOSTS = "fleet/hosts/"
 ROLLOUTS = "fleet/rollout/"
 REFUSED = "fleet/refused/"
 KEEP = 30 * 86400.0  # seconds a rollout or a fleet-wide refusal is remembered
+MAX_TEXT = 300       # characters of a string another host wrote that are kept (reasons, states, names)
+MAX_LIST = 10000     # items of a list (a rollout's hosts) and entries of one kind kept from the cache
 
 # Heartbeat states.
 SERVING, WAITING, DEPLOYING, IDLE = "serving", "waiting", "deploying", "idle"
@@ -66,13 +73,42 @@ def wave_of(rollout: dict, host: str) -> int:
     return next(i for i, size in enumerate(sizes) if position < size)
 
 
+def clean(value, limit: int = MAX_TEXT):
+    """A value another host wrote, made safe to show and use: strings with control characters escaped
+    (`\\x1b`) and cut to limit, lists cut to MAX_LIST items, objects cleaned one level down (their keys too);
+    numbers, booleans and None as they are, anything else as short text."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        if any(ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 for c in value):
+            value = "".join(c if not (ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0) else "\\x%02x" % ord(c)
+                            for c in value)
+        return value if len(value) <= limit else value[:limit - 3] + "..."
+    if isinstance(value, list):
+        return [clean(v, limit) if not isinstance(v, (list, dict)) else clean(str(v), limit)
+                for v in value[:MAX_LIST]]
+    if isinstance(value, dict):
+        return {clean(str(k), 80): clean(v, limit) if not isinstance(v, dict) else clean(str(v), limit)
+                for k, v in list(value.items())[:100]}
+    return clean(str(value), limit)
+
+
 def _decode(raw) -> dict | None:
-    """A JSON object from a cache value, or None when it is not one."""
+    """A JSON object from a cache value (cleaned: another host wrote it), or None when it is not one."""
     try:
         value = json.loads(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return None
-    return value if isinstance(value, dict) else None
+    return clean(value) if isinstance(value, dict) else None
+
+
+def _plan_ok(rollout) -> bool:
+    """Whether a rollout read from the cache can be followed: a list of host ids and increasing wave sizes."""
+    hosts, sizes = rollout.get("hosts"), rollout.get("waves")
+    return (isinstance(hosts, list) and isinstance(sizes, list) and bool(sizes)
+            and all(isinstance(h, str) for h in hosts)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes)
+            and sizes == sorted(sizes))
 
 
 def span(seconds: float) -> str:
@@ -137,7 +173,7 @@ class Fleet:
 
     def rollouts(self) -> dict:
         """version -> rollout of every rollout remembered."""
-        return _entries(self.cache.scan(ROLLOUTS), "version")
+        return {v: r for v, r in _entries(self.cache.scan(ROLLOUTS), "version").items() if _plan_ok(r)}
 
     # --- decisions ------------------------------------------------------------------------------------
 
@@ -151,7 +187,7 @@ class Fleet:
         key = ROLLOUTS + version
         for _ in range(3):
             existing = _decode(self.cache.get(key))
-            if existing and isinstance(existing.get("hosts"), list) and isinstance(existing.get("waves"), list):
+            if existing and _plan_ok(existing):
                 return existing
             alive = self.hosts() if alive is None else alive
             hosts = host_order(set(alive) | {self.host}, version)
@@ -229,4 +265,6 @@ def _entries(values: dict, field: str) -> dict:
         entry = _decode(raw)
         if entry and isinstance(entry.get(field), str):
             out[entry[field]] = entry
+            if len(out) >= MAX_LIST:
+                break
     return out

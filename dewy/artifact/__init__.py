@@ -11,6 +11,7 @@ SCHEMES = {
     "gs": ("dewy.artifact.gs", "GCSArtifact", frozenset()),
     "https": ("dewy.artifact.http", "HTTPArtifact", None),  # any query: presigned URLs carry their own
     "http": ("dewy.artifact.http", "HTTPArtifact", None),   # loopback hosts only (checked by the class)
+    "img": ("dewy.artifact.img", "ImageArtifact", frozenset()),  # an image pinned by digest (container mode)
 }
 
 __all__ = ["SCHEMES", "Artifact", "ArtifactError", "validate_url", "from_url"]

@@ -12,9 +12,17 @@
   (calls fail at once instead of waiting for timeouts at every poll) and its return is logged once.
   Meanwhile `get` misses and `set`/`delete` do nothing, so deploys go on; `add`/`discard` raise
   CacheUnavailable and the shared registry answer asks the registry directly.
+- Authentication (optional): with `DEWY_CACHE_KEY` in the environment (the fleet's `cache-key`; never in the
+  ini), every value is written as `dewy-hmac-sha256:<hex HMAC of server key + value>` + newline + value, and
+  a value read back that does not carry a valid HMAC is ignored (a miss; logged once per key), so only a
+  holder of the key can write what the fleet trusts (`authenticated`). Without the key every value is a
+  hint (dewy/registry/shared.py checks the registry answer with the registry; SECURITY.md).
 """
 
+import hashlib
+import hmac
 import logging
+import os
 import re
 import time
 
@@ -29,6 +37,9 @@ RETRY = 5.0               # seconds a server found down is not asked again
 DEFAULT_PREFIX = "dewy"
 _NAME = re.compile(r"[A-Za-z0-9_.@-]+(?:/[A-Za-z0-9_.@-]+)*")  # app and prefix: plain path segments
 SHARED_KEYS = frozenset({"registry-ttl", "app"})  # query keys every shared cache understands
+KEY_ENV = "DEWY_CACHE_KEY"  # the fleet's cache-key: HMAC over every shared value
+SEAL = b"dewy-hmac-sha256:"
+MAX_WARNED = 1000  # keys remembered as having been warned about (a long-lived poller keeps the set)
 
 
 def parse_registry_ttl(parsed: urls.ParsedURL) -> float | None:
@@ -92,6 +103,10 @@ class RemoteCache(Cache):
         self._down_until = 0.0
         self._outage = None  # the error that started the current outage
         self._refused = False  # ... and whether it was our credentials the server refused
+        secret = os.environ.get(KEY_ENV, "")
+        self._mac_key = secret.encode() if secret else None
+        self.authenticated = self._mac_key is not None  # every value get() returns carries our HMAC
+        self._forged = set()  # server keys whose unauthenticated values were logged (once each)
 
     @property
     def local(self) -> FileCache:
@@ -135,12 +150,47 @@ class RemoteCache(Cache):
             self._outage = None
         return result
 
+    # --- authentication (DEWY_CACHE_KEY) --------------------------------------------------------
+
+    def _mac(self, full: str, value: bytes) -> bytes:
+        return hmac.new(self._mac_key, full.encode() + b"\0" + value, hashlib.sha256).hexdigest().encode()
+
+    def _seal(self, full: str, value: bytes) -> bytes:
+        """value as stored on the server: with the fleet key, prefixed by its HMAC (bound to the key name)."""
+        value = bytes(value)
+        if self._mac_key is None:
+            return value
+        return SEAL + self._mac(full, value) + b"\n" + value
+
+    def _unseal(self, full: str, raw) -> bytes | None:
+        """The value a server value holds, or None when the fleet key is set and its HMAC is missing or wrong
+        (logged once per key). Without a key, sealed and plain values are both taken (as hints)."""
+        if raw is None:
+            return None
+        raw = bytes(raw)
+        mac = None
+        if raw.startswith(SEAL):
+            mac, _, raw = raw[len(SEAL):].partition(b"\n")
+        if self._mac_key is None:
+            return raw
+        if mac is not None and hmac.compare_digest(mac, self._mac(full, raw)):
+            return raw
+        if full not in self._forged:
+            if len(self._forged) >= MAX_WARNED:
+                self._forged.clear()
+            self._forged.add(full)
+            log.warning("cache %s: the value of %s is not authenticated by the cache key (%s): ignored",
+                        self.where, full.encode("unicode_escape").decode("ascii")[:200], KEY_ENV)
+        return None
+
     # --- values: on the server ------------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
-        """The shared value of key, or None when absent, expired or the server is unavailable."""
+        """The shared value of key, or None when absent, expired, not authenticated by the fleet key (when
+        one is set) or the server is unavailable."""
+        full = self.key(key)
         try:
-            return self._call(self._get, self.key(key))
+            return self._unseal(full, self._call(self._get, full))
         except CacheUnavailable:
             return None
 
@@ -150,17 +200,17 @@ class RemoteCache(Cache):
             if ttl is not None and ttl <= 0:
                 self._call(self._delete, self.key(key))
             else:
-                self._call(self._set, self.key(key), bytes(value), ttl)
+                self._call(self._set, self.key(key), self._seal(self.key(key), value), ttl)
         except CacheUnavailable:
             pass
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
         """Store value only if key is absent or expired (atomically on the server); CacheUnavailable when down."""
-        return bool(self._call(self._add, self.key(key), bytes(value), float(ttl)))
+        return bool(self._call(self._add, self.key(key), self._seal(self.key(key), value), float(ttl)))
 
     def discard(self, key: str, value: bytes) -> bool:
         """Delete key while it still holds value (atomically on the server); CacheUnavailable when down."""
-        return bool(self._call(self._discard, self.key(key), bytes(value)))
+        return bool(self._call(self._discard, self.key(key), self._seal(self.key(key), value)))
 
     def scan(self, prefix: str) -> dict:
         """{key: value} of the live shared values whose key starts with prefix; CacheUnavailable when down."""
@@ -168,7 +218,8 @@ class RemoteCache(Cache):
             raise ValueError("scan prefix must be a non-empty string")
         full = self.key(prefix)
         strip = len(full) - len(prefix)
-        return {key[strip:]: value for key, value in self._call(self._scan, full).items()}
+        found = {key: self._unseal(key, value) for key, value in self._call(self._scan, full).items()}
+        return {key[strip:]: value for key, value in found.items() if value is not None}
 
     def delete(self, key: str) -> None:
         """Remove key: the local blob and the shared value (the latter skipped while the server is down)."""

@@ -442,8 +442,12 @@ def build_release(dest_tar_gz: str, version: str, behaviour: str = "") -> None:
     source = __file__
     if not source.endswith(".py"):
         source = source[: source.rfind(".py") + 3]
-    with open(source, "rb") as fh:
-        code = fh.read()
+    loader = globals().get("__loader__")
+    if os.path.isfile(source) or not hasattr(loader, "get_data"):
+        with open(source, "rb") as fh:
+            code = fh.read()
+    else:
+        code = loader.get_data(source)  # imported from a zipapp: this file is inside the zip
     files = [("app.py", code, 0o755), ("VERSION", (version + "\n").encode(), 0o644)]
     if behaviour:
         files.append(("BEHAVIOUR", (behaviour + "\n").encode(), 0o644))

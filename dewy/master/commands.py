@@ -20,6 +20,7 @@ from .generation import startup_problem
 log = logging.getLogger("dewy.master")
 
 RELOAD_FAILED = "reload failed, keeping the running configuration"
+STOP_MARGIN = 15.0  # seconds systemd waits beyond graceful-timeout for the master to reap everything and exit
 # What the control socket (.dewy/control.sock) may ask, with the arguments each takes.
 CONTROL_COMMANDS = {"status": (), "restart": (), "reload": (), "rollback": ("to",), "pause": ("reason",),
                     "resume": (), "deploy-now": ()}
@@ -157,20 +158,31 @@ class Commands:
 
     def handle_reload(self) -> None:
         """Re-read the configuration and gracefully restart the app."""
+        try:
+            new = self.shell.reload_config()
+        except ConfigLoadError as exc:
+            # Refused before anything changed: no RELOADING=1 ... READY=1 pair, which would tell systemd the
+            # reload was done (`systemctl reload` checks the file first: this is a file that went bad since).
+            self.failed_reload(exc)
+            self.shell.systemd.send(STATUS=self.reload_failure)
+            return
         self.shell.systemd.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         try:
-            self.apply_config(self.shell.reload_config())
-        except (ConfigLoadError, sockets.ListenError, ReloadError) as exc:
-            # Logged and shown in `dewy status` (last error) until a reload succeeds.
-            self.reload_failure = "%s: %s" % (RELOAD_FAILED, exc)
-            self.lifecycle.set_problem(self.reload_failure)
-            self.shell.changed()
+            self.apply_config(new)
+        except (sockets.ListenError, ReloadError) as exc:
+            self.failed_reload(exc)
         else:
             if self.reload_failure is not None and self.lifecycle.problem == self.reload_failure:
                 self.lifecycle.set_problem(None)  # the failure is over (a later problem of another kind stays)
                 self.shell.changed()
             self.reload_failure = None
         self.shell.systemd.send(READY=1, STATUS=self.lifecycle.status_line())
+
+    def failed_reload(self, exc) -> None:
+        """Logged and shown in `dewy status` (last error) until a reload succeeds."""
+        self.reload_failure = "%s: %s" % (RELOAD_FAILED, exc)
+        self.lifecycle.set_problem(self.reload_failure)
+        self.shell.changed()
 
     def apply_config(self, new) -> None:
         """Switch to a re-read configuration: re-bind changed ports, tell the poller, restart the app."""
@@ -190,7 +202,8 @@ class Commands:
         self.shell.setup_logging()
         log.info("configuration reloaded from %s", new.source)
         if new.mode == "assets" and (not new.dir or self.lifecycle.links.point_dir_at(self.lifecycle.current_release)):
-            self.lifecycle.links.forget_dir(old_dir)  # `dir` moved or removed: the old link must not keep an old release
+            # `dir` moved or removed: the old link must not keep an old release.
+            self.lifecycle.links.forget_dir(old_dir)
         self.poller.send("reload", config=new.to_json(), current=self.shell.current_info())
         self.lifecycle.restart()
 
@@ -214,7 +227,9 @@ class Commands:
     def begin_stop(self, graceful: bool) -> None:
         """Stop the app (gracefully: its stop signal, KILL after graceful-timeout; else KILL now) and the poller."""
         if not self.lifecycle.stopping:
-            self.shell.systemd.send(STOPPING=1)
+            # EXTEND_TIMEOUT_USEC: a graceful-timeout longer than the unit's TimeoutStopSec must not be cut short.
+            extend = int((self.cfg.graceful_timeout + STOP_MARGIN) * 1e6)
+            self.shell.systemd.send(STOPPING=1, EXTEND_TIMEOUT_USEC=extend)
             self.poller.stop(reason="graceful stop (SIGTERM/SIGINT)" if graceful else "fast stop (SIGQUIT)")
         self.lifecycle.stop(graceful)
         if not graceful:

@@ -159,7 +159,7 @@ class Lifecycle:
             self.set_problem("current points at %s, which does not exist; waiting for the poller to deploy "
                              "again" % os.readlink(self.current_link))
         self.current_release, self.current_version = release, self.links.version_of(release)
-        if self.cfg.mode != "server":
+        if self.cfg.mode == "assets":
             self.links.point_dir_at(release)  # `dir` removed, or configured anew, while dewy was down
             return
         if release is None:
@@ -357,7 +357,7 @@ class Lifecycle:
     def respawn(self) -> None:
         """The respawn delay passed: start the current release again (if it still exists)."""
         self.respawn_at = None
-        if self.serving or self.starting or self.stopping or self.cfg.mode != "server":
+        if self.serving or self.starting or self.stopping or self.cfg.mode == "assets":
             return
         release = self.links.current_or_lost()
         if release is None:
@@ -369,7 +369,7 @@ class Lifecycle:
     def restart(self, reason: str = "restart") -> None:
         """Start a new generation of the current release; the old one retires once it is ready (reason: why,
         restart or health)."""
-        if self.cfg.mode != "server" or self.stopping:
+        if self.cfg.mode == "assets" or self.stopping:
             return
         if self.settling:
             self.restart_pending = True

@@ -86,7 +86,7 @@ class Links:
     def check_current(self) -> None:
         """Notice, while the app still serves, that its release directory was deleted (called at every poll),
         so the poller redeploys it now rather than at the next crash or restart."""
-        if self.lc.starting or self.lc.stopping or self.lc.current_release is None or self.lc.cfg.mode != "server":
+        if self.lc.starting or self.lc.stopping or self.lc.current_release is None or self.lc.cfg.mode == "assets":
             return
         if self.lc.current_release == self.lc.reported_lost or os.path.isdir(self.lc.current_release):
             return

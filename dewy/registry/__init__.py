@@ -14,6 +14,7 @@ SCHEMES = {
     "s3": ("dewy.registry.s3", "S3Registry", COMMON_KEYS | {"endpoint"}),
     "gs": ("dewy.registry.gs", "GCSRegistry", COMMON_KEYS),
     "grpc": ("dewy.registry.grpc", "GRPCRegistry", frozenset({"artifact", "calver", "no-tls", "ca"})),
+    "img": ("dewy.registry.oci", "OCIRegistry", frozenset({"pre-release", "calver", "insecure"})),
 }
 
 __all__ = ["SCHEMES", "Registry", "RegistryError", "Release", "validate_url", "from_url"]

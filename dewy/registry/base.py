@@ -72,6 +72,22 @@ def plain_name(name: str) -> bool:
             and "\\" not in name and not any(ord(c) < 0x20 or ord(c) == 0x7f for c in name))
 
 
+def inside(url: str, head: str, tail: str = "") -> bool:
+    """Whether url is head + a relative object path + tail, the path (%-decoded) free of empty, `.` and `..`
+    segments, `?`, `#` and control characters: an artifact URL under a store's own prefix."""
+    if not isinstance(url, str) or not url.startswith(head) or not url.endswith(tail) \
+            or len(url) <= len(head) + len(tail):
+        return False
+    import urllib.parse  # here: the master imports registry.base's names without urllib (lean rule)
+
+    middle = url[len(head):len(url) - len(tail)]
+    if "?" in middle or "#" in middle:
+        return False
+    path = urllib.parse.unquote(middle)
+    return all(part not in ("", ".", "..") for part in path.split("/")) and \
+        not any(ord(c) < 0x20 or ord(c) == 0x7f for c in path)
+
+
 def shown(text, limit: int = 120) -> str:
     """A registry-supplied string for a one-line message: control characters escaped, shortened."""
     text = str(text)
@@ -121,6 +137,12 @@ class Registry:
     def latest(self, exclude: Iterable[str] = ()) -> Release:
         """The newest deployable release whose version is not in exclude; RegistryError if none."""
         raise NotImplementedError
+
+    def owns(self, url: str) -> bool:
+        """Whether url names an artifact in this registry's own store (same scheme, bucket and prefix,
+        repository, or a path under the file:// root). A shared-cache entry naming a URL for which this is
+        False is never fetched as it is (dewy/registry/shared.py). False unless a backend can tell."""
+        return False
 
     def report(self, release: Release, shipped) -> None:
         """Leave the audit record `shipped` (a dewy.audit.Shipped) next to the release's artifacts.

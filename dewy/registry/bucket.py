@@ -9,7 +9,7 @@ shipped_to record there. A subclass supplies the storage calls (and imports its 
 from typing import Iterable
 
 from dewy import checksums
-from dewy.registry.base import Registry, RegistryError, Release
+from dewy.registry.base import Registry, RegistryError, Release, inside
 
 
 def normal_prefix(path: str) -> str:
@@ -86,6 +86,12 @@ class BucketRegistry(Registry):
         sha256, source = self.find_checksum(name, names, read)
         return Release(version=version, tag=tag, artifact_name=name,
                        artifact_url=self.object_url(version_prefix + name), sha256=sha256, checksum_source=source)
+
+    def owns(self, url: str) -> bool:
+        """Whether url names an object under this registry's bucket and prefix (as object_url writes it)."""
+        mark = "DEWYOBJECT"
+        head, _, tail = self.object_url(self.prefix + mark).partition(mark)
+        return inside(url, head, tail)
 
     def report(self, release: Release, shipped) -> None:
         """Write the empty object `<prefix>/<tag>/<shipped_to file>` (Dewy's record) after a successful deploy."""

@@ -12,7 +12,7 @@ import urllib.parse
 from typing import Iterable
 
 from dewy import checksums, urls
-from dewy.registry.base import Registry, RegistryError, Release
+from dewy.registry.base import Registry, RegistryError, Release, inside
 
 log = logging.getLogger("dewy.registry")
 
@@ -75,6 +75,10 @@ class FileRegistry(Registry):
             sha256=sha256,
             checksum_source=source,
         )
+
+    def owns(self, url: str) -> bool:
+        """Whether url is a file:// URL of a file under this registry's directory."""
+        return inside(url, "file://" + urllib.parse.quote(self.path.rstrip("/") + "/"))
 
     def report(self, release: Release, shipped) -> None:
         """Write `<path>/<tag>/<shipped_to file>` (atomically) so the team sees where the release was shipped."""

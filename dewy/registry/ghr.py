@@ -14,7 +14,7 @@ import urllib.parse
 from typing import Iterable
 
 from dewy import checksums, github, urls
-from dewy.registry.base import NothingDeployable, NotYetPublished, Registry, RegistryError, Release
+from dewy.registry.base import NothingDeployable, NotYetPublished, Registry, RegistryError, Release, inside
 
 log = logging.getLogger("dewy.registry")
 
@@ -188,6 +188,10 @@ class GitHubRegistry(Registry):
         return self._texts[key]
 
     # ---------------------------------------------------------------- report
+    def owns(self, url: str) -> bool:
+        """Whether url names an asset of a release of this repository (`ghr://owner/repo/tag/<tag>/<asset>`)."""
+        return inside(url, "ghr://%s/%s/tag/" % (self.owner, self.repo))
+
     def report(self, release: Release, shipped) -> None:
         """Upload Dewy's shipped_to record as an asset of the release (successful deploys only)."""
         filename = self.record_name(shipped)

@@ -23,6 +23,15 @@ The answer to `latest(exclude)` is kept in the shared cache under
 
 Refused versions are part of the key, so hosts that refused the same versions share an answer and a host
 that refused one alone gets its own; what a host runs is never shared.
+
+An entry is a hint, never an authority (SECURITY.md, "The shared cache"): whoever can write the cache (any
+host of the fleet, or whatever has its credentials) must not decide where a host fetches from nor which
+bytes it accepts. So a release read from an entry is used as it is only when the cache authenticated the
+value (`DEWY_CACHE_KEY`: an HMAC over each value, dewy/cache/remote.py) and its artifact URL lies in the
+registry's own store (`Registry.owns`). Otherwise this host asks the registry itself once for that answer
+(`_vouch`) and deploys what the registry says, with the registry's checksum: an entry naming a release the
+registry does not publish as its newest is ignored (logged once). Without a key this costs one registry
+call per host per new release, not one per poll.
 """
 
 import dataclasses
@@ -38,7 +47,7 @@ from typing import Iterable
 
 from dewy.clock import utc_iso
 from dewy.log import redact, redact_text
-from dewy.registry.base import NothingDeployable, NotYetPublished, RegistryError, Release
+from dewy.registry.base import NothingDeployable, NotYetPublished, RegistryError, Release, shown
 
 log = logging.getLogger("dewy.registry.shared")
 
@@ -46,6 +55,7 @@ FORMAT = 1             # the entry's "v"; an entry of another format is ignored 
 KEEP = 7 * 86400.0     # seconds an entry outlives its freshness: the last answer kept through an outage
 LOCK_MIN, LOCK_MAX = 2.0, 15.0  # the lock expires after the TTL clamped to these bounds
 WAIT_STEP = 0.05       # seconds between two looks at the entry while another host refreshes it
+MAX_VOUCHED = 64       # answers this host remembers having checked with the registry (one per entry key)
 
 _RELEASE_FIELDS = frozenset(f.name for f in dataclasses.fields(Release))
 
@@ -100,6 +110,9 @@ class SharedRegistry:
         self.host = socket.gethostname()
         self._base = "\0".join((normalised_url(registry.url), getattr(registry, "slot", "") or "",
                                 platform.system().lower(), platform.machine().lower()))
+        # entry key -> (release an entry named, what the registry itself answered for it): checked once each.
+        self._vouched = {}
+        self._ignored = set()  # releases of entries already logged as not the registry's (said once each)
 
     def __getattr__(self, name):
         return getattr(self.registry, name)  # report(), url, slot, parsed...: the wrapped registry's
@@ -118,7 +131,7 @@ class SharedRegistry:
         lock = key + "/lock"
         seen = self._read(key)
         if seen is not None and self._fresh(seen):
-            return self._answer(seen)
+            return self._answer(seen, key, exclude)
         deadline = time.monotonic() + self.lock_ttl + WAIT_STEP
         while True:
             token = ("%s:%d:%s" % (self.host, os.getpid(), os.urandom(8).hex())).encode()
@@ -133,19 +146,19 @@ class SharedRegistry:
                 current = self._read(key)
                 if current is not None and self._fresh(current):
                     self._unlock(lock, token)
-                    return self._answer(current)
+                    return self._answer(current, key, exclude)
                 return self._refresh(key, lock, token, exclude, current if current is not None else seen)
             # Another host is refreshing: wait for its result, no longer than its lock can live.
             time.sleep(WAIT_STEP)
             now = self._read(key)
             if now is not None and (seen is None or now.get("checked") != seen.get("checked")):
-                return self._answer(now)
+                return self._answer(now, key, exclude)
             if time.monotonic() >= deadline:
                 break
         # The holder neither finished nor let its lock expire in time (clocks, a slow cache): go without.
         if seen is not None and self._has_answer(seen):
             log.debug("no fresh shared answer in %.1fs: using the last one", self.lock_ttl)
-            return self._answer(seen)
+            return self._answer(seen, key, exclude)
         return self.registry.latest(exclude=exclude)
 
     def _refresh(self, key: str, lock: str, token: bytes, exclude: tuple, previous: dict | None) -> Release:
@@ -172,7 +185,7 @@ class SharedRegistry:
                 log.debug("registry %s still failing: %s", where, error)
             self._store(key, lock, token, entry)
             if self._has_answer(previous):
-                return self._answer(previous)
+                return self._answer(previous, key, exclude)
             raise
         if previous is not None and previous.get("error") is not None:
             log.info("registry %s answers again (failing since %s)", where,
@@ -180,7 +193,8 @@ class SharedRegistry:
         entry.update(v=FORMAT, checked=now, answered=now, error=None, by=self.host)
         self._store(key, lock, token, entry)
         if release is None:
-            return self._answer(entry)  # raises NotYetPublished or NothingDeployable
+            return self._answer(entry, key, exclude)  # raises NotYetPublished or NothingDeployable
+        self._remember(key, release, release)  # the registry's own answer: nothing to check
         return release
 
     def _store(self, key: str, lock: str, token: bytes, entry: dict) -> None:
@@ -224,16 +238,66 @@ class SharedRegistry:
     def _has_answer(entry: dict | None) -> bool:
         return bool(entry) and any(entry.get(k) is not None for k in ("release", "waiting", "nothing"))
 
-    def _answer(self, entry: dict) -> Release:
-        """The Release an entry holds; NotYetPublished / RegistryError for the other answers."""
+    def _answer(self, entry: dict, key: str, exclude: tuple) -> Release:
+        """The Release an entry holds, as the registry vouches for it (`_vouch`); NotYetPublished /
+        RegistryError for the other answers (their texts escaped and shortened: another host wrote them)."""
         data = entry.get("release")
         if isinstance(data, dict):
             try:
-                return Release(**{k: v for k, v in data.items() if k in _RELEASE_FIELDS})
+                release = Release(**{k: v for k, v in data.items() if k in _RELEASE_FIELDS})
             except TypeError:
-                pass  # a field missing: written by an incompatible dewy; treat as no answer
+                release = None  # a field missing: written by an incompatible dewy; treat as no answer
+            if release is not None and all(isinstance(getattr(release, f), str) for f in ("version", "tag",
+                                                                                          "artifact_name",
+                                                                                          "artifact_url")):
+                return self._vouch(release, key, exclude)
         if entry.get("waiting"):
-            raise NotYetPublished(entry["waiting"])
+            raise NotYetPublished(shown(entry["waiting"], 500))
         if entry.get("nothing"):
-            raise NothingDeployable(entry["nothing"])
-        raise RegistryError(entry.get("error") or "the shared registry answer holds no release")
+            raise NothingDeployable(shown(entry["nothing"], 500))
+        raise RegistryError(shown(entry.get("error") or "the shared registry answer holds no release", 500))
+
+    def _vouch(self, release: Release, key: str, exclude: tuple) -> Release:
+        """The release to deploy for a release an entry names: the entry's own when the cache authenticated
+        it (fleet key) and its artifact lies in the registry's store; else what the registry itself answers,
+        asked once per distinct entry release (its artifact URL and checksum come from the registry's side)."""
+        owns = getattr(self.registry, "owns", None)
+        if getattr(self.cache, "authenticated", False) and owns is not None and owns(release.artifact_url):
+            return release
+        known = self._vouched.get(key)
+        if known is not None and release in known:
+            # Ours already, or another host's entry caught up with what the registry told us.
+            self._remember(key, release, known[1])
+            return known[1]
+        direct = self.registry.latest(exclude=exclude)  # raises like the registry: an ordinary failed poll
+        self._remember(key, release, direct)
+        if (release.version, release.artifact_url) != (direct.version, direct.artifact_url) \
+                and not self._older(release.version, direct.version) and release not in self._ignored:
+            # Not a stale answer (the registry published a newer one since): another version, or the same one
+            # at another place, than the registry publishes. Said once per such entry.
+            if len(self._ignored) >= MAX_VOUCHED:
+                self._ignored.clear()
+            self._ignored.add(release)
+            log.warning("the shared registry answer names %s at %s, which the registry %s does not publish as "
+                        "its newest (%s): ignored, using the registry's answer", shown(release.version, 60),
+                        shown(redact(release.artifact_url), 200), redact(self.registry.url), shown(direct.version, 60))
+        elif release.version == direct.version and release.sha256 != direct.sha256 and release not in self._ignored:
+            self._ignored.add(release)
+            log.warning("the shared registry answer for %s carries another checksum than the registry %s publishes:"
+                        " using the registry's", shown(direct.version, 60), redact(self.registry.url))
+        return direct
+
+    def _older(self, version: str, than: str) -> bool:
+        """Whether version is older than `than` under the registry's scheme (False when either is no version)."""
+        from dewy import versions  # semver: only once an entry is checked
+
+        try:
+            return versions.is_older(version, than, getattr(self.registry, "calver", None))
+        except Exception:  # noqa: BLE001 - a forged entry's "version" may be anything
+            return False
+
+    def _remember(self, key: str, named: Release, vouched: Release) -> None:
+        """Remember that an entry naming `named` stands for `vouched` (bounded: one per entry key)."""
+        if key not in self._vouched and len(self._vouched) >= MAX_VOUCHED:
+            self._vouched.clear()
+        self._vouched[key] = (named, vouched)

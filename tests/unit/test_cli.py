@@ -196,7 +196,7 @@ def test_help_lists_every_setting_flag(capsys):
 
 def test_every_setting_but_mode_and_app_has_the_long_flag_of_its_ini_key():
     for s in config.SETTINGS:
-        assert s.flag == (None if s.name in ("mode", "app") else "--" + s.name)
+        assert s.flag == (None if s.name in ("mode", "app", "container-args") else "--" + s.name)
     shorts = {s.short: s.name for s in config.SETTINGS if s.short}
     assert shorts == {"-p": "port", "-i": "interval", "-l": "log-level", "-f": "log-format", "-c": "cache",
                       "-s": "slot"}
@@ -235,7 +235,8 @@ def test_every_flag_reaches_the_config():
         verify_checksum="required", poll_backoff_max=120.0, metrics="127.0.0.1:9464", health="/healthz",
         health_interval=5.0, health_failures=2, trigger="", trigger_token="", trigger_secret="",
         max_release_size=2 * 1024 ** 3, max_release_files=100000, rollout_waves=(), rollout_soak=60.0,
-        host_id="web-1", user="", group="", source="command line")
+        host_id="web-1", user="", group="", name="", replicas=1, health_path="", health_timeout=30.0,
+        drain_time=30.0, runtime="docker", cmd=(), proxy_idle_timeout=300.0, container_args=(), source="command line")
 
 
 def test_short_flags_with_attached_values_and_assets():

@@ -321,6 +321,16 @@ GOOD = [
     ("group", "", ""),
     ("notifier", "slack://deploys?quiet=true, https://hooks.example.com/x?secret=s",
      "slack://deploys?quiet=true, https://hooks.example.com/x?secret=s"),
+    # container mode's (valid in any mode; tests/unit/test_container_config.py checks the mode itself)
+    ("name", " web.1 ", "web.1"),
+    ("replicas", "3", 3),
+    ("health-path", "/health?deep=1", "/health?deep=1"),
+    ("health-timeout", "5s", 5.0),
+    ("drain-time", "0", 0.0),
+    ("runtime", "podman", "podman"),
+    ("cmd", "/bin/httpd -f -p '8080'", ("/bin/httpd", "-f", "-p", "8080")),
+    ("proxy-idle-timeout", "1m", 60.0),
+    ("container-args", "-e APP_ENV=prod -v /data:/data", ("-e", "APP_ENV=prod", "-v", "/data:/data")),
 ]
 
 

@@ -3,6 +3,8 @@ upstream call per TTL in total, all see the newest release, survive a dead lock 
 and go straight to the registry when the cache is down. Upstream calls are counted by a file registry
 that counts its own `latest()` calls."""
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -24,9 +26,16 @@ def reg(tmp_path):
     return Registry(tmp_path)
 
 
+KEY = "fleet-key-for-tests"
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
+    """The hosts' workdir; they hold the fleet key (DEWY_CACHE_KEY), so an entry one writes is authenticated
+    and the others take it as it is: one upstream call per TTL for the whole fleet. Without the key each host
+    checks a new answer with the registry once (the tests at the end)."""
     monkeypatch.delenv("DEWY_CACHEDIR", raising=False)
+    monkeypatch.setenv("DEWY_CACHE_KEY", KEY)
     return str(tmp_path / "work")
 
 
@@ -202,3 +211,108 @@ def test_consul_shares_the_answer_too(reg, workdir, monkeypatch):
         assert counter.count == 2
         locks = [q for m, path, q, _ in consul.requests_seen if m == "PUT" and path.endswith("/lock")]
         assert locks and all(q.get("cas") == "0" or int(q.get("cas", 0)) > 0 for q in locks)
+
+
+# --- an entry is a hint, never an authority (SECURITY.md, "The shared cache") -------------------------------
+
+
+def _forge(cache, host, evil_release) -> None:
+    """Overwrite the one shared answer through `cache` (another host's client) with evil_release."""
+    key = host.key()
+    entry = json.loads(cache.get(key))
+    entry["release"] = evil_release
+    cache.set(key, json.dumps(entry).encode(), ttl=600)
+
+
+def _evil(tmp_path, version="6.6.6") -> dict:
+    path = tmp_path / "evil.tar.gz"
+    path.write_bytes(b"evil")
+    return {"version": version, "tag": "v" + version, "artifact_name": "app.tar.gz",
+            "artifact_url": "file://" + str(path), "sha256": hashlib.sha256(b"evil").hexdigest()}
+
+
+def test_without_a_key_each_host_checks_a_new_answer_with_the_registry_once(redis_server, reg, workdir,
+                                                                            monkeypatch):
+    monkeypatch.delenv("DEWY_CACHE_KEY")
+    counter = Counter()
+    url = redis_server.url(**{"registry-ttl": "30s"})
+    reg.publish_bytes("1.0.0", b"one")
+    pollers = [poller(url, reg, counter, workdir) for _ in range(4)]
+    for _ in range(3):
+        assert {p.latest().version for p in pollers} == {"1.0.0"}
+    assert counter.count == 4  # one refresh + one check by each of the 3 others, never one per poll
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_forged_answer_outside_the_store_is_never_fetched(redis_server, reg, workdir, tmp_path, monkeypatch,
+                                                            caplog, keyed):
+    """Another host (keyed: one holding the fleet key, so the entry is authenticated) names an artifact
+    outside the registry's directory: the host deploys the registry's release, with the registry's checksum."""
+    if not keyed:
+        monkeypatch.delenv("DEWY_CACHE_KEY")
+    counter = Counter()
+    url = redis_server.url(**{"registry-ttl": "30s"})
+    reg.publish_files("1.0.0", b"one", {"app.tar.gz.sha256": hashlib.sha256(b"one").hexdigest().encode()})
+    host = poller(url, reg, counter, workdir)
+    first = host.latest()
+    assert first.sha256 == hashlib.sha256(b"one").hexdigest()
+    other = cache_pkg.from_url(url, workdir, registry=reg.url)
+    _forge(other, host, _evil(tmp_path))
+    victim = poller(url, reg, counter, workdir)
+    with caplog.at_level(logging.WARNING, logger="dewy.registry.shared"):
+        for _ in range(3):
+            assert victim.latest() == first
+    said = [r.getMessage() for r in caplog.records if "does not publish" in r.getMessage()]
+    assert len(said) == 1 and "6.6.6" in said[0], said
+
+
+def test_a_forged_checksum_of_a_published_release_is_not_taken(redis_server, reg, workdir, monkeypatch):
+    monkeypatch.delenv("DEWY_CACHE_KEY")
+    counter = Counter()
+    url = redis_server.url(**{"registry-ttl": "30s"})
+    reg.publish_files("1.0.0", b"one", {"app.tar.gz.sha256": hashlib.sha256(b"one").hexdigest().encode()})
+    host = poller(url, reg, counter, workdir)
+    first = host.latest()
+    forged = dict(vars(first), sha256=hashlib.sha256(b"evil").hexdigest())
+    _forge(cache_pkg.from_url(url, workdir, registry=reg.url), host, forged)
+    assert poller(url, reg, counter, workdir).latest().sha256 == first.sha256
+
+
+def test_with_a_key_an_unauthenticated_answer_is_a_miss_logged_once(redis_server, reg, workdir, tmp_path, caplog):
+    counter = Counter()
+    url = redis_server.url(**{"registry-ttl": "30s"})
+    reg.publish_bytes("1.0.0", b"one")
+    host = poller(url, reg, counter, workdir)
+    assert host.latest().version == "1.0.0"
+    key = "%s/%s/%s" % (host.cache.prefix, host.cache.app, host.key())
+    entry = {"v": 1, "checked": time.time(), "release": _evil(tmp_path), "error": None}
+    redis_server.client().set(key, json.dumps(entry))  # written without the key
+    with caplog.at_level(logging.WARNING, logger="dewy.cache"):
+        for _ in range(3):
+            assert poller(url, reg, counter, workdir).latest().version == "1.0.0"
+    said = [r.getMessage() for r in caplog.records if "not authenticated by the cache key" in r.getMessage()]
+    assert len(said) == 1 and KEY not in said[0], said
+    assert redis_server.client().get(key).startswith(b"dewy-hmac-sha256:")  # a key holder wrote it again
+
+
+def test_owns_is_the_registry_store_only():
+    """Registry.owns: what a shared entry may name as it is (with the fleet key)."""
+    from dewy.registry.gs import GCSRegistry
+    from dewy.registry.ghr import GitHubRegistry
+    from dewy.registry.s3 import S3Registry
+
+    file = FileRegistry("file:///srv/rel")
+    assert file.owns("file:///srv/rel/v1.0.0/app.tar.gz")
+    for url in ("file:///srv/rel/../etc/shadow", "file:///srv/rel/v1/%2E%2E/%2E%2E/etc/shadow", "file:///srv/relx/a",
+                "file:///tmp/evil/app.tar.gz", "file:///srv/rel/", "http://srv/rel/v1/a"):
+        assert not file.owns(url), url
+    s3 = S3Registry("s3://eu-west-1/bucket/releases")
+    assert s3.owns("s3://eu-west-1/bucket/releases/v1.0.0/app.tar.gz")
+    for url in ("s3://eu-west-1/other/releases/v1/a", "s3://eu-west-1/bucket/else/v1/a",
+                "s3://eu-west-1/bucket/releases/v1/a?endpoint=http://evil", "s3://eu-west-1/bucket/releases/../x"):
+        assert not s3.owns(url), url
+    gs = GCSRegistry("gs://bucket/releases")
+    assert gs.owns("gs://bucket/releases/v1.0.0/app.tar.gz") and not gs.owns("gs://evil/releases/v1/a")
+    ghr = GitHubRegistry("ghr://owner/repo")
+    assert ghr.owns("ghr://owner/repo/tag/v1.0.0/app.tar.gz")
+    assert not ghr.owns("ghr://evil/repo/tag/v1.0.0/app.tar.gz") and not ghr.owns("https://evil/app.tar.gz")
