@@ -162,19 +162,29 @@ class AppHost(Host):
 
 
 def holds_any(pgid: int, links: set) -> bool:
-    """Whether a process of group pgid has an fd whose link text (`socket:[INODE]`) is among links."""
-    for pid in httpprobe._group_pids(pgid):  # noqa: SLF001 — the one scan of a process group
-        fd_dir = "/proc/%d/fd" % pid
+    """Whether a process of group pgid has an fd whose link text (`socket:[INODE]`) is among links.
+
+    The leader first (the usual holder: a lookup of its fds alone, no scan of /proc); the other members of the
+    group (a pre-fork server's workers) only once the leader holds none; nothing when the group is gone."""
+    if not procgroup.group_alive(pgid):
+        return False
+    if _fds_hold(pgid, links):
+        return True
+    return any(_fds_hold(pid, links) for pid in httpprobe._group_pids(pgid)[1:])  # noqa: SLF001 — leader first
+
+
+def _fds_hold(pid: int, links: set) -> bool:
+    fd_dir = "/proc/%d/fd" % pid
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return False  # gone (or a zombie: its fds are closed)
+    for name in names:
         try:
-            names = os.listdir(fd_dir)
+            if os.readlink("%s/%s" % (fd_dir, name)) in links:
+                return True
         except OSError:
-            continue  # gone (or a zombie: its fds are closed)
-        for name in names:
-            try:
-                if os.readlink("%s/%s" % (fd_dir, name)) in links:
-                    return True
-            except OSError:
-                pass
+            pass
     return False
 
 
