@@ -31,7 +31,7 @@ log = logging.getLogger("dewy.master")
 STABLE_AFTER = 10.0  # a generation up this long resets the respawn backoff
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 # A handover looks this often whether the generation it replaces still holds a listener (doubling to the max).
-HANDOVER_FIRST, HANDOVER_MAX = 0.005, 0.5
+HANDOVER_FIRST, HANDOVER_MAX = 0.02, 0.5
 
 
 class Lifecycle:
@@ -255,10 +255,9 @@ class Lifecycle:
             log.info("%s takes no new connection any more: %s serves", old.label(), gen.label(),
                      extra=gen.log_fields())
         if gen.rollback_from is not None:
-            self.rollbacks.finish_switch_back(gen)
-        if gen.reason == "deploy":
+            self.rollbacks.finish_switch_back(gen)  # both write the status (changed())
+        elif gen.reason == "deploy":
             self.finish_deploy(gen.version, gen.release_dir, True, None, gen.number)
-        self.host.changed()
         self.after_start()
 
     def on_start_failed(self, gen: Generation, why: str) -> None:
@@ -308,6 +307,8 @@ class Lifecycle:
             self.on_start_failed(gen, self.host.explain(pid, describe_status(wstatus) + " before it was ready"))
         elif gen.state == SERVING:
             self.on_serving_died(gen)
+        elif gen is self.handover_from:
+            self.check_handover(self.clock())  # the one it hands over from is gone: no need to wait for a look
         return True
 
     def sweep(self) -> bool:
@@ -529,8 +530,12 @@ class Lifecycle:
         """The status file's `state`."""
         if self.stopping:
             return "stopping"
-        if self.settling:
-            return "deploying" if self.settling.reason == "deploy" else "starting"
+        if self.starting:
+            return "deploying" if self.starting.reason == "deploy" else "starting"
+        if self.handover and self.handover.reason == "deploy":
+            return "deploying"  # until the old generation takes no new connection; a restart is `running` meanwhile
+        if self.handover and self.handover.rollback_from is not None:
+            return "starting"
         if self.serving or (self.cfg.mode == "assets" and self.current_release):
             return "running"
         return "waiting"
