@@ -444,6 +444,7 @@ class Arbiter:
         if problem:
             log.error("upgrade refused, the new dewy does not start: %s", problem)
             return
+        self.lifecycle.sweep()  # hand over no generation that is gone already (a reaped one would look alive there)
         log.info("upgrading dewy-master in place (pid %d stays)", os.getpid())
         self.systemd.send(STATUS="upgrading dewy-master")
         now = time.monotonic()

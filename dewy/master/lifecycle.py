@@ -308,7 +308,8 @@ class Lifecycle:
         elif gen.state == SERVING:
             self.on_serving_died(gen)
         elif gen is self.handover_from:
-            self.check_handover(self.clock())  # the one it hands over from is gone: no need to wait for a look
+            # Gone: look at once, from the timer table (after the reaping: a check may run an upgrade).
+            self.handover_at = self.clock()
         return True
 
     def sweep(self) -> bool:

@@ -592,3 +592,20 @@ def test_a_deploy_is_reported_only_once_the_old_generation_holds_no_listener(wor
     fire_next(lc, clock)
     assert [d["version"] for d in host.sent("deployed")] == ["1.0.0", "1.1.0"]
     assert lc.last_deploy["version"] == "1.1.0" and lc.starting.version == "1.2.0", "the queued deploy goes on"
+
+
+def test_an_upgrade_waiting_for_a_handover_runs_from_the_timers_not_while_reaping(world, tmp_path):
+    """The old generation exits during the handover: what waited (here USR2) runs at the next timer pass, never
+    inside child_exited (the master would exec mid-reap and hand over a generation it reaped as alive)."""
+    lc, host, clock = world()
+    serving_version(lc, host, clock, tmp_path)
+    old = lc.serving
+    host.listeners_held.add(old.pid)
+    lc.deploy(Deploy(version="1.1.0", release_dir=release(tmp_path, "1.1.0")))
+    fire_next(lc, clock)  # ready; the handover waits
+    assert lc.request_upgrade() is False and host.upgrades == 0
+    host.listeners_held.discard(old.pid)
+    die(lc, host, old, 0)
+    assert host.upgrades == 0 and lc.next_deadline() == clock.t, "looked at from the timer table, at once"
+    lc.fire(clock.t)
+    assert host.upgrades == 1 and lc.last_deploy["version"] == "1.1.0"
