@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import sys
 from dataclasses import dataclass
@@ -116,8 +117,7 @@ def parse_ready(text: str) -> Ready:
         head, colon, tail = path.rpartition(":")
         if colon and head.lower() != "http":  # http:/healthz:30s — a timeout after the path
             path, seconds = head, parse_duration(tail)
-            if seconds <= 0:
-                raise BadValue("the http readiness timeout must be greater than 0")
+            _ready_floor("http", seconds)
         return Ready("http", seconds, parse_http_path(path))
     duration = duration.lower()
     if kind not in READY_DEFAULT_SECONDS:
@@ -126,9 +126,16 @@ def parse_ready(text: str) -> Ready:
     if not sep:
         return Ready(kind, READY_DEFAULT_SECONDS[kind])
     seconds = parse_duration(duration)
-    if kind == "notify" and seconds <= 0:
-        raise BadValue("the notify timeout must be greater than 0")
+    if kind == "notify":
+        _ready_floor(kind, seconds)
     return Ready(kind, seconds)
+
+
+def _ready_floor(kind: str, seconds: float) -> None:
+    """BadValue for a readiness timeout under MIN_WORK_DURATION: it would refuse every good release."""
+    if seconds < MIN_WORK_DURATION:
+        raise BadValue("the %s readiness timeout must be at least %s (a shorter one refuses every good release)"
+                       % (kind, _span(MIN_WORK_DURATION)))
 
 
 def parse_signal(text: str) -> int:
@@ -360,15 +367,46 @@ def _duration(minimum: float = 0.0, inclusive: bool = True) -> Callable[[str, st
 
 
 MIN_INTERVAL = 0.1  # polling more often only burns CPU (1ms kept a core ~17% busy) and hammers the registry
+# The floor of every duration that drives work (polls, checks, hooks, readiness waits, idle cut-offs): below it
+# dewy does nothing useful, only burns CPU or fails what is healthy (`health-interval = 1ms` bounds each check
+# by 1ms: a healthy app was restarted 156 times in 8 s). Durations that only bound a wait may be 0
+# (graceful-timeout: kill at once; drain-time: no drain; rollout-soak: no soak); `ready = delay:0` is ready at
+# once; proxy-idle-timeout = 0 is never.
+MIN_WORK_DURATION = MIN_INTERVAL
 
 
-def _interval(raw: str, base: str) -> float:
-    """`interval`: a duration of at least MIN_INTERVAL."""
-    seconds = parse_duration(raw)
-    if seconds < MIN_INTERVAL:
-        raise BadValue("expected a duration of at least 100ms (polling more often only burns CPU), "
-                       "such as 500ms, 10s or 1m")
-    return seconds
+def _at_least(minimum: float, why: str) -> Callable[[str, str], float]:
+    """A duration validator with a floor (minimum seconds), the error saying why the floor is there."""
+    def validate(raw: str, base: str) -> float:
+        seconds = parse_duration(raw)
+        if seconds < minimum:
+            raise BadValue("expected a duration of at least %s (%s), such as 500ms, 10s or 1m"
+                           % (_span(minimum), why))
+        return seconds
+    return validate
+
+
+def _span(seconds: float) -> str:
+    """100ms, 1s: a floor as the operator writes it."""
+    return "%gms" % (seconds * 1000) if seconds < 1 else "%gs" % seconds
+
+
+_interval = _at_least(MIN_INTERVAL, "polling more often only burns CPU")
+
+
+def _zero_or_at_least(minimum: float, why: str) -> Callable[[str, str], float]:
+    """A duration validator: 0 (off) or at least minimum seconds."""
+    floor = _at_least(minimum, why)
+
+    def validate(raw: str, base: str) -> float:
+        seconds = parse_duration(raw)
+        if seconds == 0:
+            return 0.0
+        try:
+            return floor(raw, base)
+        except BadValue as exc:
+            raise BadValue(str(exc).replace("expected a duration", "expected 0 (never) or a duration", 1)) from None
+    return validate
 
 
 def _integer(low: int, high: int | None = None) -> Callable[[str, str], int]:
@@ -511,6 +549,21 @@ def _metrics_address(raw: str, base: str) -> str:
 def _trigger_address(raw: str, base: str) -> str:
     """HOST:PORT for the deploy trigger listener, or empty (off)."""
     return _metrics_address(raw, base)
+
+
+def _otlp_endpoint(raw: str, base: str) -> str:
+    """HOST:PORT of an OTLP gRPC receiver, or "" (off)."""
+    if not raw.strip():
+        return ""
+    from dewy.poller.metrics import parse_address
+
+    parse_address(raw)  # ValueError (HOST:PORT expected) when it is not one
+    from dewy.poller.otel import sdk_missing
+
+    problem = sdk_missing()  # exit 2 at start, not a poller that silently exports nothing
+    if problem:
+        raise BadValue(problem.replace("otlp-endpoint needs", "needs", 1))
+    return raw.strip()
 
 
 def _app(raw: list[str] | str, base: str) -> tuple[str, ...]:
@@ -659,6 +712,12 @@ SETTINGS: list[Setting] = [
         doc="Run with sh -c in workdir after a deploy.",
     ),
     Setting(
+        name="after-rollback-hook", meta="CMD",
+        type="shell command", default="", default_doc="none", validator=_text,
+        doc="Run with sh -c in workdir after a rollback (a crash-looping release, or dewy rollback), with the "
+            "deploy hooks' DEWY_* variables.",
+    ),
+    Setting(
         name="slot", short="-s", meta="SLOT",
         type="build metadata", default="", default_doc="none", validator=_slot,
         doc="Deploy only releases whose build metadata is SLOT (v1.2.3+blue), for blue/green.",
@@ -680,19 +739,20 @@ SETTINGS: list[Setting] = [
         type="delay[:DURATION], notify[:TIMEOUT] or http:/PATH[:TIMEOUT]", default="delay:1s", validator=_ready,
         pytype=Ready,
         doc="When a new app generation counts as ready: alive after a delay, READY=1 on NOTIFY_SOCKET within a "
-            "timeout (notify alone: 60s), or GET /PATH on the first TCP listener answering 2xx within a timeout "
-            "(http:/healthz:30s; alone: 60s).",
+            "timeout (notify alone: 60s), or GET /PATH on the first TCP listener answering 2xx or 3xx within a timeout "
+            "(http:/healthz:30s; alone: 60s). Timeouts are at least 100ms.",
     ),
     Setting(
         name="health", meta="HOW",
         type="http:/PATH", default="", default_doc="off", validator=_health,
         doc="Check the serving app every health-interval with GET /PATH on the first TCP listener; "
-            "health-failures non-2xx answers in a row restart it gracefully (a crash while on probation).",
+            "health-failures answers in a row other than 2xx or 3xx restart it gracefully (a crash while on probation).",
     ),
     Setting(
         name="health-interval", meta="DURATION",
-        type="duration", default="10s", validator=_duration(0.0, inclusive=False), pytype=float,
-        doc="How often the health check runs (each check may take as long).",
+        type="duration", default="10s", pytype=float,
+        validator=_at_least(MIN_WORK_DURATION, "each check may take as long: a shorter one fails healthy apps"),
+        doc="How often the health check runs (each check may take as long; at least 100ms).",
     ),
     Setting(
         name="health-failures", meta="N",
@@ -729,7 +789,8 @@ SETTINGS: list[Setting] = [
     Setting(
         name="keep-releases", meta="N",
         type="integer >= 1", default="7", validator=_integer(1), pytype=int,
-        doc="How many unpacked releases are kept in releases/.",
+        doc="How many unpacked releases are kept in releases/: the newest N in deploy order, and always the one "
+            "that served before the current one (a rollback needs it), so 1 keeps 2.",
     ),
     Setting(
         name="max-release-size", meta="SIZE",
@@ -749,7 +810,7 @@ SETTINGS: list[Setting] = [
         doc="The listen backlog of each socket.",
     ),
     Setting(
-        name="dir", meta="DIR",
+        name="dir", short="-d", meta="DIR",  # -d: Dewy's README spells it so (dewy assets -d /var/www/html)
         type="directory", default="", default_doc="none", validator=_path(required=False),
         doc="assets mode: a symlink kept pointing at the newest release (besides workdir/current). Relative like "
             "workdir.",
@@ -768,12 +829,15 @@ SETTINGS: list[Setting] = [
     Setting(
         name="health-path", meta="PATH",
         type="/PATH", default="", default_doc="none (a TCP connect)", validator=_url_path,
-        doc="container mode: a new container is ready once GET PATH answers 2xx (else once its port accepts).",
+        doc="container mode: a new container is ready once GET PATH answers 2xx (else once its port accepts). "
+            "On dewy server (as Dewy): ready = http:PATH:TIMEOUT, 2xx and 3xx healthy.",
     ),
     Setting(
         name="health-timeout", meta="DURATION",
-        type="duration", default="30s", validator=_duration(0.0, inclusive=False), pytype=float,
-        doc="container mode: how long a new container may take to become ready before its image is refused.",
+        type="duration", default="30s", pytype=float,
+        validator=_at_least(MIN_WORK_DURATION, "a shorter one refuses every good image"),
+        doc="container mode: how long a new container may take to become ready before its image is refused "
+            "(at least 100ms). On dewy server: the TIMEOUT of health-path's readiness check.",
     ),
     Setting(
         name="drain-time", meta="DURATION",
@@ -792,8 +856,9 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         name="proxy-idle-timeout", meta="DURATION",
-        type="duration", default="5m", validator=_duration(), pytype=float,
-        doc="container mode: a proxied connection idle this long is closed (0: never).",
+        type="duration", default="5m", pytype=float,
+        validator=_zero_or_at_least(MIN_WORK_DURATION, "a shorter one cuts every connection that waits"),
+        doc="container mode: a proxied connection idle this long is closed (0: never; else at least 100ms).",
     ),
     Setting(
         name="container-args", cli="dewy container [options] -- RUN-OPTION...",
@@ -803,8 +868,9 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         name="hook-timeout", meta="DURATION",
-        type="duration", default="5m", validator=_duration(0.0, inclusive=False), pytype=float,
-        doc="How long a deploy hook may run before it is killed and counts as failed.",
+        type="duration", default="5m", pytype=float,
+        validator=_at_least(MIN_WORK_DURATION, "a shorter one kills every hook, failing every deploy"),
+        doc="How long a deploy hook may run before it is killed and counts as failed (at least 100ms).",
     ),
     Setting(
         name="verify-checksum", meta="WHEN",
@@ -815,8 +881,28 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         name="poll-backoff-max", meta="DURATION",
-        type="duration", default="5m", validator=_duration(0.0, inclusive=False), pytype=float,
-        doc="While the registry fails, the poll interval doubles up to this; the first success resets it.",
+        type="duration", default="5m", pytype=float,
+        validator=_zero_or_at_least(MIN_INTERVAL, "polling more often only burns CPU"),
+        doc="While the registry fails, the poll interval doubles up to this; the first success resets it. "
+            "0 = no backoff (what Dewy's max-backoff-interval flag of 0 means); else at least 100ms.",
+    ),
+    Setting(
+        name="rollback", meta="WHEN",
+        type="on|off", default="on", validator=_choice("on", "off"),
+        doc="off (Dewy's no-rollback flag): a new release that fails its readiness check (ready = notify or http) "
+            "serves anyway and the old one retires, the failure logged and notified; a crash-looping release "
+            "is restarted, never rolled back.",
+    ),
+    Setting(
+        name="otlp-endpoint", meta="HOST:PORT",
+        type="HOST:PORT", default="", default_doc="off", validator=_otlp_endpoint,
+        doc="Export dewy's metrics (Dewy's dewy.* names) and its deploy events as log records by OTLP over "
+            "gRPC to HOST:PORT (needs the [otel] extra); TLS unless otlp-insecure.",
+    ),
+    Setting(
+        name="otlp-insecure", cli="--otlp-insecure",
+        type="true|false", default="false", validator=_choice("true", "false"),
+        doc="Send OTLP in plaintext instead of TLS.",
     ),
     Setting(
         name="metrics", meta="HOST:PORT",
@@ -1063,12 +1149,19 @@ def _container_values(values: dict, raw: dict, source: _Source, ports: list) -> 
                          "container mode: give one PROXY:CONTAINER entry per port")
     spec = settings.generation_spec(values, ports)
     values["app"] = settings.app_argv(spec)
+    if _given(raw.get("ready")) and values["ready"].kind != "notify":
+        raise source.bad(BY_NAME["ready"], _as_text(raw["ready"]), "must be notify[:TIMEOUT] in container mode (a "
+                         "container is ready when its port, and health-path if set, answer)")
     if not _given(raw.get("ready")):
         from dewy.container.runtime import PULL_TIMEOUT
 
         values["ready"] = Ready("notify", PULL_TIMEOUT + values["health_timeout"] + 60.0)
     if not _given(raw.get("graceful-timeout")):
         values["graceful_timeout"] = max(values["graceful_timeout"], values["drain_time"] + spec["stop_timeout"] + 20)
+    # Last: every other mistake is named first, whatever this host has installed.
+    if shutil.which(values["runtime"]) is None:  # else every image would be refused for the host's fault
+        raise source.bad(BY_NAME["runtime"], _as_text(raw.get("runtime") or values["runtime"]),
+                         "%s is not installed (not found in PATH)" % values["runtime"])
 
 
 def _build(raw: dict, source: _Source, warnings: list | None = None) -> Config:
@@ -1215,7 +1308,33 @@ def _read_section(path: str) -> dict:
     if not parser.has_section(SECTION):
         raise ConfigError("%s: no [%s] section" % (path, SECTION))
     _check_continuations(path, text)
-    return dict(parser.items(SECTION))
+    values = dict(parser.items(SECTION))
+    _check_hash_in_file_urls(path, text, values)
+    return values
+
+
+def _check_hash_in_file_urls(path: str, text: str, values: dict) -> None:
+    """Refuse a file:// URL whose inline comment starts right after its ` #` (`file:///tmp/x #1/reg`): a # after
+    a space starts a comment, which would silently cut the path to `/tmp/x`, while in a file:// URL a # is part
+    of the path; nothing tells which was meant. `# note` (a space after the #) is a comment."""
+    import configparser
+
+    keys = [key for key, value in values.items() if key in BY_NAME and BY_NAME[key].type == "URL"
+            and value[:5].lower() == "file:"]
+    if not keys:
+        return
+    whole = configparser.ConfigParser(interpolation=None, strict=False, default_section="\0",
+                                      empty_lines_in_values=False)  # no inline comments: the values as written
+    whole.read_string(text, source=path)
+    for key in keys:
+        written = whole.get(SECTION, key, fallback="")
+        cut = re.search(r"\s#\S", written)
+        if cut:
+            raise ConfigError(redact_text("%s: [%s] %s = %s: a # after a space starts a comment, which would cut "
+                                          "the URL to %s; a # of the path is written %%23 (%s), a comment's # is "
+                                          "followed by a space" % (
+                path, SECTION, key, json.dumps(redact(written.strip()), ensure_ascii=False), redact(values[key]),
+                redact(written[:cut.start() + 1] + "%23" + written[cut.start() + 2:].strip()))))
 
 
 def load_ini(path: str, warnings: list | None = None) -> Config:

@@ -74,33 +74,55 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def read_json(path: str, what: str):
-    """The JSON data in path; None when the file is missing or unreadable (the latter logged as a warning).
+class StateFileError(ValueError):
+    """A state file is there but cannot be read or parsed: its str names the file and the error, in one line.
 
-    dewy's own state files are rebuilt by use, so a damaged one must never stop dewy. Never through a
-    symlink, and never blocking on a FIFO (another user may plant either in .dewy/, see `user`).
+    Unreadable never means empty: each reader fails closed (the poller deploys nothing while refused.json is
+    bad, `dewy rollback` refuses while the manifest is, nothing rewrites such a file and loses its entries)."""
+
+
+def read_state(path: str, what: str):
+    """The JSON data in path; None when the file is missing; StateFileError when it is there but unreadable.
+
+    Never through a symlink, and never blocking on a FIFO (another user may plant either in .dewy/, see `user`).
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        log.warning("ignoring unreadable %s %s: %s", what, path, exc)
-        return None
+        raise StateFileError("cannot read the %s %s: %s" % (what, path, exc.strerror or exc)) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_STATE_FILE:
-            log.warning("ignoring %s %s: not a regular file of at most %d bytes", what, path, MAX_STATE_FILE)
-            return None
+            raise StateFileError("cannot read the %s %s: not a regular file of at most %d bytes"
+                                 % (what, path, MAX_STATE_FILE))
         with os.fdopen(fd, encoding="utf-8") as fh:
             fd = None
             return json.load(fh)
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable %s %s: %s", what, path, exc)
-        return None
+    except StateFileError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise StateFileError("cannot read the %s %s: not UTF-8 (%s)" % (what, path, exc.reason)) from None
+    except ValueError as exc:  # json.JSONDecodeError: "Expecting ... : line 3 column 5 (char 40)"
+        raise StateFileError("cannot read the %s %s: invalid JSON: %s" % (what, path, exc)) from None
+    except OSError as exc:
+        raise StateFileError("cannot read the %s %s: %s" % (what, path, exc.strerror or exc)) from None
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def read_json(path: str, what: str):
+    """The JSON data in path; None when the file is missing or unreadable (the latter logged as a warning).
+
+    Only for a file its reader rewrites whole from what it knows (the master's status file): every other state
+    file is read with read_state, and an unreadable one is an error, never "empty"."""
+    try:
+        return read_state(path, what)
+    except StateFileError as exc:
+        log.warning("%s: ignoring it, it is rewritten from what the master knows", exc)
+        return None
 
 
 def write(workdir: str, data: dict, durable: bool = False) -> None:

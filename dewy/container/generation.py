@@ -226,8 +226,8 @@ async def _serve(gen: Generation, proxy: Proxy) -> int:
     code = 0
     while not stop.is_set():
         gone = gen.exited()
-        if gone:
-            log.error("%s", gone)
+        if gone:  # on stderr: the master shows it (with the container's last output) when it restarts us
+            print("dewy container: %s while serving" % gone, file=sys.stderr, flush=True)
             code = 1
             break
         try:

@@ -133,12 +133,12 @@ class Commands:
     def rollback_target(self, to: str | None) -> tuple:
         """(version, release dir) to roll back to: the newest unpacked release of version `to`, or the newest one
         older than what serves with another version; CommandRefused when there is none."""
-        entries = current.Manifest(self.cfg.workdir).entries()
+        try:
+            entries = current.Manifest(self.cfg.workdir).entries()
+        except ValueError as exc:  # current.StateFileError: an unreadable manifest is no "nothing unpacked"
+            raise CommandRefused(str(exc)) from None
         base = os.path.join(self.cfg.workdir, "releases")
-
-        def order(name):  # 20261126T065012Z, 20261126T065012Z-2: by time, then by the counter
-            stamp, _, n = name.partition("-")
-            return stamp, int(n) if n.isdigit() else 0
+        order = current.history_order(entries)  # deploy order (not the names: the clock may have stepped back)
         names = sorted((n for n in entries if os.path.isdir(os.path.join(base, n))), key=order)
         now = os.path.basename(self.lifecycle.current_release or "")
         if to:

@@ -49,6 +49,8 @@ class HealthChecks:
         if outcome == OTHER:
             if gen is self.lc.starting or gen is self.lc.serving:
                 gen.probe_at = now + OTHER_RETRY
+            if gen is self.lc.starting and gen.ready_kind == "http":
+                gen.probe_detail = detail  # a refusal then says the answers were another's, or unattributed
             return
         if gen is self.lc.starting and gen.ready_kind == "http":
             gen.probe_detail = detail

@@ -131,13 +131,15 @@ class Lifecycle:
         gen.ready_deadline = None
         if gen.ready_kind == "delay":
             self.on_ready(gen)
+        elif getattr(self.cfg, "rollback", "on") == "off":
+            self.rollbacks.keep_unready(gen)
         elif gen.ready_kind == "http":
             self.on_start_failed(gen, "GET %s did not answer 2xx within %gs (last: %s)" % (
                 gen.ready_path, gen.ready_timeout, gen.probe_detail or "no answer"))
         else:
             self.on_start_failed(gen, "did not send READY=1 within %gs" % gen.ready_timeout)
 
-    # ------------------------------------------------------------ HTTP checks
+    # ------------------------------------------------------------- retiring
     def kill_retiring(self, gen: Generation) -> None:
         """graceful-timeout passed for a retiring generation: KILL what is left of it."""
         gen.kill_deadline = None
@@ -228,7 +230,8 @@ class Lifecycle:
         if gen.rollback_from is not None or gen.reason == "deploy":
             # Ready is proof enough for a cold start: `current` stays on it whatever happens now.
             self.deploying = None
-            if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir):
+            if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir) and (
+                    getattr(self.cfg, "rollback", "on") != "off"):  # rollback = off: never goes back
                 # Watched for a crash loop (a release the operator switched to as well): back to previous_dir.
                 self.probation = Probation(gen.version, gen.release_dir, previous_version, previous_dir,
                                            now + PROBATION)
@@ -257,7 +260,8 @@ class Lifecycle:
         if gen.rollback_from is not None:
             self.rollbacks.finish_switch_back(gen)  # both write the status (changed())
         elif gen.reason == "deploy":
-            self.finish_deploy(gen.version, gen.release_dir, True, None, gen.number)
+            # rollback = off: a release kept though it failed its readiness check reports that as its error
+            self.finish_deploy(gen.version, gen.release_dir, True, getattr(gen, "kept_unready", None), gen.number)
         self.after_start()
 
     def on_start_failed(self, gen: Generation, why: str) -> None:

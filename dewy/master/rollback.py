@@ -132,3 +132,15 @@ class Rollbacks:
             self.lc.host.tell_poller("rollback", version=gen.rollback_from, to_version=gen.version, error=error,
                                   operator=True)
         self.lc.host.changed()
+
+    def keep_unready(self, gen: Generation) -> None:
+        """rollback = off (Dewy's --no-rollback): the release that failed its readiness check serves anyway and
+        the old generation retires; the deploy is answered ok with the failure as its error (logged, notified)."""
+        if gen.ready_kind == "http":
+            why = "GET %s did not answer 2xx or 3xx within %gs (last: %s)" % (
+                gen.ready_path, gen.ready_timeout, gen.probe_detail or "no answer")
+        else:
+            why = "did not send READY=1 within %gs" % gen.ready_timeout
+        gen.kept_unready = "version %s failed its readiness check: %s; kept (rollback = off)" % (gen.version, why)
+        log.error("%s: %s", gen.label(), gen.kept_unready, extra=gen.log_fields())
+        self.lc.on_ready(gen)

@@ -30,7 +30,7 @@ from dewy.registry.base import NothingDeployable, Registry, RegistryError, Relea
 
 log = logging.getLogger("dewy.registry")
 
-KEYS = frozenset({"pre-release", "calver", "insecure"})
+KEYS = frozenset({"pre-release", "calver", "insecure", "constraint"})
 IMAGE_FILE = "image.json"  # the release's one file: which image (by digest) to run
 MAX_PAGES = 100
 MAX_BODY = 10 << 20
@@ -83,23 +83,45 @@ def credentials(host: str, environ=os.environ) -> tuple:
     return None, None
 
 
+def _read_registries_conf(path: str) -> dict:
+    """registries.conf as a dict: tomllib where Python has it (3.11+), else the few keys dewy needs."""
+    with open(path, "rb") as fh:
+        raw = fh.read(1 << 20)
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: [[registry]] tables with location/prefix/insecure, nothing else
+        data, entry = {"registry": []}, None
+        for line in raw.decode("utf-8", "replace").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line == "[[registry]]":
+                entry = {}
+                data["registry"].append(entry)
+            elif line.startswith("["):
+                entry = None
+            elif entry is not None and "=" in line:
+                key, _, value = (part.strip() for part in line.partition("="))
+                entry[key] = value == "true" if value in ("true", "false") else value.strip("\"'")
+        return data
+    return tomllib.loads(raw.decode("utf-8", "replace"))
+
+
 def _registries_conf_insecure(host: str, environ=os.environ) -> bool:
     """Whether podman's registries.conf marks host (a `location` equal to it, or a prefix of it) insecure."""
     path = environ.get("CONTAINERS_REGISTRIES_CONF") or "/etc/containers/registries.conf"
     try:
-        import tomllib
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+        data = _read_registries_conf(path)
     except (OSError, ValueError):
         return False
     for entry in data.get("registry", []) if isinstance(data.get("registry"), list) else []:
+        if not isinstance(entry, dict):
+            continue
         location = str(entry.get("location") or entry.get("prefix") or "")
         if location and (host == location or host.startswith(location.rstrip("/") + "/")) \
                 and entry.get("insecure") is True:
             return True
     # registries.conf v1: [registries.insecure] registries = [...]
     old = data.get("registries", {}).get("insecure", {}) if isinstance(data.get("registries"), dict) else {}
-    return host in (old.get("registries") or [])
+    return isinstance(old, dict) and host in (old.get("registries") or [])
 
 
 def _docker_insecure(host: str) -> bool:
@@ -120,6 +142,86 @@ def is_insecure(host: str, parsed: urls.ParsedURL | None = None, environ=os.envi
     return urls.is_loopback(name) or _registries_conf_insecure(host, environ) or _docker_insecure(host)
 
 
+_PARTIAL = re.compile(r"^v?(\d+|[xX*])(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?(?:-([0-9A-Za-z.-]+))?$")
+_OPERATORS = (">=", "<=", "!=", ">", "<", "=", "^", "~")
+_BELOW_PRE = "\0"  # a bound's pre-release marker: just below every pre-release of that version (2.0.0-rc.1 is not <2)
+
+
+def _bounds(op: str, text: str) -> list:
+    """One constraint term as [(comparison, (major, minor, patch, pre-release))]; ValueError when malformed."""
+    match = _PARTIAL.match(text)
+    if match is None:
+        raise ValueError("bad version %r in constraint" % shown(text, 40))
+    parts = [None if g is None or g in "xX*" else int(g) for g in match.groups()[:3]]
+    known = next((i for i, p in enumerate(parts) if p is None), 3)  # 1.2.x: 2 numbers known
+    if any(p is not None for p in parts[known:]):
+        raise ValueError("bad version %r in constraint (a wildcard before a number)" % shown(text, 40))
+    low = tuple(p or 0 for p in parts) + (match.group(4) or "",)
+
+    def past(numbers: int) -> tuple:  # the first version past the first `numbers` numbers
+        head = [p or 0 for p in parts[:numbers]]
+        head[-1] += 1
+        return tuple(head + [0] * (3 - numbers)) + (_BELOW_PRE,)
+
+    if known == 0:  # *, x, ^*, >=x: any version
+        return []
+    if op == "^":  # up to the next change of the first non-zero number: ^1.2 <2, ^0.2 <0.3, ^0.0.3 <0.0.4
+        nonzero = next((i + 1 for i, p in enumerate(parts[:known]) if p), known)
+        return [(">=", low), ("<", past(nonzero))]
+    if op == "~":  # patch changes (or minor ones when only the major is given): ~1.2.3 <1.3, ~1 <2
+        return [(">=", low), ("<", past(min(2, known)))]
+    if known < 3 and op in ("", "="):  # 1.2 / 1.2.x: that whole prefix
+        return [(">=", low), ("<", past(known))]
+    if known < 3 and op in (">", "<="):  # >1.2 is >=1.3.0; <=1.2 is <1.3.0
+        return [(">=" if op == ">" else "<", past(known))]
+    if op == "<" and not low[3]:  # <2 and <2.0.0 leave out 2.0.0's pre-releases too, as ^1 does
+        return [("<", low[:3] + (_BELOW_PRE,))]
+    return [(op or "=", low)]
+
+
+def parse_constraint(text: str) -> list:
+    """`>=1.2 <2`, `^1.4`, `~1.2.3`, `1.x`, `1.2 || ^2`: alternatives (`||`) of terms (space or comma) that must
+    all hold, each a list of (comparison, bound); ValueError naming what is malformed."""
+    alternatives = []
+    for alternative in text.split("||"):
+        terms, pending = [], ""
+        for token in alternative.replace(",", " ").split():
+            if token in _OPERATORS:  # ">= 1.2": the operator apart from its version
+                if pending:
+                    raise ValueError("bad constraint %r" % shown(text, 60))
+                pending = token
+                continue
+            token, pending = pending + token, ""
+            op = next((o for o in _OPERATORS if token.startswith(o)), "")
+            terms.extend(_bounds(op, token[len(op):]))
+        if pending or not alternative.split():
+            raise ValueError("bad constraint %r" % shown(text, 60))
+        alternatives.append(terms)
+    return alternatives
+
+
+def _order(bound: tuple) -> tuple:
+    major, minor, patch, pre = bound
+    if pre == _BELOW_PRE:
+        return (major, minor, patch, 0, ())
+    # A release sorts above its pre-releases; pre-release identifiers compare numerically or lexically (semver).
+    ids = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")) if pre else ()
+    return (major, minor, patch, 0 if pre else 1, ids)
+
+
+def satisfies(version: str, constraint: list) -> bool:
+    """Whether a semver version (`1.2.3`, `v1.2.3-rc.1`) meets a parse_constraint() answer."""
+    from dewy import versions
+
+    parsed = versions.parse(version)
+    if parsed is None:
+        return False
+    here = _order((parsed.major, parsed.minor, parsed.patch, parsed.prerelease or ""))
+    compare = {">=": here.__ge__, ">": here.__gt__, "<=": here.__le__, "<": here.__lt__, "=": here.__eq__,
+               "!=": here.__ne__}
+    return any(all(compare[op](_order(bound)) for op, bound in terms) for terms in constraint)
+
+
 def digest_version(version: str, digest: str) -> str:
     """The release version naming an image digest: `1.2.0` + `sha256:0123...` -> `1.2.0+sha256.0123456789ab`."""
     return "%s+sha256.%s" % (version, digest.split(":", 1)[1][:DIGEST_IN_VERSION])
@@ -135,6 +237,14 @@ class OCIRegistry(Registry):
         """Raise ValueError for a malformed reference or a bad query value."""
         split_reference(parsed)
         urls.query_bool(parsed, "insecure")
+        if "constraint" in parsed.query:
+            if "calver" in parsed.query:
+                raise ValueError('query key "constraint" of img:// takes semantic versions, not calver=')
+            try:
+                parse_constraint(parsed.query["constraint"])
+            except ValueError as exc:
+                raise ValueError('bad value for query key "constraint" of img://: %s (e.g. ^1.2, ~1.2.3, '
+                                 '">=1.2 <2")' % exc) from None
         super().validate(parsed)
 
     def __init__(self, url: str, cache=None, slot: str = ""):
@@ -142,6 +252,8 @@ class OCIRegistry(Registry):
         self.host, self.repo, self.tag = split_reference(self.parsed)
         self.scheme = "http" if is_insecure(self.host, self.parsed) else "https"
         self.user, self.password = credentials(self.host)
+        text = self.parsed.query.get("constraint", "")
+        self.constraint = parse_constraint(text) if text else None  # Dewy's ?constraint= (a semver range)
         self.token = None  # the Bearer token the realm gave, reused until a 401
         self._session = None
 
@@ -167,6 +279,9 @@ class OCIRegistry(Registry):
                 answer = self._send(method, url, headers)
         except requests.RequestException as exc:
             raise RegistryError("registry %s: %s" % (self.host, type(exc).__name__ + _reason(exc))) from None
+        if self.scheme == "https" and not answer.url.startswith("https:"):
+            answer.close()  # a redirect to plain HTTP would expose the token and the answer to the network
+            raise RegistryError("registry %s redirected to plain http: refused" % self.host)
         if answer.status_code == 401:
             raise RegistryError("registry %s refused our credentials for %s (401)%s" % (
                 self.host, self.repo, "" if self.user else
@@ -291,6 +406,12 @@ class OCIRegistry(Registry):
                                         % (self.repo, self.tag, digest))
             return self._release(version, self.tag, digest)
         tags = self.tags()
+        if self.constraint is not None:
+            inside = [t for t in tags if satisfies(t, self.constraint)]
+            if tags and not inside:
+                raise NothingDeployable("no tag of %s/%s meets constraint %s (%d tags)" % (
+                    self.host, self.repo, shown(self.parsed.query["constraint"], 60), len(tags)))
+            tags = inside
         plain = {v.split("+sha256.", 1)[0] for v in exclude}
         skipped = set()
         while True:
@@ -305,8 +426,19 @@ class OCIRegistry(Registry):
             skipped.add(version)
 
     def _release(self, version: str, tag: str, digest: str) -> Release:
-        return Release(version=version, tag=tag, artifact_name=IMAGE_FILE,
-                       artifact_url="img://%s/%s@%s" % (self.host, self.repo, digest))
+        from dewy.artifact.img import ImageArtifact
+
+        url = "img://%s/%s@%s" % (self.host, self.repo, digest)
+        # The record names the image by its digest, which podman/docker verify on pull: its checksum is known
+        # here, so verify-checksum = required holds for container releases too.
+        record = hashlib.sha256(ImageArtifact(url).record()).hexdigest()
+        return Release(version=version, tag=tag, artifact_name=IMAGE_FILE, artifact_url=url, sha256=record,
+                       checksum_source="the image's manifest digest")
+
+    def owns(self, url: str) -> bool:
+        """Whether url names an image of this repository pinned by digest (`img://host/repo@sha256:<hex>`)."""
+        head = "img://%s/%s@" % (self.host, self.repo)
+        return isinstance(url, str) and url.startswith(head) and bool(_DIGEST.match(url[len(head):]))
 
     def report(self, release: Release, shipped) -> None:
         """Nothing is written to a container registry (Dewy writes no shipped_to record there either)."""

@@ -11,7 +11,7 @@ from signal import SIGKILL, SIGTERM
 from helpers import Load, alive, free_port, http_get, wait_audit, wait_until
 
 SETTINGS = dict(mode="container", app=None, ready=None, runtime="podman", health_path="/health", health_timeout="10s",
-                drain_time="5s", interval="0.2s", graceful_timeout=None)
+                drain_time="5s", interval="0.2s", graceful_timeout=None, verify_checksum="required")
 
 
 def container_master(make_master, world, repo, **extra):
@@ -69,6 +69,9 @@ def test_deploys_then_switches_under_load_with_zero_failed_requests_and_stops_cl
     entries = wait_audit(master.workdir, lambda es: any(e["result"] == "deployed" and e["version"].startswith("1.1.0")
                                                         for e in es), "1.1.0 deployed")
     assert [e["mode"] for e in entries] == ["container", "container"]
+    history = subprocess.run([sys.executable, "-m", "dewy", "history", "--workdir", str(master.workdir)],
+                             capture_output=True, text=True, timeout=60)
+    assert history.returncode == 0 and "1.1.0+sha256." in history.stdout.splitlines()[1], history.stdout
 
     # SIGTERM: the generation drains, stops its container; none is left.
     assert master.stop(SIGTERM) == 0
@@ -169,7 +172,7 @@ def test_a_restarted_dewy_replaces_strays_and_touches_no_other_container(make_ma
         assert oci_world.containers("rs") == []
         assert {"other-app", "not-dewys"} <= set(oci_world.containers())
     finally:
-        oci_world.podman("rm", "-f", "-t", "0", "stray-rs", "other-app", "not-dewys", check=False)
+        oci_world.podman("rm", "-f", "--ignore", "-t", "0", "stray-rs", "other-app", "not-dewys", check=False)
 
 
 def test_registry_with_htpasswd_auth_needs_docker_username_and_password(make_master, oci_world):

@@ -40,12 +40,13 @@ def test_dewy_flags_reach_the_generation_spec():
 
 def test_the_ini_says_the_same_and_defaults_follow_dewy(tmp_path):
     ini = tmp_path / "dewy.ini"
-    ini.write_text("[dewy]\nmode = container\nregistry = %s:stable\nport = 8080\nworkdir = %s\n"
+    ini.write_text("[dewy]\nmode = container\nregistry = %s:stable\nport = 8080\nworkdir = %s\nruntime = podman\n"
                    "container-args = --env-file /etc/web.env\n" % (URL, tmp_path))
     cfg = load_ini(str(ini))
     spec = spec_of(cfg)
-    assert (spec["name"], spec["runtime"], spec["replicas"], spec["health_timeout"], spec["drain_time"]) == (
-        "web", "docker", 1, 30.0, 30.0)  # the image's name; Dewy's defaults
+    assert (spec["name"], spec["replicas"], spec["health_timeout"], spec["drain_time"]) == (
+        "web", 1, 30.0, 30.0)  # the image's name; Dewy's defaults
+    assert config.BY_NAME["runtime"].default == "docker"  # Dewy's default runtime
     assert spec["ports"] == [0] and spec["args"] == ["--env-file", "/etc/web.env"]  # 0: the image's EXPOSEd port
     assert spec["idle_timeout"] == 300.0
 
@@ -61,11 +62,18 @@ def test_the_ini_says_the_same_and_defaults_follow_dewy(tmp_path):
     (["--registry", URL, "-p", "8080:80", "--", "--name", "x"], "--name is set by dewy"),
     (["--registry", URL, "-p", "8080:80", "--", "--label", "dewy.app=other"], "labels under dewy. are dewy's own"),
     (["--registry", "img://ghcr.io/Owner/App", "-p", "8080:80"], "bad repository"),
+    (["--registry", URL, "-p", "8080:80", "--ready", "delay:1s"], "must be notify[:TIMEOUT] in container mode"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert cli.main(["container"] + argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+def test_a_runtime_that_is_not_installed_is_a_config_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert cli.main(["container", "--registry", URL, "-p", "8080:80", "--runtime", "podman"]) == 2
+    assert capsys.readouterr().err == 'dewy: command line: --runtime = "podman": podman is not installed (not found in PATH)\n'
 
 
 def test_an_app_in_container_mode_is_refused(tmp_path):
@@ -89,7 +97,7 @@ def test_container_list_shows_dewys_containers_only(oci_world):
         assert lines[0].split() == ["NAME", "APP", "VERSION", "GENERATION", "STATE", "UPSTREAM"]
         assert [line.split()[:5] for line in lines[1:]] == [["listed-1", "listed", "1.0.0+sha256.abc", "4", "running"]]
     finally:
-        oci_world.podman("rm", "-f", "-t", "0", "listed-1", "someone-elses", check=False)
+        oci_world.podman("rm", "-f", "--ignore", "-t", "0", "listed-1", "someone-elses", check=False)
     run = subprocess.run([sys.executable, "-m", "dewy", "container", "list", "--runtime", "podman", "--name", "listed"],
                          capture_output=True, text=True, timeout=60)
     assert run.stdout == "No containers found.\n"

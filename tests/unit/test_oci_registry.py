@@ -2,12 +2,16 @@
 stand-in speaking the distribution API's Bearer token flow (docker-registry needs an external token server)."""
 
 import base64
+import hashlib
+import io
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from dewy import artifact as artifact_pkg
 from dewy import registry as registry_pkg
 from dewy.registry import oci
 from dewy.registry.base import NothingDeployable, RegistryError
@@ -22,9 +26,22 @@ def test_tags_are_listed_across_link_pages_and_the_newest_is_pinned_by_digest(oc
     assert release.tag == "1.10.0"
     assert release.version == "1.10.0+sha256.%s" % digests["1.10.0"][7:19]
     assert release.artifact_url == "img://%s/pages@%s" % (oci_world.registry.host, digests["1.10.0"])
-    assert release.artifact_name == "image.json" and release.sha256 is None
+    assert release.artifact_name == "image.json"
+    record = io.BytesIO()
+    artifact_pkg.from_url(release.artifact_url).fetch(record)  # what the release directory will hold
+    assert json.loads(record.getvalue())["image"] == "%s/pages@%s" % (oci_world.registry.host, digests["1.10.0"])
+    assert release.sha256 == hashlib.sha256(record.getvalue()).hexdigest()  # verify-checksum = required holds
+    # A shared-cache entry may name only this repository's images, by digest (dewy/registry/shared.py).
+    assert reg.owns(release.artifact_url)
+    assert not reg.owns(release.artifact_url.replace("/pages@", "/other@"))
+    assert not reg.owns(release.artifact_url.split("@")[0] + ":1.10.0")
     # pre-release=true takes 2.0.0-rc.1; a :TAG follows that one tag.
     assert registry_pkg.from_url(oci_world.url("pages") + "?pre-release=true").latest().tag == "2.0.0-rc.1"
+    # Dewy's ?constraint= (a semver range) keeps the newest inside it.
+    assert registry_pkg.from_url(oci_world.url("pages") + "?constraint=~1.2").latest().tag == "1.2.0"
+    assert registry_pkg.from_url(oci_world.url("pages") + "?constraint=%3C1.10").latest().tag == "1.2.0"
+    with pytest.raises(NothingDeployable, match="no tag of .* meets constraint \\^3"):
+        registry_pkg.from_url(oci_world.url("pages") + "?constraint=^3").latest()
     followed = registry_pkg.from_url(oci_world.url("pages") + ":latest").latest()
     assert followed.version == "latest+sha256.%s" % digests["latest"][7:19]
 
@@ -132,6 +149,9 @@ def test_plain_http_only_for_registries_marked_insecure(tmp_path, monkeypatch):
     assert registry_pkg.from_url("img://ghcr.io/owner/app").scheme == "https"
     assert registry_pkg.from_url("img://localhost:5000/app").scheme == "http"  # loopback: docker's default
     assert registry_pkg.from_url("img://ghcr.io/owner/app?insecure=true").scheme == "http"
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # Python 3.10: no tomllib, the small reader instead
+    assert registry_pkg.from_url("img://registry.lan:5000/app").scheme == "http"
+    assert registry_pkg.from_url("img://secure.lan/app").scheme == "https"
 
 
 def test_references_credentials_and_bad_urls(monkeypatch):
@@ -145,3 +165,38 @@ def test_references_credentials_and_bad_urls(monkeypatch):
     assert oci.credentials("1.dkr.ecr.eu-west-1.amazonaws.com", env) == ("AWS", "ecr")
     assert oci.credentials("quay.io", env) == ("d", "p")
     assert oci.credentials("quay.io", {}) == (None, None)
+
+
+CONSTRAINTS = {
+    "^1.2": (["1.2.0", "1.9.9"], ["1.1.9", "2.0.0", "2.0.0-rc.1", "1.2.0-rc.1"]),
+    "^0.2.3": (["0.2.3", "0.2.9"], ["0.3.0", "0.2.2"]),
+    "^0.0.3": (["0.0.3"], ["0.0.4"]),
+    "~1.2.3": (["1.2.3", "1.2.9"], ["1.3.0", "1.2.2"]),
+    "~1": (["1.0.0", "1.9.0"], ["2.0.0"]),
+    ">=1.2 <2": (["1.2.0", "1.99.0", "v1.5.0"], ["2.0.0", "1.1.0", "2.0.0-rc.1"]),
+    ">= 1.2, < 2": (["1.2.0"], ["2.0.0"]),
+    "1.x": (["1.0.0", "1.5.2"], ["2.0.0", "0.9.0"]),
+    "1.2 || 3.x": (["1.2.5", "3.1.0"], ["2.0.0", "1.3.0"]),
+    "*": (["0.0.1", "9.9.9"], ["latest"]),
+    ">1.2": (["1.3.0"], ["1.2.9"]),
+    "<=1.2": (["1.2.9"], ["1.3.0"]),
+    "=1.2.3": (["1.2.3"], ["1.2.4"]),
+    "!=1.2.3": (["1.2.4"], ["1.2.3"]),
+    ">=2.0.0-rc.1": (["2.0.0-rc.1", "2.0.0-rc.2", "2.0.0"], ["2.0.0-beta.1", "1.9.0"]),
+}
+
+
+@pytest.mark.parametrize("text", sorted(CONSTRAINTS))
+def test_constraints_are_semver_ranges(text):
+    parsed = oci.parse_constraint(text)
+    inside, outside = CONSTRAINTS[text]
+    assert [v for v in inside if not oci.satisfies(v, parsed)] == []
+    assert [v for v in outside if oci.satisfies(v, parsed)] == []
+
+
+@pytest.mark.parametrize("url", ["img://h/app?constraint=", "img://h/app?constraint=%3E%3D", "img://h/app?constraint=1.x.2",
+                                 "img://h/app?constraint=abc", "img://h/app?constraint=1%20%7C%7C",
+                                 "img://h/app?constraint=^1&calver=YYYY.0M"])
+def test_a_bad_constraint_is_refused_with_the_url(url):
+    with pytest.raises(ValueError, match="constraint"):
+        registry_pkg.validate_url(url)
