@@ -54,7 +54,7 @@ class GitHubError(Exception):
     """A GitHub API call failed (one line, no credentials). `status` is the HTTP status, if any."""
 
     def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
+        super().__init__(urls.plain_text(message))  # GitHub's (or a stand-in's) text: no terminal escapes
         self.status = status
 
 

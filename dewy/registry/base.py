@@ -23,7 +23,11 @@ MAX_REMEMBERED = 20000  # names a registry object remembers having logged (a lon
 
 
 class RegistryError(Exception):
-    """The registry could not be read, or holds nothing deployable (one-line message)."""
+    """The registry could not be read, or holds nothing deployable (one-line message). The message loses
+    control characters on the way in (urls.plain_text): registry text reaches terminals, logs, notifications."""
+
+    def __init__(self, message="", *args):
+        super().__init__(urls.plain_text(message), *args)
 
 
 class RegistryTimeout(RegistryError):
