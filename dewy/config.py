@@ -423,6 +423,15 @@ def _waves(raw: str, base: str) -> tuple:
     return tuple(shares)
 
 
+def _env_names(raw: str, base: str) -> tuple:
+    """`app-env-keep`: environment variable names, comma-separated, or empty."""
+    names = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
+            raise BadValue("expected environment variable names separated by commas, such as AWS_ACCESS_KEY_ID")
+    return names
+
+
 def _host_id(raw: str, base: str) -> str:
     """`host-id`: one key segment (it names this host's heartbeat in the shared cache), or empty (hostname)."""
     value = raw.strip()
@@ -800,6 +809,12 @@ SETTINGS: list[Setting] = [
         type="group name", default="", default_doc="the user's primary group",
         validator=_account("group", "for the user's primary group"),
         doc="The group the app, the poller and the hooks run as (only with user).",
+    ),
+    Setting(
+        name="app-env-keep", meta="NAMES",
+        type="names", default="", default_doc="none", validator=_env_names, pytype=tuple,
+        doc="Credential variables of dewy's environment the app and the hooks get all the same (comma-separated, "
+            "such as AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); by default none of them (see SECURITY.md).",
     ),
 ]
 

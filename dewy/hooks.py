@@ -78,14 +78,19 @@ def _signals_deferred(redeliver: bool = True):
                 signal.raise_signal(signum)
 
 
-def run_hook(command: str, workdir: str, env: dict, timeout: float) -> HookResult:
+def run_hook(command: str, workdir: str, env: dict, timeout: float, keep=()) -> HookResult:
     """Run `sh -c command` in workdir with os.environ + env; kill its process group after timeout seconds.
+
+    dewy's credential variables (dewy.secrets.CREDENTIAL_VARS) are left out, except those named in keep
+    (`app-env-keep`): a hook is code from the release, like the app.
 
     An empty command succeeds without running anything.
     """
     if not command or not command.strip():
         return HookResult(ok=True, returncode=None, output="")
-    full_env = dict(os.environ)
+    from dewy import secrets
+
+    full_env = secrets.child_environment(os.environ, keep)
     full_env.update({k: "" if v is None else str(v) for k, v in env.items()})
     chunks, kept = [], 0
     timed_out = False

@@ -16,7 +16,7 @@ import selectors
 import signal
 import time
 
-from .. import __version__, current, pause, procgroup, status, workdir
+from .. import __version__, current, pause, procgroup, secrets, status, workdir
 from ..clock import utc_iso
 from . import activation, control, httpprobe, output, process, sockets, upgrade
 from .sentinel import Sentinel
@@ -365,7 +365,9 @@ class Arbiter(Host):
         return output.with_reason(why, self.outputs.get(pid))
 
     def app_environment(self, gen) -> dict:
-        env = {k: v for k, v in os.environ.items()
+        # dewy's credentials (registry, cloud, notifier tokens, the cache key) are not the app's: dropped
+        # unless app-env-keep names them (dewy.secrets).
+        env = {k: v for k, v in secrets.child_environment(os.environ, self.cfg.app_env_keep).items()
                if not k.startswith(("LISTEN_", "SERVER_STARTER_")) and k != "NOTIFY_SOCKET"}
         env.update(sockets.app_environment(self.listeners))
         env["SERVER_STARTER_GENERATION"] = str(gen.number)

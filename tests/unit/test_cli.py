@@ -235,7 +235,7 @@ def test_every_flag_reaches_the_config():
         verify_checksum="required", poll_backoff_max=120.0, metrics="127.0.0.1:9464", health="/healthz",
         health_interval=5.0, health_failures=2, trigger="", trigger_token="", trigger_secret="",
         max_release_size=2 * 1024 ** 3, max_release_files=100000, rollout_waves=(), rollout_soak=60.0,
-        host_id="web-1", user="", group="", source="command line")
+        host_id="web-1", user="", group="", app_env_keep=(), source="command line")
 
 
 def test_short_flags_with_attached_values_and_assets():
