@@ -464,6 +464,15 @@ def _status(workdir: str, args: dict) -> int:
     from dewy import status as status_file
 
     try:
+        # read_json takes an unreadable file for none: say "permission denied", not "no master has run there".
+        os.close(os.open(status_file.status_path(workdir), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC))
+    except PermissionError:
+        print("dewy: cannot read %s: permission denied (run it as root or as the user dewy runs as)"
+              % status_file.status_path(workdir), file=sys.stderr)
+        return EXIT_NO_STATUS
+    except OSError:
+        pass  # missing (said below), or not a plain file (read_json refuses it)
+    try:
         data = status_file.read(workdir)
     except (OSError, ValueError) as exc:
         print("dewy: cannot read %s: %s" % (status_file.status_path(workdir), exc), file=sys.stderr)
