@@ -423,6 +423,20 @@ def _waves(raw: str, base: str) -> tuple:
     return tuple(shares)
 
 
+def _without_url_paths(text: str, urls_text: str) -> str:
+    """text with the path and query of every URL in urls_text (a comma list) shown as `/...`: a notifier
+    URL's path is often its credential (a Slack or Teams webhook), so no error prints it."""
+    import urllib.parse
+
+    for url in urls_text.split(","):
+        parts = urllib.parse.urlsplit(url.strip())
+        for secret in sorted({parts.path.rstrip("/"), parts.path, "?" + parts.query if parts.query else ""},
+                             key=len, reverse=True):
+            if len(secret) > 1:
+                text = text.replace(secret, "/..." if secret.startswith("/") else "?...")
+    return text
+
+
 def _env_names(raw: str, base: str) -> tuple:
     """`app-env-keep`: environment variable names, comma-separated, or empty."""
     names = tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -887,7 +901,10 @@ class _Source:
 
             shown = shlex.join(shown) if s.name == "app" else ",".join(shown)
         quoted = json.dumps(redact(shown), ensure_ascii=False)
-        return ConfigError(redact_text("%s: %s = %s: %s" % (self.name, self.label(s), quoted, message)))
+        text = redact_text("%s: %s = %s: %s" % (self.name, self.label(s), quoted, message))
+        if s.name == "notifier":
+            text = _without_url_paths(text, str(shown))
+        return ConfigError(text)
 
     def error(self, s: Setting, message: str) -> ConfigError:
         """An error about s that has no value to quote (a missing required setting)."""
@@ -941,9 +958,13 @@ def _check_mode(values: dict, raw: dict, source: _Source) -> None:
         raise source.error(app, "is required in server mode (the command to run, e.g. %s)" % example)
     if values["mode"] == "assets" and values["app"]:
         raise source.bad(app, _as_text(raw["app"]), "must be empty in assets mode (assets runs no process)")
+    # The trigger's secrets may come from the environment (the unit's EnvironmentFile), not the ini.
+    values["trigger_token"] = values["trigger_token"] or os.environ.get("DEWY_TRIGGER_TOKEN", "").strip()
+    values["trigger_secret"] = values["trigger_secret"] or os.environ.get("DEWY_TRIGGER_SECRET", "").strip()
     if values["trigger"] and not (values["trigger_token"] or values["trigger_secret"]):
         raise source.bad(BY_NAME["trigger"], _as_text(raw["trigger"]),
-                         "needs trigger-token or trigger-secret (an open trigger would let anyone make dewy poll)")
+                         "needs trigger-token or trigger-secret, or DEWY_TRIGGER_TOKEN / DEWY_TRIGGER_SECRET in the "
+                         "environment (an open trigger would let anyone make dewy poll)")
     if values["group"] and not values["user"]:
         raise source.bad(BY_NAME["group"], _as_text(raw["group"]),
                          "needs user (group is the group the user's processes run as)")
