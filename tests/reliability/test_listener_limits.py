@@ -36,6 +36,11 @@ def listener(tmp_path, monkeypatch):
 
 
 def _post(port, headers: dict, body: bytes = b"", source: str = "127.0.0.1") -> int:
+    return int(_exchange(port, headers, body, source).split(b" ", 2)[1])
+
+
+def _exchange(port, headers: dict, body: bytes = b"", source: str = "127.0.0.1") -> bytes:
+    """The whole answer (status line, headers, body) to one POST /deploy."""
     with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as sock:
         head = "POST /deploy HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n" % len(body)
         head += "".join("%s: %s\r\n" % kv for kv in headers.items()) + "\r\n"
@@ -46,7 +51,7 @@ def _post(port, headers: dict, body: bytes = b"", source: str = "127.0.0.1") -> 
             if not chunk:
                 break
             answer += chunk
-    return int(answer.split(b" ", 2)[1])
+    return answer
 
 
 def _signed(body: bytes, delivery: str) -> dict:
@@ -88,10 +93,7 @@ def test_failures_from_one_address_do_not_lock_out_another(listener):
 
 def test_a_replayed_github_delivery_is_ignored(listener, caplog):
     assert _post(listener, _signed(b"{}", "delivery-42"), b"{}") == 200
-    with socket.create_connection(("127.0.0.1", listener), timeout=10) as sock:
-        sock.sendall(b"POST /deploy HTTP/1.1\r\nContent-Length: 2\r\n" + b"".join(
-            b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in _signed(b"{}", "delivery-42").items()) + b"\r\n{}")
-        answer = sock.recv(65536)
+    answer = _exchange(listener, _signed(b"{}", "delivery-42"), b"{}")
     assert b"seen before" in answer, answer
 
 
