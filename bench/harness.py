@@ -450,12 +450,16 @@ class Dewy(Supervisor):
                 and not st.get("starting_pid") and not st.get("retiring_pids"))
 
     def helpers(self) -> list:
-        """The poller worker (part of dewy, not of the app)."""
-        pid = self.status().get("poller_pid")
-        try:
-            return [psutil.Process(pid)] if pid else []
-        except psutil.NoSuchProcess:
-            return []
+        """Every process of dewy's own besides the master (not the app): the poller worker and the sentinel.
+        Empty until both are up (the sentinel is forked at start, the poller right after)."""
+        st = self.status()
+        procs = []
+        for key in ("poller_pid", "sentinel_pid"):
+            try:
+                procs.append(psutil.Process(st[key]))
+            except (KeyError, TypeError, ValueError, psutil.NoSuchProcess):
+                return []
+        return procs
 
 
 def gunicorn_command():
@@ -515,29 +519,38 @@ class Gunicorn(SymlinkDeploys):
 
 # --------------------------------------------------------------------------- measuring
 class ResourceMonitor(threading.Thread):
-    """Samples the supervisor's RSS (main process, and with its helpers) every 100 ms; keeps the peak."""
+    """Samples the supervisor's RSS (main process, and with its helpers) every 100 ms; keeps the peak.
 
-    def __init__(self, main: psutil.Process, helpers: list):
+    With pss=True also the PSS (/proc/PID/smaps_rollup: each shared page divided among the processes that
+    map it), which counts once what a forked helper shares with its parent (dewy's sentinel and master)."""
+
+    def __init__(self, main: psutil.Process, helpers: list, pss: bool = False):
         super().__init__(name="rss-monitor", daemon=True)
-        self.main, self.helpers = main, helpers
+        self.main, self.helpers, self.pss = main, helpers, pss
         self.peak_main = self.peak_all = self.peak_helpers = 0
+        self.peak_pss_main = self.peak_pss_all = self.peak_pss_helpers = 0
         self._halt = threading.Event()
 
     def sample(self) -> None:
-        """One RSS sample."""
+        """One RSS (and PSS) sample."""
         try:
             main = self.main.memory_info().rss
+            main_pss = self.main.memory_full_info().pss if self.pss else 0
         except psutil.Error:
             return
-        extra = 0
+        extra = extra_pss = 0
         for proc in self.helpers:
             try:
                 extra += proc.memory_info().rss
+                extra_pss += proc.memory_full_info().pss if self.pss else 0
             except psutil.Error:
                 pass
         self.peak_main = max(self.peak_main, main)
         self.peak_all = max(self.peak_all, main + extra)
         self.peak_helpers = max(self.peak_helpers, extra)
+        self.peak_pss_main = max(self.peak_pss_main, main_pss)
+        self.peak_pss_all = max(self.peak_pss_all, main_pss + extra_pss)
+        self.peak_pss_helpers = max(self.peak_pss_helpers, extra_pss)
 
     def run(self) -> None:
         """Sample until stopped."""

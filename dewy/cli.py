@@ -14,6 +14,7 @@ import sys
 from docopt import DocoptExit, docopt
 
 from dewy import __version__
+from dewy import dewyflags
 from dewy.config import SETTINGS, ConfigError, from_options, load_ini, usage_options
 
 EXIT_OK = 0
@@ -23,28 +24,35 @@ EXIT_NOT_RUNNING = 3
 
 # Each command's usage line as the help shows it.
 COMMANDS = {
-    "server": "dewy server [options] -- CMD [ARG...]",
+    "server": "dewy server [options] [--] CMD [ARG...]",
     "assets": "dewy assets [options]",
+    "container": "dewy container [options] [-- OPT...]",
+    "container list": "dewy container list [--runtime NAME] [--name NAME] [--json]",
     "status": "dewy status [--workdir DIR | --config INI] [--json]",
-    "latest": "dewy latest (-c INI | --registry URL) [--slot SLOT] [--json]",
+    "latest": "dewy latest [-c INI | --registry URL] [--slot SLOT] [--json]",
     "history": "dewy history [--workdir DIR | --config INI] [-n N] [--json]",
     "rollback": "dewy rollback [--workdir DIR | --config INI] [--to VERSION] [--timeout SECS] [--json]",
     "pause": "dewy pause [--workdir DIR | --config INI] [--reason TEXT] [--json]",
     "resume": "dewy resume [--workdir DIR | --config INI] [--json]",
     "deploy-now": "dewy deploy-now [--workdir DIR | --config INI] [--timeout SECS] [--json]",
-    "fleet": "dewy fleet -c INI [--json]",
+    "fleet": "dewy fleet [-c INI] [--json]",
     "demo": "dewy demo",
 }
 
+# The host's config (the .deb installs it, the systemd unit runs it): status, history, latest, fleet and the
+# control commands read it when given neither -c nor --workdir outside a workdir. Tests point it elsewhere.
+DEFAULT_CONFIG = os.environ.get("DEWY_TEST_DEFAULT_CONFIG") or "/etc/dewy/dewy.ini"
+
 STATUS_OPTIONS = """Status options:
-  --workdir DIR         The workdir whose status to show (default: the current directory).
+  --workdir DIR         The workdir whose status to show (default: the current directory when it is one,
+                        else the workdir of /etc/dewy/dewy.ini, else the current directory).
   -c INI, --config INI  Take the workdir from this ini file.
   --json                Print the status file as it is (JSON).
 """
 
 OTHER_OPTIONS = """Other options:
   -h, --help     Show this help.
-  --version      Show dewy's version.
+  -v, --version  Show dewy's version (as Dewy: dewy version: X [commit, date]).
 """
 
 MASTER_DOC = """dewy-master: run dewy from an ini file (the way systemd starts it).
@@ -67,21 +75,22 @@ USR2 upgrades dewy-master in place; TERM/INT stop gracefully; QUIT stops fast.
 
 def usage() -> str:
     """The `Usage:` block of `dewy --help`."""
-    lines = ["Usage:"] + ["  " + line for line in COMMANDS.values()] + ["  dewy -h | --help", "  dewy --version"]
+    lines = ["Usage:"] + ["  " + line for line in COMMANDS.values()] + ["  dewy -h | --help", "  dewy -v | --version"]
     return "\n".join(lines) + "\n"
 
 
 def setting_options() -> str:
-    """The `Options:` block for server/assets, generated from SETTINGS."""
-    return "Options:\n" + "\n".join(usage_options()) + "\n"
+    """The `Options:` block for server/assets, generated from SETTINGS, then Dewy's own flags (dewy.dewyflags)."""
+    return "Options:\n" + "\n".join(usage_options()) + "\n\n" + dewyflags.options_block()
 
 
 def help_text() -> str:
     """The whole `dewy --help` text."""
     return "\n".join([
-        "dewy: keep an app (server) or static files (assets) on the newest release of a registry.\n",
+        "dewy: keep an app (server), static files (assets) or an image's containers (container) on the newest "
+        "release of a registry.\n",
         usage(), setting_options(), STATUS_OPTIONS, latest_options(), history_options(), control_options(),
-        fleet_options(), OTHER_OPTIONS,
+        fleet_options(), CONTAINER_LIST_OPTIONS, OTHER_OPTIONS,
         "Every setting is also an ini key: dewy-master -c dewy.ini reads the same settings from [dewy].",
     ])
 
@@ -96,11 +105,23 @@ def command_doc(command: str) -> str:
     line = COMMANDS[command]
     repeated = " ".join("[%s %s]..." % (s.flag, s.meta) for s in SETTINGS if s.flag and s.multiple)
     line = line.replace("[options]", "[options] " + repeated)
-    options = {"server": setting_options(), "assets": setting_options(), "status": STATUS_OPTIONS,
+    options = {"server": setting_options(), "assets": setting_options(), "container": setting_options(),
+               "container list": CONTAINER_LIST_OPTIONS, "status": STATUS_OPTIONS,
                "latest": latest_options(), "history": STATUS_OPTIONS + history_options(),
                "fleet": fleet_options()}.get(
                    command, STATUS_OPTIONS + control_options() if command in CONTROL_COMMANDS else "")
     return "Usage:\n  %s\n\n%s" % (line, options)
+
+
+def _wants_version(argv: list[str]) -> bool:
+    """`dewy -v` / `dewy --version`, alone or among server/assets options (Dewy prints its version there too;
+    after -- they belong to the app)."""
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    if options and options[0] in ("server", "assets", "container"):
+        options = options[1:]
+    elif options[1:]:
+        return False
+    return "-v" in options or "--version" in options
 
 
 def _wants_help(argv: list[str]) -> bool:
@@ -171,6 +192,15 @@ def _has_config(argv: list[str]) -> bool:
     return any(a in ("-c", "--config") or a.startswith(("--config=", "-c")) for a in argv)
 
 
+def _parses(doc: str, argv: list[str]) -> bool:
+    """Whether docopt accepts argv (to tell a missing app command from other mistakes)."""
+    try:
+        docopt(doc, argv, default_help=False)
+    except DocoptExit:
+        return False
+    return True
+
+
 def _parse(command: str, argv: list[str]):
     """docopt's answer for one command, or an exit code after a usage error."""
     doc = command_doc(command)
@@ -183,16 +213,55 @@ def _parse(command: str, argv: list[str]):
             return _usage_error("%s given twice; give it once" % twice)
         if command == "fleet" and not _has_config(argv[1:]):
             return _usage_error("`dewy fleet` needs -c INI (the ini file whose cache the fleet shares)")
-        if command == "server" and "--" not in argv and not detail.endswith("requires argument"):
-            detail = "the app's command goes after --, e.g. dewy server --registry URL -p 8000 -- ./app"
+        if command == "server" and "--" not in argv and _parses(doc, argv + ["./app"]):
+            detail = "the app's command is missing (it follows the options, after -- when it starts with -), " \
+                     "e.g. dewy server --registry URL -p 8000 -- ./app"
         if command == "latest" and not {"-c", "--config", "--registry"} & {a.split("=")[0] for a in argv}:
             detail = "dewy latest asks the registry of an ini file (-c INI) or a URL (--registry URL)"
         return _usage_error(detail or "bad arguments for %s" % command)
 
 
+class _Watched:
+    """A text stream that passes everything on and remembers it (stderr) or that something came (stdout)."""
+
+    def __init__(self, stream, keep: bool):
+        self.stream, self.keep, self.written = stream, keep, []
+
+    def write(self, text):
+        if text:
+            self.written.append(text if self.keep else "")
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _json_errors(run, argv: list[str]) -> int:
+    """run() for a command given --json: an error it reports only on stderr is also printed on stdout as
+    `{"error": "...", "exit": N}`, so a script reading stdout always gets JSON."""
+    out, err = _Watched(sys.stdout, keep=False), _Watched(sys.stderr, keep=True)
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        code = run(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+    if code and not out.written:
+        lines = [line for line in "".join(err.written).splitlines() if line.strip()]
+        message = lines[0] if lines else "exit code %d" % code
+        for prefix in ("dewy: ", "dewy-master: "):
+            if message.startswith(prefix):
+                message = message[len(prefix):]
+        print(json.dumps({"error": message, "exit": code}))
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `dewy` command (and `python -m dewy`); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if "--json" in (argv[:argv.index("--")] if "--" in argv else argv):
+            return _json_errors(_main, argv)
         return _main(argv)
     except BrokenPipeError:
         # `dewy history | head`: the reader left; no traceback, and no second error when Python flushes.
@@ -202,21 +271,32 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv == ["--version"]:
-        print("dewy %s" % __version__)
-        return EXIT_OK
-    if _wants_help(argv):
-        print(help_text())
+    if _wants_version(argv):
+        text, to_stderr = dewyflags.version_output(__version__, argv)
+        print(text, file=sys.stderr if to_stderr else sys.stdout)
         return EXIT_OK
     command = argv[0] if argv else ""
+    if command == "container" and argv[1:2] == ["list"]:
+        command, argv = "container list", ["container", "list"] + argv[2:]
+    if _wants_help(argv):
+        # `dewy status --help`: that command's usage and options only; `dewy --help`: everything.
+        print(command_doc(command).rstrip("\n") if command in COMMANDS else help_text())
+        return EXIT_OK
     if command not in COMMANDS:
         return _usage_error('unknown command "%s"' % command if command else "")
     args = _parse(command, argv)
     if isinstance(args, int):
         return args
+    if command in ("fleet", "latest") and not args.get("--config") and not args.get("--registry"):
+        if not os.path.exists(DEFAULT_CONFIG):
+            return _usage_error("`dewy fleet` needs -c INI (the ini file whose cache the fleet shares)"
+                                if command == "fleet" else
+                                "dewy latest asks the registry of an ini file (-c INI) or a URL (--registry URL)")
+        args["--config"] = DEFAULT_CONFIG
     if command in CONTROL_COMMANDS:
         return control(command, args)
-    return {"server": run_mode, "assets": run_mode, "status": status, "latest": latest, "demo": demo,
+    return {"server": run_mode, "assets": run_mode, "container": run_mode, "container list": container_list,
+            "status": status, "latest": latest, "demo": demo,
             "history": history, "fleet": fleet}[command](args)
 
 
@@ -224,13 +304,30 @@ def _main(argv: list[str] | None) -> int:
 
 def options_from_args(args: dict) -> dict:
     """docopt's answer for server/assets -> the raw values dewy.config.from_options takes."""
-    values = {"mode": "server" if args.get("server") else "assets"}
+    values = {"mode": "server" if args.get("server") else "container" if args.get("container") else "assets"}
     for s in SETTINGS:
         if s.flag:
             values[s.name] = args.get(s.flag)
-    if args.get("CMD"):
+    if args.get("container"):
+        values["container-args"] = list(args.get("OPT") or []) or None
+    elif args.get("CMD"):
         values["app"] = [args["CMD"]] + list(args.get("ARG") or [])
+    dewyflags.translate(args, values)  # Dewy's flags (--max-backoff-interval, --calver...) onto the settings
     return values
+
+
+CONTAINER_LIST_OPTIONS = """Container list options:
+  --runtime NAME  docker or podman [default: docker].
+  --name NAME     Only this app's containers (the dewy.app label).
+  --json          Print the containers as JSON.
+"""
+
+
+def container_list(args: dict) -> int:
+    """`dewy container list`: the containers dewy runs on this host (label dewy.managed=true)."""
+    from dewy.container import listing
+
+    return listing.main(args["--runtime"] or "docker", args["--name"], args["--json"])
 
 
 def run_master(config, reload_config) -> int:
@@ -251,10 +348,10 @@ def run_master(config, reload_config) -> int:
 
 def run_mode(args: dict) -> int:
     """`dewy server|assets`: build the Config from the flags (exit 2 when bad) and run the master."""
-    values = options_from_args(args)
     cwd = os.getcwd()  # SIGHUP re-resolves relative paths against where dewy started, not where it is now
     warnings: list = []
     try:
+        values = options_from_args(args)
         config = from_options(values, base_dir=cwd, warnings=warnings)
     except ConfigError as exc:
         print("dewy: %s" % exc, file=sys.stderr)
@@ -344,6 +441,8 @@ def _status_workdir(args: dict) -> str:
     """The workdir `dewy status` looks at: --workdir, the ini's workdir, or the current directory."""
     if args.get("--config"):
         return load_ini(args["--config"]).workdir
+    if not args.get("--workdir") and not os.path.isdir(".dewy") and os.path.exists(DEFAULT_CONFIG):
+        return load_ini(DEFAULT_CONFIG).workdir  # not in a workdir: the host's dewy
     return os.path.abspath(args.get("--workdir") or ".")
 
 
@@ -464,18 +563,18 @@ def _status(workdir: str, args: dict) -> int:
     from dewy import status as status_file
 
     try:
-        # read_json takes an unreadable file for none: say "permission denied", not "no master has run there".
+        # An unreadable .dewy/ (not root, not dewy's user): say "permission denied", not a bare errno.
         os.close(os.open(status_file.status_path(workdir), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC))
     except PermissionError:
         print("dewy: cannot read %s: permission denied (run it as root or as the user dewy runs as)"
               % status_file.status_path(workdir), file=sys.stderr)
         return EXIT_NO_STATUS
     except OSError:
-        pass  # missing (said below), or not a plain file (read_json refuses it)
+        pass  # missing (said below), or not a plain file (read_state refuses it)
     try:
-        data = status_file.read(workdir)
-    except (OSError, ValueError) as exc:
-        print("dewy: cannot read %s: %s" % (status_file.status_path(workdir), exc), file=sys.stderr)
+        data = status_file.read_state(status_file.status_path(workdir), "status file")
+    except ValueError as exc:  # StateFileError: there, but unreadable, which is not "no master has run there"
+        print("dewy: %s" % exc, file=sys.stderr)
         return EXIT_NO_STATUS
     if data is None:
         print("dewy: no status in %s: no dewy master has run there (no %s)"

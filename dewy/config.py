@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import sys
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ SECTION = "dewy"
 CLI_SOURCE = "command line"
 MAX_PORTS = 1024
 STOP_SIGNALS = ("TERM", "QUIT", "INT", "HUP", "USR1", "USR2", "WINCH", "KILL")
-MODES = ("server", "assets")
+MODES = ("server", "assets", "container")
 CHECKSUM_POLICIES = ("auto", "required", "off")
 
 MAX_DURATION = 365 * 86400.0
@@ -125,8 +126,7 @@ def parse_ready(text: str) -> Ready:
         head, colon, tail = path.rpartition(":")
         if colon and head.lower() != "http":  # http:/healthz:30s — a timeout after the path
             path, seconds = head, parse_duration(tail)
-            if seconds <= 0:
-                raise BadValue("the http readiness timeout must be greater than 0")
+            _ready_floor("http", seconds)
         return Ready("http", seconds, parse_http_path(path))
     duration = duration.lower()
     if kind not in READY_DEFAULT_SECONDS:
@@ -135,9 +135,16 @@ def parse_ready(text: str) -> Ready:
     if not sep:
         return Ready(kind, READY_DEFAULT_SECONDS[kind])
     seconds = parse_duration(duration)
-    if kind == "notify" and seconds <= 0:
-        raise BadValue("the notify timeout must be greater than 0")
+    if kind == "notify":
+        _ready_floor(kind, seconds)
     return Ready(kind, seconds)
+
+
+def _ready_floor(kind: str, seconds: float) -> None:
+    """BadValue for a readiness timeout under MIN_WORK_DURATION: it would refuse every good release."""
+    if seconds < MIN_WORK_DURATION:
+        raise BadValue("the %s readiness timeout must be at least %s (a shorter one refuses every good release)"
+                       % (kind, _span(MIN_WORK_DURATION)))
 
 
 def parse_signal(text: str) -> int:
@@ -369,15 +376,46 @@ def _duration(minimum: float = 0.0, inclusive: bool = True) -> Callable[[str, st
 
 
 MIN_INTERVAL = 0.1  # polling more often only burns CPU (1ms kept a core ~17% busy) and hammers the registry
+# The floor of every duration that drives work (polls, checks, hooks, readiness waits, idle cut-offs): below it
+# dewy does nothing useful, only burns CPU or fails what is healthy (`health-interval = 1ms` bounds each check
+# by 1ms: a healthy app was restarted 156 times in 8 s). Durations that only bound a wait may be 0
+# (graceful-timeout: kill at once; drain-time: no drain; rollout-soak: no soak); `ready = delay:0` is ready at
+# once; proxy-idle-timeout = 0 is never.
+MIN_WORK_DURATION = MIN_INTERVAL
 
 
-def _interval(raw: str, base: str) -> float:
-    """`interval`: a duration of at least MIN_INTERVAL."""
-    seconds = parse_duration(raw)
-    if seconds < MIN_INTERVAL:
-        raise BadValue("expected a duration of at least 100ms (polling more often only burns CPU), "
-                       "such as 500ms, 10s or 1m")
-    return seconds
+def _at_least(minimum: float, why: str) -> Callable[[str, str], float]:
+    """A duration validator with a floor (minimum seconds), the error saying why the floor is there."""
+    def validate(raw: str, base: str) -> float:
+        seconds = parse_duration(raw)
+        if seconds < minimum:
+            raise BadValue("expected a duration of at least %s (%s), such as 500ms, 10s or 1m"
+                           % (_span(minimum), why))
+        return seconds
+    return validate
+
+
+def _span(seconds: float) -> str:
+    """100ms, 1s: a floor as the operator writes it."""
+    return "%gms" % (seconds * 1000) if seconds < 1 else "%gs" % seconds
+
+
+_interval = _at_least(MIN_INTERVAL, "polling more often only burns CPU")
+
+
+def _zero_or_at_least(minimum: float, why: str) -> Callable[[str, str], float]:
+    """A duration validator: 0 (off) or at least minimum seconds."""
+    floor = _at_least(minimum, why)
+
+    def validate(raw: str, base: str) -> float:
+        seconds = parse_duration(raw)
+        if seconds == 0:
+            return 0.0
+        try:
+            return floor(raw, base)
+        except BadValue as exc:
+            raise BadValue(str(exc).replace("expected a duration", "expected 0 (never) or a duration", 1)) from None
+    return validate
 
 
 def _integer(low: int, high: int | None = None) -> Callable[[str, str], int]:
@@ -545,6 +583,21 @@ def _trigger_address(raw: str, base: str) -> str:
     return _metrics_address(raw, base)
 
 
+def _otlp_endpoint(raw: str, base: str) -> str:
+    """HOST:PORT of an OTLP gRPC receiver, or "" (off)."""
+    if not raw.strip():
+        return ""
+    from dewy.poller.metrics import parse_address
+
+    parse_address(raw)  # ValueError (HOST:PORT expected) when it is not one
+    from dewy.poller.otel import sdk_missing
+
+    problem = sdk_missing()  # exit 2 at start, not a poller that silently exports nothing
+    if problem:
+        raise BadValue(problem.replace("otlp-endpoint needs", "needs", 1))
+    return raw.strip()
+
+
 def _app(raw: list[str] | str, base: str) -> tuple[str, ...]:
     """The app's argv: a list (command line) or one shell-quoted string (ini)."""
     if isinstance(raw, str):
@@ -555,6 +608,21 @@ def _app(raw: list[str] | str, base: str) -> tuple[str, ...]:
         except ValueError as exc:
             raise BadValue("expected a shell-quoted command line (%s)" % str(exc).lower()) from None
     return tuple(str(arg) for arg in raw)
+
+
+def _container_name(raw: str, base: str) -> str:
+    """container mode's app name: letters, digits, _ . - (it is part of container names and a label)."""
+    if raw and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", raw.strip()):
+        raise BadValue("expected letters, digits, _ . - (at most 63, starting with a letter or digit)")
+    return raw.strip()
+
+
+def _url_path(raw: str, base: str) -> str:
+    """A request path (/health) or empty."""
+    raw = raw.strip()
+    if raw and (not raw.startswith("/") or any(c.isspace() or ord(c) < 0x20 for c in raw)):
+        raise BadValue("expected a path such as /health")
+    return raw
 
 
 def _ready(raw: str, base: str) -> Ready:
@@ -618,9 +686,10 @@ def _one_of(choices) -> str:
 
 SETTINGS: list[Setting] = [
     Setting(
-        name="mode", cli="the command: dewy server | dewy assets",
+        name="mode", cli="the command: dewy server | dewy assets | dewy container",
         type=_one_of(MODES), default="server", validator=_choice(*MODES),
-        doc="Keep an application process running and current (server), or a directory of static files (assets).",
+        doc="Keep an application process running and current (server), a directory of static files (assets), or "
+            "an OCI image's containers (container: registry img://, port PROXY:CONTAINER).",
     ),
     Setting(
         name="registry", meta="URL", example="file:///srv/releases",
@@ -675,6 +744,12 @@ SETTINGS: list[Setting] = [
         doc="Run with sh -c in workdir after a deploy.",
     ),
     Setting(
+        name="after-rollback-hook", meta="CMD",
+        type="shell command", default="", default_doc="none", validator=_text,
+        doc="Run with sh -c in workdir after a rollback (a crash-looping release, or dewy rollback), with the "
+            "deploy hooks' DEWY_* variables.",
+    ),
+    Setting(
         name="slot", short="-s", meta="SLOT",
         type="build metadata", default="", default_doc="none", validator=_slot,
         doc="Deploy only releases whose build metadata is SLOT (v1.2.3+blue), for blue/green.",
@@ -696,19 +771,20 @@ SETTINGS: list[Setting] = [
         type="delay[:DURATION], notify[:TIMEOUT] or http:/PATH[:TIMEOUT]", default="delay:1s", validator=_ready,
         pytype=Ready,
         doc="When a new app generation counts as ready: alive after a delay, READY=1 on NOTIFY_SOCKET within a "
-            "timeout (notify alone: 60s), or GET /PATH on the first TCP listener answering 2xx within a timeout "
-            "(http:/healthz:30s; alone: 60s).",
+            "timeout (notify alone: 60s), or GET /PATH on the first TCP listener answering 2xx or 3xx within a timeout "
+            "(http:/healthz:30s; alone: 60s). Timeouts are at least 100ms.",
     ),
     Setting(
         name="health", meta="HOW",
         type="http:/PATH", default="", default_doc="off", validator=_health,
         doc="Check the serving app every health-interval with GET /PATH on the first TCP listener; "
-            "health-failures non-2xx answers in a row restart it gracefully (a crash while on probation).",
+            "health-failures answers in a row other than 2xx or 3xx restart it gracefully (a crash while on probation).",
     ),
     Setting(
         name="health-interval", meta="DURATION",
-        type="duration", default="10s", validator=_duration(0.0, inclusive=False), pytype=float,
-        doc="How often the health check runs (each check may take as long).",
+        type="duration", default="10s", pytype=float,
+        validator=_at_least(MIN_WORK_DURATION, "each check may take as long: a shorter one fails healthy apps"),
+        doc="How often the health check runs (each check may take as long; at least 100ms).",
     ),
     Setting(
         name="health-failures", meta="N",
@@ -745,7 +821,8 @@ SETTINGS: list[Setting] = [
     Setting(
         name="keep-releases", meta="N",
         type="integer >= 1", default="7", validator=_integer(1), pytype=int,
-        doc="How many unpacked releases are kept in releases/.",
+        doc="How many unpacked releases are kept in releases/: the newest N in deploy order, and always the one "
+            "that served before the current one (a rollback needs it), so 1 keeps 2.",
     ),
     Setting(
         name="max-release-size", meta="SIZE",
@@ -765,15 +842,67 @@ SETTINGS: list[Setting] = [
         doc="The listen backlog of each socket.",
     ),
     Setting(
-        name="dir", meta="DIR",
+        name="dir", short="-d", meta="DIR",  # -d: Dewy's README spells it so (dewy assets -d /var/www/html)
         type="directory", default="", default_doc="none", validator=_path(required=False),
         doc="assets mode: a symlink kept pointing at the newest release (besides workdir/current). Relative like "
             "workdir.",
     ),
+    # --- container mode (Dewy's `dewy container` flags; dewy.container.settings) ---
+    Setting(
+        name="name", meta="NAME",
+        type="container name", default="", default_doc="the image name", validator=_container_name,
+        doc="container mode: the app's name, in its containers' names and the dewy.app label.",
+    ),
+    Setting(
+        name="replicas", meta="N",
+        type="integer 1..100", default="1", validator=_integer(1, 100), pytype=int,
+        doc="container mode: containers run per version (connections are spread over them).",
+    ),
+    Setting(
+        name="health-path", meta="PATH",
+        type="/PATH", default="", default_doc="none (a TCP connect)", validator=_url_path,
+        doc="container mode: a new container is ready once GET PATH answers 2xx (else once its port accepts). "
+            "On dewy server (as Dewy): ready = http:PATH:TIMEOUT, 2xx and 3xx healthy.",
+    ),
+    Setting(
+        name="health-timeout", meta="DURATION",
+        type="duration", default="30s", pytype=float,
+        validator=_at_least(MIN_WORK_DURATION, "a shorter one refuses every good image"),
+        doc="container mode: how long a new container may take to become ready before its image is refused "
+            "(at least 100ms). On dewy server: the TIMEOUT of health-path's readiness check.",
+    ),
+    Setting(
+        name="drain-time", meta="DURATION",
+        type="duration", default="30s", validator=_duration(), pytype=float,
+        doc="container mode: how long the old container's open connections may take to finish after the switch.",
+    ),
+    Setting(
+        name="runtime", meta="NAME",
+        type="docker|podman", default="docker", validator=_choice("docker", "podman"),
+        doc="container mode: the container runtime command.",
+    ),
+    Setting(
+        name="cmd", meta="CMD",
+        type="command line", default="", default_doc="the image's CMD", validator=_app, pytype=tuple,
+        doc="container mode: the command run in the container instead of the image's CMD, one shell-quoted line.",
+    ),
+    Setting(
+        name="proxy-idle-timeout", meta="DURATION",
+        type="duration", default="5m", pytype=float,
+        validator=_zero_or_at_least(MIN_WORK_DURATION, "a shorter one cuts every connection that waits"),
+        doc="container mode: a proxied connection idle this long is closed (0: never; else at least 100ms).",
+    ),
+    Setting(
+        name="container-args", cli="dewy container [options] -- RUN-OPTION...",
+        type="command line", default="", default_doc="none", validator=_app, pytype=tuple,
+        doc="container mode: options for docker/podman run (-e KEY=VALUE, -v SRC:DST, --env-file...): after -- "
+            "on the command line, one shell-quoted line in ini.",
+    ),
     Setting(
         name="hook-timeout", meta="DURATION",
-        type="duration", default="5m", validator=_duration(0.0, inclusive=False), pytype=float,
-        doc="How long a deploy hook may run before it is killed and counts as failed.",
+        type="duration", default="5m", pytype=float,
+        validator=_at_least(MIN_WORK_DURATION, "a shorter one kills every hook, failing every deploy"),
+        doc="How long a deploy hook may run before it is killed and counts as failed (at least 100ms).",
     ),
     Setting(
         name="verify-checksum", meta="WHEN",
@@ -784,8 +913,28 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         name="poll-backoff-max", meta="DURATION",
-        type="duration", default="5m", validator=_duration(0.0, inclusive=False), pytype=float,
-        doc="While the registry fails, the poll interval doubles up to this; the first success resets it.",
+        type="duration", default="5m", pytype=float,
+        validator=_zero_or_at_least(MIN_INTERVAL, "polling more often only burns CPU"),
+        doc="While the registry fails, the poll interval doubles up to this; the first success resets it. "
+            "0 = no backoff (what Dewy's max-backoff-interval flag of 0 means); else at least 100ms.",
+    ),
+    Setting(
+        name="rollback", meta="WHEN",
+        type="on|off", default="on", validator=_choice("on", "off"),
+        doc="off (Dewy's no-rollback flag): a new release that fails its readiness check (ready = notify or http) "
+            "serves anyway and the old one retires, the failure logged and notified; a crash-looping release "
+            "is restarted, never rolled back.",
+    ),
+    Setting(
+        name="otlp-endpoint", meta="HOST:PORT",
+        type="HOST:PORT", default="", default_doc="off", validator=_otlp_endpoint,
+        doc="Export dewy's metrics (Dewy's dewy.* names) and its deploy events as log records by OTLP over "
+            "gRPC to HOST:PORT (needs the [otel] extra); TLS unless otlp-insecure.",
+    ),
+    Setting(
+        name="otlp-insecure", cli="--otlp-insecure",
+        type="true|false", default="false", validator=_choice("true", "false"),
+        doc="Send OTLP in plaintext instead of TLS.",
     ),
     Setting(
         name="metrics", meta="HOST:PORT",
@@ -1048,6 +1197,55 @@ def _warnings(values: dict, raw: dict, source: _Source) -> list[str]:
     return [str(warning) for warning in found]
 
 
+def _container_ports(raw: dict, source: _Source) -> tuple:
+    """(raw with `port` reduced to the listen side, [container port per listener]) for container mode."""
+    from dewy.container.settings import split_ports
+
+    entries = _as_text(raw.get("port") or [])
+    entries = [entries] if isinstance(entries, str) else entries
+    try:
+        listen, ports = split_ports(entries)
+    except ValueError as exc:
+        raise source.bad(BY_NAME["port"], entries, str(exc)) from None
+    if not listen:
+        raise source.error(BY_NAME["port"], "is required in container mode (PROXY:CONTAINER, e.g. 8080:80)")
+    return dict(raw, port=listen), ports
+
+
+def _container_values(values: dict, raw: dict, source: _Source, ports: list) -> None:
+    """container mode: an img:// registry, no app (dewy runs the generation), ready = notify, a stop long
+    enough to drain; the app command becomes the container generation with its spec."""
+    from dewy.container import settings
+
+    if not values["registry"].lower().startswith("img://"):
+        raise source.bad(BY_NAME["registry"], raw["registry"], "must be an img:// URL in container mode "
+                         "(img://REGISTRY/REPO, e.g. img://ghcr.io/owner/app)")
+    if values["app"]:
+        raise source.bad(BY_NAME["app"], _as_text(raw["app"]), "must be empty in container mode (the image runs; "
+                         "run options go in container-args)")
+    problem = settings.args_problem(values["container_args"])
+    if problem:
+        raise source.bad(BY_NAME["container-args"], _as_text(raw["container-args"]), problem)
+    if len(ports) != len(values["port"]):
+        raise source.bad(BY_NAME["port"], _as_text(raw["port"]), "a port range takes no container port in "
+                         "container mode: give one PROXY:CONTAINER entry per port")
+    spec = settings.generation_spec(values, ports)
+    values["app"] = settings.app_argv(spec)
+    if _given(raw.get("ready")) and values["ready"].kind != "notify":
+        raise source.bad(BY_NAME["ready"], _as_text(raw["ready"]), "must be notify[:TIMEOUT] in container mode (a "
+                         "container is ready when its port, and health-path if set, answer)")
+    if not _given(raw.get("ready")):
+        from dewy.container.runtime import PULL_TIMEOUT
+
+        values["ready"] = Ready("notify", PULL_TIMEOUT + values["health_timeout"] + 60.0)
+    if not _given(raw.get("graceful-timeout")):
+        values["graceful_timeout"] = max(values["graceful_timeout"], values["drain_time"] + spec["stop_timeout"] + 20)
+    # Last: every other mistake is named first, whatever this host has installed.
+    if shutil.which(values["runtime"]) is None:  # else every image would be refused for the host's fault
+        raise source.bad(BY_NAME["runtime"], _as_text(raw.get("runtime") or values["runtime"]),
+                         "%s is not installed (not found in PATH)" % values["runtime"])
+
+
 def _build(raw: dict, source: _Source, warnings: list | None = None) -> Config:
     """Validate raw values (setting name -> raw text/list), fill in defaults, check cross-setting rules;
     the warnings (one line each) are appended to `warnings` when given."""
@@ -1055,6 +1253,9 @@ def _build(raw: dict, source: _Source, warnings: list | None = None) -> Config:
     if unknown:
         raise ConfigError("%s: unknown setting %s" % (source.name, ", ".join(unknown)))
     values = {}
+    container = None
+    if str(raw.get("mode") or "").strip().lower() == "container":  # ports are PROXY:CONTAINER there
+        raw, container = _container_ports(raw, source)
     for s in SETTINGS:
         if _given(raw.get(s.name)):
             values[s.attr] = _parse_value(s, _as_text(raw[s.name]), source)
@@ -1063,6 +1264,8 @@ def _build(raw: dict, source: _Source, warnings: list | None = None) -> Config:
             raise source.error(s, "is required (e.g. %s)" % example)
         else:
             values[s.attr] = _default(s)
+    if container is not None:
+        _container_values(values, raw, source, container)
     _check_mode(values, raw, source)
     if warnings is not None:
         warnings.extend(_warnings(values, raw, source))
@@ -1187,7 +1390,33 @@ def _read_section(path: str) -> dict:
     if not parser.has_section(SECTION):
         raise ConfigError("%s: no [%s] section" % (path, SECTION))
     _check_continuations(path, text)
-    return dict(parser.items(SECTION))
+    values = dict(parser.items(SECTION))
+    _check_hash_in_file_urls(path, text, values)
+    return values
+
+
+def _check_hash_in_file_urls(path: str, text: str, values: dict) -> None:
+    """Refuse a file:// URL whose inline comment starts right after its ` #` (`file:///tmp/x #1/reg`): a # after
+    a space starts a comment, which would silently cut the path to `/tmp/x`, while in a file:// URL a # is part
+    of the path; nothing tells which was meant. `# note` (a space after the #) is a comment."""
+    import configparser
+
+    keys = [key for key, value in values.items() if key in BY_NAME and BY_NAME[key].type == "URL"
+            and value[:5].lower() == "file:"]
+    if not keys:
+        return
+    whole = configparser.ConfigParser(interpolation=None, strict=False, default_section="\0",
+                                      empty_lines_in_values=False)  # no inline comments: the values as written
+    whole.read_string(text, source=path)
+    for key in keys:
+        written = whole.get(SECTION, key, fallback="")
+        cut = re.search(r"\s#\S", written)
+        if cut:
+            raise ConfigError(redact_text("%s: [%s] %s = %s: a # after a space starts a comment, which would cut "
+                                          "the URL to %s; a # of the path is written %%23 (%s), a comment's # is "
+                                          "followed by a space" % (
+                path, SECTION, key, json.dumps(redact(written.strip()), ensure_ascii=False), redact(values[key]),
+                redact(written[:cut.start() + 1] + "%23" + written[cut.start() + 2:].strip()))))
 
 
 def load_ini(path: str, warnings: list | None = None) -> Config:

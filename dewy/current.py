@@ -12,7 +12,7 @@ import logging
 import os
 
 from dewy.clock import utc_iso
-from dewy.status import read_json, state_dir, write_json_atomic
+from dewy.status import StateFileError, read_state, state_dir, write_json_atomic
 from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.releases")
@@ -103,8 +103,11 @@ def _fsync_dir(path: str) -> None:
 class Manifest:
     """``workdir/.dewy/releases.json``: which version, tag, artifact and checksum each release directory holds.
 
-    Keys are release directory names (``20261126T065012Z``). A missing file is an empty manifest; an
-    unreadable or corrupt one is treated as empty with a warning, so a damaged file never stops deploys.
+    Keys are release directory names (``20261126T065012Z``); each entry's `seq` counts up with every release
+    recorded, the deploy history that orders releases (history_order), since names and times follow a wall
+    clock that may step back. A missing file is an empty manifest; an unreadable or corrupt one is a
+    StateFileError (naming the file and the error), never taken for empty: nothing is recorded over it (that
+    would lose every entry), nothing pruned or rolled back by it.
     """
 
     FILE = "releases.json"
@@ -115,30 +118,42 @@ class Manifest:
         self.path = state_path(self.workdir, self.FILE)
 
     def record(self, release_dir: str, version: str, tag: str, artifact: str, sha256: str | None) -> None:
-        """Remember what release_dir (a path or a bare directory name) holds."""
+        """Remember what release_dir (a path or a bare directory name) holds, as the newest in the history."""
         entries = self._load()
+        seq = max((e["seq"] for e in entries.values() if isinstance(e.get("seq"), int)), default=0) + 1
         entries[_key(release_dir)] = {
             "version": version,
             "tag": tag,
             "artifact": artifact,
             "sha256": sha256,
             "installed_at": utc_iso(),
+            "seq": seq,
         }
         self._save(entries)
 
     def get(self, release_dir: str) -> dict | None:
-        """The entry recorded for release_dir, or None."""
+        """The entry recorded for release_dir, or None (StateFileError when the manifest cannot be read)."""
         entry = self._load().get(_key(release_dir))
         return dict(entry) if entry is not None else None
 
     def version_of(self, release_dir: str) -> str | None:
-        """The version recorded for release_dir, or None when unknown."""
-        entry = self.get(release_dir)
+        """The version recorded for release_dir, or None when unknown (also, logged as an error, when the
+        manifest cannot be read: the master only names the version with it)."""
+        try:
+            entry = self.get(release_dir)
+        except StateFileError as exc:
+            log.error("%s: the version of %s is unknown", exc, _key(release_dir))
+            return None
         return entry.get("version") if entry else None
 
     def forget(self, release_dir: str) -> None:
-        """Drop the entry of release_dir (e.g. after prune removed it); a no-op when there is none."""
-        entries = self._load()
+        """Drop the entry of release_dir (e.g. after prune removed it); a no-op when there is none, or when the
+        manifest cannot be read (whoever read it first said so)."""
+        try:
+            entries = self._load()
+        except StateFileError as exc:
+            log.debug("%s: cannot forget %s there", exc, _key(release_dir))  # what failed to read says it
+            return
         if entries.pop(_key(release_dir), None) is not None:
             self._save(entries)
 
@@ -147,13 +162,12 @@ class Manifest:
         return {name: dict(entry) for name, entry in self._load().items()}
 
     def _load(self) -> dict:
-        """Read the manifest, falling back to empty (with a warning) when it is missing or unusable."""
-        data = read_json(self.path, "release manifest")
+        """Read the manifest ({} when missing); StateFileError when it is there but unusable."""
+        data = read_state(self.path, "release manifest")
         if data is None:
             return {}
         if not isinstance(data, dict):
-            log.warning("ignoring release manifest %s: expected a JSON object", self.path)
-            return {}
+            raise StateFileError("cannot read the release manifest %s: expected a JSON object" % self.path)
         # Keep what is well-formed rather than throwing the whole history away for one bad entry.
         return {name: entry for name, entry in data.items() if isinstance(entry, dict)}
 
@@ -161,6 +175,17 @@ class Manifest:
         """Replace the manifest atomically."""
         state_dir(self.workdir)  # creates .dewy with mode 0700
         write_json_atomic(self.path, entries)
+
+
+def history_order(entries: dict):
+    """A sort key for release directory names, oldest deploy first, from the manifest's entries: by `seq` (the
+    order they were recorded in), not by their timestamp names (after the wall clock stepped back, a newer
+    release has an older name). Names recorded before `seq` existed, or not recorded, come first, by name."""
+    def order(name: str):
+        seq = (entries.get(name) or {}).get("seq")
+        stamp, _, n = name.partition("-")  # 20261126T065012Z, 20261126T065012Z-002
+        return (1, seq, "", 0) if isinstance(seq, int) else (0, 0, stamp, int(n) if n.isdigit() else 0)
+    return order
 
 
 def _key(release_dir: str) -> str:

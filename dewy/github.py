@@ -108,6 +108,9 @@ def check_auth_env(env=None) -> None:
             raise ValueError("a GitHub App needs GITHUB_APP_PRIVATE_KEY or GITHUB_APP_PRIVATE_KEY_PATH")
         if not os.access(path, os.R_OK):
             raise ValueError("GITHUB_APP_PRIVATE_KEY_PATH %s is not a readable file" % path)
+    from dewy import extras
+
+    extras.require("github", "GitHub App authentication (GITHUB_APP_ID)")
 
 
 # --------------------------------------------------------------------------------------------- auth

@@ -55,6 +55,9 @@ def main(args: dict) -> int:
     except ConfigError as exc:
         print("dewy: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
+    except ValueError as exc:  # dewy.status.StateFileError: refused.json unreadable; no answer is better than a wrong one
+        print("dewy: %s" % exc, file=sys.stderr)
+        return 1
     try:
         # The registry itself, not a cache: this is the question "what does the registry say now", and
         # building the configured cache would create its directories as whoever runs this command.

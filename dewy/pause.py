@@ -10,7 +10,7 @@ import logging
 import os
 
 from dewy.clock import utc_iso
-from dewy.status import read_json, state_dir, write_json_atomic
+from dewy.status import StateFileError, read_state, state_dir, write_json_atomic
 from dewy.workdir import state_path
 
 PAUSE_FILE = "paused.json"
@@ -22,12 +22,20 @@ def pause_path(workdir: str) -> str:
 
 
 def read(workdir: str) -> dict | None:
-    """{reason, since[, newer_than]} while deploys are paused, else None (an unreadable file counts as paused)."""
+    """{reason, since[, newer_than]} while deploys are paused, else None. An unreadable file counts as paused
+    (fail closed): said once per problem (an error naming the file and what holds), not at every poll."""
     path = pause_path(workdir)
-    data = read_json(path, "pause file")
-    if data is None and os.path.exists(path):
+    try:
+        data = read_state(path, "pause file")
+    except StateFileError as exc:
+        _warn_once("%s: holding every deploy until it is fixed or removed (`dewy resume` removes it)" % exc,
+                   logging.ERROR)
         return {"reason": "unreadable %s" % path, "since": None}
-    return data if data is None or isinstance(data, dict) else {"reason": None, "since": None}
+    if data is not None and not isinstance(data, dict):
+        _warn_once("the pause file %s holds no JSON object: holding every deploy until it is fixed or removed "
+                   "(`dewy resume` removes it)" % path, logging.ERROR)
+        return {"reason": None, "since": None}
+    return data
 
 
 def write(workdir: str, reason: str | None, newer_than: str | None = None, since: str | None = None,
@@ -76,11 +84,11 @@ def holds(paused: dict | None, version: str, calver: str | None = None) -> bool:
 _warned = set()
 
 
-def _warn_once(message: str) -> None:
-    """Log message as a warning the first time only (holds() runs at every poll)."""
+def _warn_once(message: str, level: int = logging.WARNING) -> None:
+    """Log message (a warning by default) the first time only (read() and holds() run at every poll)."""
     if message not in _warned:
         _warned.add(message)
-        logging.getLogger("dewy.pause").warning("%s", message)
+        logging.getLogger("dewy.pause").log(level, "%s", message)
 
 
 def refuses_left(from_version: str | None, to_version: str | None, calver: str | None = None) -> bool:

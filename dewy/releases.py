@@ -35,13 +35,14 @@ from dewy import versions
 from dewy.config import format_size
 # The `current` symlink, the manifest and ReleaseError live in dewy.current (the master needs them without
 # tarfile and zipfile); they are re-exported here for the poller and the tests.
-from dewy.current import Manifest, ReleaseError, _unlink_quietly, read_link, switch_link  # noqa: F401
+from dewy.current import Manifest, ReleaseError, _unlink_quietly, history_order, read_link, switch_link  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ReleaseError",
     "UnsafeArchive",
+    "Truncated",
     "TooLarge",
     "ARCHIVE_SUFFIXES",
     "archive_kind",
@@ -49,6 +50,7 @@ __all__ = [
     "switch_link",
     "read_link",
     "prune",
+    "history_order",
     "Manifest",
 ]
 
@@ -71,6 +73,11 @@ _MAX_TAR_OVERHEAD = 16 * 1024 * 1024
 
 # Exceptions the decompressors and archive readers raise on damaged input.
 _CORRUPT_ERRORS = (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error, lzma.LZMAError)
+
+
+class Truncated(ReleaseError):
+    """The archive ends before its end (a cut-off stream, no end-of-archive marker, a zip without its central
+    directory): a corrupt release, or one still being copied into the registry (the poller asks which)."""
 
 
 class UnsafeArchive(ReleaseError):
@@ -122,7 +129,7 @@ class _Budget:
 
 
 def archive_kind(name: str) -> str:
-    """The kind of artifact a file name denotes: tar.gz, tgz, tar.bz2, tar.xz, tar, zip, or file."""
+    """The kind of artifact a file name denotes: tar.gz, tgz, tar.bz2, tbz2, tar.xz, txz, tar, zip, or file."""
     lowered = name.lower()
     # Longest suffix first, so "x.tar.gz" is a tar.gz and not a "tar" or "file".
     for suffix in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True):
@@ -205,6 +212,21 @@ def _reserve_release_dir(releases_dir: str) -> tuple[str, str]:
         counter += 1
 
 
+def _cut_short(exc: Exception, artifact_path: str) -> bool:
+    """Whether an unpacking error says the archive simply ends too early (what a copy still under way looks like),
+    not that its bytes are wrong: a compressed stream or tar data that ends, a zip that starts like one but has no
+    central directory at its end."""
+    if isinstance(exc, EOFError) or "unexpected end of data" in str(exc):
+        return True
+    if isinstance(exc, zipfile.BadZipFile) and "not a zip file" in str(exc):
+        try:
+            with open(artifact_path, "rb") as fh:
+                return fh.read(4) == b"PK\x03\x04"
+        except OSError:
+            return False
+    return False
+
+
 def _unpack(artifact_path: str, artifact_name: str, dest: str, budget: _Budget) -> None:
     """Unpack (or copy, for a bare file) the artifact into the empty directory dest, within budget."""
     kind = archive_kind(artifact_name)
@@ -218,7 +240,8 @@ def _unpack(artifact_path: str, artifact_name: str, dest: str, budget: _Budget) 
     except ReleaseError:
         raise
     except _CORRUPT_ERRORS as exc:
-        raise ReleaseError(f"corrupt archive {artifact_name}: {exc}") from exc
+        error = Truncated if _cut_short(exc, artifact_path) else ReleaseError
+        raise error(f"corrupt archive {artifact_name}: {exc}") from exc
     except OSError as exc:
         # bz2 reports damaged data as a bare OSError without an errno; a real I/O error has one.
         if exc.errno is None:
@@ -435,7 +458,7 @@ class _TarUnpacker(_Unpacker):
         """
         block = reader.bytes_at(end, tarfile.BLOCKSIZE)
         if block is None or len(block) != tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE:
-            raise ReleaseError(
+            raise (Truncated if block is None or len(block) != tarfile.BLOCKSIZE else ReleaseError)(
                 f"corrupt archive {self.artifact_name}: truncated or damaged at byte {end} "
                 "(no end-of-archive marker)"
             )
@@ -635,11 +658,13 @@ def _check_links(root: str, artifact_name: str) -> None:
 # --- prune ---------------------------------------------------------------------------------------
 
 
-def prune(releases_dir: str, keep: int, protect: Iterable[str]) -> list[str]:
+def prune(releases_dir: str, keep: int, protect: Iterable[str], order=None) -> list[str]:
     """Delete release directories older than the newest ``keep``, except protected ones; return what was removed.
 
-    Release directories sort by name (their UTC timestamp). Anything in ``protect`` (e.g. the releases
-    `current` and the previous one point at) is never deleted, compared by real path. Leftover
+    Release directories sort by ``order`` (a key function: the poller gives history_order, the deploy history
+    of the manifest, which a wall clock stepping back does not upset), by name (their UTC timestamp) without it.
+    Anything in ``protect`` (the releases `current` and the previous one point at) is never deleted, compared
+    by real path, so those two are kept even beyond ``keep``. Leftover
     ``*.tmp`` directories from an interrupted unpack are removed once older than an hour. Entries
     whose names are not dewy release names are left alone.
     """
@@ -648,7 +673,7 @@ def prune(releases_dir: str, keep: int, protect: Iterable[str]) -> list[str]:
     releases_dir = os.path.abspath(releases_dir)
     protected = {os.path.realpath(path) for path in protect if path}
     releases, stale_tmps = _scan_releases(releases_dir)
-    releases.sort(key=_release_sort_key)
+    releases.sort(key=order or _release_sort_key)
     doomed = releases[: max(0, len(releases) - keep)]
     removed = []
     for name in doomed + stale_tmps:

@@ -29,8 +29,11 @@ _tmp_numbers = itertools.count()
 MAX_STATE_FILE = 16 << 20  # dewy's JSON state files are kilobytes; a bigger one is not ours
 
 
-def write_json_atomic(path: str, data, mode: int = 0o600) -> None:
+def write_json_atomic(path: str, data, mode: int = 0o600, durable: bool = False) -> None:
     """Write data as JSON to path (file mode `mode`) so that readers see the old or the new file, never a part.
+
+    durable: the data and the rename are on the disk when this returns (the file fsync'd before the rename,
+    its directory after), so that what follows cannot reach the disk first (a power loss, the OOM killer).
 
     Safe in a directory another user may write to (.dewy/ with the `user` setting): the temporary file is
     created with O_EXCL | O_NOFOLLOW (never an existing file or a symlink's target) and renamed over path,
@@ -48,7 +51,12 @@ def write_json_atomic(path: str, data, mode: int = 0o600) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=True)
             fh.write("\n")
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if durable:
+            fsync_dir(os.path.dirname(path))
     except BaseException:
         try:
             os.unlink(tmp)
@@ -57,39 +65,70 @@ def write_json_atomic(path: str, data, mode: int = 0o600) -> None:
         raise
 
 
-def read_json(path: str, what: str):
-    """The JSON data in path; None when the file is missing or unreadable (the latter logged as a warning).
+def fsync_dir(path: str) -> None:
+    """Flush a directory's entries (a rename, a new file) to the disk."""
+    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
-    dewy's own state files are rebuilt by use, so a damaged one must never stop dewy. Never through a
-    symlink, and never blocking on a FIFO (another user may plant either in .dewy/, see `user`).
+
+class StateFileError(ValueError):
+    """A state file is there but cannot be read or parsed: its str names the file and the error, in one line.
+
+    Unreadable never means empty: each reader fails closed (the poller deploys nothing while refused.json is
+    bad, `dewy rollback` refuses while the manifest is, nothing rewrites such a file and loses its entries)."""
+
+
+def read_state(path: str, what: str):
+    """The JSON data in path; None when the file is missing; StateFileError when it is there but unreadable.
+
+    Never through a symlink, and never blocking on a FIFO (another user may plant either in .dewy/, see `user`).
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        log.warning("ignoring unreadable %s %s: %s", what, path, exc)
-        return None
+        raise StateFileError("cannot read the %s %s: %s" % (what, path, exc.strerror or exc)) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_STATE_FILE:
-            log.warning("ignoring %s %s: not a regular file of at most %d bytes", what, path, MAX_STATE_FILE)
-            return None
+            raise StateFileError("cannot read the %s %s: not a regular file of at most %d bytes"
+                                 % (what, path, MAX_STATE_FILE))
         with os.fdopen(fd, encoding="utf-8") as fh:
             fd = None
             return json.load(fh)
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable %s %s: %s", what, path, exc)
-        return None
+    except StateFileError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise StateFileError("cannot read the %s %s: not UTF-8 (%s)" % (what, path, exc.reason)) from None
+    except ValueError as exc:  # json.JSONDecodeError: "Expecting ... : line 3 column 5 (char 40)"
+        raise StateFileError("cannot read the %s %s: invalid JSON: %s" % (what, path, exc)) from None
+    except OSError as exc:
+        raise StateFileError("cannot read the %s %s: %s" % (what, path, exc.strerror or exc)) from None
     finally:
         if fd is not None:
             os.close(fd)
 
 
-def write(workdir: str, data: dict) -> None:
-    """Replace the status file of workdir with data."""
+def read_json(path: str, what: str):
+    """The JSON data in path; None when the file is missing or unreadable (the latter logged as a warning).
+
+    Only for a file its reader rewrites whole from what it knows (the master's status file): every other state
+    file is read with read_state, and an unreadable one is an error, never "empty"."""
+    try:
+        return read_state(path, what)
+    except StateFileError as exc:
+        log.warning("%s: ignoring it, it is rewritten from what the master knows", exc)
+        return None
+
+
+def write(workdir: str, data: dict, durable: bool = False) -> None:
+    """Replace the status file of workdir with data (durable: on the disk when this returns)."""
     state_dir(workdir)
-    write_json_atomic(status_path(workdir), data)
+    write_json_atomic(status_path(workdir), data, durable=durable)
 
 
 def read(workdir: str) -> dict | None:

@@ -156,6 +156,9 @@ def validate(url: str, schemes: Mapping[str, tuple], kind: str) -> ParsedURL:
     value such as `pre-release=maybe` is a config error, not a runtime surprise in the poller.
     """
     parsed = check(url, table_keys(schemes), kind)
+    from dewy import extras  # a backend whose pip extra is missing is a config error, not a failing poll
+
+    extras.require_backend(schemes[parsed.scheme][0], parsed.scheme)
     cls = load_class(schemes, parsed.scheme)
     validator = getattr(cls, "validate", None)
     if validator is not None:

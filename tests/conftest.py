@@ -19,6 +19,7 @@ from helpers import Master, Registry, describe_process  # noqa: E402
 import servers  # noqa: E402
 from servers import gcs_server, s3_server  # noqa: E402,F401 — session fixtures (moto, fake-gcs-server)
 from valkeyserver import redis_server  # noqa: E402,F401 — session fixture (valkey-server)
+from containers import oci_world  # noqa: E402,F401 — session fixture (podman + docker-registry)
 
 LEFTOVER_GRACE = 3.0  # seconds a process that is on its way out gets before it counts as left behind
 

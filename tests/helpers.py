@@ -133,13 +133,17 @@ class Registry:
         """Publish arbitrary bytes as the artifact (e.g. a corrupt tarball)."""
         return self._install(version, lambda path: path.write_bytes(data))
 
-    def publish_files(self, version: str, data: bytes, beside: dict) -> Path:
+    def publish_files(self, version: str, data: bytes, beside: dict, mtime: float | None = None) -> Path:
         """Publish bytes as the artifact with other files beside it ({name: bytes}, e.g. a checksum file),
-        all at once."""
+        all at once; mtime: the files' modification time (default now; dewy retries a truncated artifact
+        written within the last minute as a copy still under way)."""
         def fill(path):
             path.write_bytes(data)
             for name, content in beside.items():
                 (path.parent / name).write_bytes(content)
+            if mtime is not None:
+                for name in [self.ARTIFACT, *beside]:
+                    os.utime(path.parent / name, (mtime, mtime))
         return self._install(version, fill)
 
     def publish_tar(self, version: str, members: list) -> Path:

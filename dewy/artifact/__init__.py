@@ -7,10 +7,11 @@ from dewy.artifact.base import Artifact, ArtifactError
 SCHEMES = {
     "file": ("dewy.artifact.file", "FileArtifact", frozenset()),
     "ghr": ("dewy.artifact.ghr", "GitHubArtifact", frozenset()),
-    "s3": ("dewy.artifact.s3", "S3Artifact", frozenset({"endpoint"})),
+    "s3": ("dewy.artifact.s3", "S3Artifact", frozenset({"endpoint", "region"})),
     "gs": ("dewy.artifact.gs", "GCSArtifact", frozenset()),
     "https": ("dewy.artifact.http", "HTTPArtifact", None),  # any query: presigned URLs carry their own
     "http": ("dewy.artifact.http", "HTTPArtifact", None),   # loopback hosts only (checked by the class)
+    "img": ("dewy.artifact.img", "ImageArtifact", frozenset()),  # an image pinned by digest (container mode)
 }
 
 __all__ = ["SCHEMES", "Artifact", "ArtifactError", "validate_url", "from_url"]

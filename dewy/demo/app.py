@@ -30,6 +30,10 @@ Misbehaviour for tests, from a `BEHAVIOUR` file next to this script (so a releas
   slow-start:SECONDS    sleep SECONDS before accepting / READY=1
   unhealthy-for:SECONDS   GET /healthz answers 503 for SECONDS after the start, then 200
   unhealthy-after:SECONDS GET /healthz answers 200 for SECONDS after the start, then 503 (a wedged app)
+  linger:SECONDS        on a stop signal keep accepting for SECONDS before closing the listeners (like an
+                        app with a shutdown delay, a load balancer's deregistration wait)
+  answer-on-first-read  answer 200 right after the first read of a connection, whatever it held (the request
+                        may not be complete: servers that do not wait for the blank line ending it)
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ ENV_NAMES = ("NOTIFY_SOCKET",)
 BEHAVIOUR_ENV = "DEWY_TESTAPP_BEHAVIOUR"
 KNOWN_BEHAVIOURS = {"crash-at-start": False, "never-ready": False,
                     "crash-after": True, "slow-start": True,
-                    "unhealthy-for": True, "unhealthy-after": True}  # name -> takes seconds
+                    "unhealthy-for": True, "unhealthy-after": True, "linger": True,
+                    "answer-on-first-read": False}  # name -> takes seconds
 CONNECTION_TIMEOUT = 30.0  # a silent client must not hold up a graceful stop forever
 ACCEPT_BATCH = 16  # accept at most this many per wake-up, leaving the rest to a sibling generation
 
@@ -199,7 +204,7 @@ class Handler(BaseHTTPRequestHandler):
     timeout = CONNECTION_TIMEOUT
 
     def do_GET(self):  # noqa: N802 — the name http.server dispatches to
-        """Route GET /, /env and /slow."""
+        """Route GET /, /env, /healthz, /moved (302) and /slow."""
         url = urlsplit(self.path)
         app = self.server
         if url.path == "/":
@@ -210,6 +215,8 @@ class Handler(BaseHTTPRequestHandler):
             up = time.monotonic() - app.started
             sick = up < app.behaviour.get("unhealthy-for", 0) or up >= app.behaviour.get("unhealthy-after", 1e18)
             self._reply(503 if sick else 200, "unhealthy\n" if sick else "ok\n")
+        elif url.path == "/moved":  # a redirect, which readiness checks count as healthy (as Dewy does)
+            self._reply(302, "see /\n", location="/")
         elif url.path == "/slow":
             try:
                 ms = int(parse_qs(url.query).get("ms", ["1000"])[0])
@@ -221,9 +228,11 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._reply(404, "not found\n")
 
-    def _reply(self, code: int, body: str, ctype: str = "text/plain; charset=utf-8") -> None:
+    def _reply(self, code: int, body: str, ctype: str = "text/plain; charset=utf-8", location: str = "") -> None:
         data = body.encode()
         self.send_response(code)
+        if location:
+            self.send_header("Location", location)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Connection", "close")
@@ -332,21 +341,33 @@ class App:
         crash_at = None
         if "crash-after" in self.behaviour:
             crash_at = time.monotonic() + self.behaviour["crash-after"]
-        while self.stop_signal is None:
-            timeout = None if crash_at is None else max(0.0, crash_at - time.monotonic())
+        linger_until = None
+        while self.accepting():
+            if self.stop_signal is not None and linger_until is None:
+                linger_until = time.monotonic() + self.behaviour["linger"]
+                log("linger: accepting for %.2fs more after %s" % (
+                    self.behaviour["linger"], signal.Signals(self.stop_signal).name))
+            ends = [t for t in (crash_at, linger_until) if t is not None]
+            timeout = max(0.0, min(ends) - time.monotonic()) if ends else None
             for key, _ in self.selector.select(timeout):
                 if key.data is None:
                     self._drain_wake()
-                elif self.stop_signal is None:  # a signal in the same wake-up wins over new work
+                elif self.accepting():  # a signal in the same wake-up wins over new work
                     self._accept(key.fileobj)
+            if linger_until is not None and time.monotonic() >= linger_until:
+                break
             if crash_at is not None and time.monotonic() >= crash_at:
                 self.stop("crash-after: giving up")
                 return EXIT_CRASH_AFTER
         return self.stop("got %s" % signal.Signals(self.stop_signal).name)
 
+    def accepting(self) -> bool:
+        """Whether new connections are still taken: until a stop signal (or, with linger, for a while after)."""
+        return self.stop_signal is None or "linger" in self.behaviour
+
     def _accept(self, sock: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
-            if self.stop_signal is not None:
+            if not self.accepting():
                 return
             try:
                 conn, addr = sock.accept()
@@ -359,10 +380,26 @@ class App:
                     log("accept: %s" % exc)
                     return
                 raise
+            if "answer-on-first-read" in self.behaviour:
+                self._answer_first_read(conn)
+                continue
             thread = threading.Thread(target=self._serve, args=(conn, addr), daemon=False)
             with self.lock:
                 self.threads.add(thread)
             thread.start()
+
+    def _answer_first_read(self, conn: socket.socket) -> None:
+        """Behaviour answer-on-first-read: at once, in the accept loop, after one read of whatever arrived."""
+        try:
+            conn.settimeout(5.0)
+            conn.recv(4096)
+            body = (self.version + "\n").encode()
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            conn.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            log("connection error: %r" % exc)
+        finally:
+            conn.close()
 
     def _serve(self, conn: socket.socket, addr) -> None:
         try:
@@ -428,8 +465,12 @@ def build_release(dest_tar_gz: str, version: str, behaviour: str = "") -> None:
     source = __file__
     if not source.endswith(".py"):
         source = source[: source.rfind(".py") + 3]
-    with open(source, "rb") as fh:
-        code = fh.read()
+    loader = globals().get("__loader__")
+    if os.path.isfile(source) or not hasattr(loader, "get_data"):
+        with open(source, "rb") as fh:
+            code = fh.read()
+    else:
+        code = loader.get_data(source)  # imported from a zipapp: this file is inside the zip
     files = [("app.py", code, 0o755), ("VERSION", (version + "\n").encode(), 0o644)]
     if behaviour:
         files.append(("BEHAVIOUR", (behaviour + "\n").encode(), 0o644))

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 
+from dewy import interpreter
 from dewy.demo.app import build_release
 from dewy.status import status_path
 
@@ -237,7 +238,7 @@ def _start_master(tmp: str, registry: str, workdir: str, log_path: str, t0: floa
                 "",
             ]))
         log = open(log_path, "ab")
-        master = subprocess.Popen([sys.executable, "-m", "dewy.master", "-c", ini], cwd=tmp,
+        master = subprocess.Popen(interpreter.module_command("dewy.master", ["-c", ini]), cwd=tmp,
                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                   env=clean_environment())
         log.close()

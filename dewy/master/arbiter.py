@@ -16,7 +16,7 @@ import selectors
 import signal
 import time
 
-from .. import __version__, current, pause, procgroup, secrets, status, workdir
+from .. import __version__, current, pause, procgroup, protocol, secrets, status, workdir
 from ..clock import utc_iso
 from . import activation, control, httpprobe, output, process, sockets, upgrade
 from .sentinel import Sentinel
@@ -34,13 +34,14 @@ EXIT_CONFIG = 2  # the workdir or systemd's sockets do not fit the config: a res
 EXIT_LISTEN = 3
 
 SWEEP_INTERVAL = 1.0  # safety net: re-check retiring process groups at least this often
+STOP_MARGIN = 15.0  # seconds systemd waits beyond graceful-timeout for the master to reap everything and exit
 ERROR_BURST, ERROR_WINDOW = 10, 10.0  # this many unexpected errors within this many seconds end the master
 
 # Signals are operator commands; the operator commands of a later interface reuse the same names.
 SIGNAL_COMMANDS = {signal.SIGHUP: "reload", signal.SIGUSR1: "restart", signal.SIGUSR2: "upgrade",
                    signal.SIGTERM: "stop", signal.SIGINT: "stop", signal.SIGQUIT: "stop-fast"}
+STOP_SIGNALS = frozenset(sig for sig, name in SIGNAL_COMMANDS.items() if name.startswith("stop"))
 # What the control socket (.dewy/control.sock) may ask, with the arguments each takes.
-PROGRESS_KEYS = ("version", "artifact", "done", "total", "percent", "mib_per_s", "eta_s")
 RELOAD_FAILED = "reload failed, keeping the running configuration"
 CONTROL_COMMANDS = {"status": (), "restart": (), "reload": (), "rollback": ("to",), "pause": ("reason",),
                     "resume": (), "deploy-now": ()}
@@ -97,7 +98,6 @@ class Arbiter(Host):
         self.paused = pause.read(cfg.workdir)  # {reason, since} while deploys are paused (survives restarts)
         self.polls = 0  # `status` messages from pollers
         self.poll_requests = 0  # `poll-now` ids sent; the poller echoes the last one it read in `status`
-        self.sent_ready = False
         self.watchdog_at: float | None = None
         self.started_at = utc_iso()
         # What the poller last said: `status` replaces it all (download: the progress of the one under way).
@@ -165,8 +165,12 @@ class Arbiter(Host):
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
 
     def queue_signal(self, signum, frame) -> None:
-        """Signal handler: remember the signal, nothing else (the loop does the work)."""
-        if len(self.sig_queue) < 5:
+        """Signal handler: remember the signal, nothing else (the loop does the work).
+
+        A stop (TERM, INT, QUIT) is always queued: dropping one leaves systemd waiting for its stop timeout
+        and then SIGKILLing the app mid-request. Any other signal still waiting in the queue is not queued
+        twice (five HUPs before the loop wakes are one reload), which also keeps the queue short."""
+        if signum in STOP_SIGNALS or signum not in self.sig_queue:
             self.sig_queue.append(signum)
 
     # ------------------------------------------------------------------ loop
@@ -415,6 +419,11 @@ class Arbiter(Host):
                                       "newer than both deploys" % (from_version, to_version),
                                       newer_than=from_version, also_newer_than=[to_version, *earlier])
 
+    def listening(self, pid: int) -> bool:
+        """Whether a process of group pid holds one of our listening sockets (an fd naming its inode)."""
+        links = {"socket:[%d]" % os.fstat(l.fileno()).st_ino for l in self.listeners}
+        return bool(links) and holds_any(pid, links)
+
     def probe(self, gen, path: str, timeout: float) -> None:
         """GET path on the first TCP listener, non-blocking in the loop (httpprobe); the answer goes to
         lifecycle.probe_done."""
@@ -456,7 +465,6 @@ class Arbiter(Host):
     def ready(self) -> None:
         """Tell systemd dewy is up (and what runs)."""
         self.systemd.send(READY=1, STATUS=self.lifecycle.status_line())
-        self.sent_ready = True
 
     def on_notify(self) -> None:
         """READY=1 from the starting generation (or a process it started) makes it ready."""
@@ -483,23 +491,23 @@ class Arbiter(Host):
         return {"version": lc.current_version, "release_dir": lc.current_release}
 
     def on_poller_message(self) -> None:
-        for msg in self.poller.receive(self.lifecycle.current_version):
-            kind = msg.get("type")
-            if kind == "deploy":
+        for msg in map(protocol.parse, self.poller.receive(self.lifecycle.current_version)):
+            if isinstance(msg, protocol.Deploy):
                 self.lifecycle.deploy(msg)
-            elif kind == "status":
+            elif isinstance(msg, protocol.Status):
+                fields = msg.to_dict()
                 for key in self.info:
-                    self.info[key] = msg.get(key)
+                    self.info[key] = fields.get(key)  # `download` (not in a status) ends with the poll
                 self.polls += 1
                 self.lifecycle.check_current()  # once per poll: a deleted release dir is noticed now
                 self.changed()
-            elif kind == "progress":
-                self.info["download"] = {k: msg.get(k) for k in PROGRESS_KEYS}
+            elif isinstance(msg, protocol.Progress):
+                self.info["download"] = msg.to_dict()
                 self.changed()
-            elif kind == "pong":
+            elif isinstance(msg, protocol.Pong):
                 pass  # a sign of life is all it is (receive() noted it)
             else:
-                log.warning("ignored unknown message %r from the poller", kind)
+                log.warning("ignored unexpected message %r from the poller", msg.type)
         channel = self.poller.channel
         if channel is not None and channel.closed:
             self.close_poller_channel()
@@ -671,12 +679,12 @@ class Arbiter(Host):
     def rollback_target(self, to: str | None) -> tuple:
         """(version, release dir) to roll back to: the newest unpacked release of version `to`, or the newest one
         older than what serves with another version; CommandRefused when there is none."""
-        entries = current.Manifest(self.cfg.workdir).entries()
+        try:
+            entries = current.Manifest(self.cfg.workdir).entries()
+        except ValueError as exc:  # current.StateFileError: an unreadable manifest is no "nothing unpacked"
+            raise CommandRefused(str(exc)) from None
         base = os.path.join(self.cfg.workdir, "releases")
-
-        def order(name):  # 20261126T065012Z, 20261126T065012Z-2: by time, then by the counter
-            stamp, _, n = name.partition("-")
-            return stamp, int(n) if n.isdigit() else 0
+        order = current.history_order(entries)  # deploy order (not the names: the clock may have stepped back)
         names = sorted((n for n in entries if os.path.isdir(os.path.join(base, n))), key=order)
         now = os.path.basename(self.lifecycle.current_release or "")
         if to:
@@ -696,11 +704,20 @@ class Arbiter(Host):
 
     def handle_reload(self) -> None:
         """Re-read the configuration and gracefully restart the app."""
-        self.systemd.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         failed = self.lifecycle.problem or ""
         try:
-            self.apply_config(self.reload_config())
-        except (ConfigLoadError, sockets.ListenError, ReloadError) as exc:
+            new = self.reload_config()
+        except ConfigLoadError as exc:
+            # Refused before anything changed: no RELOADING=1 ... READY=1 pair, which would tell systemd the
+            # reload was done (`systemctl reload` checks the file first: this is a file that went bad since).
+            self.lifecycle.set_problem("%s: %s" % (RELOAD_FAILED, exc))
+            self.changed()
+            self.systemd.send(STATUS="%s: %s" % (RELOAD_FAILED, exc))
+            return
+        self.systemd.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        try:
+            self.apply_config(new)
+        except (sockets.ListenError, ReloadError) as exc:
             # Logged and shown in `dewy status` (last error) until a reload succeeds.
             self.lifecycle.set_problem("%s: %s" % (RELOAD_FAILED, exc))
             self.changed()
@@ -751,7 +768,8 @@ class Arbiter(Host):
 
     def begin_stop(self, graceful: bool) -> None:
         if not self.lifecycle.stopping:
-            self.systemd.send(STOPPING=1)
+            # EXTEND_TIMEOUT_USEC: a graceful-timeout longer than the unit's TimeoutStopSec must not be cut short.
+            self.systemd.send(STOPPING=1, EXTEND_TIMEOUT_USEC=int((self.cfg.graceful_timeout + STOP_MARGIN) * 1e6))
             self.poller.stop(reason="graceful stop (SIGTERM/SIGINT)" if graceful else "fast stop (SIGQUIT)")
         self.lifecycle.stop(graceful)
         if not graceful:
@@ -808,7 +826,7 @@ class Arbiter(Host):
             listeners=[[l.spec, l.fileno()] for l in self.listeners],
             notify=[self.notify_listener.path, self.notify_listener.fileno()],
             orphans={str(pid): max(0.0, d - now) for pid, d in orphans.items()},
-            info=self.info, started_at=self.started_at, sent_ready=self.sent_ready,
+            info=self.info, started_at=self.started_at,
             systemd=[self.systemd.path, self.systemd.watchdog_usec], errors=self.errors.count,
             outputs={str(pid): t.fd for pid, t in self.outputs.items() if not t.closed},
             systemd_sockets=[l.spec for l in self.listeners if isinstance(l, activation.InheritedListener)],
@@ -853,7 +871,6 @@ class Arbiter(Host):
         self.orphans = {int(pid): now + left for pid, left in state.orphans.items()}
         self.info.update({k: v for k, v in state.info.items() if k in self.info})
         self.started_at = state.started_at
-        self.sent_ready = state.sent_ready
         self.errors.count = state.errors
         if self.lifecycle.last_deploy is None:
             self.lifecycle.last_deploy = state.info.get("last_deploy")  # where an older image kept it
@@ -876,8 +893,12 @@ class Arbiter(Host):
         if state is not None:
             self.write_status(state)
 
-    def write_status(self, state: str | None = None) -> None:
-        """Write the status file and the process title."""
+    def record(self) -> None:
+        """The lifecycle moves `current` next: the status file first, on the disk (Host.record)."""
+        self.write_status(durable=True)
+
+    def write_status(self, state: str | None = None, durable: bool = False) -> None:
+        """Write the status file and the process title (durable: fsync'd, and an OSError is raised)."""
         self.status_dirty = False
         if self.sentinel is not None:
             self.sentinel.update(self.sentinel_groups())
@@ -891,8 +912,11 @@ class Arbiter(Host):
             except ImportError:
                 pass
         try:
-            status.write(self.cfg.workdir, self.status_data(state))
+            status.write(self.cfg.workdir, self.status_data(state), durable=durable)
         except OSError as exc:
+            if durable:
+                self.status_dirty = True
+                raise
             log.warning("cannot write the status file: %s", exc)
 
     def status_data(self, state: str | None = None) -> dict:
@@ -913,6 +937,23 @@ class Arbiter(Host):
     def setup_logging(self) -> None:
         from .. import log as dewy_log
         dewy_log.setup(self.cfg.log_level, self.cfg.log_format, "dewy.master")
+
+
+def holds_any(pgid: int, links: set) -> bool:
+    """Whether a process of group pgid has an fd whose link text (`socket:[INODE]`) is among links."""
+    for pid in httpprobe._group_pids(pgid):  # noqa: SLF001 — the one scan of a process group
+        fd_dir = "/proc/%d/fd" % pid
+        try:
+            names = os.listdir(fd_dir)
+        except OSError:
+            continue  # gone (or a zombie: its fds are closed)
+        for name in names:
+            try:
+                if os.readlink("%s/%s" % (fd_dir, name)) in links:
+                    return True
+            except OSError:
+                pass
+    return False
 
 
 def in_group(pid: int, pgid: int) -> bool:

@@ -5,11 +5,15 @@ socket that the arbiter's selector drives (on_event) and its timer table ticks (
 
 The listener is shared by every generation (the old one keeps accepting while the new one starts), so
 an answer proves nothing unless the process that accepted the connection belongs to the generation
-being checked. The probe therefore sends the request line and headers without the final blank line,
-finds the accepted socket's inode (by the connection's addresses: one NETLINK_SOCK_DIAG lookup, or
-/proc/net/tcp{,6} where netlink is not available) and looks for it among the fds of the generation's
-process group; only then does it finish the request and read the status line. An answer from another
-generation is reported as `other` (the caller asks again).
+being checked. The probe therefore connects and sends nothing until it has found the accepted socket's
+inode (by the connection's addresses: one NETLINK_SOCK_DIAG lookup, or /proc/net/tcp{,6} where netlink
+is not available) among the fds of the generation's process group; only then does it send the request,
+whole, and read the status line — so attribution does not depend on how the app reads (one that answers
+right after its first read, before the blank line ending the request, is attributed like any other).
+A listener that accepts only once data arrives (TCP_DEFER_ACCEPT) gets the request line and headers
+after HEAD_AFTER, the blank line once the accepting process is known; an answer that comes before it is
+known is looked up at once, and one whose server side is gone by then is `other`, saying it could not
+be attributed. An answer from another generation is reported as `other` (the caller asks again).
 """
 
 import errno
@@ -22,11 +26,15 @@ OK, FAILED, OTHER = "ok", "failed", "other"  # a probe's outcome
 # (~15 us); the process group is scanned only once the connection was accepted.
 TICK = 0.002
 _FIRST_LINE_MAX = 512
+# Not accepted this long after connecting: send the request line and headers (a listener with TCP_DEFER_ACCEPT
+# accepts only once data arrives), and the blank line that ends them once the accepting process is known.
+HEAD_AFTER = 0.1
+UNATTRIBUTED = "could not be attributed"  # in the detail of an answer whose accepting process was gone
 
 
 class Probe:
     """GET path on a TCP listener. Register fileno() in a selector for events(), call on_event(now) when it
-    fires and tick(now) at deadline(now); once `finished`, `outcome` is OK (2xx), FAILED or OTHER (accepted
+    fires and tick(now) at deadline(now); once `finished`, `outcome` is OK (2xx, 3xx), FAILED or OTHER (accepted
     by a process outside group pgid) and `detail` says what happened."""
 
     def __init__(self, family: int, address: tuple, path: str, pgid: int, timeout: float, now: float):
@@ -39,6 +47,8 @@ class Probe:
         self.finished = False
         self.next_tick = now
         self.foreign = False  # accepted by a process outside the group
+        self.head_at = now + HEAD_AFTER  # when to send the request head if nobody accepted yet
+        self.head_sent = False
         host = address[0]
         # A wildcard listener is reached over loopback.
         if host in ("0.0.0.0", ""):
@@ -78,18 +88,29 @@ class Probe:
             if code:
                 self.finish(FAILED, "cannot connect to %s: %s" % (self.describe_target(), os.strerror(code)))
                 return
-            # Everything but the blank line that ends the headers: the app accepts and waits for it.
-            head = "GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: dewy-master\r\n" % (self.path, self.describe_target())
-            self.send(head.encode())
-            if not self.finished:
-                self.state = "accepting"
-                self.tick(now)
+            # Nothing sent yet: who accepted it is known before the app can read (and answer) anything.
+            self.state = "accepting"
+            self.tick(now)
         elif self.state == "reading":
             self.read()
         elif self.state == "accepting":
-            # Closed (or answered) before we knew who accepted it: a generation that retires closes what
-            # it accepted; not an answer about the one checked, so ask again.
-            self.finish(OTHER, "connection closed before the accepting process was found")
+            # Answered (after the head sent for a deferred accept) or closed before tick() found the accepting
+            # process: look now, while its socket may still be open.
+            owner = self.owner()
+            if owner is not None:
+                self.take_answer()  # before the blank line goes out: an app that closed answers it with a reset
+                self.accepted(owner)
+                return
+            try:
+                answered = bool(self.sock.recv(1, socket.MSG_PEEK))
+            except OSError:
+                answered = False
+            if answered:
+                self.finish(OTHER, "GET %s was answered before dewy could tell which process accepted it (the "
+                                   "answer %s: its socket was closed already)" % (self.path, UNATTRIBUTED))
+            else:
+                # A generation that retires closes what it accepted: not an answer about the one checked.
+                self.finish(OTHER, "connection closed before the accepting process was found")
 
     def tick(self, now: float) -> None:
         """Look for the accepting process; give up at the timeout."""
@@ -102,21 +123,52 @@ class Probe:
         if self.state != "accepting":
             return
         self.next_tick = now + TICK
-        owner = accepted_by(self.listen_port, self.sock.getsockname()[1], self.pgid, self.sock)
-        if owner is None:
-            return  # still in the listen queue
-        # Another generation's process took it: finish the request all the same (an app should not see a
-        # client vanish mid-request) and report OTHER once it answered.
+        owner = self.owner()
+        if owner is not None:
+            self.accepted(owner)
+        elif now >= self.head_at and not self.head_sent:
+            self.head_sent = True  # still in the listen queue: maybe one that waits for data to accept
+            self.send(self.head())
+
+    def owner(self):
+        """True / False (another process) / None (not accepted yet, or no longer there): who accepted it."""
+        return accepted_by(self.listen_port, self.sock.getsockname()[1], self.pgid, self.sock)
+
+    def head(self) -> bytes:
+        """The request line and headers, without the blank line that ends them."""
+        return ("GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: dewy-master\r\n" % (
+            self.path, self.describe_target())).encode()
+
+    def accepted(self, owner: bool) -> None:
+        """The accepting process is known: send the (rest of the) request and read the answer. Another
+        generation's process gets the request all the same (an app should not see a client vanish mid-request);
+        its answer is reported as OTHER."""
         self.foreign = not owner
-        self.send(b"\r\n")
+        self.send(b"\r\n" if self.head_sent else self.head() + b"\r\n", answered_ok=True)
         if not self.finished:
             self.state = "reading"
+            if b"\n" in self.buffer:
+                self.judge()  # answered early and read already (take_answer)
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, answered_ok: bool = False) -> None:
+        """Send a few bytes (into an empty socket buffer: never blocks). answered_ok: the app may have answered
+        and closed already (a reset then): the answer is read all the same."""
         try:
-            self.sock.sendall(data)  # a few bytes into an empty socket buffer: never blocks
+            self.sock.sendall(data)
         except OSError as exc:
-            self.finish(FAILED, "GET %s: %s" % (self.path, exc.strerror or exc))
+            if not answered_ok:
+                self.finish(FAILED, "GET %s: %s" % (self.path, exc.strerror or exc))
+
+    def take_answer(self) -> None:
+        """Keep what has arrived of an early answer."""
+        try:
+            while len(self.buffer) < _FIRST_LINE_MAX:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    break
+                self.buffer += chunk
+        except OSError:
+            pass
 
     def read(self) -> None:
         try:
@@ -124,13 +176,22 @@ class Probe:
         except BlockingIOError:
             return
         except OSError as exc:
-            self.finish(FAILED, "GET %s: %s" % (self.path, exc.strerror or exc))
-            return
+            if b"\n" not in self.buffer:
+                self.finish(FAILED, "GET %s: %s" % (self.path, exc.strerror or exc))
+                return
+            chunk = b""  # reset after an early answer we kept: judge that answer
         self.buffer += chunk
         if b"\n" not in self.buffer and chunk and len(self.buffer) < _FIRST_LINE_MAX:
             return
+        self.judge()
+
+    def judge(self) -> None:
+        """Finish on the status line in the buffer (or its absence: the connection closed)."""
         line = self.buffer.split(b"\n", 1)[0].decode("latin-1").strip()
         parts = line.split()
+        if self.foreign and not line:
+            self.finish(OTHER, "GET %s: closed without an answer by another generation" % self.path)
+            return
         if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
             self.finish(FAILED, "GET %s: not an HTTP answer (%r)" % (self.path, line[:80]) if line
                         else "GET %s: connection closed without an answer" % self.path)
@@ -139,7 +200,8 @@ class Probe:
             self.finish(OTHER, "GET %s answered %s by another generation" % (self.path, parts[1]))
             return
         code = int(parts[1])
-        outcome = OK if 200 <= code < 300 else FAILED
+        # 2xx and 3xx are healthy, as for Dewy (container_deploy.go) and Kubernetes' httpGet probes.
+        outcome = OK if 200 <= code < 400 else FAILED
         self.finish(outcome, "GET %s answered %s" % (self.path, " ".join(parts[1:])))
 
     def finish(self, outcome: str, detail: str) -> None:

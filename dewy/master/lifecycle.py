@@ -5,8 +5,9 @@ arbiter.py; a fake in the unit tests), time is read from the clock it is given, 
 deadline lives in ONE table, timers(), from which the loop takes both its timeout (next_deadline)
 and what to do when one passes (fire). Its only own I/O is the `current` symlink and the manifest.
 
-A deploy: `current` -> new release, spawn generation N+1, wait for readiness; ready -> N retires;
-not ready -> N+1 is stopped, `current` goes back. A serving generation that dies is restarted with
+A deploy: `current` -> new release, spawn generation N+1, wait for readiness; ready -> N retires, and
+once N no longer holds a listener (the handover) N+1 serves: the deploy is reported; not ready -> N+1
+is stopped, `current` goes back. A serving generation that dies is restarted with
 backoff; a release that dies PROBATION_DEATHS times within PROBATION of its deploy is rolled back.
 """
 
@@ -29,6 +30,8 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 PROBE_RETRY = 0.2  # ready = http: a failed GET is asked again this much later
 PROBE_TIMEOUT = 5.0  # ready = http: the longest one GET may take (within the readiness timeout)
 OTHER_RETRY = 0.02  # a GET accepted by another generation: ask again this soon
+# A handover looks this often whether the generation it replaces still holds a listener (doubling to the max).
+HANDOVER_FIRST, HANDOVER_MAX = 0.005, 0.5
 
 
 class CommandError(Exception):
@@ -59,8 +62,17 @@ class Host:
     def changed(self) -> None:
         """Something the status file shows changed: rewrite it."""
 
+    def record(self) -> None:
+        """Write the status file now and durably (fsync'd file and directory): `current` moves next, and a
+        master killed after that must find the record. OSError when it cannot be written."""
+
     def upgrade(self) -> None:
         """Run the in-place upgrade that waited for a starting generation to settle."""
+
+    def listening(self, pid: int) -> bool:
+        """Whether any process of the group pid still holds one of the listening sockets (so may still take
+        new connections); False once none does, or nothing is left of the group."""
+        raise NotImplementedError
 
     def probe(self, gen: Generation, path: str, timeout: float) -> None:
         """Start GET path on the first TCP listener, counted only if gen's processes accept it; answer
@@ -106,6 +118,13 @@ class Lifecycle:
         self.clock = clock
         self.generation_count = 0
         self.starting: Generation | None = None
+        # Ready, but the generation it replaces (handover_from) may still take new connections: what it brings
+        # (a deploy, `dewy rollback`) is reported, and what waits for it to settle runs, only once that one
+        # holds no listener any more (checked at handover_at).
+        self.handover: Generation | None = None
+        self.handover_from: Generation | None = None
+        self.handover_at: float | None = None
+        self.handover_delay = 0.0
         self.serving: Generation | None = None
         self.retiring: list = []
         self.current_version: str | None = None  # what serves (or served last): the poller's truth
@@ -115,7 +134,7 @@ class Lifecycle:
         self.crash_streak = 0
         self.respawn_at: float | None = None
         self.respawn_delay = 0.0  # the backoff respawn_at was set with (the status shows it)
-        self.pending_deploy: dict | None = None
+        self.pending_deploy = None  # a protocol.Deploy waiting for the starting generation to settle
         self.restart_pending = False
         self.upgrade_pending = False
         self.stopping = False
@@ -135,6 +154,11 @@ class Lifecycle:
         if not release_dir:
             return None
         return current.Manifest(self.cfg.workdir).version_of(release_dir)
+
+    @property
+    def settling(self) -> Generation | None:
+        """The generation on its way in: starting, or ready while the one before it still listens."""
+        return self.starting or self.handover
 
     def generations(self) -> list:
         """Every generation still tracked."""
@@ -164,6 +188,8 @@ class Lifecycle:
         for g in self.retiring:
             if g.kill_deadline is not None:
                 table.append((g.kill_deadline, lambda now, g=g: self.kill_retiring(g)))
+        if self.handover_at is not None:
+            table.append((self.handover_at, lambda now: self.check_handover(now)))
         if self.respawn_at is not None:
             table.append((self.respawn_at, lambda now: self.respawn()))
         if self.stop_deadline is not None:
@@ -188,11 +214,25 @@ class Lifecycle:
         gen.ready_deadline = None
         if gen.ready_kind == "delay":
             self.on_ready(gen)
+        elif getattr(self.cfg, "rollback", "on") == "off":
+            self.keep_unready(gen)
         elif gen.ready_kind == "http":
             self.on_start_failed(gen, "GET %s did not answer 2xx within %gs (last: %s)" % (
                 gen.ready_path, gen.ready_timeout, gen.probe_detail or "no answer"))
         else:
             self.on_start_failed(gen, "did not send READY=1 within %gs" % gen.ready_timeout)
+
+    def keep_unready(self, gen: Generation) -> None:
+        """rollback = off (Dewy's --no-rollback): the release that failed its readiness check serves anyway and
+        the old generation retires; the deploy is answered ok with the failure as its error (logged, notified)."""
+        if gen.ready_kind == "http":
+            why = "GET %s did not answer 2xx or 3xx within %gs (last: %s)" % (
+                gen.ready_path, gen.ready_timeout, gen.probe_detail or "no answer")
+        else:
+            why = "did not send READY=1 within %gs" % gen.ready_timeout
+        gen.kept_unready = "version %s failed its readiness check: %s; kept (rollback = off)" % (gen.version, why)
+        log.error("%s: %s", gen.label(), gen.kept_unready, extra=gen.log_fields())
+        self.on_ready(gen)
 
     # ------------------------------------------------------------ HTTP checks
     def start_probe(self, gen: Generation, now: float) -> None:
@@ -220,6 +260,8 @@ class Lifecycle:
         if outcome == OTHER:
             if gen is self.starting or gen is self.serving:
                 gen.probe_at = now + OTHER_RETRY
+            if gen is self.starting and gen.ready_kind == "http":
+                gen.probe_detail = detail  # a refusal then says the answers were another's, or unattributed
             return
         if gen is self.starting and gen.ready_kind == "http":
             gen.probe_detail = detail
@@ -278,7 +320,7 @@ class Lifecycle:
             self.set_problem("current points at %s, which does not exist; waiting for the poller to deploy "
                              "again" % os.readlink(self.current_link))
         self.current_release, self.current_version = release, self.version_of(release)
-        if self.cfg.mode != "server":
+        if self.cfg.mode == "assets":
             self.point_dir_at(release)  # `dir` removed, or configured anew, while dewy was down
             return
         if release is None:
@@ -289,8 +331,8 @@ class Lifecycle:
     def undo_interrupted_deploy(self, deploying: dict | None) -> None:
         if not deploying or not deploying.get("release_dir"):
             return
-        if current.read_link(self.current_link) != deploying["release_dir"]:
-            return
+        if current.read_link(self.current_link) != os.path.realpath(deploying["release_dir"]):
+            return  # the link never moved (killed before), or moved back: it names what served
         before = deploying.get("previous_dir")
         log.warning("current points at %s (version %s), whose deploy was interrupted before it was ready; "
                     "going back to %s", deploying["release_dir"], deploying.get("version"), before or "nothing")
@@ -401,19 +443,41 @@ class Lifecycle:
         previous_version, previous_dir = self.current_version, self.current_release
         self.current_version, self.current_release = gen.version, gen.release_dir
         self.set_problem(None)
+        if gen.rollback_from is not None or gen.reason == "deploy":
+            # Ready is proof enough for a cold start: `current` stays on it whatever happens now.
+            self.deploying = None
+            if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir) and (
+                    getattr(self.cfg, "rollback", "on") != "off"):  # rollback = off: never goes back
+                # Watched for a crash loop (a release the operator switched to as well): back to previous_dir.
+                self.probation = Probation(gen.version, gen.release_dir, previous_version, previous_dir,
+                                           now + PROBATION)
+        self.handover, self.handover_from, self.handover_delay = gen, old, 0.0
+        self.host.ready()
+        self.host.changed()
+        self.check_handover(now)
+
+    def check_handover(self, now: float) -> None:
+        """Does the generation the new one replaces still hold a listener? Then look again a little later
+        (until its stop signal or the KILL after graceful-timeout took it away); else the new one serves:
+        report the deploy or the rollback ("X serves" must mean no request goes to the old one any more) and
+        run what waited for it to settle."""
+        gen, old = self.handover, self.handover_from
+        self.handover_at = None
+        if gen is None:
+            return
+        if old is not None and not self.stopping and self.host.listening(old.pid):
+            self.handover_delay = min(HANDOVER_MAX, self.handover_delay * 2 or HANDOVER_FIRST)
+            self.handover_at = now + self.handover_delay
+            return
+        self.handover = self.handover_from = None
+        if old is not None:
+            log.info("%s takes no new connection any more: %s serves", old.label(), gen.label(),
+                     extra=gen.log_fields())
         if gen.rollback_from is not None:
             self.finish_switch_back(gen)
-            if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir):
-                # Watched like a deploy: a release the operator switched to that crash-loops goes back too.
-                self.probation = Probation(gen.version, gen.release_dir, previous_version, previous_dir,
-                                           now + PROBATION)
         if gen.reason == "deploy":
-            self.deploying = None
-            if previous_dir and previous_dir != gen.release_dir and os.path.isdir(previous_dir):
-                self.probation = Probation(gen.version, gen.release_dir, previous_version, previous_dir,
-                                           now + PROBATION)
-            self.finish_deploy(gen.version, gen.release_dir, True, None, gen.number)
-        self.host.ready()
+            # rollback = off: a release kept though it failed its readiness check reports that as its error
+            self.finish_deploy(gen.version, gen.release_dir, True, getattr(gen, "kept_unready", None), gen.number)
         self.host.changed()
         self.after_start()
 
@@ -532,10 +596,10 @@ class Lifecycle:
         error = "version %s crashed %d times after its deploy; rolled back to %s" % (
             p.version, p.deaths, p.previous_version)
         log.error("%s", error)
-        current.switch_link(self.current_link, p.previous_dir)
         self.current_version, self.current_release = p.previous_version, p.previous_dir
         self.last_deploy = {"version": p.version, "ok": False, "error": error, "time": utc_iso(),
                             "rolled_back_to": p.previous_version}
+        self.switch(p.previous_version, p.previous_dir, back_to=None, trusted=True)
         self.host.tell_poller("rollback", version=p.version, to_version=p.previous_version, error=error)
         if self.starting is None and self.spawn("rollback", p.previous_version, p.previous_dir) is None:
             self.schedule_respawn()
@@ -546,9 +610,9 @@ class Lifecycle:
         the serving one retires once it is ready); why not, or None once it started."""
         if self.stopping:
             return "dewy is stopping"
-        if self.starting is not None:
+        if self.settling is not None:
             return "generation %d is starting [%s]; try again once it is ready" % (
-                self.starting.number, self.starting.reason)
+                self.settling.number, self.settling.reason)
         if release_dir == self.current_release:
             return "version %s already serves (%s)" % (version, release_dir)
         if not os.path.isdir(release_dir):
@@ -564,9 +628,9 @@ class Lifecycle:
             gen.rollback_from = from_version
             self.finish_switch_back(gen)
             return None
-        self.deploying = {"version": version, "release_dir": release_dir, "previous_dir": self.current_release}
-        self.host.changed()
-        current.switch_link(self.current_link, release_dir)
+        problem = self.switch(version, release_dir, back_to=self.current_release)
+        if problem:
+            return problem
         self.respawn_at = None
         gen = self.spawn("rollback", version, release_dir)
         if gen is None:
@@ -602,7 +666,7 @@ class Lifecycle:
     def respawn(self) -> None:
         """The respawn delay passed: start the current release again (if it still exists)."""
         self.respawn_at = None
-        if self.serving or self.starting or self.stopping or self.cfg.mode != "server":
+        if self.serving or self.starting or self.stopping or self.cfg.mode == "assets":
             return
         release = self.current_or_lost()
         if release is None:
@@ -613,7 +677,7 @@ class Lifecycle:
     def check_current(self) -> None:
         """Notice, while the app still serves, that its release directory was deleted (called at every poll),
         so the poller redeploys it now rather than at the next crash or restart."""
-        if self.starting or self.stopping or self.current_release is None or self.cfg.mode != "server":
+        if self.starting or self.stopping or self.current_release is None or self.cfg.mode == "assets":
             return
         if self.current_release == self.reported_lost or os.path.isdir(self.current_release):
             return
@@ -640,9 +704,9 @@ class Lifecycle:
     def restart(self, reason: str = "restart") -> None:
         """Start a new generation of the current release; the old one retires once it is ready (reason: why,
         restart or health)."""
-        if self.cfg.mode != "server" or self.stopping:
+        if self.cfg.mode == "assets" or self.stopping:
             return
-        if self.starting:
+        if self.settling:
             self.restart_pending = True
             return
         release = self.current_or_lost()
@@ -657,8 +721,8 @@ class Lifecycle:
 
     def request_upgrade(self) -> bool:
         """True when the in-place upgrade may run now; otherwise it runs once the starting generation settles."""
-        if self.starting:
-            log.info("upgrade deferred until generation %d settles", self.starting.number)
+        if self.settling:
+            log.info("upgrade deferred until generation %d settles", self.settling.number)
             self.upgrade_pending = True
             return False
         return True
@@ -668,6 +732,7 @@ class Lifecycle:
         if not self.stopping:
             self.stopping = True
             self.respawn_at = None
+            self.check_handover(self.clock())  # it served: report it before everything goes
             self.pending_deploy, self.restart_pending, self.upgrade_pending = None, False, False
             if self.starting is not None and self.starting.reason == "deploy":
                 # The deploy never finished: `current` must name what last served, for the next start.
@@ -694,7 +759,7 @@ class Lifecycle:
 
     def after_start(self) -> None:
         """Run what waited for the starting generation to settle: an upgrade, a deploy, a restart."""
-        if self.starting or self.stopping:
+        if self.settling or self.stopping:
             return
         if self.upgrade_pending:
             self.upgrade_pending = False
@@ -707,17 +772,18 @@ class Lifecycle:
             self.restart()
 
     # --------------------------------------------------------------- deploys
-    def deploy(self, msg: dict) -> None:
+    def deploy(self, msg) -> None:
         """The poller has unpacked a release: switch to it (now, or once the starting one settles)."""
         if self.stopping:
             return
-        if self.starting:
+        if self.settling:
             self.pending_deploy = msg
             return
         self.start_deploy(msg)
 
-    def start_deploy(self, msg: dict) -> None:
-        version, release_dir = msg.get("version"), msg.get("release_dir")
+    def start_deploy(self, msg) -> None:
+        """Switch to the release of a protocol.Deploy message and start it."""
+        version, release_dir = msg.version, msg.release_dir
         if not release_dir or not os.path.isdir(release_dir):
             # Gone between unpacking and now: not the release's fault, the poller may try again.
             self.finish_deploy(version, release_dir, False, "release dir %r does not exist" % release_dir,
@@ -731,10 +797,10 @@ class Lifecycle:
             self.point_dir_at(release_dir)
             self.finish_deploy(version, release_dir, True, None, None)
             return
-        # Recorded (status file) before `current` moves: a master killed meanwhile undoes it at its next start.
-        self.deploying = {"version": version, "release_dir": release_dir, "previous_dir": before}
-        self.host.changed()
-        current.switch_link(self.current_link, release_dir)
+        problem = self.switch(version, release_dir, back_to=before)
+        if problem:
+            self.finish_deploy(version, release_dir, False, problem, None, retry=True)  # this host's disk
+            return
         self.respawn_at = None
         if self.spawn("deploy", version, release_dir) is None:
             self.restore_current()
@@ -747,6 +813,28 @@ class Lifecycle:
                 return
             # A command that cannot run (or a fork that failed) is not the release's fault: no refusal.
             self.finish_deploy(version, release_dir, False, self.spawn_error, None, retry=True)
+
+    def switch(self, version: str | None, release_dir: str, back_to: str | None, trusted: bool = False):
+        """Point `current` at release_dir to start it there: the one way a deploy, a crash-loop rollback and
+        `dewy rollback` move it. Why not (the record could not be written), or None once switched.
+
+        The status file names the switch (`deploying`: {version, release_dir, previous_dir=back_to}) durably
+        BEFORE the link moves: a master killed (OOM killer, power loss) while the new release starts finds
+        `current` on a release that never became ready, and the record, and goes back to back_to. trusted:
+        release_dir served before (a crash-loop rollback): no record to undo it, but the status is written
+        all the same, so that the file and the link never disagree about what was last decided."""
+        self.deploying = None if trusted else {
+            "version": version, "release_dir": release_dir, "previous_dir": back_to}
+        try:
+            self.host.record()
+        except OSError as exc:
+            if not trusted:
+                self.deploying = None
+                return "cannot record the switch to %s in the status file (so it could not be undone after a " \
+                       "crash), not switching: %s" % (version, exc)
+            log.warning("cannot record the switch back to %s in the status file: %s", version, exc)
+        current.switch_link(self.current_link, release_dir)
+        return None
 
     def restore_current(self) -> None:
         """Point `current` back where it was before the deploy that did not finish."""
@@ -776,8 +864,8 @@ class Lifecycle:
         """The status file's `state`."""
         if self.stopping:
             return "stopping"
-        if self.starting:
-            return "deploying" if self.starting.reason == "deploy" else "starting"
+        if self.settling:
+            return "deploying" if self.settling.reason == "deploy" else "starting"
         if self.serving or (self.cfg.mode == "assets" and self.current_release):
             return "running"
         return "waiting"

@@ -11,10 +11,9 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 
-from .. import backoff, procgroup
+from .. import backoff, interpreter, procgroup
 from ..protocol import Channel, ProtocolError
 from . import process
 from .lifecycle import BACKOFF_FIRST, BACKOFF_MAX  # the app's respawn backoff, for the poller too
@@ -55,7 +54,7 @@ class PollerHandle:
         self.respawn_at = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            argv = [sys.executable, "-m", "dewy.poller", "--fd", "3"]
+            argv = interpreter.module_command("dewy.poller", ["--fd", "3"])  # also from a zipapp or checkout
             extra = {"creds": creds} if creds is not None else {}  # unit tests' fake start takes 4 arguments
             self.pid = self.start_process(argv, env, cwd, [theirs.fileno()], **extra)
         except OSError as exc:

@@ -57,7 +57,7 @@ class UpgradeState:
         "orphans": _REQUIRED,  # {"pid": seconds until KILL}: our processes that belong to no generation
         "info": _REQUIRED,  # what the poller last reported (last_poll, latest_version, last_error)
         "started_at": _REQUIRED,
-        "sent_ready": _REQUIRED,
+        "sent_ready": True,  # unused; still written because an older image (a downgrade) requires it
         "systemd": _REQUIRED,  # [NOTIFY_SOCKET path, WATCHDOG_USEC]: from_environment() took them out of os.environ
         "deploying": None,
         "crash_streak": 0,

@@ -24,7 +24,7 @@ from dewy.config import Config, format_size
 from dewy.registry.base import Release
 from dewy.log import redact_text
 from dewy.poller.progress import Progress
-from dewy.status import read_json, write_json_atomic
+from dewy.status import StateFileError, read_state, write_json_atomic
 from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.poller")
@@ -59,26 +59,59 @@ class Refused:
 
     def __init__(self, workdir: str):
         self.path = state_path(workdir, REFUSED_FILE)
+        # Refusals made while the file could not be read: never written over it (that would lose its entries),
+        # written once it reads again; refused meanwhile all the same.
+        self.unwritten = {}
 
     def load(self) -> dict:
-        """The refused versions and why ({} when the file is missing or unreadable)."""
-        data = read_json(self.path, "refused-versions file")
-        versions = data.get("versions") if isinstance(data, dict) else None
-        return dict(versions) if isinstance(versions, dict) else {}
+        """The refused versions and why ({} when the file is missing); StateFileError (naming the file and the
+        error) when it is there but unreadable: the poller then deploys nothing new (fail closed)."""
+        data = read_state(self.path, "refused-versions file")
+        if data is None or data == {}:
+            entries = {}
+        elif isinstance(data, dict) and isinstance(data.get("versions"), dict):
+            entries = dict(data["versions"])
+        else:
+            raise StateFileError('cannot read the refused-versions file %s: expected {"versions": {VERSION: '
+                                 '{"reason": ...}}}' % self.path)
+        if self.unwritten:
+            entries.update(self.unwritten)
+            self.unwritten = {}
+            self._write(entries)
+            log.info("%s reads again: the refusals made meanwhile are written to it", self.path)
+        return entries
 
     def versions(self) -> frozenset:
-        """The refused versions (normalised)."""
+        """The refused versions (normalised); StateFileError when the file cannot be read."""
         return frozenset(self.load())
+
+    def holds(self, version: str) -> bool:
+        """Whether version is refused (True while the file cannot be read: nothing is known to be allowed)."""
+        try:
+            return version in self.load()
+        except StateFileError:
+            return True
 
     def add(self, version: str, reason: str | None, **extra) -> None:
         """Refuse version from now on, remembering why (and `extra` fields: `fleet` for fleet rollouts)."""
-        entries = self.load()
-        entries[version] = dict(extra, reason=reason, time=utc_iso())
+        entry = dict(extra, reason=reason, time=utc_iso())
+        try:
+            entries = self.load()
+        except StateFileError as exc:
+            self.unwritten[version] = entry
+            log.error("%s: %s stays refused, written there once the file reads again", exc, version)
+            return
+        entries[version] = entry
         self._write(entries)
 
     def remove(self, version: str) -> None:
         """Allow version again."""
-        entries = self.load()
+        self.unwritten.pop(version, None)
+        try:
+            entries = self.load()
+        except StateFileError as exc:
+            log.error("%s: cannot allow %s again there", exc, version)
+            return
         if entries.pop(version, None) is not None:
             self._write(entries)
 
@@ -192,6 +225,8 @@ def record_event(backends: Backends, result: str, entry: dict, event: str | None
     fields = {key: entry[key] for key in _NOTIFIED_KEYS if entry.get(key) is not None}
     fields.update(notify)
     backends.notifier.emit(event or result, entry.get("version"), **fields)
+    if backends.metrics is not None:
+        backends.metrics.audited(entry)  # an OTel log record with `otlp-endpoint`
 
 
 class Deploy:
@@ -231,8 +266,11 @@ class Deploy:
             self.sha256 = self.fetch()
             self.release_dir = self.install()
             self.before_hook()
-            releases.Manifest(self.config.workdir).record(
-                self.release_dir, release.version, release.tag, release.artifact_name, self.sha256)
+            try:
+                releases.Manifest(self.config.workdir).record(
+                    self.release_dir, release.version, release.tag, release.artifact_name, self.sha256)
+            except StateFileError as exc:  # never written over: that would lose what it knows
+                raise Transient(str(exc)) from None
             asked = time.monotonic()
             answer = self.ask_master(
                 version=release.version, tag=release.tag, release_dir=self.release_dir,
@@ -256,6 +294,14 @@ class Deploy:
             return self.refuse_unless_changing("failed", error, answer)
         self.succeeded(answer)
         return None
+
+    def unfinished(self) -> str | None:
+        """Why the artifact may still be being published (a young file in a file:// registry), else None."""
+        check = getattr(self.registry, "unfinished", None)
+        try:
+            return check(self.release) if check is not None else None
+        except Exception:  # noqa: BLE001 - a check that fails leaves the refusal as it was
+            return None
 
     def fetch(self) -> str:
         """Make sure the cache holds the verified artifact; return its SHA-256."""
@@ -383,6 +429,12 @@ class Deploy:
                 return releases.install(spool.name, release.artifact_name, releases_dir, **limits)
         except releases.UnsafeArchive as exc:
             raise Refuse(str(exc)) from exc
+        except releases.Truncated as exc:
+            young = self.unfinished()  # a copy into the registry still under way (no atomic rename)?
+            if young:
+                self.forget_cached()
+                raise Transient("%s; %s: not complete yet, trying again" % (exc, young)) from exc
+            raise Refuse(str(exc)) from exc
         except releases.ReleaseError as exc:
             # A real I/O error (disk full, permissions) is the host's fault, not the release's.
             cause = exc.__cause__
@@ -394,12 +446,7 @@ class Deploy:
 
     def hook_env(self) -> dict:
         """The environment the deploy hooks get on top of dewy's own."""
-        return {
-            "DEWY_VERSION": self.release.version,
-            "DEWY_RELEASE_DIR": self.release_dir or "",
-            "DEWY_PREVIOUS_VERSION": self.previous_version or "",
-            "DEWY_MODE": self.config.mode,
-        }
+        return hooks.env(self.release.version, self.release_dir, self.previous_version, self.config.mode)
 
     def before_hook(self) -> None:
         """Run before-deploy-hook; a failure aborts this deploy (Transient: retried next poll)."""
@@ -412,6 +459,7 @@ class Deploy:
             log.info("before-deploy-hook output:\n%s", result.output.rstrip())
         if not result.ok:
             raise HookFailed("before-deploy-hook failed (%s)" % result.describe(), result.output)
+        hooks.report_success(self.backends.notifier, "before-deploy-hook", result, self.release.version)
 
     # --- outcomes -------------------------------------------------------------------------------
 
@@ -421,7 +469,10 @@ class Deploy:
         release_dir = answer.get("release_dir") or self.release_dir
         self.release_dir = release_dir
         self.repeats.clear()
-        error = None
+        error = answer.get("error") or None  # rollback = off: it failed its readiness check and serves anyway
+        if error:
+            self.backends.notifier.emit("failed", release.version, error=error, kept=True,
+                                        previous_version=self.previous_version)
         if self.metrics is not None:
             self.metrics.deployed(release.version, time.monotonic() - self.started)
         if config.after_deploy_hook:
@@ -435,6 +486,9 @@ class Deploy:
                 log.warning("%s", error)
                 self.backends.notifier.emit("hook-failed", release.version, hook="after-deploy-hook", error=error,
                                             output=result.output, previous_version=self.previous_version)
+            else:
+                hooks.report_success(self.backends.notifier, "after-deploy-hook", result, release.version,
+                                     previous_version=self.previous_version)
         host = audit.hostname(self.config.host_id)
         self.report(answer.get("generation"), release_dir=release_dir)
         self.prune(release_dir)
@@ -463,8 +517,9 @@ class Deploy:
         manifest = releases.Manifest(self.config.workdir)
         try:
             removed = releases.prune(os.path.join(self.config.workdir, "releases"), self.config.keep_releases,
-                                     protect={release_dir, self.previous_dir} - {None})
-        except OSError as exc:
+                                     protect={release_dir, self.previous_dir} - {None},
+                                     order=releases.history_order(manifest.entries()))
+        except (OSError, StateFileError) as exc:
             log.warning("cannot prune old releases: %s", exc)
             return
         for path in removed:
@@ -493,7 +548,9 @@ class Deploy:
         if self.metrics is not None:
             self.metrics.deploy_result("failed")
         if not self.repeats.first_time(self.release.version, error):
-            log.debug("deploy of %s failed again: %s", self.release.version, error)
+            # Audited and notified once, but every attempt ends with its outcome in the log.
+            log.warning("deploy of %s failed again (%d times in a row; will retry): %s", self.release.version,
+                        self.repeats.count, error)
             return error
         log.error("deploy of %s failed (will retry): %s", self.release.version, error)
         self.report(None, error=error)

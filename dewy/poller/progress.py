@@ -77,11 +77,27 @@ class Progress:
                 "eta_s": eta, "elapsed_s": round(elapsed, 1)}
 
 
+def size_text(n) -> str:
+    """A byte count for people: `512 bytes`, `6.7 KiB`, `120.0 MiB`, `2.50 GiB` (not `0.0 MiB` for a small one)."""
+    if not isinstance(n, (int, float)):
+        return "? bytes"
+    if n < 1024:
+        return "%d bytes" % n
+    if n < MIB:
+        return "%.1f KiB" % (n / 1024)
+    if n < 1024 * MIB:
+        return "%.1f MiB" % (n / MIB)
+    return "%.2f GiB" % (n / (1024 * MIB))
+
+
 def describe(snap: dict) -> str:
-    """`45.0% of 120.0 MiB, 12.30 MiB/s, ETA 6s` (`12.0 MiB so far, ...` without a size)."""
+    """`45.0% of 120.0 MiB, 12.30 MiB/s, ETA 6s` (`12.0 MiB so far, ...` without a size; KiB or bytes for a
+    small download, whose MiB would read 0.0)."""
+    rate = snap["mib_per_s"] or 0
+    speed = "%.2f MiB/s" % rate if rate >= 0.01 else "%s/s" % size_text(round(rate * MIB))
     if snap["total"]:
-        text = "%.1f%% of %.1f MiB, %.2f MiB/s" % (snap["percent"], snap["total"] / MIB, snap["mib_per_s"])
+        text = "%.1f%% of %s, %s" % (snap["percent"], size_text(snap["total"]), speed)
         if snap["eta_s"] is not None:
             text += ", ETA %ds" % round(snap["eta_s"])
         return text
-    return "%.1f MiB so far, %.2f MiB/s" % (snap["done"] / MIB, snap["mib_per_s"])
+    return "%s so far, %s" % (size_text(snap["done"]), speed)

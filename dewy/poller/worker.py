@@ -29,7 +29,7 @@ import time
 import urllib.parse
 from contextlib import nullcontext
 
-from dewy import audit, backoff, fleet, pause, releases, versions
+from dewy import audit, backoff, fleet, hooks, pause, releases, versions
 from dewy import cache as cache_pkg
 from dewy import log as dewy_log
 from dewy import notify as notify_pkg
@@ -45,7 +45,7 @@ from dewy.poller.trigger import Trigger
 from dewy.protocol import Channel, ProtocolError
 from dewy.registry import shared as shared_registry
 from dewy.registry.base import NothingDeployable, NotYetPublished
-from dewy.status import read_json, write_json_atomic
+from dewy.status import StateFileError, read_state, write_json_atomic
 from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.poller")
@@ -79,6 +79,7 @@ class Poller:
         self.poll_request = None  # the id of the last `poll-now` (dewy deploy-now) read
         self.stop_reason = None   # why dewy stops, from the master's `stop` (None: only the poller goes)
         self.refused = None
+        self.refused_problem = None  # why refused.json cannot be read, as last logged
         self.current_version = None
         self.current_dir = None
         self.next_poll = 0.0
@@ -188,9 +189,10 @@ class Poller:
                 self.notifier.close(0)  # what it still has queued goes out in the background
             self.notifier = Dispatcher(notify_pkg.from_setting(config.notifier))
         self.notifier.app = app_name(config)
+        self.notifier.use_workdir(config.workdir)  # Slack threads kept in .dewy/ across restarts
         if config.host_id:
             self.notifier.host = config.host_id  # the fleet's name for this host, in every notification
-        self.metrics.start(config.metrics)
+        self.metrics.configure(config)  # `metrics` (Prometheus) and `otlp-endpoint` (OpenTelemetry)
         self.trigger.start(config)
         self.config = config
         self.refused = Refused(config.workdir)
@@ -218,7 +220,12 @@ class Poller:
         (or re-execs itself for an upgrade: same pid, same start time)."""
         master = _process_identity(os.getppid())
         path = state_path(self.config.workdir, ANNOUNCED_FILE)
-        if master is not None and (read_json(path, "notification state") or {}).get("master") == master:
+        try:
+            announced = read_state(path, "notification state") or {}
+        except StateFileError as exc:
+            log.error("%s: announcing the start again and rewriting it", exc)  # twice beats never
+            announced = {}
+        if master is not None and isinstance(announced, dict) and announced.get("master") == master:
             return
         self.notifier.emit("started", self.current_version, mode=self.config.mode)
         if master is not None:
@@ -231,7 +238,12 @@ class Poller:
         """A poller restarted by the same master (after a crash, `dewy upgrade` / USR2) takes over the registry
         outage its predecessor was in: no second registry-unreachable, the backoff goes on."""
         master = _process_identity(os.getppid())
-        saved = read_json(state_path(self.config.workdir, OUTAGE_FILE), "outage state") or {}
+        try:
+            saved = read_state(state_path(self.config.workdir, OUTAGE_FILE), "outage state") or {}
+        except StateFileError as exc:
+            log.error("%s: an outage going on is counted afresh", exc)
+            saved = {"unreadable": True}  # replaced below
+        saved = saved if isinstance(saved, dict) else {"unreadable": True}
         if master is None or saved.get("master") != master or saved.get("registry") != redact(self.config.registry):
             if saved:
                 self.save_outage()  # a previous master's (or registry's): stale, gone
@@ -276,7 +288,7 @@ class Poller:
         if self.stop_reason and self.config is not None:
             self.notifier.emit("stopped", self.current_version, reason=self.stop_reason, mode=self.config.mode)
         self.notifier.close()
-        self.metrics.stop()
+        self.metrics.stop(otel=True)
         self.trigger.stop()
 
     def set_current(self, version: str | None, release_dir: str | None) -> None:
@@ -316,6 +328,7 @@ class Poller:
         self.repeats.clear()
         if refuse:
             self.fleet_refuse(version, "rolled back: %s" % (error or "crash-looped after deploy"))
+        hooks.run_after_rollback(self.config, self.notifier, to_version, self.current_dir, version, log)
 
     def on_lost(self, msg: dict) -> None:
         """The release the master ran is gone from disk: forget it, so the next poll deploys afresh."""
@@ -356,10 +369,29 @@ class Poller:
         self.last_poll = utc_iso()
         self.beat_state = None
         try:
+            if self.refusals_unreadable():
+                return
             self.adopt_fleet_refusals()
             self._poll()
         finally:
             self.heartbeat()
+
+    def refusals_unreadable(self) -> bool:
+        """Whether refused.json cannot be read now: then nothing new deploys (a version it refuses might), said
+        once per problem in the log and at every poll in the status, until the file is fixed or deleted."""
+        try:
+            self.refused.versions()
+        except StateFileError as exc:
+            problem = "%s; deploying nothing new until it is fixed or deleted" % exc
+            if problem != self.refused_problem:
+                log.error("%s", problem)
+                self.refused_problem = problem
+            self.report_status(problem)
+            return True
+        if self.refused_problem:
+            log.info("%s reads again: deploying again", self.refused.path)
+            self.refused_problem = None
+        return False
 
     def _poll(self) -> None:
         try:
@@ -435,7 +467,7 @@ class Poller:
             self.set_current(release.version, deploy.release_dir)
             self.lost_version = None
             self.metrics.serving(release.version)
-        elif release.version in self.refused.versions():
+        elif self.refused.holds(release.version):
             self.fleet_refuse(release.version, error)  # refused here: nobody else deploys it
         else:
             # Retried (a full disk, a failing hook, a download cut short): not at every poll, but backing
@@ -488,6 +520,8 @@ class Poller:
             self.refused.add(version, reason, fleet="adopted")
             try:  # in `dewy history` of every host, not only the one where it failed (no notification: that
                 audit.record(self.config.workdir, {"result": "refused", "version": version, "mode": self.config.mode,
+                                                   "previous_version": self.current_version
+                                                   if self.current_version != version else None,
                                                    "host": audit.hostname(self.config.host_id),
                                                    "error": dewy_log.scrub(reason)})  # one went out already)
             except OSError as exc:
@@ -505,7 +539,11 @@ class Poller:
         try:
             first = self.fleet.refuse(version, dewy_log.scrub(reason))
         except CacheUnavailable as exc:
-            if self.refused.load().get(version, {}).get("fleet") != "pending":
+            try:
+                pending = self.refused.load().get(version, {}).get("fleet") == "pending"
+            except StateFileError:
+                pending = False
+            if not pending:
                 log.error("cannot refuse %s fleet-wide yet (%s): trying again at every poll", version, exc)
                 self.refused.add(version, reason, fleet="pending")
             return

@@ -8,6 +8,7 @@ Query keys: `pre-release=true` (also consider pre-releases), `artifact=NAME` (th
 import logging
 import os
 import tempfile
+import time
 import urllib.parse
 from typing import Iterable
 
@@ -15,6 +16,10 @@ from dewy import checksums, urls
 from dewy.registry.base import Registry, RegistryError, Release, inside
 
 log = logging.getLogger("dewy.registry")
+
+# An artifact written this recently that does not unpack (or match its checksum) may be a copy still under way:
+# retried, not refused (publish by renaming a finished directory into place to avoid the wait).
+YOUNG_SECONDS = 60.0
 
 # Kept for callers that parsed checksum files through this module.
 parse_sha256sums = checksums.parse_sha256sums
@@ -75,6 +80,22 @@ class FileRegistry(Registry):
             sha256=sha256,
             checksum_source=source,
         )
+
+    def unfinished(self, release: Release) -> str | None:
+        """Why release's artifact may still be being copied into the registry (publishing without the atomic
+        rename: `cp` straight into `v1.1.0/`, paused between writes), else None: it was written within the
+        last YOUNG_SECONDS. The poller then retries a corrupt or mismatching artifact instead of refusing a good
+        release for good (one still growing while read is caught by the artifact: FileArtifact.changing)."""
+        if not release.artifact_url.startswith("file://"):
+            return None
+        path = urllib.parse.unquote(release.artifact_url[len("file://"):])
+        try:
+            age = time.time() - os.stat(path).st_mtime
+        except OSError:
+            return None
+        if age < YOUNG_SECONDS:
+            return "%s was written %ds ago, it may still be being copied" % (path, max(0, round(age)))
+        return None
 
     def owns(self, url: str) -> bool:
         """Whether url is a file:// URL of a file under this registry's directory."""

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from dewy.fleet import host_order
-from helpers import sample_app_source, wait_audit, wait_until
+from helpers import audit_entries, sample_app_source, wait_audit, wait_until
 
 HOSTS = ["host-%d" % i for i in range(1, 6)]
 SOAK = 2.0
@@ -113,6 +113,12 @@ def test_a_rollout_goes_in_waves_stops_a_bad_release_fleet_wide_and_rolls_back(r
     assert app_starts(fleet[canary], "1.1.0") >= 1
     assert all(app_starts(m, "1.1.0") == 0 for h, m in fleet.items() if h != canary)
     assert all((m.status() or {}).get("version") == "1.0.0" for m in fleet.values())
+    # Issue 16 item 21: the hosts that adopted the refusal say what they ran ("1.0.0 → 1.1.0 refused" in
+    # `dewy history`), not previous_version null ("nothing → 1.1.0").
+    for host, master in fleet.items():
+        if host != canary:
+            adopted = [e for e in audit_entries(master.workdir) if e.get("version") == "1.1.0"]
+            assert [(e["result"], e.get("previous_version")) for e in adopted] == [("refused", "1.0.0")], adopted
     refused = {e["version"]: e for e in fleet_json(fleet[canary])["refused"]}
     assert refused["1.1.0"]["host"] == canary, refused
     stopped = sum(m.log_text().count("rollout of 1.1.0 stopped fleet-wide") for m in fleet.values())

@@ -112,7 +112,7 @@ def test_deploy_now_sees_a_release_through_says_up_to_date_and_refused(make_mast
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.splitlines()[0] == "asking the registry now (running 1.0.0)"
     assert "new version 1.1.0: downloading" in out.stdout and out.stdout.splitlines()[-1].startswith("1.1.0 serves")
-    assert re.search(r"^\[#{30}\] 100\.0% of 0\.0 MiB", out.stdout, re.M), out.stdout  # the download's bar
+    assert re.search(r"^\[#{30}\] 100\.0% of \d+\.\d KiB", out.stdout, re.M), out.stdout  # the bar (not 0.0 MiB)
     assert master.get() == (200, "1.1.0\n")
     out = dewy("deploy-now", "--workdir", w)
     assert out.returncode == 0 and out.stdout.splitlines()[-1] == "up to date: 1.1.0 serves", out
@@ -325,3 +325,20 @@ def test_operator_rollbacks_are_information_not_errors(make_master, registry):
             ("1.1.0", "1.0.0"), ("1.0.0", "1.1.0"), ("1.1.0", "1.0.0"), ("1.0.0", "1.1.0")], rolled
         lines = [l for l in master.log_text().splitlines() if "the master rolled" in l]
         assert len(lines) == 4 and all(" INFO " in l and " ERROR " not in l for l in lines), lines
+
+
+@pytest.mark.timeout(180)
+def test_deploy_now_says_serves_only_once_the_old_generation_takes_no_new_connection(make_master, registry):
+    """The new generation is ready while the old one still accepts (here for 1 s after its stop signal, like an
+    app with a shutdown delay): `X serves` must wait until it no longer does, so that every request after
+    deploy-now's answer is the new version's."""
+    registry.publish("1.0.0", behaviour="linger:1")
+    master = make_master(interval="1h", ready="http:/healthz:10s").start(wait_version="1.0.0")
+    w = str(master.workdir)
+    for minor in (1, 2, 3):
+        version = "1.%d.0" % minor
+        registry.publish(version, behaviour="linger:1")
+        out = dewy("deploy-now", "--workdir", w)
+        assert out.returncode == 0 and out.stdout.splitlines()[-1].startswith(version + " serves"), out
+        answers = [master.get(timeout=5) for _ in range(5)]
+        assert answers == [(200, version + "\n")] * 5, (version, answers)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Load, Master, Registry, clean_environment
+from helpers import Load, Master, Registry, clean_environment, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "contrib" / "systemd" / "dewy.service"
@@ -275,7 +275,18 @@ def test_master_never_follows_what_the_user_plants(base, wrapper, request):
             os.lchown(state / name, NOBODY.pw_uid, NOBODY.pw_gid)
         (state / "releases.json").unlink()
         os.mkfifo(state / "releases.json")  # (not status.json: the test's own reader would block on it)
-        master.start(wait_version="1.0.0", timeout=60)
+        master.start(timeout=60)
+        # The app of `current` serves; the manifest (a FIFO) cannot be read, which is an error, never "empty"
+        # (issue 16 item 7): nothing is recorded over it, so nothing new deploys until someone removes it.
+        def answers():
+            try:
+                return master.get()[1] == "1.0.0\n"
+            except OSError:
+                return False
+        wait_until(answers, 60, "1.0.0 answering", master.details)
+        master.wait_for(lambda s: "releases.json: not a regular file" in (s.get("last_error") or ""), 30,
+                        "the unreadable manifest to show as the last error")
+        assert stat.S_ISFIFO(os.lstat(state / "releases.json").st_mode)
         assert victim.read_text() == "root's file\n"
         st = victim.stat()
         assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o640, 0), "the master changed a file through a symlink"
@@ -283,7 +294,7 @@ def test_master_never_follows_what_the_user_plants(base, wrapper, request):
         assert stat.S_ISREG(lock.st_mode) and lock.st_uid == 0, "the planted lock symlink was not replaced"
         assert stat.S_ISSOCK(os.lstat(state / "control.sock").st_mode)
         assert stat.S_ISREG(os.lstat(state / "status.json").st_mode)
-        assert "ignoring unreadable status file %s" % (state / "status.json") in master.log_text()  # not followed
+        assert "cannot read the status file %s" % (state / "status.json") in master.log_text()  # not followed
         assert "not a regular file" in master.log_text()  # the FIFOs were noticed, not read
         assert master.stop() == 0
     finally:
@@ -373,10 +384,10 @@ def test_systemd_unit_verifies(tmp_path):
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
     text = UNIT.read_text()
-    assert "\nExecStart=/usr/local/bin/dewy-master " in text
+    assert "\nExecStart=dewy-master " in text  # a bare name: systemd's search path (/usr/local/bin, /usr/bin)
     master = shutil.which("dewy-master") or pytest.skip("dewy-master is not on PATH")
     unit = tmp_path / "dewy.service"
-    unit.write_text(text.replace("ExecStart=/usr/local/bin/dewy-master ", "ExecStart=%s " % os.path.realpath(master)))
+    unit.write_text(text.replace("=dewy-master ", "=%s " % os.path.realpath(master)))
     out = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     # The warnings systemd-analyze prints for a unit it accepts (unknown keys, bad values) count as failures too.

@@ -59,10 +59,37 @@ INI_ERRORS = [
      '[dewy] verify-checksum = "yes": expected one of: auto, required, off'),
     ("bad-metrics", BASE + "metrics = 9464\n",
      '[dewy] metrics = "9464": expected HOST:PORT such as 127.0.0.1:9464, [::1]:9464 or :9464'),
-    ("zero-poll-backoff-max", BASE + "poll-backoff-max = 0\n",
-     '[dewy] poll-backoff-max = "0": expected a duration greater than 0, such as 500ms, 10s or 1m'),
+    ("negative-poll-backoff-max", BASE + "poll-backoff-max = -1s\n",
+     '[dewy] poll-backoff-max = "-1s": expected a duration'),
+    ("bad-rollback", BASE + "rollback = no\n", '[dewy] rollback = "no": expected one of: on, off'),
+    ("bad-otlp-endpoint", BASE + "otlp-endpoint = collector\n",
+     '[dewy] otlp-endpoint = "collector": expected HOST:PORT'),
     ("zero-hook-timeout", BASE + "hook-timeout = 0s\n",
-     '[dewy] hook-timeout = "0s": expected a duration greater than 0, such as 500ms, 10s or 1m'),
+     '[dewy] hook-timeout = "0s": expected a duration of at least 100ms (a shorter one kills every hook, failing '
+     'every deploy), such as 500ms, 10s or 1m'),
+    # Issue 16 item 11: every duration that drives work has a floor (health-interval = 1ms restarted a healthy
+    # app 156 times in 8 s); graceful-timeout and rollout-soak only bound a wait and may be 0.
+    ("tiny-health-interval", BASE + "health-interval = 1ms\n",
+     '[dewy] health-interval = "1ms": expected a duration of at least 100ms (each check may take as long: a '
+     'shorter one fails healthy apps), such as 500ms, 10s or 1m'),
+    ("tiny-hook-timeout", BASE + "hook-timeout = 99ms\n",
+     '[dewy] hook-timeout = "99ms": expected a duration of at least 100ms (a shorter one kills every hook, failing '
+     'every deploy), such as 500ms, 10s or 1m'),
+    ("tiny-poll-backoff-max", BASE + "poll-backoff-max = 10ms\n",
+     '[dewy] poll-backoff-max = "10ms": expected 0 (never) or a duration of at least 100ms (polling more often only '
+     'burns CPU), such as 500ms, 10s or 1m'),  # 0: no backoff, as Dewy's --max-backoff-interval 0
+    ("tiny-health-timeout", BASE + "health-timeout = 10ms\n",
+     '[dewy] health-timeout = "10ms": expected a duration of at least 100ms (a shorter one refuses every good '
+     'image), such as 500ms, 10s or 1m'),
+    ("tiny-proxy-idle-timeout", BASE + "proxy-idle-timeout = 1ms\n",
+     '[dewy] proxy-idle-timeout = "1ms": expected 0 (never) or a duration of at least 100ms (a shorter one cuts '
+     'every connection that waits), such as 500ms, 10s or 1m'),
+    ("tiny-ready-notify", BASE + "ready = notify:1ms\n",
+     '[dewy] ready = "notify:1ms": the notify readiness timeout must be at least 100ms (a shorter one refuses '
+     'every good release)'),
+    ("tiny-ready-http", BASE + "ready = http:/healthz:50ms\n",
+     '[dewy] ready = "http:/healthz:50ms": the http readiness timeout must be at least 100ms (a shorter one '
+     'refuses every good release)'),
     ("unknown-key", BASE + "intervall = 10s\n", '[dewy] unknown key "intervall" (did you mean "interval" or "health-interval"?)'),
     ("unknown-key-far", BASE + "zzzz = 1\n", '[dewy] unknown key "zzzz" (valid keys: mode, registry, port,'),
     ("bad-scheme", "[dewy]\nregistry = ftp://x\napp = a\n",
@@ -97,7 +124,8 @@ INI_ERRORS = [
      '(e.g. delay:1s, notify:30s, http:/healthz:30s)'),
     ("ready-duration", BASE + "ready = delay:forever\n",
      '[dewy] ready = "delay:forever": expected a duration such as 500ms, 10s, 1m or plain seconds'),
-    ("notify-zero", BASE + "ready = notify:0\n", '[dewy] ready = "notify:0": the notify timeout must be greater than 0'),
+    ("notify-zero", BASE + "ready = notify:0\n", '[dewy] ready = "notify:0": the notify readiness timeout must be at least 100ms (a shorter one '
+     'refuses every good release)'),
     ("stop-signal", BASE + "stop-signal = STOP\n",
      '[dewy] stop-signal = "STOP": expected a signal name or number: TERM, QUIT, INT, HUP, USR1, USR2, WINCH, KILL'),
     ("stop-signal-number", BASE + "stop-signal = 999\n", '[dewy] stop-signal = "999": expected a signal name or number'),
@@ -301,6 +329,13 @@ GOOD = [
     ("verify-checksum", "Required", "required"),
     ("verify-checksum", "off", "off"),
     ("poll-backoff-max", "30s", 30.0),
+    ("poll-backoff-max", "0", 0.0),  # off, as Dewy's --max-backoff-interval 0
+    ("after-rollback-hook", "echo rolled back", "echo rolled back"),
+    ("rollback", "OFF", "off"),
+    ("rollback", "on", "on"),
+    ("otlp-endpoint", "localhost:4317", "localhost:4317"),
+    ("otlp-endpoint", "", ""),
+    ("otlp-insecure", "true", "true"),
     ("health", "", ""),  # http:/PATH needs a TCP port: tests/unit/test_lifecycle_http.py
     ("health-interval", "30s", 30.0),
     ("health-failures", "5", 5),
@@ -323,6 +358,16 @@ GOOD = [
     ("app-env-keep", " AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY ", ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
     ("notifier", "slack://deploys?quiet=true, https://hooks.example.com/x?secret=s",
      "slack://deploys?quiet=true, https://hooks.example.com/x?secret=s"),
+    # container mode's (valid in any mode; tests/unit/test_container_config.py checks the mode itself)
+    ("name", " web.1 ", "web.1"),
+    ("replicas", "3", 3),
+    ("health-path", "/health?deep=1", "/health?deep=1"),
+    ("health-timeout", "5s", 5.0),
+    ("drain-time", "0", 0.0),
+    ("runtime", "podman", "podman"),
+    ("cmd", "/bin/httpd -f -p '8080'", ("/bin/httpd", "-f", "-p", "8080")),
+    ("proxy-idle-timeout", "1m", 60.0),
+    ("container-args", "-e APP_ENV=prod -v /data:/data", ("-e", "APP_ENV=prod", "-v", "/data:/data")),
 ]
 
 

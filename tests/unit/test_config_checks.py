@@ -186,6 +186,24 @@ def test_a_hash_in_a_file_url_without_whitespace_is_part_of_the_path(tmp_path):
         assert from_url(config.registry).latest().version == "1.0.0"
 
 
+@pytest.mark.parametrize("key, written, cut, fixed", [
+    ("registry", "file:///tmp/x #1/reg?artifact=app.tar.gz", "file:///tmp/x", "file:///tmp/x %231/reg?artifact=app.tar.gz"),
+    ("registry", "file:///srv/reg #2", "file:///srv/reg", "file:///srv/reg %232"),
+    ("cache", "file:///var/cache/dewy #old", "file:///var/cache/dewy", "file:///var/cache/dewy %23old"),
+])
+def test_a_hash_after_a_space_that_goes_on_in_a_file_url_is_refused_as_ambiguous(tmp_path, key, written, cut, fixed):
+    """Issue 16 item 18: `file:///tmp/x #1/reg` was silently cut to /tmp/x (--check said OK), though a # in a
+    file:// URL is part of the path: which one was meant is refused, naming the file, the key and both readings."""
+    extra = "" if key == "registry" else "%s = %s\n" % (key, written)
+    path = ini(tmp_path, extra, registry=written if key == "registry" else None)
+    import json
+    assert error(path) == ('[dewy] %s = %s: a # after a space starts a comment, which would cut the URL to %s; a # '
+                           'of the path is written %%23 (%s), a comment\'s # is followed by a space'
+                           % (key, json.dumps(written), cut, fixed))
+    result = check(path)
+    assert result.returncode == 2 and "a # after a space starts a comment" in result.stderr, result
+
+
 def test_a_file_path_with_spaces_and_a_fragment_without_spaces_still_work(tmp_path):
     config = load_ini(ini(tmp_path, "notifier = https://hooks.example.com/x#frag\n",
                           registry="file:///srv/my releases/app?artifact=app.tar.gz"))

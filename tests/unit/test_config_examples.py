@@ -46,7 +46,7 @@ def variants(block: str) -> list[str]:
             text = "[dewy]\n" + text
         if "registry" not in present:
             text += "registry = file:///srv/registry\n"
-        if "app" not in present and "mode = assets" not in text:
+        if "app" not in present and "mode = assets" not in text and "mode = container" not in text:
             text += "app = ./app\n"
         files.append(text)
     return files

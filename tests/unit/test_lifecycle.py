@@ -13,6 +13,7 @@ import socket
 
 import pytest
 
+from dewy.protocol import Deploy
 from dewy import releases
 from dewy.config import from_options
 from dewy.master import upgrade
@@ -49,6 +50,7 @@ class FakeHost(Host):
         self.changes = 0
         self.upgrades = 0
         self.fail = None  # an exception spawn() raises
+        self.listeners_held = set()  # pids whose group still holds a listening socket
 
     def spawn(self, gen) -> int:
         if self.fail:
@@ -64,6 +66,9 @@ class FakeHost(Host):
 
     def group_alive(self, pid) -> bool:
         return pid in self.running
+
+    def listening(self, pid) -> bool:
+        return pid in self.listeners_held
 
     def tell_poller(self, type_, **fields):
         self.messages.append((type_, fields))
@@ -137,7 +142,7 @@ def fire_until(lc, clock, done, limit: int = 20) -> None:
 def serving_version(lc, host, clock, tmp_path, version: str = "1.0.0"):
     """Deploy version onto an idle lifecycle and make it ready; returns its release dir."""
     path = release(tmp_path, version)
-    lc.deploy({"version": version, "release_dir": path})
+    lc.deploy(Deploy(version=version, release_dir=path))
     fire_next(lc, clock)
     assert lc.serving is not None and lc.serving.version == version
     return path
@@ -149,7 +154,7 @@ def test_deploy_becomes_ready_and_retires_the_old_generation(world, tmp_path):
     v1 = serving_version(lc, host, clock, tmp_path)
     old = lc.serving
     v2 = release(tmp_path, "1.1.0")
-    lc.deploy({"version": "1.1.0", "release_dir": v2})
+    lc.deploy(Deploy(version="1.1.0", release_dir=v2))
     new = lc.starting
     assert new.state == STARTING and current(lc) == v2
     assert lc.status_fields()["deploying"] == {"version": "1.1.0", "release_dir": v2, "previous_dir": v1}
@@ -185,10 +190,10 @@ def test_old_generation_is_killed_after_graceful_timeout_and_swept(world, tmp_pa
 def test_notify_generation_that_never_sends_ready_is_refused(world, tmp_path):
     lc, host, clock = world(ready="notify:5s")
     v1 = release(tmp_path, "1.0.0")
-    lc.deploy({"version": "1.0.0", "release_dir": v1})
+    lc.deploy(Deploy(version="1.0.0", release_dir=v1))
     lc.notify_ready(lc.starting.pid, lambda pid, pgid: False)
     v2 = release(tmp_path, "1.1.0")
-    lc.deploy({"version": "1.1.0", "release_dir": v2})
+    lc.deploy(Deploy(version="1.1.0", release_dir=v2))
     bad = lc.starting
     lc.notify_ready(12345, lambda pid, pgid: False)  # someone else's READY=1
     assert lc.starting is bad
@@ -204,7 +209,7 @@ def test_notify_generation_that_never_sends_ready_is_refused(world, tmp_path):
 def test_ready_from_a_process_in_the_generations_group(world, tmp_path):
     lc, host, clock = world(ready="notify:5s")
     path = release(tmp_path, "1.0.0")
-    lc.deploy({"version": "1.0.0", "release_dir": path})
+    lc.deploy(Deploy(version="1.0.0", release_dir=path))
     gen = lc.starting
     lc.notify_ready(777, lambda pid, pgid: pid == 777 and pgid == gen.pid)
     assert lc.serving is gen
@@ -213,7 +218,7 @@ def test_ready_from_a_process_in_the_generations_group(world, tmp_path):
 def test_generation_dying_before_ready_fails_the_deploy(world, tmp_path):
     lc, host, clock = world()
     v1 = serving_version(lc, host, clock, tmp_path)
-    lc.deploy({"version": "1.1.0", "release_dir": release(tmp_path, "1.1.0")})
+    lc.deploy(Deploy(version="1.1.0", release_dir=release(tmp_path, "1.1.0")))
     die(lc, host, lc.starting, 3)
     answer = host.sent("deployed")[-1]
     assert answer["ok"] is False and "exited with code 3 before it was ready" in answer["error"]
@@ -224,20 +229,20 @@ def test_uncommandable_app_is_a_config_error_not_a_refusal(world, tmp_path):
     lc, host, clock = world()
     v1 = serving_version(lc, host, clock, tmp_path)
     host.fail = CommandError("cannot execute nosuchcmd: no such file (looked in PATH)")
-    lc.deploy({"version": "1.1.0", "release_dir": release(tmp_path, "1.1.0")})
+    lc.deploy(Deploy(version="1.1.0", release_dir=release(tmp_path, "1.1.0")))
     answer = host.sent("deployed")[-1]
     assert answer["ok"] is False and answer["retry"] is True and "nosuchcmd" in answer["error"]
     assert "nosuchcmd" in lc.problem and "`app` setting" in lc.problem
     assert current(lc) == v1 and lc.serving.version == "1.0.0"
     host.fail = None
-    lc.deploy({"version": "1.1.0", "release_dir": release(tmp_path, "1.1.0b")})
+    lc.deploy(Deploy(version="1.1.0", release_dir=release(tmp_path, "1.1.0b")))
     fire_next(lc, clock)
     assert lc.serving.version == "1.1.0" and lc.problem is None
 
 
 def test_missing_release_dir_is_retried_not_refused(world, tmp_path):
     lc, host, clock = world()
-    lc.deploy({"version": "1.0.0", "release_dir": str(tmp_path / "releases" / "gone")})
+    lc.deploy(Deploy(version="1.0.0", release_dir=str(tmp_path / "releases" / "gone")))
     answer = host.sent("deployed")[-1]
     assert answer["ok"] is False and answer["retry"] is True and host.spawned == []
 
@@ -306,7 +311,7 @@ def test_generation_dying_at_start_is_respawned_with_backoff(world, tmp_path):
 def test_restart_and_upgrade_during_a_deploy_wait_until_it_settles(world, tmp_path):
     lc, host, clock = world()
     serving_version(lc, host, clock, tmp_path)
-    lc.deploy({"version": "1.1.0", "release_dir": release(tmp_path, "1.1.0")})
+    lc.deploy(Deploy(version="1.1.0", release_dir=release(tmp_path, "1.1.0")))
     deploying = lc.starting
     lc.restart()
     assert lc.request_upgrade() is False
@@ -319,9 +324,9 @@ def test_restart_and_upgrade_during_a_deploy_wait_until_it_settles(world, tmp_pa
 def test_deploy_during_a_deploy_is_queued(world, tmp_path):
     lc, host, clock = world()
     serving_version(lc, host, clock, tmp_path)
-    lc.deploy({"version": "1.1.0", "release_dir": release(tmp_path, "1.1.0")})
+    lc.deploy(Deploy(version="1.1.0", release_dir=release(tmp_path, "1.1.0")))
     v3 = release(tmp_path, "1.2.0")
-    lc.deploy({"version": "1.2.0", "release_dir": v3})
+    lc.deploy(Deploy(version="1.2.0", release_dir=v3))
     assert lc.starting.version == "1.1.0"
     fire_next(lc, clock)
     assert lc.starting.version == "1.2.0" and current(lc) == v3
@@ -332,7 +337,7 @@ def test_deploy_during_a_deploy_is_queued(world, tmp_path):
 def test_stop_during_a_deploy_leaves_current_on_what_served(world, tmp_path):
     lc, host, clock = world()
     v1 = serving_version(lc, host, clock, tmp_path)
-    lc.deploy({"version": "1.1.0", "release_dir": release(tmp_path, "1.1.0")})
+    lc.deploy(Deploy(version="1.1.0", release_dir=release(tmp_path, "1.1.0")))
     starting, serving = lc.starting, lc.serving
     lc.stop(graceful=True)
     assert current(lc) == v1, "a stop must leave current on the release that last served"
@@ -346,7 +351,7 @@ def test_stop_during_a_deploy_leaves_current_on_what_served(world, tmp_path):
         die(lc, host, gen)
     lc.sweep()
     assert lc.all_gone()
-    lc.deploy({"version": "1.2.0", "release_dir": release(tmp_path, "1.2.0")})
+    lc.deploy(Deploy(version="1.2.0", release_dir=release(tmp_path, "1.2.0")))
     assert lc.starting is None, "nothing starts while stopping"
 
 
@@ -397,9 +402,9 @@ def test_lifecycle_state_survives_an_upgrade(world, tmp_path):
     lc, host, clock = world()
     serving_version(lc, host, clock, tmp_path)
     serving_version(lc, host, clock, tmp_path, "1.1.0")
-    lc.deploy({"version": "1.2.0", "release_dir": release(tmp_path, "1.2.0")})
+    lc.deploy(Deploy(version="1.2.0", release_dir=release(tmp_path, "1.2.0")))
     state = upgrade.UpgradeState(listeners=[["127.0.0.1:1", 5]], notify=["/x", 6], orphans={}, info={},
-                                 started_at="t", sent_ready=True, systemd=[None, 0], **lc.to_state())
+                                 started_at="t", systemd=[None, 0], **lc.to_state())
     state = upgrade.UpgradeState.from_json(state.to_json())
     lc2, host2, clock2 = world()
     clock2.t = clock.t + 500  # another clock: only relative times travel
@@ -564,3 +569,26 @@ def test_poller_answers_ping_forgets_a_lost_release_and_retries_a_config_error()
     finally:
         master.close()
         poller.channel.close()
+
+
+def test_a_deploy_is_reported_only_once_the_old_generation_holds_no_listener(world, tmp_path):
+    lc, host, clock = world()
+    serving_version(lc, host, clock, tmp_path)
+    old = lc.serving
+    host.listeners_held.add(old.pid)  # it got its stop signal but still accepts
+    lc.deploy(Deploy(version="1.1.0", release_dir=release(tmp_path, "1.1.0")))
+    new = lc.starting
+    fire_next(lc, clock)  # ready
+    assert lc.serving is new and old.state == RETIRING and (old.pid, signal.SIGTERM) in host.signals
+    assert [d["version"] for d in host.sent("deployed")] == ["1.0.0"], "1.1.0 does not serve alone yet"
+    assert lc.state_name() == "deploying" and lc.last_deploy["version"] == "1.0.0"
+    lc.restart()
+    lc.deploy(Deploy(version="1.2.0", release_dir=release(tmp_path, "1.2.0")))
+    assert lc.starting is None and lc.restart_pending and lc.pending_deploy, "both wait for the handover"
+    fire_next(lc, clock)
+    fire_next(lc, clock)
+    assert [d["version"] for d in host.sent("deployed")] == ["1.0.0"]
+    host.listeners_held.discard(old.pid)  # closed its listeners
+    fire_next(lc, clock)
+    assert [d["version"] for d in host.sent("deployed")] == ["1.0.0", "1.1.0"]
+    assert lc.last_deploy["version"] == "1.1.0" and lc.starting.version == "1.2.0", "the queued deploy goes on"

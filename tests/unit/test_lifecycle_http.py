@@ -7,6 +7,7 @@ import os
 import socket
 import time
 
+from dewy.protocol import Deploy
 from dewy.master import httpprobe
 from dewy.master.generation import RETIRING, SERVING
 from dewy.master.lifecycle import OTHER_RETRY, PROBE_RETRY
@@ -35,7 +36,7 @@ def make(world, **settings):
 def test_http_ready_waits_for_a_2xx_then_switches(world, tmp_path):
     lc, host, clock = make(world, ready="http:/healthz:5s", port="8000")
     v1 = release(tmp_path, "1.0.0")
-    lc.deploy({"version": "1.0.0", "release_dir": v1})
+    lc.deploy(Deploy(version="1.0.0", release_dir=v1))
     gen = lc.starting
     fire_next(lc, clock)
     assert host.probes[-1][:2] == (gen, "/healthz") and gen.probing
@@ -55,12 +56,12 @@ def test_http_ready_waits_for_a_2xx_then_switches(world, tmp_path):
 def test_http_ready_that_never_answers_2xx_is_refused(world, tmp_path):
     lc, host, clock = make(world, ready="http:/healthz:2s", port="8000")
     v1 = release(tmp_path, "1.0.0")
-    lc.deploy({"version": "1.0.0", "release_dir": v1})
+    lc.deploy(Deploy(version="1.0.0", release_dir=v1))
     fire_next(lc, clock)
     lc.probe_done(lc.starting, httpprobe.OK, "GET /healthz answered 200 OK")
     old = lc.serving
     v2 = release(tmp_path, "1.1.0")
-    lc.deploy({"version": "1.1.0", "release_dir": v2})
+    lc.deploy(Deploy(version="1.1.0", release_dir=v2))
     bad = lc.starting
     while lc.starting is bad:
         fire_next(lc, clock)
@@ -196,7 +197,7 @@ def test_http_ready_and_health_settings():
     assert from_options(base).health == "" and from_options(base).health_failures == 3
     for key, value, message in [
             ("ready", "http:healthz", 'expected http:/PATH, e.g. http:/healthz'),
-            ("ready", "http:/x:0s", "the http readiness timeout must be greater than 0"),
+            ("ready", "http:/x:0s", "the http readiness timeout must be at least 100ms"),
             ("health", "/healthz", "expected http:/PATH"),
             ("health-failures", "0", "")]:
         try:
@@ -274,3 +275,89 @@ def test_trigger_settings_and_signature_checks():
     assert [bucket.take() for _ in range(3)] == [True, True, False] and bucket.retry_after() == 5
     t[0] += 5.0
     assert bucket.take() and not bucket.take()
+
+
+def test_probe_attributes_an_app_that_answers_after_its_first_read():
+    """Issue 16 item 8: an app that answers right after its first recv, before the blank line ending the request,
+    was refused at random ("did not answer 2xx within 5s (last: no answer)"): the probe held the blank line back
+    until it had found the accepting process, and the early answer was thrown away as "closed before the
+    accepting process was found". Now nothing is sent before the accepting process is known: 20 of 20 are OK."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    rounds = 20
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setpgid(0, 0)
+            for _ in range(rounds):
+                conn, _ = listener.accept()
+                conn.recv(1024)  # one read, whatever it holds: then the answer
+                conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n")
+                conn.close()
+        finally:
+            os._exit(0)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    try:
+        results = [run_probe(httpprobe.Probe(socket.AF_INET, listener.getsockname(), "/healthz", pid, 5.0,
+                                             time.monotonic())) for _ in range(rounds)]
+        assert results == [(httpprobe.OK, "GET /healthz answered 200 OK")] * rounds, results
+    finally:
+        os.waitpid(pid, 0)
+        listener.close()
+
+
+def test_an_early_answer_whose_socket_is_gone_is_not_counted_and_says_it_could_not_be_attributed():
+    """A listener that accepts only once data arrives (TCP_DEFER_ACCEPT) gets the request head after HEAD_AFTER;
+    an app that answers that and closes before the probe looks cannot be attributed: `other`, saying so."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5)
+    listener.listen(8)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setpgid(0, 0)
+            conn, _ = listener.accept()
+            conn.recv(1024)
+            conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n")
+            conn.close()
+        finally:
+            os._exit(0)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    try:
+        start = time.monotonic()
+        probe = httpprobe.Probe(socket.AF_INET, listener.getsockname(), "/healthz", pid, 5.0, start)
+        while probe.state == "connecting":
+            probe.on_event(time.monotonic())
+        probe.tick(start + httpprobe.HEAD_AFTER)  # nobody accepted: the head goes out, the app answers, closes
+        os.waitpid(pid, 0)
+        pid = None
+        assert probe.state == "accepting" and not probe.finished
+        probe.on_event(time.monotonic())  # readable: the answer
+        assert probe.outcome == httpprobe.OTHER and httpprobe.UNATTRIBUTED in probe.detail, probe.detail
+        probe.close()
+    finally:
+        if pid:
+            os.waitpid(pid, 0)
+        listener.close()
+
+
+def test_a_refusal_for_answers_that_could_not_be_attributed_says_so(world, tmp_path):
+    lc, host, clock = make(world, ready="http:/healthz:2s", port="8000")
+    lc.deploy(Deploy(version="1.0.0", release_dir=release(tmp_path, "1.0.0")))
+    gen = lc.starting
+    while lc.starting is gen:
+        fire_next(lc, clock)
+        if gen.probing:
+            lc.probe_done(gen, httpprobe.OTHER, "GET /healthz was answered before dewy could tell which process "
+                                                "accepted it (the answer could not be attributed: ...)")
+    error = host.sent("deployed")[-1]["error"]
+    assert "did not answer 2xx within 2s (last: GET /healthz was answered before dewy could tell" in error, error
+    assert "could not be attributed" in error

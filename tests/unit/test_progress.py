@@ -44,3 +44,15 @@ def test_without_a_size_it_says_how_much_so_far():
     progress.update(3 * MIB)
     snap = progress.snapshot()
     assert (snap["total"], snap["percent"], snap["eta_s"], snap["mib_per_s"]) == (None, None, None, 1.5)
+
+
+def test_a_small_download_is_told_in_kib_or_bytes_not_as_0_0_mib():
+    """Issue 16 item 21: the progress of a 6.7 KiB artifact read `100.0% of 0.0 MiB`."""
+    from dewy.poller.progress import describe, size_text
+
+    assert describe({"done": 6881, "total": 6881, "percent": 100.0, "mib_per_s": 2.5, "eta_s": 0}) == \
+        "100.0% of 6.7 KiB, 2.50 MiB/s, ETA 0s"
+    assert describe({"done": 500, "total": None, "percent": None, "mib_per_s": 0.0, "eta_s": None}) == \
+        "500 bytes so far, 0 bytes/s"
+    assert [size_text(n) for n in (0, 1023, 1024, 3 * MIB, 5 << 30)] == \
+        ["0 bytes", "1023 bytes", "1.0 KiB", "3.0 MiB", "5.00 GiB"]

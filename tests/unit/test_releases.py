@@ -27,7 +27,8 @@ from dewy.releases import Manifest, ReleaseError, UnsafeArchive
 
 RELEASE_NAME = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 
-TAR_MODES = {"tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz", "tar": "w:"}
+TAR_MODES = {"tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz", "tar": "w:",
+             "tbz2": "w:bz2", "txz": "w:xz"}  # the short forms Dewy unpacks too
 
 
 def zip_info(path, name):
@@ -84,6 +85,7 @@ def assert_refused_cleanly(env, artifact, name, exc=UnsafeArchive, match=None, *
     [
         ("app.tar.gz", "tar.gz"), ("APP.TAR.GZ", "tar.gz"), ("app.tgz", "tgz"), ("app.tar.bz2", "tar.bz2"),
         ("app.tar.xz", "tar.xz"), ("app.tar", "tar"), ("app.zip", "zip"), ("app", "file"),
+        ("app_linux_amd64.txz", "txz"), ("APP.TBZ2", "tbz2"),
         ("app.gz", "file"), ("app_linux_amd64", "file"), ("app.exe", "file"),
     ],
 )
@@ -92,7 +94,8 @@ def test_archive_kind(name, kind):
 
 
 def test_archive_suffixes_cover_every_kind():
-    assert set(releases.ARCHIVE_SUFFIXES.values()) == {"tar.gz", "tgz", "tar.bz2", "tar.xz", "tar", "zip"}
+    assert set(releases.ARCHIVE_SUFFIXES.values()) == {"tar.gz", "tgz", "tar.bz2", "tar.xz", "tar", "zip",
+                                                         "tbz2", "txz"}
 
 
 # --- install: formats ----------------------------------------------------------------------------
@@ -389,7 +392,7 @@ def test_truncated_tarball_refused(env, kind):
     os.unlink(whole)
     cut = env.tmp / f"cut.{kind}"
     cut.write_bytes(data[: len(data) * 2 // 3])
-    assert_refused_cleanly(env, str(cut), f"cut.{kind}", exc=ReleaseError, match=f"corrupt archive cut.{kind}")
+    assert_refused_cleanly(env, str(cut), f"cut.{kind}", exc=releases.Truncated, match=f"corrupt archive cut.{kind}")
 
 
 def test_tar_cut_at_member_boundary_refused(env):
@@ -398,7 +401,17 @@ def test_tar_cut_at_member_boundary_refused(env):
     os.unlink(whole)
     cut = env.tmp / "cut.tar"
     cut.write_bytes(data[:1024])  # exactly header + data of "a": tarfile alone would not notice
-    assert_refused_cleanly(env, str(cut), "cut.tar", exc=ReleaseError, match="corrupt archive cut.tar")
+    assert_refused_cleanly(env, str(cut), "cut.tar", exc=releases.Truncated, match="corrupt archive cut.tar")
+
+
+def test_a_zip_cut_short_is_truncated(env):
+    """A zip whose end (the central directory) is missing is Truncated: the poller retries it while young."""
+    whole = env.tmp / "whole.zip"
+    with zipfile.ZipFile(whole, "w") as archive:
+        archive.writestr("a", os.urandom(4096))
+    cut = env.tmp / "cut.zip"
+    cut.write_bytes(whole.read_bytes()[:2000])
+    assert_refused_cleanly(env, str(cut), "cut.zip", exc=releases.Truncated, match="corrupt archive cut.zip")
 
 
 @pytest.mark.parametrize("name", ["junk.tar.gz", "junk.tgz", "junk.tar.bz2", "junk.tar.xz", "junk.tar", "junk.zip"])
@@ -406,7 +419,7 @@ def test_garbage_archive_refused(env, name):
     junk = env.tmp / name
     junk.write_bytes(b"this is not an archive at all\n" * 50)
     err = assert_refused_cleanly(env, str(junk), name, exc=ReleaseError, match=f"corrupt archive {name}")
-    assert not isinstance(err, UnsafeArchive)
+    assert not isinstance(err, (UnsafeArchive, releases.Truncated))  # wrong bytes, not a copy still under way
 
 
 def test_empty_archive_file_refused(env):
@@ -782,17 +795,25 @@ def test_manifest_entries_are_copies(env):
     assert manifest.version_of("20260101T000000Z") == "1.0.0"
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2, 3]", "\x00\x01", ""])
-def test_manifest_corrupt_file_is_empty_with_warning(env, caplog, content):
+@pytest.mark.parametrize("content", ["{not json", "[1, 2, 3]", "\x00\x01", "", "\xff\xfe"])
+def test_a_corrupt_manifest_fails_closed_and_is_never_written_over(env, caplog, content):
+    """Unreadable is never "empty" (issue 16 item 7): entries() raises naming the file; recording over it would
+    lose every entry, so it raises too and the file stays as it is; version_of() (the master only names the
+    version with it) is None, logged as an error."""
+    from dewy.status import StateFileError
+
+    path = env.work / ".dewy" / "releases.json"
     (env.work / ".dewy").mkdir(mode=0o700)
-    (env.work / ".dewy" / "releases.json").write_text(content)
+    path.write_bytes(content.encode("latin-1"))
     manifest = Manifest(str(env.work))
-    with caplog.at_level(logging.WARNING, logger="dewy.releases"):
-        assert manifest.entries() == {}
+    with pytest.raises(StateFileError, match="cannot read the release manifest %s: " % re.escape(str(path))):
+        manifest.entries()
+    with pytest.raises(StateFileError):
+        manifest.record("20260101T000000Z", "1.0.0", "v1.0.0", "a", None)
+    assert path.read_bytes() == content.encode("latin-1")
+    with caplog.at_level(logging.ERROR, logger="dewy.releases"):
         assert manifest.version_of("20260101T000000Z") is None
-    assert any("releases.json" in r.getMessage() for r in caplog.records)
-    manifest.record("20260101T000000Z", "1.0.0", "v1.0.0", "a", None)  # recovers by rewriting
-    assert Manifest(str(env.work)).version_of("20260101T000000Z") == "1.0.0"
+    assert any("releases.json" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
 
 def test_manifest_skips_malformed_entries(env):

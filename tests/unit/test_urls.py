@@ -78,7 +78,7 @@ def test_registry_validate_url_accepts(url):
 
 
 @pytest.mark.parametrize("url,message", [
-    ("s4://bucket", 'unsupported scheme "s4"; supported: file, ghr, grpc, gs, s3'),
+    ("s4://bucket", 'unsupported scheme "s4"; supported: file, ghr, grpc, gs, img, s3'),
     ("file:///x?artefact=a", 'unknown query key "artefact" for file://; supported: artifact, calver, pre-release'),
     ("file:///x?calver=QQ", 'bad value "QQ" for query key "calver"'),
     ("file://relative/path", "absolute path"),

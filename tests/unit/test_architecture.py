@@ -1,0 +1,64 @@
+"""docs/ARCHITECTURE.md lists every module of the package, and nothing that is not there.
+
+The "Package layout" block names each top-level module (`dewy/x.py`) and, for each package
+(`dewy/registry/`), its modules by file name; dewy/master/ is listed in the "Master modules" block.
+A module added, renamed or removed without the document following fails here, naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import dewy
+
+PACKAGE = os.path.dirname(os.path.abspath(dewy.__file__))
+DOC = os.path.join(os.path.dirname(PACKAGE), "docs", "ARCHITECTURE.md")
+ALWAYS = {"__init__.py", "__main__.py"}  # every package may have them; listed or not
+
+
+def code_block(text: str, heading: str) -> str:
+    """The first ``` block after a `## heading` line."""
+    start = text.index("\n## %s\n" % heading)
+    opening = text.index("```\n", start) + 4
+    return text[opening:text.index("```", opening)]
+
+
+def documented() -> set:
+    """Relative paths of the modules the document lists (a package's `sub/` mention covers all of sub/)."""
+    with open(DOC, encoding="utf-8") as fh:
+        text = fh.read()
+    listed = set()
+    entries = re.split(r"\n(?=dewy/)", code_block(text, "Package layout"))
+    for entry in entries:
+        name, _, rest = entry.partition(" ")
+        if name.endswith(".py"):
+            listed.add(name)
+        elif name.endswith("/"):
+            block = code_block(text, "Master modules (dewy/master/)") if name == "dewy/master/" else rest
+            listed.update(name + module for module in re.findall(r"\b(\w+\.py)\b", block))
+            listed.update(name + sub for sub in re.findall(r"\(\+ (\w+/)\)", block))  # `grpc.py (+ proto/)`
+    return listed
+
+
+def actual() -> set:
+    found = set()
+    for directory, dirs, files in os.walk(PACKAGE):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if name.endswith(".py"):
+                found.add("dewy/" + os.path.relpath(os.path.join(directory, name), PACKAGE))
+    return found
+
+
+def test_the_package_layout_in_architecture_md_is_the_package():
+    listed, files = documented(), actual()
+    covered = lambda path: path in listed or any(  # noqa: E731
+        d.endswith("/") and path.startswith(d) for d in listed)
+    missing = sorted(p for p in files if not covered(p) and os.path.basename(p) not in ALWAYS)
+    assert not missing, "modules docs/ARCHITECTURE.md does not list: %s" % ", ".join(missing)
+    absent = sorted(p for p in listed if not p.endswith("/") and p not in files)
+    assert not absent, "docs/ARCHITECTURE.md lists modules that do not exist: %s" % ", ".join(absent)
+    absent_dirs = sorted(d for d in listed if d.endswith("/") and not os.path.isdir(os.path.join(
+        os.path.dirname(PACKAGE), d)))
+    assert not absent_dirs, "docs/ARCHITECTURE.md lists packages that do not exist: %s" % ", ".join(absent_dirs)
