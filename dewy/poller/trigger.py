@@ -111,6 +111,45 @@ class Deliveries:
             return False
 
 
+def limit_server(server, max_connections: int | None = None, deadline: float | None = None) -> None:
+    """Bound what clients can hold of a socketserver-based HTTP server (the metrics listener is
+    prometheus_client's): at most max_connections handled at once (more are closed at accept), and each
+    connection shut after deadline seconds, however slowly its request trickles in."""
+    slots = threading.BoundedSemaphore(max_connections or MAX_CONNECTIONS)
+    seconds = deadline or REQUEST_DEADLINE
+    accept, serve = server.process_request, server.finish_request
+
+    def process_request(request, client_address):
+        if not slots.acquire(blocking=False):
+            server.shutdown_request(request)
+            return
+        try:
+            accept(request, client_address)
+        except BaseException:
+            slots.release()
+            raise
+
+    def finish_request(request, client_address):
+        def cut():
+            try:
+                request.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        timer = threading.Timer(seconds, cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            request.settimeout(seconds)
+            serve(request, client_address)
+        except OSError as exc:  # gone mid-request, or cut at the deadline
+            log.debug("a client of %s went away mid-request: %s", type(server).__name__, type(exc).__name__)
+        finally:
+            timer.cancel()
+            slots.release()
+
+    server.process_request, server.finish_request = process_request, finish_request
+
+
 def github_signature(secret: str, body: bytes) -> str:
     """The X-Hub-Signature-256 value GitHub sends for body: `sha256=<hex HMAC-SHA256>`."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

@@ -104,3 +104,42 @@ def test_a_client_gone_mid_request_is_one_line_not_a_traceback(listener, caplog,
         wait_until(lambda: any("went away mid-request" in r.getMessage() for r in caplog.records), 10,
                    "the one line")
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_metrics_listener_cuts_half_sent_requests_too(monkeypatch):
+    """The metrics listener (prometheus_client's server) gets the same bounds: held connections end, and it
+    still answers a scrape."""
+    from dewy.poller.metrics import Metrics
+
+    monkeypatch.setattr(trigger_mod, "REQUEST_DEADLINE", 1.0, raising=False)
+    monkeypatch.setattr(trigger_mod, "MAX_CONNECTIONS", 8, raising=False)
+    port = free_port()
+    metrics = Metrics()
+    metrics.start("127.0.0.1:%d" % port)
+    held = []
+    try:
+        for _ in range(40):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHo")
+            held.append(sock)
+        started = time.monotonic()
+        for sock in held:
+            try:
+                data = sock.recv(100)
+            except ConnectionResetError:
+                data = b""
+            assert data == b""
+        assert time.monotonic() - started < 8
+
+        def scraped():
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            return b"dewy_" in answer
+        wait_until(scraped, 10, "a scrape to be answered")
+    finally:
+        for sock in held:
+            sock.close()
+        metrics.stop()
