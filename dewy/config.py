@@ -1285,12 +1285,18 @@ def from_options(values: dict, source: str = CLI_SOURCE, base_dir: str | None = 
 
 # --- ini files ---------------------------------------------------------------------------------
 
+# Secrets read from the environment only (SECURITY.md): an ini naming them is told where they go.
+ENV_ONLY = {"cache-key": "DEWY_CACHE_KEY"}
+
+
 def _unknown_key(path: str, key: str) -> ConfigError:
     """The error for a key no setting has, suggesting the closest ones."""
     import difflib
 
     close = difflib.get_close_matches(key, list(BY_NAME), n=3, cutoff=0.6)
-    if close:
+    if key.strip().lower() in ENV_ONLY:  # a secret: the ini is usually world-readable
+        hint = "set %s in the environment (the unit's EnvironmentFile), never in the ini" % ENV_ONLY[key.strip().lower()]
+    elif close:
         hint = "did you mean %s?" % " or ".join('"%s"' % c for c in close)
     else:
         hint = "valid keys: %s" % ", ".join(BY_NAME)

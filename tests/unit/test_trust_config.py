@@ -44,3 +44,13 @@ def test_every_test_security_md_names_exists():
     assert files and names
     assert [f for f in sorted(files) if not (root / f).exists()] == []
     assert [n for n in sorted(names) if "def %s(" % n not in sources] == []
+
+
+def test_cache_key_in_the_ini_is_refused_naming_the_environment_variable(tmp_path):
+    from dewy.config import load_ini
+
+    ini = tmp_path / "dewy.ini"
+    ini.write_text("[dewy]\nregistry = file:///srv/releases\napp = app\ncache-key = s3cret-fleet-key\n")
+    with pytest.raises(ConfigError) as info:
+        load_ini(str(ini))
+    assert "DEWY_CACHE_KEY" in str(info.value) and "s3cret" not in str(info.value), str(info.value)
