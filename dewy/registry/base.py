@@ -7,6 +7,7 @@ or by this host's OS/arch, and checksums published next to the artifact (dewy.ch
 
 import functools
 import logging
+import os
 import signal
 import threading
 import time
@@ -30,6 +31,9 @@ class RegistryError(Exception):
         super().__init__(urls.plain_text(message), *args)
 
 
+DEADLINE_ENV = "DEWY_TEST_REGISTRY_DEADLINE"  # test-only: seconds instead of Registry.total_deadline
+
+
 class RegistryTimeout(RegistryError):
     """A registry call went past its total deadline (Registry.total_deadline): a registry that trickles its answer."""
 
@@ -42,7 +46,7 @@ def with_deadline(method):
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        seconds = getattr(self, "total_deadline", None)
+        seconds = float(os.environ.get(DEADLINE_ENV) or 0) or getattr(self, "total_deadline", None)
         if not seconds or threading.current_thread() is not threading.main_thread():
             return method(self, *args, **kwargs)
         outer = signal.getitimer(signal.ITIMER_REAL)[0]  # an enclosing deadline (ours, or a test runner's)

@@ -176,3 +176,26 @@ def test_registry_error_text_reaches_logs_without_control_characters(gh_env):
     text = str(info.value)
     assert "Bad" in text and "credentials" in text
     assert not any(ord(c) < 0x20 or ord(c) == 0x7f for c in text), repr(text)
+
+
+def test_a_dripping_registry_is_an_ordinary_outage_for_a_real_master(make_master, gh_env):
+    """A real dewy-master polling a GitHub registry that drips one byte a second: each poll ends at the
+    total deadline (2 s here, DEWY_TEST_REGISTRY_DEADLINE; 40 s in production, inside the master's 60 s wedge
+    budget), polls back off, `registry-unreachable` is notified once, and the poller is never killed."""
+    from types import SimpleNamespace
+
+    from notifystubs import WebhookServer
+
+    with Hostile("drip") as server, WebhookServer() as hook:
+        master = make_master(env={"GITHUB_API_URL": server.url, "DEWY_TEST_REGISTRY_DEADLINE": "2"},
+                             notifier=hook.url(), interval="0.5s", **{"poll-backoff-max": "2s"})
+        master.registry = SimpleNamespace(url="ghr://acme/app")
+        master.start()
+        master.wait_for(lambda s: "total deadline" in (s.get("last_error") or ""), 30, "a poll ended at the deadline")
+        hook.wait_for(lambda: "registry-unreachable" in [e["event"] for e in hook.events])
+        polls = master.status()["polls"]
+        master.wait_for(lambda s: s["polls"] >= polls + 3, 40, "three more failed polls")
+        assert [e["event"] for e in hook.events].count("registry-unreachable") == 1, hook.events
+        log = master.log_text()
+        assert "restarting the poller" not in log and "Traceback" not in log, master.log_tail()
+        assert "backs off" in log, master.log_tail()
