@@ -199,15 +199,15 @@ class AppAuth(Auth):
         token_jwt = self.jwt()
         path = "/app/installations/%s/access_tokens" % urllib.parse.quote(self.installation_id, safe="")
         response = client.call("POST", client.api_url + path, authorization="Bearer " + token_jwt,
-                               extra_secrets=[token_jwt])
+                               extra_secrets=[token_jwt], stream=True)
         if response.status_code != 201:
             raise client.error_for(response, "GitHub App installation token for installation %s"
                                    % self.installation_id, extra_secrets=[token_jwt])
         try:
-            data = response.json()
+            data = json.loads(head_of(response))  # a token answer is small: never read more than 64 KiB
             token = data["token"]
             expires = parse_time(data.get("expires_at")) or time.time() + 3600
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise GitHubError("GitHub answered the installation token request with something that is not a token"
                               ) from None
         renewed = self.token is not None

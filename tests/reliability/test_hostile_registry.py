@@ -97,8 +97,9 @@ class Hostile:
                 body = b'{"message": "Bad \\u001b[2J\\u001b]0;owned\\u0007credentials"}'
                 conn.sendall(b"HTTP/1.1 500 Oops\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                              % (len(body), body))
-            elif self.mode == "endless-json":
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[")
+            elif self.mode in ("endless-json", "endless-token"):
+                status = b"201 Created" if self.mode == "endless-token" else b"200 OK"
+                conn.sendall(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[" % status)
                 block = b'{"tag_name": "v1.0.0", "assets": []},' * 1000
                 while not self.stop.is_set():
                     conn.sendall(block)
@@ -199,3 +200,22 @@ def test_a_dripping_registry_is_an_ordinary_outage_for_a_real_master(make_master
         log = master.log_text()
         assert "restarting the poller" not in log and "Traceback" not in log, master.log_tail()
         assert "backs off" in log, master.log_tail()
+
+
+def test_an_endless_app_token_answer_is_not_read_whole(gh_env):
+    """GitHub App auth: an installation token answer that never ends is read up to 64 KiB, then refused."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    with Hostile("endless-token") as server:
+        gh_env.setenv("GITHUB_API_URL", server.url)
+        gh_env.setenv("GITHUB_APP_ID", "1")
+        gh_env.setenv("GITHUB_APP_INSTALLATION_ID", "2")
+        gh_env.setenv("GITHUB_APP_PRIVATE_KEY", key)
+        started = time.monotonic()
+        with pytest.raises(RegistryError, match="not a token"):
+            registry.from_url("ghr://acme/app").latest()
+        assert time.monotonic() - started < 10
+        assert server.sent < github.MAX_JSON  # it stopped reading long before
