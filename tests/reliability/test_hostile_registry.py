@@ -219,3 +219,18 @@ def test_an_endless_app_token_answer_is_not_read_whole(gh_env):
             registry.from_url("ghr://acme/app").latest()
         assert time.monotonic() - started < 10
         assert server.sent < github.MAX_JSON  # it stopped reading long before
+
+
+def test_an_endless_consul_answer_stops_at_the_cap(tmp_path, monkeypatch):
+    """What holds the Consul cache's port and never ends its answer: refused at the cap, named."""
+    from dewy import cache as cache_pkg
+    from dewy.cache import CacheUnavailable
+    from dewy.cache import consul
+
+    monkeypatch.delenv("CONSUL_HTTP_TOKEN", raising=False)
+    monkeypatch.setattr(consul, "MAX_ANSWER", 4 << 20)
+    with Hostile("endless-json") as server:
+        cache = cache_pkg.from_url("consul://127.0.0.1:%d/dewy?app=x" % server.port, str(tmp_path))
+        with pytest.raises(CacheUnavailable, match="more than %d bytes" % (4 << 20)):
+            cache.scan("fleet/")
+        assert server.sent < 64 << 20
