@@ -358,16 +358,10 @@ def run_mode(args: dict) -> int:
         return EXIT_USAGE
     for warning in warnings:
         print("dewy: warning: %s" % warning, file=sys.stderr)
+    from dewy.master.configview import reloader  # the same flags again on SIGHUP
 
-    def reload_config():
-        """The same flags again (ConfigLoadError when bad, as the master expects; it keeps the old config)."""
-        try:
-            return from_options(values, base_dir=cwd)
-        except ConfigError as exc:
-            from dewy.master.configview import ConfigLoadError
-            raise ConfigLoadError(str(exc)) from None
-
-    return run_master(config, reload_config)
+    return run_master(config, reloader(lambda warnings: from_options(values, base_dir=cwd, warnings=warnings),
+                                       ConfigError))
 
 
 # --- dewy-master -------------------------------------------------------------------------------
@@ -400,16 +394,9 @@ def master_main(argv: list[str] | None = None) -> int:
     if args["--check"]:
         return check_master(path, config)
     absolute = os.path.abspath(path)  # the master may chdir; SIGHUP must still find the file
+    from dewy.master.configview import reloader  # the ini read again on SIGHUP
 
-    def reload_config():
-        """The ini file read again (ConfigLoadError when it went bad; the master keeps the old config)."""
-        try:
-            return load_ini(absolute)
-        except ConfigError as exc:
-            from dewy.master.configview import ConfigLoadError
-            raise ConfigLoadError(str(exc)) from None
-
-    return run_master(config, reload_config)
+    return run_master(config, reloader(lambda warnings: load_ini(absolute, warnings), ConfigError))
 
 
 def check_master(path: str, config) -> int:

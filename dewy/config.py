@@ -11,7 +11,6 @@ Every error is a `ConfigError` whose text is one line naming the source, the key
 
 # configparser, difflib, ipaddress, shlex and textwrap are imported where they are used: the poller
 # only rebuilds a Config from JSON and should not carry the ini parser (see bench: poller RSS).
-import dataclasses
 import importlib
 import json
 import math
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from dewy import log
+from dewy.configtype import Config, Ready  # the one config class, lean: the master and the poller use it too
 from dewy.log import redact, redact_text
 
 SECTION = "dewy"
@@ -60,15 +60,6 @@ class BadValue(ValueError):
 
 
 # --- value types -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Ready:
-    """When a new app generation counts as ready: alive after `seconds` (delay) or READY=1 within them (notify)."""
-
-    kind: str
-    seconds: float
-    path: str = ""  # http: the path GET asks on the first TCP listener
-
 
 READY_DEFAULT_SECONDS = {"delay": 1.0, "notify": 60.0, "http": 60.0}
 
@@ -986,45 +977,8 @@ BY_NAME = {s.name: s for s in SETTINGS}
 
 # --- Config ------------------------------------------------------------------------------------
 
-def _to_json(self) -> dict:
-    """This config as a JSON-able dict (attribute names as keys); Config.from_json reverses it."""
-    data = {}
-    for s in SETTINGS:
-        value = getattr(self, s.attr)
-        if isinstance(value, Ready):
-            value = dataclasses.asdict(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        data[s.attr] = value
-    data["source"] = self.source
-    return data
-
-
-def _from_json(cls, data: dict):
-    """The Config that to_json() produced `data` from (unknown keys are ignored: a newer peer may send more)."""
-    values = {}
-    for s in SETTINGS:
-        if s.attr not in data:
-            raise ValueError('config JSON lacks "%s"' % s.attr)
-        value = data[s.attr]
-        if s.pytype is Ready:
-            value = Ready(value["kind"], float(value["seconds"]), value.get("path", ""))
-        elif s.pytype in (tuple, float, int):
-            value = s.pytype(value)
-        values[s.attr] = value
-    return cls(**values, source=data.get("source", ""))
-
-
-def _config_class() -> type:
-    """Build the frozen Config dataclass from SETTINGS, so its fields are not declared a second time."""
-    fields = [(s.attr, s.pytype) for s in SETTINGS] + [("source", str)]
-    doc = ("A validated, normalised dewy configuration (frozen). Attributes: %s, and `source` (the ini path "
-           "or %r)." % (", ".join(s.attr for s in SETTINGS), CLI_SOURCE))
-    namespace = {"to_json": _to_json, "from_json": classmethod(_from_json), "__doc__": doc, "__module__": __name__}
-    return dataclasses.make_dataclass("Config", fields, frozen=True, namespace=namespace)
-
-
-Config = _config_class()
+# Config (dewy.configtype, re-exported here) has one attribute per setting: SETTINGS' attrs, and `source`.
+CONFIG_ATTRIBUTES = Config.ATTRIBUTES = tuple(s.attr for s in SETTINGS)
 
 
 # --- building a Config from raw values ---------------------------------------------------------
