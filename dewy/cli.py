@@ -590,6 +590,15 @@ def _status(workdir: str, args: dict) -> int:
     from dewy import status as status_file
 
     try:
+        # An unreadable .dewy/ (not root, not dewy's user): say "permission denied", not a bare errno.
+        os.close(os.open(status_file.status_path(workdir), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC))
+    except PermissionError:
+        print("dewy: cannot read %s: permission denied (run it as root or as the user dewy runs as)"
+              % status_file.status_path(workdir), file=sys.stderr)
+        return EXIT_NO_STATUS
+    except OSError:
+        pass  # missing (said below), or not a plain file (read_state refuses it)
+    try:
         data = status_file.read_state(status_file.status_path(workdir), "status file")
     except ValueError as exc:  # StateFileError: there, but unreadable, which is not "no master has run there"
         print("dewy: %s" % exc, file=sys.stderr)

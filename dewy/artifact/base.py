@@ -6,7 +6,12 @@ CHUNK = 1 << 20  # 1 MiB: large enough to be fast, small enough never to matter 
 
 
 class ArtifactError(Exception):
-    """The artifact could not be fetched (one-line message)."""
+    """The artifact could not be fetched (one-line message, without control characters: a store's text)."""
+
+    def __init__(self, message="", *args):
+        from dewy.urls import plain_text
+
+        super().__init__(plain_text(message), *args)
 
 
 class Artifact:

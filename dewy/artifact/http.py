@@ -40,7 +40,7 @@ class HTTPArtifact(Artifact):
         """Stream the URL's body into out, resuming where a broken connection left off."""
         import requests
 
-        session = requests.Session()
+        session = _Session()
         session.headers["User-Agent"] = "dewy/%s" % __version__
         state = {"validator": self.validator}
 
@@ -78,6 +78,32 @@ class HTTPArtifact(Artifact):
                                     requests.exceptions.ChunkedEncodingError), start=self.start)
         finally:
             session.close()
+
+
+def _session_class():
+    import requests
+
+    class Session(requests.Session):
+        """requests' Session that refuses a redirect breaking the web URL rule (https -> http off loopback)."""
+
+        def get_redirect_target(self, resp):
+            target = super().get_redirect_target(resp)
+            if target:
+                import urllib.parse
+
+                try:
+                    urls.check_redirect(resp.url, urllib.parse.urljoin(resp.url, target), "artifact")
+                except ValueError as exc:
+                    resp.close()
+                    raise ArtifactError("cannot download %s: %s" % (redact(resp.url), exc)) from None
+            return target
+
+    return Session
+
+
+def _Session():
+    """A requests Session for artifacts (redirects checked)."""
+    return _session_class()()
 
 
 def _chunks(response):

@@ -11,7 +11,7 @@ import os
 import selectors
 import time
 
-from .. import procgroup
+from .. import procgroup, secrets
 from . import httpprobe, output, process, sockets
 from .generation import command_problem
 from .lifecycle import CommandError, Host
@@ -101,7 +101,10 @@ class AppHost(Host):
         return output.with_reason(why, self.outputs.get(pid))
 
     def app_environment(self, gen) -> dict:
-        env = {k: v for k, v in os.environ.items()
+        # dewy's credentials (registry, cloud, notifier tokens, the cache key) are not the app's: dropped
+        # unless app-env-keep names them (dewy.secrets).
+        keep = getattr(self.shell.cfg, "app_env_keep", ())
+        env = {k: v for k, v in secrets.child_environment(os.environ, keep).items()
                if not k.startswith(("LISTEN_", "SERVER_STARTER_")) and k != "NOTIFY_SOCKET"}
         env.update(sockets.app_environment(self.shell.listeners))
         env["SERVER_STARTER_GENERATION"] = str(gen.number)

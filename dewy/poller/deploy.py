@@ -420,7 +420,8 @@ class Deploy:
         if not command:
             return
         self.stage("deploying", "before-hook")
-        result = hooks.run_hook(command, self.config.workdir, self.hook_env(), self.config.hook_timeout)
+        result = hooks.run_hook(command, self.config.workdir, self.hook_env(), self.config.hook_timeout,
+                                keep=self.config.app_env_keep)
         if result.output.strip():
             log.info("before-deploy-hook output:\n%s", result.output.rstrip())
         if not result.ok:
@@ -443,7 +444,8 @@ class Deploy:
             self.metrics.deployed(release.version, time.monotonic() - self.started)
         if config.after_deploy_hook:
             self.stage("deploying", "after-hook")
-            result = hooks.run_hook(config.after_deploy_hook, config.workdir, self.hook_env(), config.hook_timeout)
+            result = hooks.run_hook(config.after_deploy_hook, config.workdir, self.hook_env(), config.hook_timeout,
+                                    keep=config.app_env_keep)
             if result.output.strip():
                 log.info("after-deploy-hook output:\n%s", result.output.rstrip())
             if not result.ok:

@@ -354,6 +354,8 @@ GOOD = [
     ("user", " nobody ", "nobody"),
     ("user", "0", "0"),
     ("group", "", ""),
+    ("app-env-keep", "", ()),
+    ("app-env-keep", " AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY ", ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
     ("notifier", "slack://deploys?quiet=true, https://hooks.example.com/x?secret=s",
      "slack://deploys?quiet=true, https://hooks.example.com/x?secret=s"),
     # container mode's (valid in any mode; tests/unit/test_container_config.py checks the mode itself)
