@@ -14,6 +14,7 @@ import sys
 from docopt import DocoptExit, docopt
 
 from dewy import __version__
+from dewy import dewyflags
 from dewy.config import SETTINGS, ConfigError, from_options, load_ini, usage_options
 
 EXIT_OK = 0
@@ -23,30 +24,35 @@ EXIT_NOT_RUNNING = 3
 
 # Each command's usage line as the help shows it.
 COMMANDS = {
-    "server": "dewy server [options] -- CMD [ARG...]",
+    "server": "dewy server [options] [--] CMD [ARG...]",
     "assets": "dewy assets [options]",
     "container": "dewy container [options] [-- OPT...]",
     "container list": "dewy container list [--runtime NAME] [--name NAME] [--json]",
     "status": "dewy status [--workdir DIR | --config INI] [--json]",
-    "latest": "dewy latest (-c INI | --registry URL) [--slot SLOT] [--json]",
+    "latest": "dewy latest [-c INI | --registry URL] [--slot SLOT] [--json]",
     "history": "dewy history [--workdir DIR | --config INI] [-n N] [--json]",
     "rollback": "dewy rollback [--workdir DIR | --config INI] [--to VERSION] [--timeout SECS] [--json]",
     "pause": "dewy pause [--workdir DIR | --config INI] [--reason TEXT] [--json]",
     "resume": "dewy resume [--workdir DIR | --config INI] [--json]",
     "deploy-now": "dewy deploy-now [--workdir DIR | --config INI] [--timeout SECS] [--json]",
-    "fleet": "dewy fleet -c INI [--json]",
+    "fleet": "dewy fleet [-c INI] [--json]",
     "demo": "dewy demo",
 }
 
+# The host's config (the .deb installs it, the systemd unit runs it): status, history, latest, fleet and the
+# control commands read it when given neither -c nor --workdir outside a workdir. Tests point it elsewhere.
+DEFAULT_CONFIG = os.environ.get("DEWY_TEST_DEFAULT_CONFIG") or "/etc/dewy/dewy.ini"
+
 STATUS_OPTIONS = """Status options:
-  --workdir DIR         The workdir whose status to show (default: the current directory).
+  --workdir DIR         The workdir whose status to show (default: the current directory when it is one,
+                        else the workdir of /etc/dewy/dewy.ini, else the current directory).
   -c INI, --config INI  Take the workdir from this ini file.
   --json                Print the status file as it is (JSON).
 """
 
 OTHER_OPTIONS = """Other options:
   -h, --help     Show this help.
-  --version      Show dewy's version.
+  -v, --version  Show dewy's version (as Dewy: dewy version: X [commit, date]).
 """
 
 MASTER_DOC = """dewy-master: run dewy from an ini file (the way systemd starts it).
@@ -69,13 +75,13 @@ USR2 upgrades dewy-master in place; TERM/INT stop gracefully; QUIT stops fast.
 
 def usage() -> str:
     """The `Usage:` block of `dewy --help`."""
-    lines = ["Usage:"] + ["  " + line for line in COMMANDS.values()] + ["  dewy -h | --help", "  dewy --version"]
+    lines = ["Usage:"] + ["  " + line for line in COMMANDS.values()] + ["  dewy -h | --help", "  dewy -v | --version"]
     return "\n".join(lines) + "\n"
 
 
 def setting_options() -> str:
-    """The `Options:` block for server/assets, generated from SETTINGS."""
-    return "Options:\n" + "\n".join(usage_options()) + "\n"
+    """The `Options:` block for server/assets, generated from SETTINGS, then Dewy's own flags (dewy.dewyflags)."""
+    return "Options:\n" + "\n".join(usage_options()) + "\n\n" + dewyflags.options_block()
 
 
 def help_text() -> str:
@@ -105,6 +111,17 @@ def command_doc(command: str) -> str:
                "fleet": fleet_options()}.get(
                    command, STATUS_OPTIONS + control_options() if command in CONTROL_COMMANDS else "")
     return "Usage:\n  %s\n\n%s" % (line, options)
+
+
+def _wants_version(argv: list[str]) -> bool:
+    """`dewy -v` / `dewy --version`, alone or among server/assets options (Dewy prints its version there too;
+    after -- they belong to the app)."""
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    if options and options[0] in ("server", "assets", "container"):
+        options = options[1:]
+    elif options[1:]:
+        return False
+    return "-v" in options or "--version" in options
 
 
 def _wants_help(argv: list[str]) -> bool:
@@ -175,6 +192,15 @@ def _has_config(argv: list[str]) -> bool:
     return any(a in ("-c", "--config") or a.startswith(("--config=", "-c")) for a in argv)
 
 
+def _parses(doc: str, argv: list[str]) -> bool:
+    """Whether docopt accepts argv (to tell a missing app command from other mistakes)."""
+    try:
+        docopt(doc, argv, default_help=False)
+    except DocoptExit:
+        return False
+    return True
+
+
 def _parse(command: str, argv: list[str]):
     """docopt's answer for one command, or an exit code after a usage error."""
     doc = command_doc(command)
@@ -187,16 +213,55 @@ def _parse(command: str, argv: list[str]):
             return _usage_error("%s given twice; give it once" % twice)
         if command == "fleet" and not _has_config(argv[1:]):
             return _usage_error("`dewy fleet` needs -c INI (the ini file whose cache the fleet shares)")
-        if command == "server" and "--" not in argv and not detail.endswith("requires argument"):
-            detail = "the app's command goes after --, e.g. dewy server --registry URL -p 8000 -- ./app"
+        if command == "server" and "--" not in argv and _parses(doc, argv + ["./app"]):
+            detail = "the app's command is missing (it follows the options, after -- when it starts with -), " \
+                     "e.g. dewy server --registry URL -p 8000 -- ./app"
         if command == "latest" and not {"-c", "--config", "--registry"} & {a.split("=")[0] for a in argv}:
             detail = "dewy latest asks the registry of an ini file (-c INI) or a URL (--registry URL)"
         return _usage_error(detail or "bad arguments for %s" % command)
 
 
+class _Watched:
+    """A text stream that passes everything on and remembers it (stderr) or that something came (stdout)."""
+
+    def __init__(self, stream, keep: bool):
+        self.stream, self.keep, self.written = stream, keep, []
+
+    def write(self, text):
+        if text:
+            self.written.append(text if self.keep else "")
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _json_errors(run, argv: list[str]) -> int:
+    """run() for a command given --json: an error it reports only on stderr is also printed on stdout as
+    `{"error": "...", "exit": N}`, so a script reading stdout always gets JSON."""
+    out, err = _Watched(sys.stdout, keep=False), _Watched(sys.stderr, keep=True)
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        code = run(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+    if code and not out.written:
+        lines = [line for line in "".join(err.written).splitlines() if line.strip()]
+        message = lines[0] if lines else "exit code %d" % code
+        for prefix in ("dewy: ", "dewy-master: "):
+            if message.startswith(prefix):
+                message = message[len(prefix):]
+        print(json.dumps({"error": message, "exit": code}))
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `dewy` command (and `python -m dewy`); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if "--json" in (argv[:argv.index("--")] if "--" in argv else argv):
+            return _json_errors(_main, argv)
         return _main(argv)
     except BrokenPipeError:
         # `dewy history | head`: the reader left; no traceback, and no second error when Python flushes.
@@ -206,20 +271,28 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv == ["--version"]:
-        print("dewy %s" % __version__)
-        return EXIT_OK
-    if _wants_help(argv):
-        print(help_text())
+    if _wants_version(argv):
+        text, to_stderr = dewyflags.version_output(__version__, argv)
+        print(text, file=sys.stderr if to_stderr else sys.stdout)
         return EXIT_OK
     command = argv[0] if argv else ""
     if command == "container" and argv[1:2] == ["list"]:
         command, argv = "container list", ["container", "list"] + argv[2:]
+    if _wants_help(argv):
+        # `dewy status --help`: that command's usage and options only; `dewy --help`: everything.
+        print(command_doc(command).rstrip("\n") if command in COMMANDS else help_text())
+        return EXIT_OK
     if command not in COMMANDS:
         return _usage_error('unknown command "%s"' % command if command else "")
     args = _parse(command, argv)
     if isinstance(args, int):
         return args
+    if command in ("fleet", "latest") and not args.get("--config") and not args.get("--registry"):
+        if not os.path.exists(DEFAULT_CONFIG):
+            return _usage_error("`dewy fleet` needs -c INI (the ini file whose cache the fleet shares)"
+                                if command == "fleet" else
+                                "dewy latest asks the registry of an ini file (-c INI) or a URL (--registry URL)")
+        args["--config"] = DEFAULT_CONFIG
     if command in CONTROL_COMMANDS:
         return control(command, args)
     return {"server": run_mode, "assets": run_mode, "container": run_mode, "container list": container_list,
@@ -239,6 +312,7 @@ def options_from_args(args: dict) -> dict:
         values["container-args"] = list(args.get("OPT") or []) or None
     elif args.get("CMD"):
         values["app"] = [args["CMD"]] + list(args.get("ARG") or [])
+    dewyflags.translate(args, values)  # Dewy's flags (--max-backoff-interval, --calver...) onto the settings
     return values
 
 
@@ -274,26 +348,20 @@ def run_master(config, reload_config) -> int:
 
 def run_mode(args: dict) -> int:
     """`dewy server|assets`: build the Config from the flags (exit 2 when bad) and run the master."""
-    values = options_from_args(args)
     cwd = os.getcwd()  # SIGHUP re-resolves relative paths against where dewy started, not where it is now
     warnings: list = []
     try:
+        values = options_from_args(args)
         config = from_options(values, base_dir=cwd, warnings=warnings)
     except ConfigError as exc:
         print("dewy: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
     for warning in warnings:
         print("dewy: warning: %s" % warning, file=sys.stderr)
+    from dewy.master.configview import reloader  # the same flags again on SIGHUP
 
-    def reload_config():
-        """The same flags again (ConfigLoadError when bad, as the master expects; it keeps the old config)."""
-        try:
-            return from_options(values, base_dir=cwd)
-        except ConfigError as exc:
-            from dewy.master.configview import ConfigLoadError
-            raise ConfigLoadError(str(exc)) from None
-
-    return run_master(config, reload_config)
+    return run_master(config, reloader(lambda warnings: from_options(values, base_dir=cwd, warnings=warnings),
+                                       ConfigError))
 
 
 # --- dewy-master -------------------------------------------------------------------------------
@@ -326,16 +394,9 @@ def master_main(argv: list[str] | None = None) -> int:
     if args["--check"]:
         return check_master(path, config)
     absolute = os.path.abspath(path)  # the master may chdir; SIGHUP must still find the file
+    from dewy.master.configview import reloader  # the ini read again on SIGHUP
 
-    def reload_config():
-        """The ini file read again (ConfigLoadError when it went bad; the master keeps the old config)."""
-        try:
-            return load_ini(absolute)
-        except ConfigError as exc:
-            from dewy.master.configview import ConfigLoadError
-            raise ConfigLoadError(str(exc)) from None
-
-    return run_master(config, reload_config)
+    return run_master(config, reloader(lambda warnings: load_ini(absolute, warnings), ConfigError))
 
 
 def check_master(path: str, config) -> int:
@@ -367,6 +428,8 @@ def _status_workdir(args: dict) -> str:
     """The workdir `dewy status` looks at: --workdir, the ini's workdir, or the current directory."""
     if args.get("--config"):
         return load_ini(args["--config"]).workdir
+    if not args.get("--workdir") and not os.path.isdir(".dewy") and os.path.exists(DEFAULT_CONFIG):
+        return load_ini(DEFAULT_CONFIG).workdir  # not in a workdir: the host's dewy
     return os.path.abspath(args.get("--workdir") or ".")
 
 
@@ -439,6 +502,45 @@ def _download_line(download) -> str:
     return "%s %s: %s" % (download.get("version"), download.get("artifact"), describe(snap))
 
 
+BUSY_STATES = ("polling", "downloading", "deploying")
+
+
+def _poller_line(poller) -> str:
+    """What the poller says it does: `deploying 1.1.0 (before-hook) since TIME`, `paused 1.2.0 (paused): why ...`."""
+    if not isinstance(poller, dict) or not poller.get("state"):
+        return "-"
+    version = poller.get("target") or poller.get("held")
+    line = "%s%s (%s)" % (poller["state"], " " + str(version) if version else "", _show(poller.get("reason")))
+    if poller.get("since"):
+        line += " since %s" % poller["since"]
+    return line + (": %s" % poller["reason_text"] if poller.get("reason_text") else "")
+
+
+def _next_poll_line(data: dict) -> str:
+    """When the next poll is due; while the poller is busy (or being restarted) that, not a time already past."""
+    poller = data.get("poller") if isinstance(data.get("poller"), dict) else {}
+    state, due = poller.get("state"), data.get("next_poll")
+    if state in BUSY_STATES:
+        return "- (%s now)" % state
+    if state in ("stuck", "exited", "starting"):
+        return "- (the poller is being restarted)" if state != "starting" else "- (the poller is starting)"
+    line = _show(due)
+    try:
+        import datetime
+        late = datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(due.replace("Z", "+00:00"))
+    except (AttributeError, TypeError, ValueError):
+        return line
+    if late.total_seconds() > 10:
+        line += " (overdue by %ds: the poller has not polled since)" % late.total_seconds()
+    return line
+
+
+def _downloading(data: dict) -> str | None:
+    """The version the poller says it downloads (before its first progress snapshot), else None."""
+    poller = data.get("poller") if isinstance(data.get("poller"), dict) else {}
+    return poller.get("target") if poller.get("state") == "downloading" else None
+
+
 def format_status(workdir: str, data: dict, running: bool) -> str:
     """The human-readable `dewy status` table."""
     pid = data.get("pid")
@@ -455,9 +557,10 @@ def format_status(workdir: str, data: dict, running: bool) -> str:
         ("generation", _show(data.get("generation"))),
         ("release", _show(data.get("release_dir"))), ("app pids", _show(data.get("app_pids"))),
         ("retiring pids", _show(data.get("retiring_pids"))), ("poller pid", _show(data.get("poller_pid"))),
-        ("listening", _show(data.get("listen"))),
-        ("last poll", last_poll), ("next poll", _show(data.get("next_poll"))),
-        ("download", _download_line(data.get("download"))), ("last error", _show(data.get("last_error"))),
+        ("poller", _poller_line(data.get("poller"))), ("listening", _show(data.get("listen"))),
+        ("last poll", last_poll), ("next poll", _next_poll_line(data)),
+        ("download", _download_line(data.get("download")) if data.get("download") or not _downloading(data)
+         else "%s: starting" % _downloading(data)), ("last error", _show(data.get("last_error"))),
         ("last deploy", _deploy_line(data.get("last_deploy"))), ("paused", _paused_line(data.get("paused"))),
         ("rollout", _show(data.get("rollout"))),
         ("started", _show(data.get("started_at"))),
@@ -486,6 +589,15 @@ def status(args: dict) -> int:
 def _status(workdir: str, args: dict) -> int:
     from dewy import status as status_file
 
+    try:
+        # An unreadable .dewy/ (not root, not dewy's user): say "permission denied", not a bare errno.
+        os.close(os.open(status_file.status_path(workdir), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC))
+    except PermissionError:
+        print("dewy: cannot read %s: permission denied (run it as root or as the user dewy runs as)"
+              % status_file.status_path(workdir), file=sys.stderr)
+        return EXIT_NO_STATUS
+    except OSError:
+        pass  # missing (said below), or not a plain file (read_state refuses it)
     try:
         data = status_file.read_state(status_file.status_path(workdir), "status file")
     except ValueError as exc:  # StateFileError: there, but unreadable, which is not "no master has run there"

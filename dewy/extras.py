@@ -21,6 +21,7 @@ EXTRAS = {
     "grpc": ("grpc", "google.protobuf"),
     "redis": ("redis",),
     "slack": ("slack_sdk",),
+    "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.grpc"),  # otlp-endpoint (dewy.poller.otel)
 }
 
 # backend module (a SCHEMES row of dewy.registry/artifact/cache/notify) -> the extra it needs

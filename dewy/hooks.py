@@ -1,4 +1,8 @@
-"""Before/after deploy hooks: `sh -c COMMAND` in the workdir, with a timeout and captured output."""
+"""Deploy and rollback hooks: `sh -c COMMAND` in the workdir, with a timeout and captured output.
+
+before-deploy-hook, after-deploy-hook and after-rollback-hook get the same DEWY_* variables (env()); a hook
+that ran is notified either way, as Dewy sends hook results: `hook-failed`, or `hook-succeeded` (quiet drops it).
+"""
 
 import os
 import select
@@ -25,6 +29,7 @@ class HookResult:
     returncode: int | None
     output: str
     timed_out: bool = False
+    seconds: float = 0.0  # how long it ran
 
     def describe(self) -> str:
         """A one-line summary for logs and error messages."""
@@ -78,14 +83,20 @@ def _signals_deferred(redeliver: bool = True):
                 signal.raise_signal(signum)
 
 
-def run_hook(command: str, workdir: str, env: dict, timeout: float) -> HookResult:
+def run_hook(command: str, workdir: str, env: dict, timeout: float, keep=()) -> HookResult:
     """Run `sh -c command` in workdir with os.environ + env; kill its process group after timeout seconds.
+
+    dewy's credential variables (dewy.secrets.CREDENTIAL_VARS) are left out, except those named in keep
+    (`app-env-keep`): a hook is code from the release, like the app.
 
     An empty command succeeds without running anything.
     """
     if not command or not command.strip():
         return HookResult(ok=True, returncode=None, output="")
-    full_env = dict(os.environ)
+    from dewy import secrets
+
+    started = time.monotonic()
+    full_env = secrets.child_environment(os.environ, keep)
     full_env.update({k: "" if v is None else str(v) for k, v in env.items()})
     chunks, kept = [], 0
     timed_out = False
@@ -141,4 +152,38 @@ def run_hook(command: str, workdir: str, env: dict, timeout: float) -> HookResul
     if kept >= MAX_OUTPUT:
         output += "\n[output truncated at %d bytes]" % MAX_OUTPUT
     return HookResult(ok=not timed_out and returncode == 0, returncode=returncode,
-                      output=output, timed_out=timed_out)
+                      output=output, timed_out=timed_out, seconds=time.monotonic() - started)
+
+
+def env(version: str | None, release_dir: str | None, previous_version: str | None, mode: str) -> dict:
+    """The DEWY_* variables every hook gets on top of dewy's own environment."""
+    return {"DEWY_VERSION": version or "", "DEWY_RELEASE_DIR": release_dir or "",
+            "DEWY_PREVIOUS_VERSION": previous_version or "", "DEWY_MODE": mode}
+
+
+def report_success(notifier, hook: str, result: HookResult, version: str | None, **fields) -> None:
+    """Notify `hook-succeeded` for a hook that ran and succeeded (Dewy notifies hook results either way)."""
+    if notifier is not None and result.ok and result.returncode is not None:
+        notifier.emit("hook-succeeded", version, hook=hook, output=result.output, seconds=round(result.seconds, 3),
+                      **fields)
+
+
+def run_after_rollback(config, notifier, version: str | None, release_dir: str | None,
+                       rolled_back_from: str | None, log) -> HookResult | None:
+    """Run after-rollback-hook (if set) once a rollback serves: DEWY_VERSION is what serves now, DEWY_PREVIOUS_VERSION
+    the version rolled back from; its result is logged and notified (hook-failed / hook-succeeded)."""
+    command = getattr(config, "after_rollback_hook", "")
+    if not command:
+        return None
+    result = run_hook(command, config.workdir, env(version, release_dir, rolled_back_from, config.mode),
+                      config.hook_timeout, keep=getattr(config, "app_env_keep", ()))
+    if result.output.strip():
+        log.info("after-rollback-hook output:\n%s", result.output.rstrip())
+    if result.ok:
+        report_success(notifier, "after-rollback-hook", result, version, previous_version=rolled_back_from)
+    else:
+        error = "after-rollback-hook failed (%s)" % result.describe()
+        log.warning("%s", error)
+        notifier.emit("hook-failed", version, hook="after-rollback-hook", error=error, output=result.output,
+                      previous_version=rolled_back_from)
+    return result

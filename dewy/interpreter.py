@@ -1,7 +1,7 @@
 """How dewy starts a Python child of its own (the poller, the demo's master) so that it runs this very code.
 
 `python -m dewy.poller` finds dewy only where a fresh interpreter looks: site-packages or PYTHONPATH. Code
-that came from elsewhere — a zipapp (shiv's extracted site-packages, or a stdlib .pyz imported from the zip
+that came from elsewhere — a zipapp (its unpacked site-packages, or a stdlib .pyz imported from the zip
 itself), `bin/dewy-master` run from a checkout without install — is on this process's sys.path only, so such
 a child could not import dewy (the poller would restart in a loop). Then the child gets the directory dewy
 was imported from as an argument and puts it first on its sys.path before running the module; PYTHONPATH is
@@ -13,7 +13,7 @@ import sys
 
 import dewy
 
-# -c program: argv[1] is the code root (made a site dir: .pth files of a shiv's site-packages count too, then
+# -c program: argv[1] is the code root (made a site dir: .pth files of an unpacked site-packages count too, then
 # moved to the front so it wins over an installed dewy), argv[2] the module to run as __main__.
 _BOOT = ("import runpy, site, sys; p = sys.argv.pop(1); site.addsitedir(p); sys.path.remove(p); "
          "sys.path.insert(0, p); runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")

@@ -3,6 +3,11 @@
 Text:  2026-11-26T06:50:12.123Z INFO dewy.master[1234]: message key=value
 JSON:  {"time": "...", "level": "info", "logger": "dewy.master", "pid": 1234, "msg": "...", "key": "value"}
 
+Under systemd (JOURNAL_STREAM names the stream dewy's stderr is) each line starts with its syslog priority,
+`<3>` error, `<4>` warning, `<6>` info, `<7>` debug, which journald takes as the entry's priority
+(`journalctl -p err -u dewy`), and text lines drop their timestamp (the journal has its own):
+       <6>INFO dewy.master[1234]: message key=value
+
 Extra fields (`log.info("deployed", extra={"version": "1.2.3"})`) are appended to the text line and
 become keys of the JSON object, so log shippers can index them. `with fields(version="1.2.3"):` attaches
 fields to every record logged inside the block (one deploy followed through its lines); `pid` is always
@@ -88,32 +93,65 @@ def _logfmt_value(value) -> str:
     return text
 
 
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a log level: 3 error (2 critical), 4 warning, 6 info, 7 debug."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    return 6 if levelno >= logging.INFO else 7
+
+
+def on_journal(fd: int = 2) -> bool:
+    """Whether fd is the journal stream systemd connected (JOURNAL_STREAM=DEV:INODE names it; a child whose
+    stderr was redirected elsewhere inherits the variable, so the file itself must be that stream)."""
+    dev, sep, ino = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (sep and dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+def _journal_line(record: logging.LogRecord, text: str) -> str:
+    """text with `<priority>` before each of its lines (a traceback's lines too: journald reads them apart)."""
+    prefix = "<%d>" % syslog_priority(record.levelno)
+    return prefix + text.replace("\n", "\n" + prefix)
+
+
 class TextFormatter(logging.Formatter):
     """`TIME LEVEL logger[pid]: message key=value...` for people reading a terminal or the journal."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, journal: bool = False):
         super().__init__()
         self.default_name = name
+        self.journal = journal  # `<priority>LEVEL logger[pid]: ...`: no timestamp, journald has its own
 
     def format(self, record: logging.LogRecord) -> str:
         """One text line (plus a traceback when the record carries one)."""
         logger = self.default_name if record.name == "root" else record.name
-        line = "%s %s %s[%d]: %s" % (utc_iso(record.created, millis=True), record.levelname, logger,
-                                     record.process, record.getMessage())
+        line = "%s %s[%d]: %s" % (record.levelname, logger, record.process, record.getMessage())
+        if not self.journal:
+            line = utc_iso(record.created, millis=True) + " " + line
         fields = " ".join("%s=%s" % (k, _logfmt_value(v)) for k, v in extra_fields(record).items())
         if fields:
             line += " " + fields
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return scrub_line(line)
+        return scrub_line(_journal_line(record, line) if self.journal else line)
 
 
 class JSONFormatter(logging.Formatter):
     """One JSON object a line, for log shippers; extra fields become keys."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, journal: bool = False):
         super().__init__()
         self.default_name = name
+        self.journal = journal  # `<priority>{...}`: journald strips the prefix, the message stays JSON
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as a compact JSON object on one line."""
@@ -128,7 +166,8 @@ class JSONFormatter(logging.Formatter):
             data.setdefault(key, value)  # never let an extra field overwrite the fixed ones
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return scrub_line(json.dumps(data, default=str, separators=(",", ":")))
+        line = json.dumps(data, default=str, separators=(",", ":"))
+        return scrub_line(_journal_line(record, line) if self.journal else line)
 
 
 _SECRETS = []  # secret_values() as of setup(): the environment does not change under a running process
@@ -175,7 +214,8 @@ def setup(level: str, fmt: str, name: str) -> logging.Logger:
         root.removeHandler(handler)
     handler = _StderrHandler()
     handler._dewy = True
-    handler.setFormatter(JSONFormatter(name) if fmt == "json" else TextFormatter(name))
+    journal = on_journal()
+    handler.setFormatter(JSONFormatter(name, journal) if fmt == "json" else TextFormatter(name, journal))
     root.addHandler(handler)
     root.setLevel(LEVELS[name_of_level])
     # Libraries' debug output is not dewy's to show: urllib3 logs every URL it fetches (presigned

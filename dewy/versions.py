@@ -56,6 +56,10 @@ _NOT_ARTIFACT_PATTERNS = (
 )
 
 
+# MAJOR.MINOR.PATCH where a part may have leading zeros, then whatever follows (checked strictly).
+_ZERO_LED = re.compile(r"(\d+)\.(\d+)\.(\d+)((?:[-+].*)?)", re.DOTALL)
+
+
 def parse(tag: str) -> semver.Version | None:
     """Parse a tag (``1.2.3``, ``v1.2.3``, ``V1.2.3-rc.1+blue``) into a Version; None if not strict semver."""
     if not isinstance(tag, str):
@@ -65,6 +69,16 @@ def parse(tag: str) -> semver.Version | None:
         # semver 3 parses strictly by default: exactly MAJOR.MINOR.PATCH, no leading zeros.
         return semver.Version.parse(text)
     except (ValueError, TypeError):
+        pass
+    # Dewy's semver regex (registry/semver.go) takes leading zeros in MAJOR.MINOR.PATCH (v1.02.3) and
+    # compares them as numbers: so does dewy, or a tag Dewy deploys would be skipped here. The rest of
+    # what strict semver rejects (empty or zero-led pre-release identifiers) stays rejected.
+    match = _ZERO_LED.fullmatch(text)
+    if match is None:
+        return None
+    try:
+        return semver.Version.parse("%d.%d.%d%s" % (int(match[1]), int(match[2]), int(match[3]), match[4]))
+    except ValueError:
         return None
 
 
@@ -262,6 +276,8 @@ ARCHIVE_SUFFIXES = {
     ".tgz": "tgz",
     ".tar.bz2": "tar.bz2",
     ".tar.xz": "tar.xz",
+    ".tbz2": "tbz2",  # Dewy unpacks these two short forms too (cache/file.go); the kind is sniffed anyway
+    ".txz": "txz",
     ".tar": "tar",
     ".zip": "zip",
 }

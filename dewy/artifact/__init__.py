@@ -7,7 +7,7 @@ from dewy.artifact.base import Artifact, ArtifactError
 SCHEMES = {
     "file": ("dewy.artifact.file", "FileArtifact", frozenset()),
     "ghr": ("dewy.artifact.ghr", "GitHubArtifact", frozenset()),
-    "s3": ("dewy.artifact.s3", "S3Artifact", frozenset({"endpoint"})),
+    "s3": ("dewy.artifact.s3", "S3Artifact", frozenset({"endpoint", "region"})),
     "gs": ("dewy.artifact.gs", "GCSArtifact", frozenset()),
     "https": ("dewy.artifact.http", "HTTPArtifact", None),  # any query: presigned URLs carry their own
     "http": ("dewy.artifact.http", "HTTPArtifact", None),   # loopback hosts only (checked by the class)

@@ -28,9 +28,10 @@ READ_TIMEOUT = 60.0     # seconds without a byte before a request (or a download
 def split_url(parsed: urls.ParsedURL, kind: str, example: str) -> tuple:
     """(region, bucket, rest of the path) of an s3:// URL; ValueError naming what is missing or bad.
 
-    Dewy's split: the host is the region, the first path segment the bucket, the rest the prefix/key.
+    Dewy's split: the host is the region, the first path segment the bucket, the rest the prefix/key; as in
+    Dewy (registry/s3.go decodes the query after the host), `?region=` overrides the host's region.
     """
-    region = parsed.netloc
+    region = parsed.query.get("region") or parsed.netloc
     if not region:
         raise ValueError("s3:// %s needs a region as its host, e.g. %s" % (kind, example))
     if "@" in region:  # never echo what may be a key and secret

@@ -19,7 +19,7 @@ SCHEMES = {
     "rediss": ("dewy.cache.redis", "RedisCache", frozenset({"registry-ttl", "app", "prefix", "ca"})),
     "unix": ("dewy.cache.redis", "RedisCache", frozenset({"registry-ttl", "app", "prefix", "db", "password"})),
     "consul": ("dewy.cache.consul", "ConsulCache", frozenset({"registry-ttl", "app"})),
-    "s3": ("dewy.cache.s3", "S3Cache", frozenset({"registry-ttl", "app", "endpoint"})),
+    "s3": ("dewy.cache.s3", "S3Cache", frozenset({"registry-ttl", "app", "endpoint", "region"})),
     "gs": ("dewy.cache.gs", "GCSCache", frozenset({"registry-ttl", "app"})),
 }
 # Caches whose values no other host sees: a shared registry answer makes no sense there.

@@ -204,7 +204,7 @@ class Handler(BaseHTTPRequestHandler):
     timeout = CONNECTION_TIMEOUT
 
     def do_GET(self):  # noqa: N802 — the name http.server dispatches to
-        """Route GET /, /env and /slow."""
+        """Route GET /, /env, /healthz, /moved (302) and /slow."""
         url = urlsplit(self.path)
         app = self.server
         if url.path == "/":
@@ -215,6 +215,8 @@ class Handler(BaseHTTPRequestHandler):
             up = time.monotonic() - app.started
             sick = up < app.behaviour.get("unhealthy-for", 0) or up >= app.behaviour.get("unhealthy-after", 1e18)
             self._reply(503 if sick else 200, "unhealthy\n" if sick else "ok\n")
+        elif url.path == "/moved":  # a redirect, which readiness checks count as healthy (as Dewy does)
+            self._reply(302, "see /\n", location="/")
         elif url.path == "/slow":
             try:
                 ms = int(parse_qs(url.query).get("ms", ["1000"])[0])
@@ -226,9 +228,11 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._reply(404, "not found\n")
 
-    def _reply(self, code: int, body: str, ctype: str = "text/plain; charset=utf-8") -> None:
+    def _reply(self, code: int, body: str, ctype: str = "text/plain; charset=utf-8", location: str = "") -> None:
         data = body.encode()
         self.send_response(code)
+        if location:
+            self.send_header("Location", location)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Connection", "close")

@@ -119,6 +119,14 @@ def dir_problem(config) -> str | None:
     """Why the assets-mode `dir` cannot be kept as a symlink to the newest release: something that is not a
     symlink is there (dewy never replaces a real file or directory, as with `current`); None when it can."""
     path = config.dir if config.mode == "assets" else ""
+    if path and getattr(config, "user", ""):
+        from dewy.workdir import writable_parent  # the root master makes the link: no parent may be the user's
+
+        unsafe = writable_parent(path, config.user, getattr(config, "group", "") or "")
+        if unsafe:
+            return ("%s, above %s, can be changed by user %s: the root master would create the link wherever that "
+                    "user points it. Use a dir whose parents only root can write (e.g. /srv/www owned by root)"
+                    % (unsafe, path, config.user))
     if not path or not os.path.lexists(path) or os.path.islink(path):
         return None
     kind = "a directory" if os.path.isdir(path) else "a file"

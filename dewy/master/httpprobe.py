@@ -34,7 +34,7 @@ UNATTRIBUTED = "could not be attributed"  # in the detail of an answer whose acc
 
 class Probe:
     """GET path on a TCP listener. Register fileno() in a selector for events(), call on_event(now) when it
-    fires and tick(now) at deadline(now); once `finished`, `outcome` is OK (2xx), FAILED or OTHER (accepted
+    fires and tick(now) at deadline(now); once `finished`, `outcome` is OK (2xx, 3xx), FAILED or OTHER (accepted
     by a process outside group pgid) and `detail` says what happened."""
 
     def __init__(self, family: int, address: tuple, path: str, pgid: int, timeout: float, now: float):
@@ -200,7 +200,8 @@ class Probe:
             self.finish(OTHER, "GET %s answered %s by another generation" % (self.path, parts[1]))
             return
         code = int(parts[1])
-        outcome = OK if 200 <= code < 300 else FAILED
+        # 2xx and 3xx are healthy, as for Dewy (container_deploy.go) and Kubernetes' httpGet probes.
+        outcome = OK if 200 <= code < 400 else FAILED
         self.finish(outcome, "GET %s answered %s" % (self.path, " ".join(parts[1:])))
 
     def finish(self, outcome: str, detail: str) -> None:

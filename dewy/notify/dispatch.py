@@ -37,6 +37,12 @@ class Dispatcher:
         self.sent = 0    # deliveries that went out (for tests and metrics)
         self.failed = 0  # deliveries that failed
 
+    def use_workdir(self, workdir: str) -> None:
+        """Tell the notifiers that keep state (Slack's threads) where the workdir is, so it survives a restart."""
+        for notifier in self.notifiers:
+            if hasattr(notifier, "use_workdir"):
+                notifier.use_workdir(workdir)
+
     @property
     def notifiers(self) -> list:
         """The notifiers, in setting order."""

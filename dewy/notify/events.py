@@ -29,6 +29,7 @@ EVENTS = {
     "failed": Kind(ERROR, True, "deploy failed"),
     "rolled-back": Kind(ERROR, True, "rolled back"),
     "hook-failed": Kind(ERROR, True, "hook failed"),
+    "hook-succeeded": Kind(INFO, False, "hook succeeded"),  # Dewy sends hook results either way; quiet drops it
     "rollout-stopped": Kind(ERROR, True, "rollout stopped fleet-wide"),
     "registry-unreachable": Kind(ERROR, True, "registry unreachable"),
     "registry-reachable": Kind(SUCCESS, False, "registry reachable again"),
@@ -118,11 +119,15 @@ _TEXTS = {
         _seconds(f.get("switch_seconds")), "; " + f["error"] if f.get("error") else ""),
     "refused": lambda f: "%s %s refused on %s: %s" % (f["app"], f["version"], f["host"], f.get("error")),
     "failed": lambda f: "%s: deploy of %s failed on %s: %s (%s)" % (
-        f["app"], f["version"], f["host"], f.get("error"), "version refused" if f.get("refused") else "will retry"),
+        f["app"], f["version"], f["host"], f.get("error"),
+        "it serves anyway" if f.get("kept") else "version refused" if f.get("refused") else "will retry"),
     "rolled-back": lambda f: "%s rolled back on %s: %s -> %s: %s" % (
         f["app"], f["host"], f["version"], f.get("to_version") or "nothing", f.get("error")),
     "hook-failed": lambda f: "%s: %s failed on %s for %s: %s%s" % (
         f["app"], f.get("hook") or "hook", f["host"], f["version"], f.get("error"),
+        "\n" + f["output"] if f.get("output") else ""),
+    "hook-succeeded": lambda f: "%s: %s succeeded on %s for %s in %s%s" % (
+        f["app"], f.get("hook") or "hook", f["host"], f["version"], _seconds(f.get("seconds")),
         "\n" + f["output"] if f.get("output") else ""),
     "rollout-stopped": lambda f: "%s %s stopped fleet-wide: it failed on %s: %s (hosts that have not deployed it "
                                  "never will; hosts running it go back)" % (

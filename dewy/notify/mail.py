@@ -1,7 +1,8 @@
 """`mail://host:port/to@example.com` (or `smtp://`): one mail per event, sent with smtplib.
 
-Query keys: `username`, `password`, `from`, `subject` (prefix of every subject), `tls` (default true),
-`quiet`. `MAIL_USERNAME`, `MAIL_PASSWORD` and `MAIL_FROM` in the environment fill in what the URL leaves
+Query keys: `username`, `password`, `from` (default: MAIL_FROM, else the username when it is an address, as
+Dewy, else dewy@<host>), `subject` (the whole subject, as Dewy; without it `[app] deployed 1.2.3`), `tls`
+(default true), `quiet`. `MAIL_USERNAME`, `MAIL_PASSWORD` and `MAIL_FROM` in the environment fill in what the URL leaves
 out (keep the password there, not in a world-readable ini). The port defaults to 587 (submission) with
 STARTTLS; port 465 speaks TLS from the first byte; `tls=false` sends in plaintext and never upgrades
 (for a relay on localhost). Certificates are verified against the system CAs. Several recipients are
@@ -56,20 +57,21 @@ class MailNotifier(Notifier):
                          or os.environ.get("MAIL_USERNAME", ""))
         self.password = (query.get("password") or urllib.parse.unquote(userinfo.password or "")
                          or os.environ.get("MAIL_PASSWORD", ""))
-        self.sender = query.get("from") or os.environ.get("MAIL_FROM", "") or "dewy@%s" % audit.hostname()
-        self.subject = query.get("subject") or ""
+        self.sender = (query.get("from") or os.environ.get("MAIL_FROM", "")
+                       or (self.username if "@" in self.username else "") or "dewy@%s" % audit.hostname())
+        self.subject = query.get("subject") or ""  # Dewy's meaning: the whole subject of every mail
 
     def describe(self) -> str:
         """mail://host:port (no recipients, no credentials)."""
         return "%s://%s:%d" % (self.parsed.scheme, self.host, self.port)
 
     def message(self, event: Event) -> EmailMessage:
-        """The mail for event: subject `<subject prefix> [app] deployed 1.2.3`, the text, the fields."""
+        """The mail for event: subject `subject=` or `[app] deployed 1.2.3`, the text, the fields."""
         named = event.replace(app=self.title) if self.title else event
         msg = EmailMessage()
         msg["From"] = self.sender
         msg["To"] = ", ".join(self.recipients)
-        msg["Subject"] = ("%s %s" % (self.subject, named.title)).strip()
+        msg["Subject"] = self.subject or named.title
         msg["Date"] = formatdate(localtime=False, usegmt=True)
         msg["Message-ID"] = make_msgid(domain=audit.hostname())
         details = "\n".join("%s: %s" % (k, v) for k, v in sorted(named.fields.items())

@@ -1,10 +1,14 @@
 """`slack://<channel>?title=<app>&url=<link>&quiet=true&thread=true`: chat.postMessage via slack-sdk.
 
+Without a channel (`slack://`), Dewy's default channel `randam` (sic, Dewy's spelling).
+
 The bot token comes from `SLACK_TOKEN` (never from the URL: an ini is read by more people than a unit's
 environment file). `SLACK_API_URL` points the client at a Slack-compatible server; like the SDK's own
 base_url it must end with `/`. HTTP 429 is retried once after `Retry-After` by the SDK's rate-limit retry
 handler (waits longer than MAX_RETRY_AFTER are not: the message is dropped and logged instead).
-With `thread=true`, every message about one version goes into the thread its first message started.
+With `thread=true`, every message about one version goes into the thread its first message started; the
+threads' timestamps are kept in `.dewy/slack-threads.json` ({channel: {version: ts}}), so a restarted dewy
+(a crash, an upgrade, a reboot) goes on posting into the same thread, as Dewy does with its `.slack-thread-ts`.
 """
 
 import os
@@ -15,6 +19,10 @@ from dewy.notify.events import Event
 
 MAX_RETRY_AFTER = 30  # seconds: a longer rate-limit wait would hold the queue of notifications up too long
 MAX_THREADS = 50      # versions whose thread ts is remembered
+THREADS_FILE = "slack-threads.json"  # under .dewy/
+# slack:// without a channel posts where Dewy does: its default channel, spelled as Dewy spells it
+# (notifier/slack.go defaultSlackChannel), so a Dewy user's messages keep going where they went.
+DEFAULT_CHANNEL = "randam"
 SECTION_LIMIT = 2500  # characters of the text in the message's section block (Slack's limit is 3000)
 
 
@@ -23,9 +31,7 @@ class SlackNotifier(Notifier):
 
     @classmethod
     def validate(cls, parsed: urls.ParsedURL) -> None:
-        """Raise ValueError without a channel, or with a bad boolean or a non-http link."""
-        if not (parsed.netloc or parsed.path.strip("/")):
-            raise ValueError("slack notifier needs a channel: slack://<channel> (a name such as deploys, or an id)")
+        """Raise ValueError for a bad boolean or a non-http link (no channel: Dewy's default, DEFAULT_CHANNEL)."""
         for key in ("quiet", "thread"):
             urls.query_bool(parsed, key)
         link = parsed.query.get("url")
@@ -34,16 +40,57 @@ class SlackNotifier(Notifier):
         base = os.environ.get("SLACK_API_URL")
         if base and not base.endswith("/"):
             raise ValueError("SLACK_API_URL must end with / (e.g. https://slack.example.com/api/)")
+        if base:  # the bot token travels on it: the one web URL rule (plain http only to loopback)
+            try:
+                urls.check_web_url(urls.parse(base), "SLACK_API_URL")
+            except ValueError as exc:
+                raise ValueError("SLACK_API_URL: %s" % exc) from None
 
     def __init__(self, url: str):
         super().__init__(url)
         self.validate(self.parsed)
         # A name (deploys, #deploys) or an id (C0123ABC): chat.postMessage takes either as it is.
-        self.channel = (self.parsed.netloc + self.parsed.path).strip("/")
+        self.channel = (self.parsed.netloc + self.parsed.path).strip("/") or DEFAULT_CHANNEL
+        from dewy.notify.base import log
+        if self.channel == DEFAULT_CHANNEL and not (self.parsed.netloc + self.parsed.path).strip("/"):
+            log.warning("notifier slack://: no channel given; posting to #%s, Dewy's default (name one: "
+                        "slack://<channel>)", DEFAULT_CHANNEL)
+        if not os.environ.get("SLACK_TOKEN"):
+            # Dewy logs this once and sends nothing; dewy says so once too, and each send then fails in the log.
+            log.error("notifier %s: SLACK_TOKEN is not set: nothing can be posted", self.describe())
         self.link = self.parsed.query.get("url") or ""
         self.thread = urls.query_bool(self.parsed, "thread")
         self.threads = {}  # version -> ts of the message that started its thread
+        self.threads_file = None  # where they are kept (use_workdir)
         self._client = None
+
+    def use_workdir(self, workdir: str) -> None:
+        """Keep this channel's threads in workdir/.dewy/slack-threads.json, and take the ones kept there."""
+        if not self.thread:
+            return
+        from dewy import status
+        from dewy.workdir import state_path
+
+        self.threads_file = state_path(workdir, THREADS_FILE)
+        kept = status.read_json(self.threads_file, "Slack threads") or {}
+        mine = kept.get(self.channel) if isinstance(kept, dict) else None
+        if isinstance(mine, dict):
+            self.threads = {v: ts for v, ts in mine.items() if isinstance(ts, str)} | self.threads
+
+    def _save_threads(self) -> None:
+        """Write this channel's threads next to the other channels' (a failure is logged: only threading suffers)."""
+        if self.threads_file is None:
+            return
+        from dewy import status
+        from dewy.notify.base import log
+
+        try:
+            kept = status.read_json(self.threads_file, "Slack threads") or {}
+            kept = kept if isinstance(kept, dict) else {}
+            kept[self.channel] = dict(self.threads)
+            status.write_json_atomic(self.threads_file, kept)
+        except OSError as exc:
+            log.warning("cannot keep the Slack threads in %s: %s", self.threads_file, exc)
 
     def describe(self) -> str:
         """slack://<channel> (the channel is not a secret; the token never is in the URL)."""
@@ -114,6 +161,7 @@ class SlackNotifier(Notifier):
             if len(self.threads) >= MAX_THREADS:
                 self.threads.pop(next(iter(self.threads)))
             self.threads[version] = response["ts"]
+            self._save_threads()
 
 
 def _escape(text: str) -> str:

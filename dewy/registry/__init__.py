@@ -11,7 +11,7 @@ from dewy.registry.base import COMMON_KEYS, Registry, RegistryError, Release
 SCHEMES = {
     "file": ("dewy.registry.file", "FileRegistry", COMMON_KEYS),
     "ghr": ("dewy.registry.ghr", "GitHubRegistry", COMMON_KEYS),
-    "s3": ("dewy.registry.s3", "S3Registry", COMMON_KEYS | {"endpoint"}),
+    "s3": ("dewy.registry.s3", "S3Registry", COMMON_KEYS | {"endpoint", "region"}),
     "gs": ("dewy.registry.gs", "GCSRegistry", COMMON_KEYS),
     "grpc": ("dewy.registry.grpc", "GRPCRegistry", frozenset({"artifact", "calver", "no-tls", "ca"})),
     "img": ("dewy.registry.oci", "OCIRegistry", frozenset({"pre-release", "calver", "insecure", "constraint"})),

@@ -25,7 +25,7 @@ class S3Backend(Backend):
         ("s3://eu-west-1/bucket/a/../b", 'bad value "a/../b" for the key prefix'),
         ("s3://eu-west-1/bucket?endpoint=ftp://x", 'bad value "ftp://x" for query key "endpoint"'),
         ("s3://eu-west-1/bucket?registry-ttl=soon", 'bad value "soon" for query key "registry-ttl"'),
-        ("s3://eu-west-1/bucket?prefix=x", 'unknown query key "prefix" for s3://; supported: app, endpoint, registry-ttl'),
+        ("s3://eu-west-1/bucket?prefix=x", 'unknown query key "prefix" for s3://; supported: app, endpoint, region, registry-ttl'),
     )
 
     def __init__(self, server):

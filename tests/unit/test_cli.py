@@ -144,7 +144,7 @@ CLI_ERRORS = [
     ("credentials", ["assets", "--registry", "ftps://u:hunter2@h/?token=t0k"],
      'dewy: command line: --registry = "ftps://u:***@h/?token=***": unsupported scheme "ftps"'),
     # usage errors: the usage follows the message
-    ("no-app", ["server", "--registry", R], "dewy: the app's command goes after --"),
+    ("no-app", ["server", "--registry", R], "dewy: the app's command is missing"),
     ("unknown-flag", ["server", "--bogus", "--", "app"], "dewy: unexpected --bogus"),
     ("flag-without-value", ["server", "-i"], "dewy: -i requires argument"),
     ("unknown-command", ["deploy"], 'dewy: unknown command "deploy"'),
@@ -176,7 +176,7 @@ def test_dewy_exits_2_with_the_message_and_starts_nothing(dewy_results, case_id,
 
 def test_usage_errors_show_the_usage(dewy_results):
     for case_id in ("no-app", "unknown-flag", "unknown-command", "no-command"):
-        assert "Usage:\n  dewy server [options] -- CMD [ARG...]\n" in dewy_results[case_id][1].stderr
+        assert "Usage:\n  dewy server [options] [--] CMD [ARG...]\n" in dewy_results[case_id][1].stderr
 
 
 # --- the usage is generated from SETTINGS ---------------------------------------------------------
@@ -196,17 +196,24 @@ def test_help_lists_every_setting_flag(capsys):
 
 def test_every_setting_but_mode_and_app_has_the_long_flag_of_its_ini_key():
     for s in config.SETTINGS:
-        assert s.flag == (None if s.name in ("mode", "app", "container-args") else "--" + s.name)
+        # otlp-insecure is Dewy's switch --otlp-insecure (dewy.dewyflags), no flag with a value
+        assert s.flag == (None if s.name in ("mode", "app", "container-args", "otlp-insecure") else "--" + s.name)
     shorts = {s.short: s.name for s in config.SETTINGS if s.short}
     assert shorts == {"-p": "port", "-i": "interval", "-l": "log-level", "-f": "log-format", "-c": "cache",
-                      "-s": "slot"}
+                      "-s": "slot", "-d": "dir"}
 
 
 def test_help_and_version(capsys):
     assert cli.main(["server", "-h"]) == 0
     assert "Usage:" in capsys.readouterr().out
-    assert cli.main(["--version"]) == 0
-    assert capsys.readouterr().out == "dewy %s\n" % __version__
+    for argv in (["--version"], ["-v"], ["server", "-v"], ["assets", "--registry", R, "--version"]):
+        assert cli.main(argv) == 0
+        assert capsys.readouterr().out == "dewy version: %s [unknown, unknown]\n" % __version__  # Dewy's form
+    assert cli.main(["server", "-f", "json", "-v"]) == 0  # Dewy: a JSON log record on stderr instead
+    out = capsys.readouterr()
+    record = json.loads(out.err)
+    assert out.out == "" and (record["msg"], record["version"], record["level"]) == ("Dewy version", __version__,
+                                                                                     "INFO")
     assert not cli._wants_help(["server", "--registry", R, "--", "app", "-h"])  # -h belongs to the app
 
 
@@ -233,9 +240,10 @@ def test_every_flag_reaches_the_config():
         app=("/base/srv/bin/app", "--port", "-x"), workdir="/base/srv", ready=config.Ready("notify", 20.0),
         graceful_timeout=3.0, stop_signal=3, keep_releases=2, backlog=64, dir="/base/www", hook_timeout=60.0,
         verify_checksum="required", poll_backoff_max=120.0, metrics="127.0.0.1:9464", health="/healthz",
+        after_rollback_hook="", rollback="on", otlp_endpoint="", otlp_insecure="false",
         health_interval=5.0, health_failures=2, trigger="", trigger_token="", trigger_secret="",
         max_release_size=2 * 1024 ** 3, max_release_files=100000, rollout_waves=(), rollout_soak=60.0,
-        host_id="web-1", user="", group="", name="", replicas=1, health_path="", health_timeout=30.0,
+        host_id="web-1", user="", group="", app_env_keep=(), name="", replicas=1, health_path="", health_timeout=30.0,
         drain_time=30.0, runtime="docker", cmd=(), proxy_idle_timeout=300.0, container_args=(), source="command line")
 
 

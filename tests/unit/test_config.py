@@ -59,9 +59,11 @@ INI_ERRORS = [
      '[dewy] verify-checksum = "yes": expected one of: auto, required, off'),
     ("bad-metrics", BASE + "metrics = 9464\n",
      '[dewy] metrics = "9464": expected HOST:PORT such as 127.0.0.1:9464, [::1]:9464 or :9464'),
-    ("zero-poll-backoff-max", BASE + "poll-backoff-max = 0\n",
-     '[dewy] poll-backoff-max = "0": expected a duration of at least 100ms (polling more often only burns CPU), '
-     'such as 500ms, 10s or 1m'),
+    ("negative-poll-backoff-max", BASE + "poll-backoff-max = -1s\n",
+     '[dewy] poll-backoff-max = "-1s": expected a duration'),
+    ("bad-rollback", BASE + "rollback = no\n", '[dewy] rollback = "no": expected one of: on, off'),
+    ("bad-otlp-endpoint", BASE + "otlp-endpoint = collector\n",
+     '[dewy] otlp-endpoint = "collector": expected HOST:PORT'),
     ("zero-hook-timeout", BASE + "hook-timeout = 0s\n",
      '[dewy] hook-timeout = "0s": expected a duration of at least 100ms (a shorter one kills every hook, failing '
      'every deploy), such as 500ms, 10s or 1m'),
@@ -74,8 +76,8 @@ INI_ERRORS = [
      '[dewy] hook-timeout = "99ms": expected a duration of at least 100ms (a shorter one kills every hook, failing '
      'every deploy), such as 500ms, 10s or 1m'),
     ("tiny-poll-backoff-max", BASE + "poll-backoff-max = 10ms\n",
-     '[dewy] poll-backoff-max = "10ms": expected a duration of at least 100ms (polling more often only burns CPU), '
-     'such as 500ms, 10s or 1m'),
+     '[dewy] poll-backoff-max = "10ms": expected 0 (never) or a duration of at least 100ms (polling more often only '
+     'burns CPU), such as 500ms, 10s or 1m'),  # 0: no backoff, as Dewy's --max-backoff-interval 0
     ("tiny-health-timeout", BASE + "health-timeout = 10ms\n",
      '[dewy] health-timeout = "10ms": expected a duration of at least 100ms (a shorter one refuses every good '
      'image), such as 500ms, 10s or 1m'),
@@ -237,7 +239,7 @@ def test_attributes_match_the_architecture_table():
     table = doc[doc.index("Config attributes"):doc.index("## Pipe protocol")]
     documented = re.findall(r"^\| `(\w+)`(?:, `(\w+)`)? \|", table, re.M)
     documented = [name for row in documented for name in row if name]
-    assert list(Config.__dataclass_fields__) == documented
+    assert [*config.CONFIG_ATTRIBUTES, "source"] == documented
 
 
 def test_config_is_frozen(tmp_path):
@@ -327,6 +329,13 @@ GOOD = [
     ("verify-checksum", "Required", "required"),
     ("verify-checksum", "off", "off"),
     ("poll-backoff-max", "30s", 30.0),
+    ("poll-backoff-max", "0", 0.0),  # off, as Dewy's --max-backoff-interval 0
+    ("after-rollback-hook", "echo rolled back", "echo rolled back"),
+    ("rollback", "OFF", "off"),
+    ("rollback", "on", "on"),
+    ("otlp-endpoint", "localhost:4317", "localhost:4317"),
+    ("otlp-endpoint", "", ""),
+    ("otlp-insecure", "true", "true"),
     ("health", "", ""),  # http:/PATH needs a TCP port: tests/unit/test_lifecycle_http.py
     ("health-interval", "30s", 30.0),
     ("health-failures", "5", 5),
@@ -345,6 +354,8 @@ GOOD = [
     ("user", " nobody ", "nobody"),
     ("user", "0", "0"),
     ("group", "", ""),
+    ("app-env-keep", "", ()),
+    ("app-env-keep", " AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY ", ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
     ("notifier", "slack://deploys?quiet=true, https://hooks.example.com/x?secret=s",
      "slack://deploys?quiet=true, https://hooks.example.com/x?secret=s"),
     # container mode's (valid in any mode; tests/unit/test_container_config.py checks the mode itself)

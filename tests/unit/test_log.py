@@ -160,3 +160,60 @@ def test_a_url_inside_the_query_is_redacted_too(url, secret):
     redacted = log.redact(url)
     assert secret not in redacted and "***" in redacted
     assert "artifact=app.tar.gz" in redacted or "x=1" in redacted  # the rest stays readable
+
+
+# --- the journal: syslog priority prefixes when JOURNAL_STREAM names stderr -----------------------------------
+
+_JOURNAL_SCRIPT = """
+import logging
+from dewy import log
+logger = log.setup("debug", "%s", "dewy.master")
+logger.error("it broke")
+logger.warning("careful")
+logger.info("hello", extra={"version": "1.2.3"})
+logger.debug("details")
+try:
+    raise ValueError("bad")
+except ValueError:
+    logger.exception("with a traceback")
+"""
+
+
+def _log_through_pipe(fmt: str, journal_of_pipe: bool) -> list:
+    """The stderr lines of a process logging one record a level, its fd 2 a pipe that JOURNAL_STREAM names (or not)."""
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    st = os.fstat(write_end)
+    stream = "%d:%d" % (st.st_dev, st.st_ino) if journal_of_pipe else "%d:%d" % (st.st_dev, st.st_ino + 1)
+    try:
+        subprocess.run([sys.executable, "-c", _JOURNAL_SCRIPT % fmt], stderr=write_end, check=True, timeout=60,
+                       env=dict(os.environ, JOURNAL_STREAM=stream))
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, encoding="utf-8") as fh:
+        return fh.read().splitlines()
+
+
+def test_on_the_journal_lines_carry_their_syslog_priority_and_no_timestamp():
+    lines = _log_through_pipe("text", journal_of_pipe=True)
+    pid = lines[0].partition("[")[2].partition("]")[0]
+    assert lines[:4] == [
+        "<3>ERROR dewy.master[%s]: it broke" % pid,
+        "<4>WARNING dewy.master[%s]: careful" % pid,
+        "<6>INFO dewy.master[%s]: hello version=1.2.3" % pid,
+        "<7>DEBUG dewy.master[%s]: details" % pid,
+    ]
+    # Every line of a traceback keeps the record's priority (journald reads each line as an entry).
+    assert lines[4].startswith("<3>ERROR") and len(lines) > 5
+    assert all(line.startswith("<3>") for line in lines[4:]), lines[4:]
+    json_lines = _log_through_pipe("json", journal_of_pipe=True)
+    assert json_lines[0].startswith('<3>{"time":') and json_lines[3].startswith("<7>{")
+
+
+def test_a_journal_stream_that_is_not_stderr_changes_nothing():
+    """A child whose stderr goes elsewhere inherits JOURNAL_STREAM: only the stream itself counts."""
+    lines = _log_through_pipe("text", journal_of_pipe=False)
+    assert re.match(r"^\d{4}-\d\d-\d\dT[\d:.]+Z ERROR dewy\.master\[\d+\]: it broke$", lines[0]), lines[0]
+    assert not any(line.startswith("<") for line in lines)

@@ -51,7 +51,6 @@ def test_setting_is_a_comma_separated_list_each_validated():
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("slack://", "slack notifier needs a channel"),
     ("slack://deploys?quiet=maybe", 'bad value "maybe" for query key "quiet"'),
     ("slack://deploys?colour=red", 'unknown query key "colour" for slack://; supported: quiet, thread, title, url'),
     ("mail://smtp.example.com", "mail notifier needs a recipient"),
@@ -89,6 +88,26 @@ def test_slack_posts_through_the_sdk_with_title_link_and_threads(slack):
     assert third["thread_ts"] is None
     headers = slack.requests[0]["headers"]
     assert headers["authorization"] == "Bearer " + GOOD
+
+
+def test_slack_thread_survives_a_restart(slack, tmp_path):
+    """Dewy keeps its thread in .slack-thread-ts; dewy in .dewy/slack-threads.json: a new notifier (a restarted
+    poller) replies in the thread the previous one started, per channel."""
+    (tmp_path / ".dewy").mkdir()
+    before = notify.from_url("slack://deploys?thread=true")
+    before.use_workdir(str(tmp_path))
+    assert before.send_event(event("downloaded", bytes=1, seconds=1))
+    after = notify.from_url("slack://deploys?thread=true")
+    after.use_workdir(str(tmp_path))
+    other = notify.from_url("slack://ops?thread=true")
+    other.use_workdir(str(tmp_path))
+    assert after.send_event(event("deployed", previous_version="1.1.0"))
+    assert other.send_event(event("deployed", previous_version="1.1.0"))
+    first, second, third = slack.messages
+    assert second["thread_ts"] == first["ts"] and third["thread_ts"] is None
+    kept = json.loads((tmp_path / ".dewy" / "slack-threads.json").read_text())
+    assert kept["deploys"] == {"1.2.0": first["ts"]} and kept["ops"] == {"1.2.0": third["ts"]}
+    assert oct((tmp_path / ".dewy" / "slack-threads.json").stat().st_mode & 0o777) == "0o600"
 
 
 def test_slack_stand_in_speaks_form_bodies_too(slack):
@@ -130,6 +149,21 @@ def _parse(raw: bytes):
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_dewy_url_defaults_slack_channel_and_mail_from(monkeypatch, caplog):
+    """slack:// without a channel posts to Dewy's default channel; mail's From falls back to the username when it
+    is an address (Dewy's rule), and without subject= the subject names the event."""
+    monkeypatch.delenv("SLACK_TOKEN", raising=False)
+    monkeypatch.delenv("MAIL_FROM", raising=False)
+    notify.validate_url("slack://")
+    slack = notify.from_url("slack://?title=shop")
+    assert slack.channel == "randam" and slack.describe() == "slack://randam"
+    assert "Dewy's default" in caplog.text and "SLACK_TOKEN is not set" in caplog.text
+    mail = notify.from_url("mail://smtp.example.com/ops@example.com?username=bot@example.com&password=x")
+    assert mail.sender == "bot@example.com"
+    assert mail.message(event("deployed"))["Subject"].endswith("deployed 1.2.0")
+    assert notify.from_url("mail://smtp.example.com/ops@example.com?username=bot").sender.startswith("dewy@")
+
+
 def test_mail_logs_in_and_sends_one_mail_per_event(monkeypatch):
     with MailServer(users={"dewy": "s3cret-pass"}) as server:
         monkeypatch.setenv("MAIL_USERNAME", "dewy")
@@ -143,7 +177,7 @@ def test_mail_logs_in_and_sends_one_mail_per_event(monkeypatch):
         assert (sender, rcpt, user, over_tls) == ("dewy@example.com", ["ops@example.com", "dev@example.com"],
                                                   "dewy", False)
         msg = _parse(raw)
-        assert msg["Subject"] == "[prod] [shop] hook failed 1.2.0"
+        assert msg["Subject"] == "[prod]"  # Dewy's subject=: the whole subject
         body = msg.get_content().replace("\r\n", "\n")
         assert "shop: before-deploy-hook failed on web-1 for 1.2.0: exit 3\nline 1\nmigration failed" in body
         assert "s3cret-pass" not in raw.decode()
@@ -290,3 +324,15 @@ def test_notifying_never_blocks_and_never_raises(caplog):
         assert len(slow.events) == 3 and dispatcher.failed == 3
         assert "no answer from http://127.0.0.1: ConnectionError" in caplog.text
         dispatcher.close()
+
+
+@pytest.mark.parametrize("base", ["http://10.1.2.3/api/", "http://slack.example.com/api/"])
+def test_slack_api_url_plain_http_off_loopback_is_refused(monkeypatch, base):
+    """The bot token travels to SLACK_API_URL: the same rule as webhooks and GitHub (http:// to loopback only)."""
+    from dewy import notify
+
+    monkeypatch.setenv("SLACK_API_URL", base)
+    with pytest.raises(ValueError, match="loopback"):
+        notify.validate_url("slack://deploys")
+    monkeypatch.setenv("SLACK_API_URL", "http://127.0.0.1:8/api/")
+    notify.validate_url("slack://deploys")

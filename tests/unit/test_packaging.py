@@ -25,7 +25,7 @@ def test_distribution_is_dewy_deploy_with_license_and_python_310():
     assert cfg["metadata"]["name"] == extras.DIST == "dewy-deploy"
     assert cfg["options"]["python_requires"] == ">=3.10"
     assert "MIT License" in (ROOT / "LICENSE").read_text()
-    assert "License :: OSI Approved :: MIT License" in cfg["metadata"]["classifiers"]
+    assert cfg["metadata"]["license"] == "MIT"  # an SPDX expression (the License :: classifier is deprecated)
     assert "Source" in cfg["metadata"]["project_urls"]
 
 
@@ -52,3 +52,16 @@ def test_ci_runs_the_readme_test_command_verbatim():
 def test_quick_start_makes_a_venv_instead_of_installing_into_the_system_python():
     readme = (ROOT / "README.md").read_text()
     assert "\npython3 -m venv .venv && .venv/bin/pip install . && .venv/bin/dewy demo\n" in readme
+
+
+def test_the_unit_loads_the_env_file_has_a_state_dir_a_watchdog_and_checks_before_reloading():
+    unit = (ROOT / "contrib" / "systemd" / "dewy.service").read_text()
+    lines = [line for line in unit.splitlines() if line and not line.startswith("#")]
+    for wanted in ("EnvironmentFile=-/etc/dewy/dewy.env", "StateDirectory=dewy", "Type=notify",
+                   "ExecStart=dewy-master -c /etc/dewy/dewy.ini"):
+        assert wanted in lines, wanted
+    assert any(line.startswith("Documentation=https://") for line in lines)
+    watchdog = [line for line in lines if line.startswith("WatchdogSec=")]
+    assert watchdog and int(watchdog[0].split("=")[1].rstrip("s")) >= 2 * 30 + 30, "a ping interval (half of it) plus an upgrade preflight (30 s)"
+    reload = [line for line in lines if line.startswith("ExecReload=")]
+    assert reload == ["ExecReload=dewy-master -c /etc/dewy/dewy.ini --check", "ExecReload=/bin/kill -HUP $MAINPID"]

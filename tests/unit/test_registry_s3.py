@@ -92,7 +92,7 @@ def test_a_missing_artifact_object_is_an_artifact_error(store):
     ("s3://us-east-1/bucket?endpoint=ftp://127.0.0.1:21", 'bad value "ftp://127.0.0.1:21" for query key "endpoint"'),
     ("s3://us-east-1/bucket?endpoint=127.0.0.1:9000", "for query key \"endpoint\""),
     ("s3://us-east-1/bucket?endpoint=http://127.0.0.1:port", "for query key \"endpoint\""),
-    ("s3://us-east-1/bucket?region=eu-west-1", 'unknown query key "region"'),
+    ("s3://us-east-1/bucket?region=eu%20west", "bad region"),
     ("s3://us-east-1/bucket?pre-release=maybe", 'bad value "maybe" for query key "pre-release"'),
 ])
 def test_bad_registry_urls_are_config_errors(url, message):
@@ -107,6 +107,21 @@ def test_bad_registry_urls_are_config_errors(url, message):
 ])
 def test_bad_artifact_urls_are_refused(url, message):
     config_error(artifact.validate_url, url, message)
+
+
+def test_region_query_overrides_the_host_as_in_dewy(store):
+    """Dewy decodes ?region= after taking the host: the query wins (registry, cache and artifact URLs alike)."""
+    from dewy import cache
+
+    reg = registry.from_url("s3://us-east-1/bucket/releases?region=eu-west-1")
+    assert (reg.region, reg.bucket, reg.prefix.strip("/")) == ("eu-west-1", "bucket", "releases")
+    assert cache.from_url("s3://us-east-1/bucket/dewy?region=eu-west-2", "/tmp").region == "eu-west-2"
+    artifact.validate_url("s3://us-east-1/bucket/v1/app.tar.gz?region=eu-west-1")
+    # and it really is the region asked: the store answers the listing under its own region
+    store.put("v1.0.0/app.tar.gz", b"x")
+    url = "s3://ap-south-1/%s/releases?region=%s&endpoint=%s&artifact=app.tar.gz" % (
+        store.bucket, store.region, store.server.endpoint)
+    assert registry.from_url(url).latest().version == "1.0.0"
 
 
 def test_importing_and_validating_does_not_load_boto3():

@@ -27,7 +27,8 @@ from dewy.releases import Manifest, ReleaseError, UnsafeArchive
 
 RELEASE_NAME = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 
-TAR_MODES = {"tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz", "tar": "w:"}
+TAR_MODES = {"tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz", "tar": "w:",
+             "tbz2": "w:bz2", "txz": "w:xz"}  # the short forms Dewy unpacks too
 
 
 def zip_info(path, name):
@@ -84,6 +85,7 @@ def assert_refused_cleanly(env, artifact, name, exc=UnsafeArchive, match=None, *
     [
         ("app.tar.gz", "tar.gz"), ("APP.TAR.GZ", "tar.gz"), ("app.tgz", "tgz"), ("app.tar.bz2", "tar.bz2"),
         ("app.tar.xz", "tar.xz"), ("app.tar", "tar"), ("app.zip", "zip"), ("app", "file"),
+        ("app_linux_amd64.txz", "txz"), ("APP.TBZ2", "tbz2"),
         ("app.gz", "file"), ("app_linux_amd64", "file"), ("app.exe", "file"),
     ],
 )
@@ -92,7 +94,8 @@ def test_archive_kind(name, kind):
 
 
 def test_archive_suffixes_cover_every_kind():
-    assert set(releases.ARCHIVE_SUFFIXES.values()) == {"tar.gz", "tgz", "tar.bz2", "tar.xz", "tar", "zip"}
+    assert set(releases.ARCHIVE_SUFFIXES.values()) == {"tar.gz", "tgz", "tar.bz2", "tar.xz", "tar", "zip",
+                                                         "tbz2", "txz"}
 
 
 # --- install: formats ----------------------------------------------------------------------------

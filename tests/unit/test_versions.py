@@ -18,6 +18,10 @@ from dewy import versions
         ("v1.2.3+blue", "1.2.3+blue"),
         ("1.2.3-rc.1+blue", "1.2.3-rc.1+blue"),
         ("v0.0.0", "0.0.0"),
+        # Dewy's regex (registry/semver.go) takes leading zeros in the numbers and compares them as numbers
+        ("v1.02.3", "1.2.3"),
+        ("01.2.3", "1.2.3"),
+        ("v001.000.010-rc.1+blue", "1.0.10-rc.1+blue"),
     ],
 )
 def test_parse_accepts_strict_semver_with_optional_v(tag, expected):
@@ -29,10 +33,16 @@ def test_parse_accepts_strict_semver_with_optional_v(tag, expected):
 
 @pytest.mark.parametrize(
     "tag",
-    ["latest", "1.2", "v1.2.3.4", "release-1", "", "v", "vv1.2.3", "01.2.3", " 1.2.3", "1.2.3\n", "x1.2.3", None, 123],
+    ["latest", "1.2", "v1.2.3.4", "release-1", "", "v", "vv1.2.3", " 1.2.3",
+     "1.2.3-01", "1.2.3-rc..1", "1.02.3\n", "1.2.3\n", "x1.2.3", None, 123],
 )
 def test_parse_rejects_anything_else(tag):
     assert versions.parse(tag) is None
+
+
+def test_leading_zeros_compare_as_numbers_as_in_dewy():
+    assert versions.select_newest(["v1.02.3", "v1.10.0", "v1.9.0"]) == "v1.10.0"
+    assert versions.select_newest(["v1.02.3", "v1.1.9"]) == "v1.02.3"
 
 
 def test_normalise_rejects_non_semver():
