@@ -221,7 +221,7 @@ def _outcome(st: dict, latest: str | None, followed: str | None = None, before: 
         if reason == "deploy-failed":  # transient: a hook, a full disk, a download cut short
             return EXIT_FAILED, {"ok": False, "version": target, "error": text, "retry": True}, \
                 "%s failed (will retry): %s" % (target, text)
-        if reason in ("nothing-deployable", "not-yet-published"):
+        if reason in ("nothing-deployable", "not-yet-published", "unfinished"):
             return EXIT_FAILED, {"ok": False, "error": text, "reason": reason}, text
         if reason == "registry-failed":
             return EXIT_FAILED, {"ok": False, "error": text, "reason": reason}, "the registry did not answer: %s" % text

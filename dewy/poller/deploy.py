@@ -43,6 +43,11 @@ class Transient(Exception):
     """This attempt failed for a reason outside the release: try again at the next poll."""
 
 
+class Unfinished(Exception):
+    """The artifact is still being published (copied into the registry without the atomic rename): no failure,
+    nothing audited or notified; the next poll looks again."""
+
+
 class Paused(Exception):
     """Deploys were paused while this one ran: it stops before the switch (not a failure)."""
 
@@ -176,6 +181,11 @@ class Deploy:
                 version=release.version, tag=release.tag, release_dir=self.release_dir,
                 artifact=release.artifact_name, sha256=self.sha256, previous_version=self.previous_version)
             self.switch_seconds = round(time.monotonic() - asked, 3)
+        except Unfinished as exc:
+            self.discard_release_dir()
+            self.outcome = "unfinished"
+            log.info("%s", exc)
+            return str(exc)
         except Paused as exc:
             self.discard_release_dir()
             self.outcome = "paused"
@@ -399,7 +409,8 @@ class Deploy:
             young = self.unfinished()  # a copy into the registry still under way (no atomic rename)?
             if young:
                 self.forget_cached()
-                raise Transient("%s; %s: not complete yet, trying again" % (exc, young)) from exc
+                raise Unfinished("%s is not complete yet (%s): waiting for it, looked at again at the next poll"
+                                 % (self.release.artifact_name, young)) from exc
             raise Refuse(str(exc)) from exc
         except releases.ReleaseError as exc:
             # A real I/O error (disk full, permissions) is the host's fault, not the release's.

@@ -7,7 +7,8 @@ shows it in the status file (`poller`) and `dewy deploy-now` follows it without 
 States and their reason codes:
 
     idle          starting, up-to-date, nothing-deployable, not-yet-published, registry-failed,
-                  deployed, deploy-failed (transient: retried), refused
+                  deployed, deploy-failed (transient: retried), refused, unfinished (an artifact still
+                  being copied into the registry: waited for, no failure)
     polling       interval, deploy-now, trigger, config, lost   (why this poll runs now)
     downloading   download, cached (checking the cached copy)
     deploying     unpacking, before-hook, switching (the master starts it; the poller answers pings),

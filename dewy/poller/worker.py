@@ -503,6 +503,9 @@ class Poller(Rollouts, Outages):
                 self.state(states.PAUSED, "paused", error, held=release.version, send=False)
             self.report_status(None)
             return
+        elif deploy.outcome == "unfinished":
+            # A copy into the registry still under way: not the release's fault nor a failure; no backoff.
+            self.state(states.IDLE, "unfinished", error, target=release.version, send=False)
         elif self.refused.holds(release.version):
             self.state(states.IDLE, "refused", error, target=release.version, send=False)
             self.fleet_refuse(release.version, error)  # refused here: nobody else deploys it
