@@ -41,7 +41,7 @@ class PollerHandle:
 
     def __init__(self, clock=time.monotonic, start=process.fork_exec, signal_group=procgroup.signal_group):
         self.clock = clock
-        # Unit tests pass fakes for both: fork_exec(argv, env, cwd, pass_fds) -> pid, signal_group(pid, sig).
+        # Unit tests pass fakes for both: fork_exec(argv, env, cwd, pass_fds, creds=None) -> pid, signal_group(pid, sig).
         self.start_process, self.signal_group = start, signal_group
         self.pid: int | None = None
         self.channel: Channel | None = None
@@ -65,8 +65,7 @@ class PollerHandle:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             argv = interpreter.module_command("dewy.poller", ["--fd", "3"])  # also from a zipapp or checkout
-            extra = {"creds": creds} if creds is not None else {}  # unit tests' fake start takes 4 arguments
-            self.pid = self.start_process(argv, env, cwd, [theirs.fileno()], **extra)
+            self.pid = self.start_process(argv, env, cwd, [theirs.fileno()], creds=creds)
         except OSError as exc:
             ours.close()
             log.error("cannot start the poller: %s", exc)

@@ -450,7 +450,7 @@ class FakeStart:
     def __init__(self):
         self.pids, self.fail = [], None
 
-    def __call__(self, argv, env, cwd, pass_fds) -> int:
+    def __call__(self, argv, env, cwd, pass_fds, creds=None) -> int:
         if self.fail:
             raise self.fail
         self.pids.append(60000 + len(self.pids))

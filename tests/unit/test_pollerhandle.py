@@ -26,7 +26,7 @@ def wired():
     """(handle, the poller's end of the pipe, clock, kills)."""
     a, b = socket.socketpair()
     clock, kills = Clock(), []
-    h = PollerHandle(clock, lambda argv, env, cwd, fds: 4242, lambda pid, sig: kills.append((pid, sig)) or True)
+    h = PollerHandle(clock, lambda argv, env, cwd, fds, creds=None: 4242, lambda pid, sig: kills.append((pid, sig)) or True)
     h.channel, h.pid = Channel(a), 4242
     h.call_timeout = 60.0
     theirs = Channel(b)
