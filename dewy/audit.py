@@ -2,10 +2,12 @@
 and the Dewy-style `shipped_to_<host>_<mode>_at_<time>.txt` record left in the registry.
 """
 
+import errno
 import json
 import os
 import re
 import socket
+import stat
 import time
 from dataclasses import dataclass
 
@@ -61,23 +63,54 @@ def record(workdir: str, entry: dict) -> dict:
     return line
 
 
-def read(workdir: str) -> list:
+def read(workdir: str, strict: bool = False) -> list:
     """All entries of the audit log, oldest first ([] when there is none; damaged lines skipped)."""
-    return list(entries(workdir))
+    return list(entries(workdir, strict))
 
 
-def entries(workdir: str):
+MAX_LINE = 1 << 20  # bytes of one entry; a longer "line" (not dewy's) is skipped, never held whole
+
+
+class Unreadable(OSError):
+    """The audit log is there but not a regular file (a symlink, a FIFO, a device planted in its place)."""
+
+
+def entries(workdir: str, strict: bool = False):
     """The entries of the audit log one by one, oldest first, without holding the whole log in memory (it
-    only grows: a long-lived poller reading it after every deploy must not grow with it)."""
+    only grows: a long-lived poller reading it after every deploy must not grow with it).
+
+    Opened without following a symlink and without blocking (a FIFO), regular files only, each line
+    bounded by MAX_LINE: `.dewy/` may belong to `user`, and root runs `dewy history`. Anything else there is
+    Unreadable when strict (the operator's command says so), else read as no entries; a PermissionError
+    always goes to the caller."""
+    path = audit_path(workdir)
     try:
-        fh = open(audit_path(workdir), encoding="utf-8", errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         return
-    with fh:
-        for line in fh:
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        if strict:
+            raise Unreadable(errno.ELOOP, "a symbolic link, not dewy's audit log", path) from None
+        return
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        if strict:
+            raise Unreadable(errno.EINVAL, "not a regular file, not dewy's audit log", path)
+        return
+    with os.fdopen(fd, "rb") as fh:
+        while True:
+            line = fh.readline(MAX_LINE + 1)
+            if not line:
+                return
+            if len(line) > MAX_LINE:
+                while line and not line.endswith(b"\n"):  # skip the rest of the over-long line
+                    line = fh.readline(MAX_LINE)
+                continue
             try:
-                entry = json.loads(line)
-            except ValueError:
+                entry = json.loads(line.decode("utf-8", "replace"))
+            except (ValueError, RecursionError):
                 continue  # a line cut short by a crash must not hide the rest of the history
             if isinstance(entry, dict):
                 yield entry

@@ -358,16 +358,10 @@ def run_mode(args: dict) -> int:
         return EXIT_USAGE
     for warning in warnings:
         print("dewy: warning: %s" % warning, file=sys.stderr)
+    from dewy.master.configview import reloader  # the same flags again on SIGHUP
 
-    def reload_config():
-        """The same flags again (ConfigLoadError when bad, as the master expects; it keeps the old config)."""
-        try:
-            return from_options(values, base_dir=cwd)
-        except ConfigError as exc:
-            from dewy.master.configview import ConfigLoadError
-            raise ConfigLoadError(str(exc)) from None
-
-    return run_master(config, reload_config)
+    return run_master(config, reloader(lambda warnings: from_options(values, base_dir=cwd, warnings=warnings),
+                                       ConfigError))
 
 
 # --- dewy-master -------------------------------------------------------------------------------
@@ -400,16 +394,9 @@ def master_main(argv: list[str] | None = None) -> int:
     if args["--check"]:
         return check_master(path, config)
     absolute = os.path.abspath(path)  # the master may chdir; SIGHUP must still find the file
+    from dewy.master.configview import reloader  # the ini read again on SIGHUP
 
-    def reload_config():
-        """The ini file read again (ConfigLoadError when it went bad; the master keeps the old config)."""
-        try:
-            return load_ini(absolute)
-        except ConfigError as exc:
-            from dewy.master.configview import ConfigLoadError
-            raise ConfigLoadError(str(exc)) from None
-
-    return run_master(config, reload_config)
+    return run_master(config, reloader(lambda warnings: load_ini(absolute, warnings), ConfigError))
 
 
 def check_master(path: str, config) -> int:
@@ -523,6 +510,45 @@ def _download_line(download) -> str:
     return "%s %s: %s" % (download.get("version"), download.get("artifact"), describe(snap))
 
 
+BUSY_STATES = ("polling", "downloading", "deploying")
+
+
+def _poller_line(poller) -> str:
+    """What the poller says it does: `deploying 1.1.0 (before-hook) since TIME`, `paused 1.2.0 (paused): why ...`."""
+    if not isinstance(poller, dict) or not poller.get("state"):
+        return "-"
+    version = poller.get("target") or poller.get("held")
+    line = "%s%s (%s)" % (poller["state"], " " + str(version) if version else "", _show(poller.get("reason")))
+    if poller.get("since"):
+        line += " since %s" % poller["since"]
+    return line + (": %s" % poller["reason_text"] if poller.get("reason_text") else "")
+
+
+def _next_poll_line(data: dict) -> str:
+    """When the next poll is due; while the poller is busy (or being restarted) that, not a time already past."""
+    poller = data.get("poller") if isinstance(data.get("poller"), dict) else {}
+    state, due = poller.get("state"), data.get("next_poll")
+    if state in BUSY_STATES:
+        return "- (%s now)" % state
+    if state in ("stuck", "exited", "starting"):
+        return "- (the poller is being restarted)" if state != "starting" else "- (the poller is starting)"
+    line = _show(due)
+    try:
+        import datetime
+        late = datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(due.replace("Z", "+00:00"))
+    except (AttributeError, TypeError, ValueError):
+        return line
+    if late.total_seconds() > 10:
+        line += " (overdue by %ds: the poller has not polled since)" % late.total_seconds()
+    return line
+
+
+def _downloading(data: dict) -> str | None:
+    """The version the poller says it downloads (before its first progress snapshot), else None."""
+    poller = data.get("poller") if isinstance(data.get("poller"), dict) else {}
+    return poller.get("target") if poller.get("state") == "downloading" else None
+
+
 def format_status(workdir: str, data: dict, running: bool) -> str:
     """The human-readable `dewy status` table."""
     pid = data.get("pid")
@@ -542,9 +568,10 @@ def format_status(workdir: str, data: dict, running: bool) -> str:
         ("release", _show(data.get("release_dir"))), ("app pids", _show(data.get("app_pids"))),
         ("restart", _respawn_line(data.get("respawn"))),
         ("retiring pids", _show(data.get("retiring_pids"))), ("poller pid", _show(data.get("poller_pid"))),
-        ("listening", _show(data.get("listen"))),
-        ("last poll", last_poll), ("next poll", _show(data.get("next_poll"))),
-        ("download", _download_line(data.get("download"))), ("last error", _show(data.get("last_error"))),
+        ("poller", _poller_line(data.get("poller"))), ("listening", _show(data.get("listen"))),
+        ("last poll", last_poll), ("next poll", _next_poll_line(data)),
+        ("download", _download_line(data.get("download")) if data.get("download") or not _downloading(data)
+         else "%s: starting" % _downloading(data)), ("last error", _show(data.get("last_error"))),
         ("errors", _show(data.get("errors") or None)),
         ("last deploy", _deploy_line(data.get("last_deploy"))), ("paused", _paused_line(data.get("paused"))),
         ("rollout", _show(data.get("rollout"))),
@@ -574,6 +601,15 @@ def status(args: dict) -> int:
 def _status(workdir: str, args: dict) -> int:
     from dewy import status as status_file
 
+    try:
+        # An unreadable .dewy/ (not root, not dewy's user): say "permission denied", not a bare errno.
+        os.close(os.open(status_file.status_path(workdir), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC))
+    except PermissionError:
+        print("dewy: cannot read %s: permission denied (run it as root or as the user dewy runs as)"
+              % status_file.status_path(workdir), file=sys.stderr)
+        return EXIT_NO_STATUS
+    except OSError:
+        pass  # missing (said below), or not a plain file (read_state refuses it)
     try:
         data = status_file.read_state(status_file.status_path(workdir), "status file")
     except ValueError as exc:  # StateFileError: there, but unreadable, which is not "no master has run there"

@@ -11,7 +11,6 @@ Every error is a `ConfigError` whose text is one line naming the source, the key
 
 # configparser, difflib, ipaddress, shlex and textwrap are imported where they are used: the poller
 # only rebuilds a Config from JSON and should not carry the ini parser (see bench: poller RSS).
-import dataclasses
 import importlib
 import json
 import math
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from dewy import log
+from dewy.configtype import Config, Ready  # the one config class, lean: the master and the poller use it too
 from dewy.log import redact, redact_text
 
 SECTION = "dewy"
@@ -60,15 +60,6 @@ class BadValue(ValueError):
 
 
 # --- value types -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Ready:
-    """When a new app generation counts as ready: alive after `seconds` (delay) or READY=1 within them (notify)."""
-
-    kind: str
-    seconds: float
-    path: str = ""  # http: the path GET asks on the first TCP listener
-
 
 READY_DEFAULT_SECONDS = {"delay": 1.0, "notify": 60.0, "http": 60.0}
 
@@ -459,6 +450,29 @@ def _waves(raw: str, base: str) -> tuple:
             raise BadValue(expected)
         shares.append(float(match[1]))
     return tuple(shares)
+
+
+def _without_url_paths(text: str, urls_text: str) -> str:
+    """text with the path and query of every URL in urls_text (a comma list) shown as `/...`: a notifier
+    URL's path is often its credential (a Slack or Teams webhook), so no error prints it."""
+    import urllib.parse
+
+    for url in urls_text.split(","):
+        parts = urllib.parse.urlsplit(url.strip())
+        for secret in sorted({parts.path.rstrip("/"), parts.path, "?" + parts.query if parts.query else ""},
+                             key=len, reverse=True):
+            if len(secret) > 1:
+                text = text.replace(secret, "/..." if secret.startswith("/") else "?...")
+    return text
+
+
+def _env_names(raw: str, base: str) -> tuple:
+    """`app-env-keep`: environment variable names, comma-separated, or empty."""
+    names = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
+            raise BadValue("expected environment variable names separated by commas, such as AWS_ACCESS_KEY_ID")
+    return names
 
 
 def _host_id(raw: str, base: str) -> str:
@@ -950,6 +964,12 @@ SETTINGS: list[Setting] = [
         validator=_account("group", "for the user's primary group"),
         doc="The group the app, the poller and the hooks run as (only with user).",
     ),
+    Setting(
+        name="app-env-keep", meta="NAMES",
+        type="names", default="", default_doc="none", validator=_env_names, pytype=tuple,
+        doc="Credential variables of dewy's environment the app and the hooks get all the same (comma-separated, "
+            "such as AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); by default none of them (see SECURITY.md).",
+    ),
 ]
 
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -957,45 +977,8 @@ BY_NAME = {s.name: s for s in SETTINGS}
 
 # --- Config ------------------------------------------------------------------------------------
 
-def _to_json(self) -> dict:
-    """This config as a JSON-able dict (attribute names as keys); Config.from_json reverses it."""
-    data = {}
-    for s in SETTINGS:
-        value = getattr(self, s.attr)
-        if isinstance(value, Ready):
-            value = dataclasses.asdict(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        data[s.attr] = value
-    data["source"] = self.source
-    return data
-
-
-def _from_json(cls, data: dict):
-    """The Config that to_json() produced `data` from (unknown keys are ignored: a newer peer may send more)."""
-    values = {}
-    for s in SETTINGS:
-        if s.attr not in data:
-            raise ValueError('config JSON lacks "%s"' % s.attr)
-        value = data[s.attr]
-        if s.pytype is Ready:
-            value = Ready(value["kind"], float(value["seconds"]), value.get("path", ""))
-        elif s.pytype in (tuple, float, int):
-            value = s.pytype(value)
-        values[s.attr] = value
-    return cls(**values, source=data.get("source", ""))
-
-
-def _config_class() -> type:
-    """Build the frozen Config dataclass from SETTINGS, so its fields are not declared a second time."""
-    fields = [(s.attr, s.pytype) for s in SETTINGS] + [("source", str)]
-    doc = ("A validated, normalised dewy configuration (frozen). Attributes: %s, and `source` (the ini path "
-           "or %r)." % (", ".join(s.attr for s in SETTINGS), CLI_SOURCE))
-    namespace = {"to_json": _to_json, "from_json": classmethod(_from_json), "__doc__": doc, "__module__": __name__}
-    return dataclasses.make_dataclass("Config", fields, frozen=True, namespace=namespace)
-
-
-Config = _config_class()
+# Config (dewy.configtype, re-exported here) has one attribute per setting: SETTINGS' attrs, and `source`.
+CONFIG_ATTRIBUTES = Config.ATTRIBUTES = tuple(s.attr for s in SETTINGS)
 
 
 # --- building a Config from raw values ---------------------------------------------------------
@@ -1021,7 +1004,10 @@ class _Source:
 
             shown = shlex.join(shown) if s.name == "app" else ",".join(shown)
         quoted = json.dumps(redact(shown), ensure_ascii=False)
-        return ConfigError(redact_text("%s: %s = %s: %s" % (self.name, self.label(s), quoted, message)))
+        text = redact_text("%s: %s = %s: %s" % (self.name, self.label(s), quoted, message))
+        if s.name == "notifier":
+            text = _without_url_paths(text, str(shown))
+        return ConfigError(text)
 
     def error(self, s: Setting, message: str) -> ConfigError:
         """An error about s that has no value to quote (a missing required setting)."""
@@ -1075,9 +1061,13 @@ def _check_mode(values: dict, raw: dict, source: _Source) -> None:
         raise source.error(app, "is required in server mode (the command to run, e.g. %s)" % example)
     if values["mode"] == "assets" and values["app"]:
         raise source.bad(app, _as_text(raw["app"]), "must be empty in assets mode (assets runs no process)")
+    # The trigger's secrets may come from the environment (the unit's EnvironmentFile), not the ini.
+    values["trigger_token"] = values["trigger_token"] or os.environ.get("DEWY_TRIGGER_TOKEN", "").strip()
+    values["trigger_secret"] = values["trigger_secret"] or os.environ.get("DEWY_TRIGGER_SECRET", "").strip()
     if values["trigger"] and not (values["trigger_token"] or values["trigger_secret"]):
         raise source.bad(BY_NAME["trigger"], _as_text(raw["trigger"]),
-                         "needs trigger-token or trigger-secret (an open trigger would let anyone make dewy poll)")
+                         "needs trigger-token or trigger-secret, or DEWY_TRIGGER_TOKEN / DEWY_TRIGGER_SECRET in the "
+                         "environment (an open trigger would let anyone make dewy poll)")
     if values["group"] and not values["user"]:
         raise source.bad(BY_NAME["group"], _as_text(raw["group"]),
                          "needs user (group is the group the user's processes run as)")
@@ -1249,12 +1239,18 @@ def from_options(values: dict, source: str = CLI_SOURCE, base_dir: str | None = 
 
 # --- ini files ---------------------------------------------------------------------------------
 
+# Secrets read from the environment only (SECURITY.md): an ini naming them is told where they go.
+ENV_ONLY = {"cache-key": "DEWY_CACHE_KEY"}
+
+
 def _unknown_key(path: str, key: str) -> ConfigError:
     """The error for a key no setting has, suggesting the closest ones."""
     import difflib
 
     close = difflib.get_close_matches(key, list(BY_NAME), n=3, cutoff=0.6)
-    if close:
+    if key.strip().lower() in ENV_ONLY:  # a secret: the ini is usually world-readable
+        hint = "set %s in the environment (the unit's EnvironmentFile), never in the ini" % ENV_ONLY[key.strip().lower()]
+    elif close:
         hint = "did you mean %s?" % " or ".join('"%s"' % c for c in close)
     else:
         hint = "valid keys: %s" % ", ".join(BY_NAME)

@@ -73,8 +73,10 @@ def main(command: str, workdir: str, args: dict) -> int:
         return EXIT_FAILED
     if command == "pause":
         paused = answer.get("paused") or {}
-        _print(args, answer, "paused since %s%s: no new version is deployed until `dewy resume`" % (
-            paused.get("since"), " (%s)" % paused["reason"] if paused.get("reason") else ""))
+        in_flight, note = deploy_in_flight(current_status(workdir))
+        _print(args, dict(answer, in_flight=in_flight), "paused since %s%s: no new version is deployed until "
+               "`dewy resume`%s" % (paused.get("since"), " (%s)" % paused["reason"] if paused.get("reason") else "",
+                                    "; " + note if note else ""))
         return EXIT_OK
     if command == "resume":
         _print(args, answer, "resumed: deploying new versions again" if answer.get("resumed")
@@ -85,6 +87,27 @@ def main(command: str, workdir: str, args: dict) -> int:
             print("rolling back from %s to %s (%s)" % (answer.get("from"), answer.get("to"), answer.get("release_dir")))
         return follow_rollback(workdir, answer, before, timeout, args)
     return follow_deploy(workdir, answer, before, timeout, args)
+
+
+# The steps of a deploy past its point of no return (the master was asked to switch): a pause lets them finish.
+PAST_SWITCH = ("switching", "after-hook", "finishing")
+
+
+def deploy_in_flight(st: dict) -> tuple:
+    """({version, stops} or None, a note for the operator): the deploy under way when deploys were just paused.
+    Before its switch the poller stops it there; once the master switches (readiness wait) it finishes."""
+    poller = st.get("poller") or {}
+    switching = st.get("deploying") or {}
+    if switching.get("version"):
+        version, stops = switching["version"], False
+    elif poller.get("state") in ("downloading", "deploying") and poller.get("target"):
+        version, stops = poller["target"], poller.get("reason") not in PAST_SWITCH
+    else:
+        return None, ""
+    if stops:
+        return {"version": version, "stops": True}, "the deploy of %s under way stops before its switch" % version
+    return {"version": version, "stops": False}, ("%s is already switching (past its point of no return): that "
+                                                  "deploy finishes" % version)
 
 
 def serves(version, generation) -> str:
@@ -157,9 +180,63 @@ def end_progress(quiet: bool) -> bool:
     return False
 
 
+def current_status(workdir: str) -> dict:
+    """The master's status as it is now: asked over the control socket (the status file may lag, or not be
+    written at all on a full disk), else read from the file (a master re-executing itself for USR2); {} if none."""
+    try:
+        answer = send(workdir, "status")
+        if answer.get("ok") and isinstance(answer.get("status"), dict):
+            return answer["status"]
+    except (ControlError, OSError):  # OSError: a connection reset by a master re-executing itself (USR2)
+        pass
+    try:
+        return status_file.read(workdir) or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _outcome(st: dict, latest: str | None, followed: str | None = None, before: dict | None = None) -> tuple | None:
+    """What a poll after our `deploy-now` came to, from the poller's stated state (dewy/poller/states.py), as
+    (exit code, JSON result, text); None while it still works on it. followed: the version whose deploy was seen
+    under way (a poller restarted meanwhile, by USR2 say, finds it serving: that deploy is what serves)."""
+    poller = st.get("poller") or {}
+    state, reason, text = poller.get("state"), poller.get("reason"), poller.get("reason_text")
+    target, held, running = poller.get("target"), poller.get("held"), st.get("version")
+    deploy = st.get("last_deploy") or {}
+    if state == "idle":
+        if reason == "deployed" and deploy.get("version") == target and deploy.get("ok"):
+            return EXIT_OK, {"ok": True, "version": target, "last_deploy": deploy}, serves(
+                target, deploy.get("generation"))
+        if reason == "up-to-date" and st.get("state") == "running" and followed and followed == running \
+                and deploy.get("ok") and deploy.get("version") == running and _deploy_changed(st, before or {}):
+            return EXIT_OK, {"ok": True, "version": running, "last_deploy": deploy}, serves(
+                running, deploy.get("generation"))
+        if reason == "up-to-date" and st.get("state") == "running":
+            return EXIT_OK, {"ok": True, "version": running, "up_to_date": True}, "up to date: %s serves" % running
+        if reason == "refused":
+            result = {"ok": False, "version": target, "error": text, "refused": True}
+            if deploy.get("version") == target:
+                result["last_deploy"] = deploy
+            return EXIT_FAILED, result, "%s refused: %s" % (target, text)
+        if reason == "deploy-failed":  # transient: a hook, a full disk, a download cut short
+            return EXIT_FAILED, {"ok": False, "version": target, "error": text, "retry": True}, \
+                "%s failed (will retry): %s" % (target, text)
+        if reason in ("nothing-deployable", "not-yet-published", "unfinished"):
+            return EXIT_FAILED, {"ok": False, "error": text, "reason": reason}, text
+        if reason == "registry-failed":
+            return EXIT_FAILED, {"ok": False, "error": text, "reason": reason}, "the registry did not answer: %s" % text
+    elif state in ("paused", "held"):
+        return EXIT_OK, {"ok": True, "version": running, "held": held, "paused": st.get("paused"), "reason": reason}, \
+            "nothing to deploy: %s is held back (%s)" % (held or latest, text or state)
+    elif state == "waiting-wave":
+        return EXIT_OK, {"ok": True, "version": running, "held": held, "reason": reason}, \
+            "nothing to deploy now: %s waits for this host's rollout wave (%s)" % (held or latest, text)
+    return None
+
+
 def follow_deploy(workdir: str, answer: dict, before: dict, timeout: float, args: dict) -> int:
-    """After `poll-now`: print what happens as it happens; 0 when a new version serves or none is newer, 1 when
-    it is refused."""
+    """After `poll-now`: print what happens as it happens, from what the poller states (never from its prose);
+    0 when a new version serves or none is to be deployed now, 1 when it is refused or failed."""
     wanted = answer.get("poll_request")
     quiet = args.get("--json")
     until = time.monotonic() + timeout
@@ -171,53 +248,53 @@ def follow_deploy(workdir: str, answer: dict, before: dict, timeout: float, args
             print(text, flush=True)
 
     say("asked", "asking the registry now (running %s)" % (answer.get("version") or "nothing"))
-    announced = None  # the poll count at which a new version was announced
+    poller_pid = before.get("poller_pid")
+    followed = None   # the version seen being deployed
     shown = False     # a progress bar is on the terminal's current line
     last_done = None  # the byte count of the progress last drawn
     while time.monotonic() < until:
-        st = status_file.read(workdir) or {}
-        deploy = st.get("last_deploy") or {}
-        latest, running = st.get("latest_version"), st.get("version")
-        if wanted is not None and st.get("poll_request") == wanted:
-            if _deploy_changed(st, before) and deploy.get("version") == latest:
-                result = {"ok": bool(deploy.get("ok")), "version": latest, "last_deploy": deploy}
-                if deploy.get("ok"):
-                    _print(args, result, serves(latest, deploy.get("generation")))
-                    return EXIT_OK
-                _print(args, result, "%s refused: %s" % (latest, deploy.get("error")))
-                return EXIT_FAILED
-            if announced is None and latest and latest == running and st.get("state") == "running":
-                _print(args, {"ok": True, "version": running, "up_to_date": True}, "up to date: %s serves" % running)
-                return EXIT_OK
-            if announced is None and latest is None and st.get("last_error"):
-                error = st["last_error"]
-                # The registry may have answered with nothing deployable (the poller says so in those words).
-                answered = error.startswith(("nothing to deploy", "waiting for the artifact"))
-                _print(args, {"ok": False, "error": error}, error if answered else "the registry did not answer: %s"
-                       % error)
-                return EXIT_FAILED
-            if latest and latest != running and announced is None \
-                    and pause.holds(st.get("paused"), latest, st.get("calver")) and st.get("state") == "running":
-                _print(args, {"ok": True, "version": running, "held": latest, "paused": st["paused"]},
-                       "nothing to deploy: %s is held back (%s)" % (latest, st["paused"].get("reason")))
-                return EXIT_OK
-            if latest and latest != running and announced is None:
-                announced = st.get("polls") or 0
-                say("found", "new version %s: downloading, verifying, unpacking" % latest)
-            if announced is not None and (st.get("polls") or 0) > announced and latest != running \
-                    and st.get("last_error") and st.get("state") != "deploying":
-                _print(args, {"ok": False, "version": latest, "error": st["last_error"]},
-                       "%s refused: %s" % (latest, st["last_error"]))
-                return EXIT_FAILED
+        st = current_status(workdir)
+        poller = st.get("poller") or {}
+        if st.get("poller_pid") and poller_pid and st["poller_pid"] != poller_pid:
+            # A new poller (the last one died, or USR2 re-executed the master) never read our request: ask again.
+            try:
+                again = send(workdir, "deploy-now")
+            except (ControlError, OSError):
+                again = {}
+            if again.get("ok"):  # else (the master is starting it still) ask again at the next look
+                wanted, poller_pid = again.get("poll_request"), st["poller_pid"]
+            time.sleep(POLL)
+            continue
+        poller_pid = st.get("poller_pid") or poller_pid
+        state, target = poller.get("state"), poller.get("target")
+        if state in ("downloading", "deploying") and target:
+            followed = target
+        if wanted is None or poller.get("poll_request") != wanted:
+            if state in ("downloading", "deploying") and target:
+                say("busy", "a deploy of %s is under way: asking the registry once it is done" % target)
+            time.sleep(POLL)
+            continue
+        outcome = _outcome(st, st.get("latest_version"), followed, before)
+        if outcome is not None:
+            code, result, text = outcome
+            if shown:
+                shown = end_progress(quiet)
+            _print(args, result, text)
+            return code
+        if state in ("downloading", "deploying") and target:
+            say("found", "new version %s: downloading, verifying, unpacking" % target)
             download = st.get("download")
-            if announced is not None and isinstance(download, dict) and download.get("version") == latest \
-                    and download.get("done") != last_done:
+            if isinstance(download, dict) and download.get("version") == target and download.get("done") != last_done:
                 last_done = download.get("done")  # the master relays a snapshot a second: draw each once
                 shown = show_progress(download, quiet) or shown
-            if st.get("state") == "deploying":
+            if state == "deploying" and poller.get("reason") == "before-hook":
+                say("hook", "running the before-deploy-hook for %s" % target)
+            if st.get("state") == "deploying" or poller.get("reason") == "switching":
                 if shown:
                     shown = end_progress(quiet)
-                say("switch", "switching to %s: generation starting, waiting for it to be ready" % latest)
+                say("switch", "switching to %s: generation starting, waiting for it to be ready" % target)
         time.sleep(POLL)
+    if shown:
+        end_progress(quiet)
     print("dewy: nothing finished within %gs (see dewy status)" % timeout, file=sys.stderr)
     return EXIT_FAILED

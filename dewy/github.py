@@ -18,6 +18,7 @@ share connections, rate-limit state and the unauthenticated warning), with:
 Only the standard library is imported at module level: requests and jwt are imported when used.
 """
 
+import json
 import logging
 import os
 import re
@@ -29,6 +30,7 @@ from email.utils import parsedate_to_datetime
 
 import dewy
 from dewy import log as dewy_log
+from dewy import urls
 from dewy.clock import utc_iso
 
 log = logging.getLogger("dewy.github")
@@ -37,6 +39,7 @@ DEFAULT_API_URL = "https://api.github.com"
 API_VERSION = "2022-11-28"
 JSON_ACCEPT = "application/vnd.github+json"
 TIMEOUT = (10.0, 60.0)           # (connect, read) seconds for every call
+MAX_JSON = 16 << 20              # bytes of one JSON answer dewy reads (a release page with assets is ~1 MiB)
 RENEW_BEFORE = 300.0             # renew an App installation token this long before it expires
 JWT_BACKDATE = 60                # iat this far in the past: clocks drift (GitHub's advice)
 JWT_LIFETIME = 540               # exp - now; GitHub accepts at most 10 minutes
@@ -51,7 +54,7 @@ class GitHubError(Exception):
     """A GitHub API call failed (one line, no credentials). `status` is the HTTP status, if any."""
 
     def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
+        super().__init__(urls.plain_text(message))  # GitHub's (or a stand-in's) text: no terminal escapes
         self.status = status
 
 
@@ -196,15 +199,15 @@ class AppAuth(Auth):
         token_jwt = self.jwt()
         path = "/app/installations/%s/access_tokens" % urllib.parse.quote(self.installation_id, safe="")
         response = client.call("POST", client.api_url + path, authorization="Bearer " + token_jwt,
-                               extra_secrets=[token_jwt])
+                               extra_secrets=[token_jwt], stream=True)
         if response.status_code != 201:
             raise client.error_for(response, "GitHub App installation token for installation %s"
                                    % self.installation_id, extra_secrets=[token_jwt])
         try:
-            data = response.json()
+            data = json.loads(head_of(response))  # a token answer is small: never read more than 64 KiB
             token = data["token"]
             expires = parse_time(data.get("expires_at")) or time.time() + 3600
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise GitHubError("GitHub answered the installation token request with something that is not a token"
                               ) from None
         renewed = self.token is not None
@@ -293,12 +296,14 @@ class Client:
     def error_for(self, response, what: str, extra_secrets=()) -> GitHubError:
         """A one-line GitHubError for a failed response: status, GitHub's message, what we asked for."""
         message = ""
+        head = head_of(response)
         try:
-            body = response.json()
+            body = json.loads(head)
             if isinstance(body, dict):
                 message = str(body.get("message") or "")
-        except ValueError:
-            message = (response.text or "")[:200]
+        except (ValueError, RecursionError):
+            message = head[:200].decode("utf-8", "replace")
+        message = " ".join("".join(c if c.isprintable() else " " for c in message).split())  # a registry's text
         text = "GitHub API %s: %d %s%s" % (what, response.status_code, response.reason or "",
                                           (": " + message) if message else "")
         for secret in extra_secrets:
@@ -336,9 +341,9 @@ class Client:
         if status in (403, 429):
             message = ""
             try:
-                body = response.json()
+                body = json.loads(head_of(response))
                 message = str(body.get("message") or "") if isinstance(body, dict) else ""
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
             if retry_after is not None:
                 self._limit(time.time() + retry_after, "HTTP %d, Retry-After %gs" % (status, retry_after))
@@ -401,15 +406,16 @@ class Client:
         """
         kept = self._etags.get(url) if conditional else None
         headers = {"If-None-Match": kept[0]} if kept else {}
-        response = self.call("GET", url, headers=headers, timeout=timeout or TIMEOUT)
+        response = self.call("GET", url, headers=headers, timeout=timeout or TIMEOUT, stream=True)
         with response:
             if response.status_code == 304 and kept:
                 return kept[1], kept[2], False  # unchanged: nothing to parse
             if response.status_code != 200:
                 raise self.error_for(response, what)
+            body = read_capped(response, MAX_JSON, "GitHub API %s" % what, self.redact)
             try:
-                data = response.json()
-            except ValueError:
+                data = json.loads(body)
+            except (ValueError, RecursionError):
                 raise GitHubError("GitHub API %s: the answer is not JSON" % what) from None
             link = response.headers.get("Link")
             etag = response.headers.get("ETag")
@@ -535,6 +541,10 @@ def open_asset(client: Client, owner: str, repo: str, asset_id, offset: int = 0,
     while response.is_redirect:
         location = urllib.parse.urljoin(response.url, response.headers.get("Location", ""))
         response.close()
+        try:
+            urls.check_redirect(response.url, location, "GitHub asset")
+        except ValueError as exc:
+            raise GitHubError("GitHub asset %s of %s/%s: %s" % (asset_id, owner, repo, exc)) from None
         hops += 1
         if hops > MAX_REDIRECTS:
             raise GitHubError("GitHub asset %s of %s/%s: more than %d redirects" % (asset_id, owner, repo, MAX_REDIRECTS))
@@ -576,6 +586,42 @@ def read_asset(client: Client, owner: str, repo: str, asset_id, limit: int, time
         except requests.RequestException as exc:
             raise GitHubError(client.redact("GitHub asset %s: %s" % (asset_id, _short(exc)))) from None
     return data
+
+
+def head_of(response, limit: int = 64 * 1024) -> bytes:
+    """The first limit bytes of a response's body (an error's message), read once and kept on the response:
+    an error answer is never read whole (a hostile server may send one without end)."""
+    head = getattr(response, "_dewy_head", None)
+    if head is None:
+        import requests
+
+        data = bytearray()
+        try:
+            for chunk in response.iter_content(8192):
+                data += chunk
+                if len(data) >= limit:
+                    break
+        except (requests.RequestException, RuntimeError):  # RuntimeError: the body was consumed already
+            pass
+        head = response._dewy_head = bytes(data[:limit])
+    return head
+
+
+def read_capped(response, limit: int, what: str, redact=lambda text: text) -> bytes:
+    """A streamed response's body, at most limit bytes; GitHubError naming the cap when it is longer (an
+    endless answer must not grow the poller's memory), or when the connection breaks."""
+    import requests
+
+    data = bytearray()
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            data += chunk
+            if len(data) > limit:
+                raise GitHubError("%s: the answer is larger than %d bytes (the cap on a registry answer)"
+                                  % (what, limit))
+    except requests.RequestException as exc:
+        raise GitHubError(redact("%s: %s" % (what, _short(exc)))) from None
+    return bytes(data)
 
 
 def _range_start(content_range: str | None) -> int | None:

@@ -4,10 +4,13 @@ Read-only and offline: it reads the audit log the poller and the master append t
 works whether or not a master runs.
 """
 
+import collections
+import errno
 import json
 import sys
 
 from dewy import audit
+from dewy.urls import plain_text
 
 EXIT_OK = 0
 EXIT_NO_HISTORY = 1
@@ -39,8 +42,10 @@ def switch_text(entry: dict) -> str:
 
 def rows(entries: list) -> list:
     """The table's rows (tuples in COLUMNS order) for entries, in the order given."""
-    return [(str(e.get("time") or "-"), transition(e), str(e.get("result") or "-"), switch_text(e),
-             " ".join(str(e.get("error") or e.get("reason") or "").split()) or "-") for e in entries]
+    # The log is in .dewy/, which `user` may write: its text reaches a terminal without control characters.
+    return [tuple(plain_text(cell, 2000) for cell in (
+        str(e.get("time") or "-"), transition(e), str(e.get("result") or "-"), switch_text(e),
+        " ".join(str(e.get("error") or e.get("reason") or "").split()) or "-")) for e in entries]
 
 
 def format_table(entries: list) -> str:
@@ -69,7 +74,14 @@ def main(workdir: str, args: dict) -> int:
     except ValueError as exc:
         print("dewy: %s" % exc, file=sys.stderr)
         return 2
-    entries = list(reversed(audit.read(workdir)))[:count]
+    try:
+        # The newest `count` only, however long the log: it is read line by line, never held whole.
+        entries = list(reversed(collections.deque(audit.entries(workdir, strict=True), maxlen=count)))
+    except OSError as exc:
+        why = "permission denied (run it as root or as the user dewy runs as)" if exc.errno in (
+            errno.EACCES, errno.EPERM) else exc.strerror or str(exc)
+        print("dewy: cannot read %s: %s" % (audit.audit_path(workdir), why), file=sys.stderr)
+        return EXIT_NO_HISTORY
     if args.get("--json"):
         print(json.dumps(entries, indent=2, sort_keys=True, ensure_ascii=False))
         return EXIT_OK if entries else EXIT_NO_HISTORY

@@ -83,15 +83,20 @@ def _signals_deferred(redeliver: bool = True):
                 signal.raise_signal(signum)
 
 
-def run_hook(command: str, workdir: str, env: dict, timeout: float) -> HookResult:
+def run_hook(command: str, workdir: str, env: dict, timeout: float, keep=()) -> HookResult:
     """Run `sh -c command` in workdir with os.environ + env; kill its process group after timeout seconds.
+
+    dewy's credential variables (dewy.secrets.CREDENTIAL_VARS) are left out, except those named in keep
+    (`app-env-keep`): a hook is code from the release, like the app.
 
     An empty command succeeds without running anything.
     """
     if not command or not command.strip():
         return HookResult(ok=True, returncode=None, output="")
+    from dewy import secrets
+
     started = time.monotonic()
-    full_env = dict(os.environ)
+    full_env = secrets.child_environment(os.environ, keep)
     full_env.update({k: "" if v is None else str(v) for k, v in env.items()})
     chunks, kept = [], 0
     timed_out = False
@@ -171,7 +176,7 @@ def run_after_rollback(config, notifier, version: str | None, release_dir: str |
     if not command:
         return None
     result = run_hook(command, config.workdir, env(version, release_dir, rolled_back_from, config.mode),
-                      config.hook_timeout)
+                      config.hook_timeout, keep=getattr(config, "app_env_keep", ()))
     if result.output.strip():
         log.info("after-rollback-hook output:\n%s", result.output.rstrip())
     if result.ok:

@@ -59,7 +59,9 @@ Config = _message("Config", "config", "config", "current",
                   doc="The first message: Config.to_json() and what runs now ({version, release_dir} or None).")
 Reload = _message("Reload", "reload", "config", "current", doc="After SIGHUP: the config read again.")
 Deployed = _message("Deployed", "deployed", "version", ("ok", False), "error", "generation", "release_dir",
-                    ("retry", False), doc="The answer to `deploy`; retry: not the release's fault, try again later.")
+                    ("retry", False), ("paused", False),
+                    doc="The answer to `deploy`; retry: not the release's fault, try again later; paused (with "
+                        "retry): deploys were paused when it came, the master did not switch.")
 Rollback = _message("Rollback", "rollback", "version", "to_version", "error", ("operator", False),
                     doc="The master went back from version to to_version (a crash loop, or `dewy rollback`).")
 Lost = _message("Lost", "lost", "version", "release_dir", "error",
@@ -72,14 +74,20 @@ PollNow = _message("PollNow", "poll-now", "id", doc="Poll now; id comes back as 
 # poller -> master
 Deploy = _message("Deploy", "deploy", "version", "tag", "release_dir", "artifact", "sha256", "previous_version",
                   doc="The release is unpacked in release_dir: please switch.")
+# What the poller says it does (dewy/poller/states.py): in every `status`, and alone as `state` when it changes.
+STATED = ("state", "reason", "reason_text", "target", "held", "since")
 Status = _message("Status", "status", "last_poll", "latest_version", "last_error", "poll_request", "next_poll",
-                  "rollout", "calver", doc="After every poll: what the poller saw and does.")
+                  "rollout", "calver", *STATED, doc="After every poll: what the poller saw and does.")
+State = _message("State", "state", *STATED, "poll_request",
+                 doc="What the poller does now, when it changes between polls (a poll starts, a deploy's steps).")
+EndHold = _message("EndHold", "end-hold", "newer_than", "why",
+                   doc="The rollback's hold naming newer_than is over (the poller decides, the master removes it).")
 Progress = _message("Progress", "progress", "version", "artifact", "done", "total", "percent", "mib_per_s",
                     "eta_s", doc="A download under way (at most once a second).")
 Pong = _message("Pong", "pong", doc="The answer to `ping`.")
 
 MESSAGES = {cls.type: cls for cls in (Config, Reload, Deployed, Rollback, Lost, Ping, Stop, Spawned, PollNow,
-                                      Deploy, Status, Progress, Pong)}
+                                      Deploy, Status, State, EndHold, Progress, Pong)}
 
 
 class Unknown(Message):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import datetime
+import errno
 import gzip
 import logging
 import lzma
@@ -245,11 +246,32 @@ def _unpack(artifact_path: str, artifact_name: str, dest: str, budget: _Budget) 
         # bz2 reports damaged data as a bare OSError without an errno; a real I/O error has one.
         if exc.errno is None:
             raise ReleaseError(f"corrupt archive {artifact_name}: {exc}") from exc
-        raise ReleaseError(f"cannot unpack {artifact_name}: {exc}") from exc
+        what = _member_error(exc, dest)  # without the per-attempt <ts>.tmp path: repeats compare equal
+        if exc.errno in _MALFORMED_ERRNOS:
+            # The archive's own doing (`a` then `a/b`, a symlink loop, a name over 255 bytes): refuse the
+            # release (no errno'd cause: not the host's fault), never unpack it again at every poll.
+            raise ReleaseError(f"malformed archive {artifact_name}: {what}") from None
+        raise ReleaseError(f"cannot unpack {artifact_name}: {what}") from exc
     except ValueError as exc:  # e.g. a NUL byte in a member name
         raise ReleaseError(f"corrupt archive {artifact_name}: {exc}") from exc
     except (NotImplementedError, RuntimeError) as exc:  # zip: unknown compression method, encryption
         raise ReleaseError(f"unsupported archive {artifact_name}: {exc}") from exc
+
+
+# errnos unpacking raises because of what the archive holds, never because of the host.
+_MALFORMED_ERRNOS = frozenset({errno.EEXIST, errno.ELOOP, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR})
+
+
+def _member_error(exc: OSError, dest: str) -> str:
+    """An unpacking OSError in one line naming the member relative to the release (not the temp dir)."""
+    name = exc.filename
+    if isinstance(name, str) and (name == dest or name.startswith(dest + os.sep)):
+        name = os.path.relpath(name, dest)
+    text = exc.strerror or str(exc)
+    if isinstance(name, str):
+        shown = name if len(name) <= 120 else name[:117] + "..."
+        text += f": {shown!r}"
+    return text
 
 
 def _install_file(artifact_path: str, artifact_name: str, dest: str, budget: _Budget) -> None:

@@ -110,6 +110,32 @@ def check_web_url(parsed: ParsedURL, kind: str) -> None:
         raise ValueError("http:// %s URLs are allowed for loopback hosts only; use https://" % kind)
 
 
+def plain_text(text, limit: int = 2000) -> str:
+    """Text from outside (a registry's error, a store's reason) for logs, terminals and notifications: tabs
+    and line breaks become spaces, other control characters (terminal escapes, C1) are dropped, and it is cut
+    to limit characters."""
+    text = str(text)
+    if any(ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 for c in text):
+        text = "".join(" " if c in "\t\n\r\x0b\x0c" else c for c in text
+                       if not (ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0) or c in "\t\n\r\x0b\x0c")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_redirect(source: str, target: str, kind: str) -> None:
+    """Raise ValueError unless a redirect from source to target keeps the web URL rule (check_web_url): an
+    http(s) target with a host, and plaintext http:// only to loopback, so an https:// download is never
+    handed over to plain http off loopback (a downgrade anyone on the path could read or change)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(target)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("%s redirect to a URL that is not http(s) with a host: refused" % kind)
+    if scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError("%s redirect from %s:// to plain http://%s refused (http:// only to loopback hosts)"
+                         % (kind, urllib.parse.urlsplit(source).scheme or "?", parts.hostname))
+
+
 def table_keys(schemes: Mapping[str, tuple]) -> dict:
     """Reduce a package SCHEMES table (scheme -> (module, class, keys)) to scheme -> keys."""
     return {scheme: row[-1] for scheme, row in schemes.items()}

@@ -384,3 +384,64 @@ def _close_all(listeners) -> None:
             listener.close()
         except OSError:
             pass
+
+
+# --- assets mode: the parents of `dir` ----------------------------------------------------------------
+# With `user`, the root master creates the `dir` symlink, so no directory above `dir` may be changeable by that
+# user (who could swap a parent for a symlink and have root create a link, or directories, wherever it likes).
+# Checked at `--check` and at start (dewy.master.generation.dir_problem).
+
+def _user_ids(user: str, group: str) -> tuple | None:
+    """(uid, gids) of user (name or number) and its groups, plus group; None when the user is unknown."""
+    import grp
+    import pwd
+
+    try:
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, ValueError):
+        return None
+    gids = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if pw.pw_name in g.gr_mem}
+    if group:
+        try:
+            gids.add(int(group) if group.isdigit() else grp.getgrnam(group).gr_gid)
+        except (KeyError, ValueError):
+            pass
+    return pw.pw_uid, gids
+
+
+def writable_parent(path: str, user: str, group: str = "") -> str | None:
+    """The first directory above path that user (with its groups) can change, or None when there is none.
+
+    A directory counts as changeable when the user owns it, may write it through a group or as anyone (a
+    sticky directory such as /tmp only when what comes next below it is missing or the user's own: the user
+    could create it), or when it is a symlink the user owns. Parents that do not exist yet are created by
+    root, under the first one that exists."""
+    ids = _user_ids(user, group)
+    if ids is None or not path:
+        return None
+    uid, gids = ids
+    below = None  # the component under `parent` on the way to path
+    parent = os.path.dirname(os.path.abspath(path))
+    while True:
+        try:
+            st = os.lstat(parent)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            mode = st.st_mode
+            if st.st_uid == uid and uid != 0:
+                return parent
+            by_group = mode & stat.S_IWGRP and st.st_gid in gids
+            by_anyone = mode & stat.S_IWOTH
+            if stat.S_ISDIR(mode) and (by_group or by_anyone):
+                if not mode & stat.S_ISVTX:
+                    return parent
+                try:
+                    under = os.lstat(below) if below else None
+                except FileNotFoundError:
+                    under = None
+                if under is None or under.st_uid == uid:
+                    return parent  # sticky, but the user can create (or owns) the next component
+        if parent == os.path.dirname(parent):
+            return None
+        below, parent = parent, os.path.dirname(parent)

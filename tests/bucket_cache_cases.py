@@ -245,6 +245,12 @@ class BucketCacheCases:
 
     # --- the shared registry answer over this store ---------------------------------------------
 
+    @pytest.fixture
+    def keyed(self, monkeypatch):
+        """The hosts hold the fleet key (DEWY_CACHE_KEY): an answer one writes is authenticated and the others
+        take it as it is, one upstream call per TTL (without it each host checks a new answer once)."""
+        monkeypatch.setenv("DEWY_CACHE_KEY", "fleet-key-for-tests")
+
     @staticmethod
     def pollers(url, reg, counter, workdir, n):
         """n hosts: each its own cache (and client, made now), registry and wrapper."""
@@ -255,7 +261,7 @@ class BucketCacheCases:
             made.append(wrap(CountingRegistry(reg.url, counter, cache=cache), cache))
         return made
 
-    def test_shared_answer_one_upstream_call_per_ttl_for_the_fleet(self, store, workdir, tmp_path):
+    def test_shared_answer_one_upstream_call_per_ttl_for_the_fleet(self, store, workdir, tmp_path, keyed):
         """10 pollers, registry-ttl=1s, ~4 s, two releases published meanwhile."""
         ttl, hosts = 1.0, 10
         reg, counter = Registry(tmp_path), Counter()
@@ -274,7 +280,7 @@ class BucketCacheCases:
         gaps = [b - a for a, b in zip(counter.calls, counter.calls[1:])]
         assert min(gaps) >= ttl * 0.9, gaps  # never two refreshes within one TTL
 
-    def test_shared_answer_survives_a_lock_holder_killed_mid_refresh(self, store, workdir, tmp_path):
+    def test_shared_answer_survives_a_lock_holder_killed_mid_refresh(self, store, workdir, tmp_path, keyed):
         ttl = 1.0
         url = store.url(**{"registry-ttl": "%gs" % ttl})
         reg, counter = Registry(tmp_path), Counter()

@@ -37,6 +37,8 @@ def parse_asset_url(url: str) -> tuple:
 class GitHubArtifact(Artifact):
     """Streams one release asset to a file object, resuming with Range after a broken connection."""
 
+    resumable = True  # also from `start`; validator: the asset's id (an asset uploaded again gets a new one)
+
     @classmethod
     def validate(cls, parsed: urls.ParsedURL) -> None:
         """Raise ValueError unless the URL has Dewy's form and the GitHub environment is usable."""
@@ -78,14 +80,21 @@ class GitHubArtifact(Artifact):
     def fetch(self, out: BinaryIO) -> None:
         """Stream the asset into out in 64 KiB chunks; resume with Range if the connection breaks."""
         asset_id = self.asset_id()
+        if self.start and self.validator != str(asset_id):
+            raise ArtifactError("%s: uploaded again since its first %d bytes were downloaded: cannot resume"
+                                % (self.what, self.start))
+        self.validator = str(asset_id)
 
         def open_at(offset: int):
             response = github.open_asset(self.client, self.owner, self.repo, asset_id, offset)
             if response is not None and not offset and response.headers.get("Content-Length", "").isdigit():
                 self.total = int(response.headers["Content-Length"])  # for download progress
+            elif response is not None and offset == self.start:
+                whole = response.headers.get("Content-Range", "").rpartition("/")[2]
+                self.total = int(whole) if whole.isdigit() else None
             return None if response is None else response.iter_content(READ_CHUNK)
 
         try:
-            copy_resuming(open_at, out, self.what)
+            copy_resuming(open_at, out, self.what, start=self.start)
         except github.GitHubError as exc:
             raise ArtifactError("%s: %s" % (self.what, exc)) from None

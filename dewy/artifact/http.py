@@ -24,6 +24,8 @@ READ_TIMEOUT = 60.0  # between two chunks, not for the whole download
 class HTTPArtifact(Artifact):
     """Streams an https:// (or loopback http://) URL, resuming a broken download with a Range request."""
 
+    resumable = True  # also from `start` (validator: the ETag / Last-Modified, sent as If-Range)
+
     @classmethod
     def validate(cls, parsed: urls.ParsedURL) -> None:
         """Raise ValueError for a URL without a host, or plaintext http:// to anything but loopback."""
@@ -38,9 +40,9 @@ class HTTPArtifact(Artifact):
         """Stream the URL's body into out, resuming where a broken connection left off."""
         import requests
 
-        session = requests.Session()
+        session = _Session()
         session.headers["User-Agent"] = "dewy/%s" % __version__
-        state = {"validator": None}
+        state = {"validator": self.validator}
 
         def open_at(offset: int):
             headers = {}
@@ -60,18 +62,48 @@ class HTTPArtifact(Artifact):
                 response.close()
                 raise ArtifactError("cannot download %s: HTTP %d %s" % (self.shown, response.status_code,
                                                                         response.reason or ""))
-            state["validator"] = response.headers.get("ETag") or response.headers.get("Last-Modified")
+            state["validator"] = self.validator = (response.headers.get("ETag")
+                                                   or response.headers.get("Last-Modified"))
             length = response.headers.get("Content-Length", "")
             if response.status_code == 200 and length.isdigit():
                 self.total = int(length)  # the whole size (a 206's length is only the rest)
+            elif response.status_code == 206 and offset == self.start:
+                whole = response.headers.get("Content-Range", "").rpartition("/")[2]
+                self.total = int(whole) if whole.isdigit() else None
             return _chunks(response)
 
         try:
             copy_resuming(open_at, out, self.shown,
                           retry_on=(requests.ConnectionError, requests.Timeout,
-                                    requests.exceptions.ChunkedEncodingError))
+                                    requests.exceptions.ChunkedEncodingError), start=self.start)
         finally:
             session.close()
+
+
+def _session_class():
+    import requests
+
+    class Session(requests.Session):
+        """requests' Session that refuses a redirect breaking the web URL rule (https -> http off loopback)."""
+
+        def get_redirect_target(self, resp):
+            target = super().get_redirect_target(resp)
+            if target:
+                import urllib.parse
+
+                try:
+                    urls.check_redirect(resp.url, urllib.parse.urljoin(resp.url, target), "artifact")
+                except ValueError as exc:
+                    resp.close()
+                    raise ArtifactError("cannot download %s: %s" % (redact(resp.url), exc)) from None
+            return target
+
+    return Session
+
+
+def _Session():
+    """A requests Session for artifacts (redirects checked)."""
+    return _session_class()()
 
 
 def _chunks(response):

@@ -25,6 +25,7 @@ from dewy.log import redact_text
 
 TIMEOUT = (2.0, 5.0)      # (connect, read) seconds: a Consul agent that is down must not hold up a poll
 MAX_VALUE = 512 * 1024    # Consul's default kv_max_value_size
+MAX_ANSWER = 64 << 20     # bytes of one answer read (a listing of the fleet's values), never more
 DEFAULT_ADDR = "127.0.0.1:8500"
 _TRUE = ("1", "true", "yes", "on")
 
@@ -94,7 +95,15 @@ class ConsulCache(RemoteCache):
     def _request(self, method: str, key: str, params: dict | None = None, data: bytes | None = None):
         url = self.base + urllib.parse.quote(key, safe="/")
         try:
-            response = self.session.request(method, url, params=params, data=data, timeout=TIMEOUT)
+            response = self.session.request(method, url, params=params, data=data, timeout=TIMEOUT, stream=True)
+            body = bytearray()
+            with response:
+                for chunk in response.iter_content(64 * 1024):
+                    body += chunk
+                    if len(body) > MAX_ANSWER:  # a server (or what holds its port) that never stops
+                        raise CacheUnavailable("consul at %s sent more than %d bytes (the cap on a cache answer)"
+                                               % (self.server, MAX_ANSWER))
+            response._content = bytes(body)  # what .text and .json() read: the capped body
         except self._requests.RequestException as exc:
             raise CacheUnavailable("cannot reach consul at %s: %s" % (
                 self.server, redact_text(str(exc)) or type(exc).__name__)) from None

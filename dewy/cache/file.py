@@ -5,6 +5,7 @@ with a TTL, `<dir>/.tmp.*` writes in progress. Safe names never start with a dot
 TTL directory nor a temp file can collide with a key.
 """
 
+import errno
 import os
 import tempfile
 import time
@@ -112,6 +113,21 @@ class FileCache(Cache):
         with self._atomic(path) as fh:
             yield fh
         self._unlink(ttl_path)  # a blob never expires
+
+    def adopt(self, key: str, path: str) -> bool:
+        """Make the complete file at path (mode 0600) key's entry by renaming it into the cache, no copy (a download
+        the poller kept across a restart, dewy.poller.partial); False when it is on another file system."""
+        final, ttl_path = self._paths(key)
+        try:
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(path, final)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                return False
+            raise
+        self._unlink(ttl_path)  # a blob never expires
+        return True
 
     def open_read(self, key: str) -> BinaryIO | None:
         """The file holding key, open for reading, or None."""

@@ -139,6 +139,14 @@ def dir_problem(config) -> str | None:
     """Why the assets-mode `dir` cannot be kept as a symlink to the newest release: something that is not a
     symlink is there (dewy never replaces a real file or directory, as with `current`); None when it can."""
     path = config.dir if config.mode == "assets" else ""
+    if path and getattr(config, "user", ""):
+        from dewy.workdir import writable_parent  # the root master makes the link: no parent may be the user's
+
+        unsafe = writable_parent(path, config.user, getattr(config, "group", "") or "")
+        if unsafe:
+            return ("%s, above %s, can be changed by user %s: the root master would create the link wherever that "
+                    "user points it. Use a dir whose parents only root can write (e.g. /srv/www owned by root)"
+                    % (unsafe, path, config.user))
     if not path or not os.path.lexists(path) or os.path.islink(path):
         return None
     kind = "a directory" if os.path.isdir(path) else "a file"
@@ -172,4 +180,16 @@ def startup_problem(config) -> str | None:
     if problem is None:
         return None
     where = "[dewy] app" if config.source != "command line" else "the app command (after --)"
-    return "%s: %s: %s" % (config.source, where, problem)
+    return "%s: %s: %s%s" % (config.source, where, problem, _other_current_hint(program, config))
+
+
+def _other_current_hint(program: str, config) -> str:
+    """A hint when an absolute app path runs from another directory's `current/` (Dewy's README runs
+    `/opt/myapp/current/myapp` from /opt/myapp, its workdir): dewy keeps `current` in its workdir, so the
+    operator most likely meant that directory as the workdir; '' otherwise."""
+    head, sep, _ = program.partition("/current/")
+    if not os.path.isabs(program) or not sep or not head:
+        return ""
+    flag = "workdir = %s" % head if config.source != "command line" else "--workdir %s" % head
+    return ("; dewy keeps `current` in its workdir (%s), so a path under %s/current/ exists only once that is "
+            "the workdir: give %s (Dewy used the directory it was started in)" % (config.workdir, head, flag))

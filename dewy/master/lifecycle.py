@@ -1,9 +1,10 @@
 """The generation lifecycle: which app generation starts, serves and retires, and when.
 
-Decisions only. Processes are started and signalled through a Host (the master's I/O shell,
-arbiter.py; a fake in the unit tests), time is read from the clock it is given, and every
-deadline lives in ONE table, timers(), from which the loop takes both its timeout (next_deadline)
-and what to do when one passes (fire). Its only own I/O is the `current` symlink and the manifest.
+Decisions only. Processes are started and signalled through a Host (host.py: apps.AppHost in the
+master, a fake in the unit tests), time is read from the clock it is given, and its deadlines are
+one table, timers(), run by timers.next_deadline / timers.fire. Its only own I/O is the `current`
+symlink (switch(); links.py points it back) and the manifest. Its parts: the HTTP checks
+(health.py), going back (rollback.py: crash loops and `dewy rollback`).
 
 A deploy: `current` -> new release, spawn generation N+1, wait for readiness; ready -> N retires, and
 once N no longer holds a listener (the handover) N+1 serves: the deploy is reported; not ready -> N+1
@@ -18,113 +19,20 @@ import time
 
 from .. import backoff, current, procgroup  # dewy.current, not dewy.releases: no tarfile/zipfile here
 from ..clock import utc_iso
-from .generation import EXITED, RETIRING, SERVING, STARTING, Generation, dir_problem, release_lacks_program
-from .httpprobe import OK, OTHER
+from . import timers
+from .generation import EXITED, RETIRING, SERVING, STARTING, Generation, release_lacks_program
+from .health import HealthChecks
+from .host import CommandError, Host  # noqa: F401 — CommandError re-exported: spawn() raises it
+from .links import Links
+from .reloads import ReloadCheck
+from .rollback import PROBATION, PROBATION_DEATHS, Probation, Rollbacks  # noqa: F401 — re-exported
 
 log = logging.getLogger("dewy.master")
 
-PROBATION = 60.0  # a release that dies this soon after its deploy counts towards a rollback
-PROBATION_DEATHS = 3  # deaths within PROBATION that roll a release back
 STABLE_AFTER = 10.0  # a generation up this long resets the respawn backoff
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
-PROBE_RETRY = 0.2  # ready = http: a failed GET is asked again this much later
-PROBE_TIMEOUT = 5.0  # ready = http: the longest one GET may take (within the readiness timeout)
-OTHER_RETRY = 0.02  # a GET accepted by another generation: ask again this soon
 # A handover looks this often whether the generation it replaces still holds a listener (doubling to the max).
-HANDOVER_FIRST, HANDOVER_MAX = 0.005, 0.5
-
-
-class CommandError(Exception):
-    """The app command cannot be executed at all: a configuration error, not the release's fault."""
-
-
-class Host:
-    """What the lifecycle asks of the process around it. The Arbiter implements it; tests fake it."""
-
-    def spawn(self, gen: Generation) -> int:
-        """Start the app for gen (listeners as fds 3.., gen's release); its pid. CommandError, OSError."""
-        raise NotImplementedError
-
-    def signal(self, pid: int, sig: int) -> bool:
-        """Signal the process group pid; False when nothing is left of it."""
-        raise NotImplementedError
-
-    def group_alive(self, pid: int) -> bool:
-        """Whether any process of the group pid is left."""
-        raise NotImplementedError
-
-    def tell_poller(self, type_: str, **fields) -> None:
-        """Send a message to the poller (dropped when there is none)."""
-
-    def ready(self) -> None:
-        """The app serves (or dewy itself is up and keeps retrying it): tell systemd."""
-
-    def changed(self) -> None:
-        """Something the status file shows changed: rewrite it."""
-
-    def record(self) -> None:
-        """Write the status file now and durably (fsync'd file and directory): `current` moves next, and a
-        master killed after that must find the record. OSError when it cannot be written."""
-
-    def upgrade(self) -> None:
-        """Run the in-place upgrade that waited for a starting generation to settle."""
-
-    def listening(self, pid: int) -> bool:
-        """Whether any process of the group pid still holds one of the listening sockets (so may still take
-        new connections); False once none does, or nothing is left of the group."""
-        raise NotImplementedError
-
-    def probe(self, gen: Generation, path: str, timeout: float) -> None:
-        """Start GET path on the first TCP listener, counted only if gen's processes accept it; answer
-        with Lifecycle.probe_done(gen, outcome, detail) (httpprobe.OK / FAILED / OTHER) later."""
-        raise NotImplementedError
-
-    def explain(self, pid: int, why: str) -> str:
-        """why a generation failed, with what its process pid last wrote to stderr when the host has that."""
-        return why
-
-    def switched_back(self, from_version: str | None, to_version: str | None) -> None:
-        """`dewy rollback` finished: from_version must not come back (until a newer one is published)."""
-
-
-class Probation:
-    """A freshly deployed release, watched for a crash loop, and where to go back to."""
-
-    def __init__(self, version, release_dir, previous_version, previous_dir, until, deaths=0):
-        self.version, self.release_dir = version, release_dir
-        self.previous_version, self.previous_dir = previous_version, previous_dir
-        self.until = until
-        self.deaths = deaths
-
-    def to_state(self, now: float) -> dict:
-        """This probation for an in-place upgrade (monotonic time made relative); from_state reverses it."""
-        return {"version": self.version, "release_dir": self.release_dir,
-                "previous_version": self.previous_version, "previous_dir": self.previous_dir,
-                "until_in": self.until - now, "deaths": self.deaths}
-
-    @classmethod
-    def from_state(cls, d: dict, now: float) -> "Probation":
-        """Rebuild a probation handed over by the previous master image."""
-        return cls(d["version"], d["release_dir"], d["previous_version"], d["previous_dir"],
-                   now + d["until_in"], d["deaths"])
-
-    def to_status(self, now: float) -> dict:
-        """This probation for the status file, `until` as wall-clock seconds: a restarted master carries it on."""
-        return {"version": self.version, "release_dir": self.release_dir, "previous_version": self.previous_version,
-                "previous_dir": self.previous_dir, "deaths": self.deaths, "until": time.time() + (self.until - now)}
-
-    @classmethod
-    def from_status(cls, d, release_dir: str | None, now: float) -> "Probation | None":
-        """The probation a stopped (or killed) master left in its status, when it still holds: the same release in
-        `current` and its time not up; else None."""
-        try:
-            left = float(d["until"]) - time.time()
-            if d["release_dir"] != release_dir or left <= 0 or not d.get("previous_dir"):
-                return None
-            return cls(d.get("version"), d["release_dir"], d.get("previous_version"), d["previous_dir"],
-                       now + min(left, PROBATION), int(d.get("deaths") or 0))
-        except (KeyError, TypeError, ValueError):
-            return None
+HANDOVER_FIRST, HANDOVER_MAX = 0.02, 0.5
 
 
 class Lifecycle:
@@ -134,6 +42,7 @@ class Lifecycle:
         self.cfg = cfg
         self.host = host
         self.clock = clock
+        self.health, self.links, self.rollbacks = HealthChecks(self), Links(self), Rollbacks(self)
         self.generation_count = 0
         self.starting: Generation | None = None
         # Ready, but the generation it replaces (handover_from) may still take new connections: what it brings
@@ -162,21 +71,11 @@ class Lifecycle:
         self.spawn_error: str | None = None  # why the last spawn() returned None
         self.dir_trouble: str | None = None  # why `dir` (assets mode) could not be pointed at the release
         self.last_deploy: dict | None = None
-        # A reload restarted the app: until a generation is ready, one that fails to start is the reload's failure
-        # (reload_failed), and a deploy failing meanwhile is not the release's fault (retried, not refused).
-        self.reload_unproven = False
-        self.reload_failed: str | None = None
-        self.config_epoch = 0  # reloads so far: a generation started before the last one says nothing of the ini
+        self.reloads = ReloadCheck(self)  # whether the last reload's app command starts (reloads.py)
 
     @property
     def current_link(self) -> str:
         return os.path.join(self.cfg.workdir, "current")
-
-    def version_of(self, release_dir: str | None) -> str | None:
-        """The version recorded for an unpacked release dir."""
-        if not release_dir:
-            return None
-        return current.Manifest(self.cfg.workdir).version_of(release_dir)
 
     @property
     def settling(self) -> Generation | None:
@@ -207,7 +106,7 @@ class Lifecycle:
             table.append((gen.ready_deadline, lambda now, gen=gen: self.ready_timeout(gen)))
         for g in (self.starting, self.serving):
             if g is not None and g.probe_at is not None and not g.probing:
-                table.append((g.probe_at, lambda now, g=g: self.start_probe(g, now)))
+                table.append((g.probe_at, lambda now, g=g: self.health.start_probe(g, now)))
         for g in self.retiring:
             if g.kill_deadline is not None:
                 table.append((g.kill_deadline, lambda now, g=g: self.kill_retiring(g)))
@@ -220,15 +119,12 @@ class Lifecycle:
         return table
 
     def next_deadline(self) -> float | None:
-        """The earliest deadline in the table, or None."""
-        deadlines = [d for d, _ in self.timers()]
-        return min(deadlines) if deadlines else None
+        """The earliest deadline in the table, or None (timers.next_deadline, as the Arbiter's loop)."""
+        return timers.next_deadline(self.timers())
 
     def fire(self, now: float) -> None:
-        """Act on every deadline that has passed by now."""
-        for deadline, action in self.timers():
-            if now >= deadline:
-                action(now)
+        """Act on every deadline that has passed by now (timers.fire, as the Arbiter's loop)."""
+        timers.fire(self.timers(), now)
 
     def ready_timeout(self, gen: Generation) -> None:
         """The starting generation's readiness deadline passed: ready (delay) or failed (notify)."""
@@ -238,90 +134,14 @@ class Lifecycle:
         if gen.ready_kind == "delay":
             self.on_ready(gen)
         elif getattr(self.cfg, "rollback", "on") == "off":
-            self.keep_unready(gen)
+            self.rollbacks.keep_unready(gen)
         elif gen.ready_kind == "http":
             self.on_start_failed(gen, "GET %s did not answer 2xx within %gs (last: %s)" % (
                 gen.ready_path, gen.ready_timeout, gen.probe_detail or "no answer"))
         else:
             self.on_start_failed(gen, "did not send READY=1 within %gs" % gen.ready_timeout)
 
-    def keep_unready(self, gen: Generation) -> None:
-        """rollback = off (Dewy's --no-rollback): the release that failed its readiness check serves anyway and
-        the old generation retires; the deploy is answered ok with the failure as its error (logged, notified)."""
-        if gen.ready_kind == "http":
-            why = "GET %s did not answer 2xx or 3xx within %gs (last: %s)" % (
-                gen.ready_path, gen.ready_timeout, gen.probe_detail or "no answer")
-        else:
-            why = "did not send READY=1 within %gs" % gen.ready_timeout
-        gen.kept_unready = "version %s failed its readiness check: %s; kept (rollback = off)" % (gen.version, why)
-        log.error("%s: %s", gen.label(), gen.kept_unready, extra=gen.log_fields())
-        self.on_ready(gen)
-
-    # ------------------------------------------------------------ HTTP checks
-    def start_probe(self, gen: Generation, now: float) -> None:
-        """Time to GET the readiness path (starting gen) or the health path (serving gen)."""
-        gen.probe_at = None
-        if gen is self.starting and gen.ready_kind == "http":
-            left = (gen.ready_deadline or now) - now
-            gen.probing = True
-            self.host.probe(gen, gen.ready_path, max(0.05, min(PROBE_TIMEOUT, left)))
-        elif gen is self.serving and self.cfg.health:
-            if self.starting is not None:
-                # A new generation is on its way (deploy, restart): check the one that serves after it.
-                gen.probe_at = now + self.cfg.health_interval
-                return
-            gen.probing = True
-            self.host.probe(gen, self.cfg.health, self.cfg.health_interval)
-
-    def probe_done(self, gen: Generation, outcome: str, detail: str) -> None:
-        """A GET of start_probe came back: ok / failed / other (accepted by another generation: ask again)."""
-        gen.probing = False
-        log.debug("%s: %s (%s)", gen.label(), detail, outcome, extra=gen.log_fields())  # `other`: ask again
-        if self.stopping:
-            return
-        now = self.clock()
-        if outcome == OTHER:
-            if gen is self.starting or gen is self.serving:
-                gen.probe_at = now + OTHER_RETRY
-            if gen is self.starting and gen.ready_kind == "http":
-                gen.probe_detail = detail  # a refusal then says the answers were another's, or unattributed
-            return
-        if gen is self.starting and gen.ready_kind == "http":
-            gen.probe_detail = detail
-            if outcome == OK:
-                self.on_ready(gen)
-            else:
-                gen.probe_at = now + PROBE_RETRY
-        elif gen is self.serving and self.cfg.health:
-            if outcome == OK:
-                if gen.health_failures:
-                    log.info("%s is healthy again: %s", gen.label(), detail, extra=gen.log_fields())
-                gen.health_failures = 0
-            else:
-                gen.health_failures += 1
-                log.warning("health check %d/%d of %s failed: %s", gen.health_failures, self.cfg.health_failures,
-                            gen.label(), detail, extra=gen.log_fields())
-                if gen.health_failures >= self.cfg.health_failures:
-                    self.unhealthy(gen, detail)
-                    return
-            gen.probe_at = now + self.cfg.health_interval
-
-    def unhealthy(self, gen: Generation, detail: str) -> None:
-        """The serving generation failed health-failures checks in a row: start a new one (it retires once the
-        new one is ready); on probation this counts as a crash, and the third one rolls the release back."""
-        gen.health_failures, gen.probe_at = 0, None
-        self.set_problem("%s failed %d health checks in a row (%s); restarting it" % (
-            gen.label(), self.cfg.health_failures, detail))
-        if self.count_crash(gen):
-            return
-        self.restart(reason="health")
-        self.host.changed()
-
-    def arm_health(self, gen: Generation) -> None:
-        """Schedule the first health check of a generation that now serves."""
-        gen.health_failures = 0
-        gen.probe_at = self.clock() + self.cfg.health_interval if self.cfg.health else None
-
+    # ------------------------------------------------------------- retiring
     def kill_retiring(self, gen: Generation) -> None:
         """graceful-timeout passed for a retiring generation: KILL what is left of it."""
         gen.kill_deadline = None
@@ -337,81 +157,20 @@ class Lifecycle:
         release being tried (`deploying`); if `current` still points there, that release never became
         ready (the master was killed meanwhile) and `current` goes back to the one before it.
         """
-        self.undo_interrupted_deploy((previous_status or {}).get("deploying"))
+        self.links.undo_interrupted_deploy((previous_status or {}).get("deploying"))
         release = current.read_link(self.current_link)
         if release is None and os.path.islink(self.current_link):
             self.set_problem("current points at %s, which does not exist; waiting for the poller to deploy "
                              "again" % os.readlink(self.current_link))
-        self.current_release, self.current_version = release, self.version_of(release)
-        self.probation = Probation.from_status((previous_status or {}).get("probation"), release, self.clock())
-        if self.probation is not None:
-            log.info("version %s is still on probation (%d death(s); back to %s after %d within %.0fs of its deploy)",
-                     self.probation.version, self.probation.deaths, self.probation.previous_version,
-                     PROBATION_DEATHS, PROBATION)
+        self.current_release, self.current_version = release, self.links.version_of(release)
+        self.rollbacks.carry_on((previous_status or {}).get("probation"), release)  # a restart during probation
         if self.cfg.mode == "assets":
-            self.point_dir_at(release)  # `dir` removed, or configured anew, while dewy was down
+            self.links.point_dir_at(release)  # `dir` removed, or configured anew, while dewy was down
             return
         if release is None:
             log.info("no release deployed yet; waiting for the poller")
             return
         self.spawn("initial", self.current_version, release)
-
-    def undo_interrupted_deploy(self, deploying: dict | None) -> None:
-        if not deploying or not deploying.get("release_dir"):
-            return
-        if current.read_link(self.current_link) != os.path.realpath(deploying["release_dir"]):
-            return  # the link never moved (killed before), or moved back: it names what served
-        before = deploying.get("previous_dir")
-        log.warning("current points at %s (version %s), whose deploy was interrupted before it was ready; "
-                    "going back to %s", deploying["release_dir"], deploying.get("version"), before or "nothing")
-        self.point_current_at(before)
-
-    def point_dir_at(self, release_dir: str | None) -> bool:
-        """assets mode: point the `dir` symlink at release_dir, creating its parent directories; a real file or
-        directory there is never replaced (the problem is logged and shown in the status). False when not done."""
-        path = self.cfg.dir if self.cfg.mode == "assets" else ""
-        if not path or not release_dir:
-            return False
-        problem = dir_problem(self.cfg)
-        if problem is None:
-            try:
-                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-                if current.read_link(path) != os.path.realpath(release_dir):
-                    current.switch_link(path, release_dir)
-                    log.info("dir %s now points at %s", path, release_dir)
-            except (OSError, current.ReleaseError) as exc:
-                problem = "cannot point dir %s at %s: %s" % (path, release_dir, exc)
-        if problem is None:
-            if self.problem is not None and self.problem == self.dir_trouble:
-                self.set_problem(None)  # what was in the way has been moved away
-            self.dir_trouble = None
-            return True
-        self.dir_trouble = problem
-        self.set_problem(problem)
-        self.host.changed()
-        return False
-
-    def forget_dir(self, old_dir: str) -> None:
-        """`dir` was configured elsewhere, or removed: remove the old symlink when it still points into our
-        releases/ (only a symlink dewy made; anything else stays)."""
-        if not old_dir or old_dir == self.cfg.dir or not os.path.islink(old_dir):
-            return
-        releases = os.path.join(os.path.realpath(self.cfg.workdir), "releases") + os.sep
-        if not os.path.realpath(old_dir).startswith(releases):
-            return
-        try:
-            os.unlink(old_dir)
-            log.info("removed the old dir symlink %s (dir is now %s)", old_dir, self.cfg.dir or "not set")
-        except OSError as exc:
-            log.warning("cannot remove the old dir symlink %s: %s", old_dir, exc)
-
-    def point_current_at(self, release_dir: str | None) -> None:
-        """Switch `current` to release_dir; remove it when release_dir is None or gone."""
-        if release_dir and os.path.isdir(release_dir):
-            current.switch_link(self.current_link, release_dir)
-            return
-        if os.path.islink(self.current_link):
-            os.unlink(self.current_link)
 
     # ----------------------------------------------------------------- spawning
     def spawn(self, reason: str, version: str | None, release_dir: str | None) -> Generation | None:
@@ -420,8 +179,7 @@ class Lifecycle:
         gen = Generation(self.generation_count, 0, version, release_dir, reason, started_at=self.clock())
         # Pinned per generation: a reload must not change the rules for one already starting.
         gen.ready_kind, gen.ready_timeout = self.cfg.ready.kind, self.cfg.ready.seconds
-        gen.ready_path = self.cfg.ready.path
-        gen.config_epoch = self.config_epoch
+        gen.ready_path, gen.config_epoch = self.cfg.ready.path, self.reloads.epoch
         try:
             gen.pid = self.host.spawn(gen)
         except CommandError as exc:
@@ -444,11 +202,6 @@ class Lifecycle:
         self.host.changed()
         return gen
 
-    def reloaded(self) -> None:
-        """The configuration was re-read: the generations started from now on try it (see reload_failed)."""
-        self.config_epoch += 1
-        self.reload_unproven, self.reload_failed = self.cfg.mode != "assets", None
-
     def set_problem(self, problem: str | None) -> None:
         """Remember (and log) what is wrong on the master's side; None clears it."""
         if problem and problem != self.problem:
@@ -469,7 +222,7 @@ class Lifecycle:
         """The starting generation is ready: it serves, the previous one retires."""
         now = self.clock()
         gen.state, gen.ready_at, gen.ready_deadline = SERVING, now, None
-        self.arm_health(gen)
+        self.health.arm_health(gen)
         log.info("%s is ready [%s] after %.2fs", gen.label(), gen.reason, now - gen.started_at, extra=gen.log_fields())
         old, self.serving, self.starting = self.serving, gen, None
         if old:
@@ -477,8 +230,7 @@ class Lifecycle:
         previous_version, previous_dir = self.current_version, self.current_release
         self.current_version, self.current_release = gen.version, gen.release_dir
         self.set_problem(None)
-        if gen.config_epoch == self.config_epoch:  # started with the configuration of the last reload: it works
-            self.reload_unproven, self.reload_failed = False, None
+        self.reloads.ready(gen)
         if gen.rollback_from is not None or gen.reason == "deploy":
             # Ready is proof enough for a cold start: `current` stays on it whatever happens now.
             self.deploying = None
@@ -510,11 +262,10 @@ class Lifecycle:
             log.info("%s takes no new connection any more: %s serves", old.label(), gen.label(),
                      extra=gen.log_fields())
         if gen.rollback_from is not None:
-            self.finish_switch_back(gen)
-        if gen.reason == "deploy":
+            self.rollbacks.finish_switch_back(gen)  # both write the status (changed())
+        elif gen.reason == "deploy":
             # rollback = off: a release kept though it failed its readiness check reports that as its error
             self.finish_deploy(gen.version, gen.release_dir, True, getattr(gen, "kept_unready", None), gen.number)
-        self.host.changed()
         self.after_start()
 
     def on_start_failed(self, gen: Generation, why: str) -> None:
@@ -524,22 +275,12 @@ class Lifecycle:
         self.discard(gen)
         self.host.ready()  # dewy itself is up; it keeps retrying the app
         if self.serving is not None and self.serving.probe_at is None and not self.serving.probing:
-            self.arm_health(self.serving)  # its health restart did not get through: keep watching it
-        stale = gen.config_epoch != self.config_epoch  # started with the configuration before a reload
-        if self.reload_unproven and not stale and gen.reason != "deploy" and gen.rollback_from is None:
-            self.reload_failed = "%s did not start with the configuration re-read from %s: %s" % (
-                gen.label(), self.cfg.source, why)
+            self.health.arm_health(self.serving)  # its health restart did not get through: keep watching it
+        not_its_fault, retry = self.reloads.start_failed(gen, why)
         if gen.reason == "deploy":
             self.restore_current()
-            error = "%s failed: %s" % ("version " + (gen.version or "?"), why)
-            if self.reload_failed:
-                # The app command failed on the release that ran before too, since the reload: the ini's fault.
-                error += ("; not refused: since the last reload the app does not start on %s either (fix the "
-                          "ini and send HUP)" % (self.current_version or "the running release"))
-            elif stale:
-                error += "; not refused: started with the configuration before the last reload"
-            self.finish_deploy(gen.version, gen.release_dir, False, error, gen.number,
-                               retry=bool(self.reload_failed) or stale)
+            self.finish_deploy(gen.version, gen.release_dir, False, "%s failed: %s%s" % (
+                "version " + (gen.version or "?"), why, not_its_fault), gen.number, retry=retry)
         elif gen.rollback_from is not None:
             self.restore_current()  # `current` back on what still serves
             error = "rollback to %s failed: %s; %s keeps serving" % (gen.version, why, self.current_version)
@@ -547,12 +288,9 @@ class Lifecycle:
             self.last_deploy = {"version": gen.version, "ok": False, "error": error, "time": utc_iso(),
                                 "generation": gen.number, "rolled_back_from": gen.rollback_from}
         elif not self.serving and not self.stopping:
-            self.problem = "%s failed to start [%s]: %s" % (gen.label(), gen.reason, why)  # logged above
-            if not self.count_crash(gen):
+            if not self.rollbacks.count_crash(gen, "%s failed to start [%s]: %s" % (gen.label(), gen.reason, why)):
                 self.schedule_respawn()
-        if self.reload_failed and not self.stopping:
-            self.set_problem("reload failed: %s%s" % (self.reload_failed, "; generation %d keeps serving" % (
-                self.serving.number) if self.serving else ""))
+        self.reloads.show()
         self.host.changed()
         self.after_start()
 
@@ -563,12 +301,10 @@ class Lifecycle:
         self.discard(gen)
         if self.stopping:
             return
-        # `dewy status` shows it (logged above) until a generation is ready again.
-        self.problem = "%s exited unexpectedly (%s)" % (gen.label(), self.host.explain(
-            gen.pid, describe_status(gen.exit_status)))
         if gen.ready_at is not None and self.clock() - gen.ready_at >= STABLE_AFTER:
             self.crash_streak = 0
-        if not self.count_crash(gen) and not self.starting:
+        why = self.host.explain(gen.pid, describe_status(gen.exit_status))
+        if not self.rollbacks.count_crash(gen, "%s exited unexpectedly (%s)" % (gen.label(), why)) and not self.starting:
             self.schedule_respawn()
         self.host.changed()
 
@@ -582,6 +318,9 @@ class Lifecycle:
             self.on_start_failed(gen, self.host.explain(pid, describe_status(wstatus) + " before it was ready"))
         elif gen.state == SERVING:
             self.on_serving_died(gen)
+        elif gen is self.handover_from:
+            # Gone: look at once, from the timer table (after the reaping: a check may run an upgrade).
+            self.handover_at = self.clock()
         return True
 
     def sweep(self) -> bool:
@@ -619,95 +358,6 @@ class Lifecycle:
         self.retiring.append(gen)
 
     # ------------------------------------------------------- crashes, rollback
-    def count_crash(self, gen: Generation) -> bool:
-        """Count a death of the release on probation; True when that started a rollback."""
-        p = self.probation
-        if not p or gen.release_dir != p.release_dir or self.clock() > p.until:
-            return False
-        p.deaths += 1
-        log.warning("version %s died %d time(s) within %.0fs of its deploy", p.version, p.deaths, PROBATION)
-        if p.deaths < PROBATION_DEATHS:
-            return False
-        return self.rollback(p)
-
-    def rollback(self, p: Probation) -> bool:
-        """Go back to the release that served before p was deployed, and tell the poller.
-
-        False when that release's directory is gone: the poller is told to refuse p's version and to
-        deploy afresh (`lost`), and meanwhile p's release keeps being respawned with backoff.
-        """
-        self.probation = None
-        if not os.path.isdir(p.previous_dir):
-            error = ("version %s crashed %d times after its deploy, and the release dir of %s to roll back to "
-                     "is gone; asking the poller to deploy it again" % (p.version, p.deaths, p.previous_version))
-            self.set_problem(error)
-            self.last_deploy = {"version": p.version, "ok": False, "error": error, "time": utc_iso(),
-                                "rolled_back_to": None}
-            self.host.tell_poller("rollback", version=p.version, to_version=p.previous_version, error=error)
-            self.host.tell_poller("lost", version=p.previous_version, release_dir=p.previous_dir, error=error)
-            return False
-        self.crash_streak = 0
-        error = "version %s crashed %d times after its deploy; rolled back to %s" % (
-            p.version, p.deaths, p.previous_version)
-        log.error("%s", error)
-        self.current_version, self.current_release = p.previous_version, p.previous_dir
-        self.last_deploy = {"version": p.version, "ok": False, "error": error, "time": utc_iso(),
-                            "rolled_back_to": p.previous_version}
-        self.switch(p.previous_version, p.previous_dir, back_to=None, trusted=True)
-        self.host.tell_poller("rollback", version=p.version, to_version=p.previous_version, error=error)
-        if self.starting is None and self.spawn("rollback", p.previous_version, p.previous_dir) is None:
-            self.schedule_respawn()
-        return True
-
-    def switch_back(self, version: str | None, release_dir: str) -> str | None:
-        """`dewy rollback`: switch to an unpacked earlier release the way a deploy does (new generation first,
-        the serving one retires once it is ready); why not, or None once it started."""
-        if self.stopping:
-            return "dewy is stopping"
-        if self.settling is not None:
-            return "generation %d is starting [%s]; try again once it is ready" % (
-                self.settling.number, self.settling.reason)
-        if release_dir == self.current_release:
-            return "version %s already serves (%s)" % (version, release_dir)
-        if not os.path.isdir(release_dir):
-            return "release dir %s is gone" % release_dir
-        from_version = self.current_version
-        log.warning("rolling back from %s to %s (dewy rollback)", from_version or "nothing", version)
-        self.probation = None
-        if self.cfg.mode == "assets":
-            current.switch_link(self.current_link, release_dir)
-            self.current_version, self.current_release = version, release_dir
-            self.point_dir_at(release_dir)
-            gen = Generation(0, 0, version, release_dir, "rollback", started_at=self.clock())
-            gen.rollback_from = from_version
-            self.finish_switch_back(gen)
-            return None
-        problem = self.switch(version, release_dir, back_to=self.current_release)
-        if problem:
-            return problem
-        self.respawn_at = None
-        gen = self.spawn("rollback", version, release_dir)
-        if gen is None:
-            self.restore_current()
-            return "cannot start %s: %s" % (version, self.spawn_error)
-        gen.rollback_from = from_version
-        return None
-
-    def finish_switch_back(self, gen: Generation) -> None:
-        """A `dewy rollback` generation serves: record it and tell the poller (it refuses the version rolled
-        back from until a newer one is published, and audits the rollback)."""
-        self.deploying = None
-        error = "rolled back from %s to %s by the operator (dewy rollback)" % (gen.rollback_from, gen.version)
-        self.last_deploy = {"version": gen.version, "ok": True, "error": None, "time": utc_iso(),
-                            "generation": gen.number or None, "rolled_back_from": gen.rollback_from}
-        if gen.rollback_from and gen.rollback_from != gen.version:
-            self.host.switched_back(gen.rollback_from, gen.version)
-            # operator: the poller no longer refuses to_version (chosen by name) and refuses `version` only when
-            # it is the newer one (going forward leaves an older version that did nothing wrong).
-            self.host.tell_poller("rollback", version=gen.rollback_from, to_version=gen.version, error=error,
-                                  operator=True)
-        self.host.changed()
-
     def schedule_respawn(self) -> None:
         """Start the current release again after a delay that grows with consecutive crashes."""
         if self.current_release is None:
@@ -722,37 +372,11 @@ class Lifecycle:
         self.respawn_at = None
         if self.serving or self.starting or self.stopping or self.cfg.mode == "assets":
             return
-        release = self.current_or_lost()
+        release = self.links.current_or_lost()
         if release is None:
             return
         if self.spawn("respawn", self.current_version, release) is None:
             self.schedule_respawn()
-
-    def check_current(self) -> None:
-        """Notice, while the app still serves, that its release directory was deleted (called at every poll),
-        so the poller redeploys it now rather than at the next crash or restart."""
-        if self.starting or self.stopping or self.current_release is None or self.cfg.mode == "assets":
-            return
-        if self.current_release == self.reported_lost or os.path.isdir(self.current_release):
-            return
-        self.reported_lost = self.current_release
-        self.current_or_lost()
-
-    def current_or_lost(self) -> str | None:
-        """The release `current` points at; None (and the poller told to deploy again) when it is gone."""
-        release = current.read_link(self.current_link)
-        if release is not None or self.current_release is None:
-            return release
-        lost_version, lost_dir = self.current_version, self.current_release
-        error = ("release directory %s of version %s is gone (deleted?); asking the poller to deploy again"
-                 % (lost_dir, lost_version))
-        self.set_problem(error)
-        if not self.serving:
-            # Nothing runs it any more: the poller must not take it for running.
-            self.current_version = self.current_release = None
-        self.host.tell_poller("lost", version=lost_version, release_dir=lost_dir, error=error)
-        self.host.changed()
-        return None
 
     # ------------------------------------------------------------- commands
     def restart(self, reason: str = "restart") -> None:
@@ -763,13 +387,13 @@ class Lifecycle:
         if self.settling:
             self.restart_pending = True
             return
-        release = self.current_or_lost()
+        release = self.links.current_or_lost()
         if release is None:
             if self.current_release is None and not self.problem:
                 log.info("nothing to restart: no release deployed yet")
             return
         self.respawn_at = None
-        if self.spawn(reason, self.version_of(release) or self.current_version, release) is None \
+        if self.spawn(reason, self.links.version_of(release) or self.current_version, release) is None \
                 and not self.serving:
             self.schedule_respawn()
 
@@ -848,7 +472,7 @@ class Lifecycle:
         if self.cfg.mode == "assets":
             current.switch_link(self.current_link, release_dir)
             self.current_version, self.current_release = version, release_dir
-            self.point_dir_at(release_dir)
+            self.links.point_dir_at(release_dir)
             self.finish_deploy(version, release_dir, True, None, None)
             return
         problem = self.switch(version, release_dir, back_to=before)
@@ -894,7 +518,7 @@ class Lifecycle:
         """Point `current` back where it was before the deploy that did not finish."""
         deploying, self.deploying = self.deploying, None
         before = deploying.get("previous_dir") if deploying else None
-        self.point_current_at(before)
+        self.links.point_current_at(before)
         if not self.serving and not self.stopping and before:
             self.schedule_respawn()
 
@@ -918,8 +542,12 @@ class Lifecycle:
         """The status file's `state`."""
         if self.stopping:
             return "stopping"
-        if self.settling:
-            return "deploying" if self.settling.reason == "deploy" else "starting"
+        if self.starting:
+            return "deploying" if self.starting.reason == "deploy" else "starting"
+        if self.handover and self.handover.reason == "deploy":
+            return "deploying"  # until the old generation takes no new connection; a restart is `running` meanwhile
+        if self.handover and self.handover.rollback_from is not None:
+            return "starting"
         if self.serving or (self.cfg.mode == "assets" and self.current_release):
             return "running"
         return "waiting"
@@ -932,28 +560,6 @@ class Lifecycle:
         if gen is None:
             return "waiting for a release" if self.current_release is None else "app not running"
         return "app %s gen %d" % ("v" + gen.version if gen.version else "(unknown version)", gen.number)
-
-    def status_fields(self) -> dict:
-        """The lifecycle's keys of the status file."""
-        serving, starting = self.serving, self.starting
-        return {
-            "version": self.current_version, "release_dir": self.current_release,
-            "generation": serving.number if serving else None,
-            "app_pids": [serving.pid] if serving else [],
-            "starting_pid": starting.pid if starting else None,
-            "retiring_pids": [g.pid for g in self.retiring],
-            "deploying": self.deploying, "last_deploy": self.last_deploy,
-            # A release watched for a crash loop (and where to go back to): a restarted master carries it on.
-            "probation": self.probation.to_status(self.clock())
-            if self.probation and self.clock() <= self.probation.until else None,
-            # A restart waiting out its backoff: the how-many-th in a row, the delay, when it is due (wall clock).
-            "respawn": {"attempt": self.crash_streak, "delay": self.respawn_delay,
-                        "at": utc_iso(time.time() + (self.respawn_at - self.clock()), millis=True)}
-            if self.respawn_at is not None else None,
-            # Wall-clock time the serving generation became ready (its ready_at is monotonic).
-            "serving_since": utc_iso(time.time() - (self.clock() - serving.ready_at))
-            if serving and serving.ready_at is not None else None,
-        }
 
     # --------------------------------------------------------------- upgrade
     def to_state(self) -> dict:
@@ -975,7 +581,7 @@ class Lifecycle:
             gen = Generation.from_state(d, now)
             if gen.state == SERVING and self.serving is None:
                 self.serving = gen
-                self.arm_health(gen)
+                self.health.arm_health(gen)
             elif gen.state == STARTING and self.starting is None:
                 self.starting = gen
                 if gen.ready_kind == "http":

@@ -6,7 +6,6 @@ with its config loaded in a child process (dewy.master.configview), so the long-
 imports docopt, configparser or the registry modules.
 """
 
-import logging
 import os
 import sys
 
@@ -31,7 +30,7 @@ def main(argv: list | None = None) -> int:
     if path is None or os.environ.get(CHECK_ENV) == "1":
         from dewy.cli import master_main
         return master_main(argv)
-    from dewy.master.configview import ConfigLoadError, load, start_load
+    from dewy.master.configview import ConfigLoadError, load, reloader, start_load
     loaded = start_load(path)  # the child imports dewy.config while this process imports the arbiter
     from dewy.master import arbiter
     try:
@@ -42,12 +41,4 @@ def main(argv: list | None = None) -> int:
     for warning in config.warnings:
         print("dewy-master: warning: %s" % warning, file=sys.stderr)
     absolute = os.path.abspath(path)  # the master may chdir; SIGHUP must still find the file
-
-    def reload_config():
-        """The ini file read again (ConfigLoadError when it went bad; the master keeps the old config)."""
-        config = load(absolute)
-        for warning in config.warnings:
-            logging.getLogger("dewy.master").warning("%s", warning)
-        return config
-
-    return arbiter.run(config, reload_config)
+    return arbiter.run(config, reloader(lambda warnings: load(absolute)))

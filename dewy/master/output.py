@@ -15,7 +15,8 @@ import fcntl
 import os
 import time
 
-from dewy.log import scrub
+from dewy import secrets
+from dewy.log import REDACTED, scrub
 
 TAIL_BYTES = 4096
 PIPE_SIZE = 1 << 20  # the unprivileged maximum (/proc/sys/fs/pipe-max-size) by default
@@ -32,7 +33,10 @@ class StderrTail:
         self.tail = bytearray()
         self.closed = False
         self.as_json = None  # set to the app's fields (pid, generation, version) when log-format = json
-        self.partial = b""   # the unfinished last line, while forwarding as JSON
+        self.partial = b""   # the unfinished last line (forwarded once complete: masked as a whole)
+        # The values of the secrets dewy knows, masked in what is copied to the journal (the app may print
+        # its environment or a connection string).
+        self.masks = [(value.encode(), REDACTED.encode()) for value in secrets.values()]
         os.set_blocking(read_fd, False)
         os.set_inheritable(read_fd, False)
 
@@ -69,8 +73,27 @@ class StderrTail:
         return False
 
     def _forward(self, data: bytes) -> None:
-        """Copy what the app wrote to the master's stderr (as JSON records when the log is JSON)."""
-        self._write(self._json_lines(data) if self.as_json is not None else data)
+        """Copy what the app wrote to the master's stderr (as JSON records when the log is JSON), secrets
+        masked, line by line (a secret is never split between two writes)."""
+        self._write(self._json_lines(data) if self.as_json is not None else self._plain_lines(data))
+
+    def _mask(self, line: bytes) -> bytes:
+        for secret, mask in self.masks:
+            if secret in line:
+                line = line.replace(secret, mask)
+        return line
+
+    def _plain_lines(self, data: bytes, flush: bool = False) -> bytes:
+        """The complete lines of data, masked; the unfinished last one is held back (up to TAIL_BYTES)."""
+        if not self.masks:
+            return data
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        out = b"".join(self._mask(line) + b"\n" for line in lines)
+        if flush or len(self.partial) > TAIL_BYTES:
+            out += self._mask(self.partial)
+            self.partial = b""
+        return out
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -97,7 +120,7 @@ class StderrTail:
         for line in lines:
             if line:
                 record = {"time": utc_iso(time.time(), millis=True), "level": "info", "logger": "app",
-                          "msg": line.decode("utf-8", "replace").rstrip("\r")}
+                          "msg": self._mask(line).decode("utf-8", "replace").rstrip("\r")}
                 record.update(self.as_json)
                 records.append(json.dumps(record, separators=(",", ":")).encode() + b"\n")
         return b"".join(records)
@@ -123,6 +146,8 @@ class StderrTail:
         if not self.closed:
             if self.as_json is not None and self.partial:
                 self._write(self._json_lines(b"", flush=True))  # the last line had no newline
+            elif self.partial:
+                self._write(self._plain_lines(b"", flush=True))
             self.closed = True
             os.close(self.fd)
 

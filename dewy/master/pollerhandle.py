@@ -3,8 +3,11 @@
 Liveness: the master pings a poller it has not heard from for `ping_after` seconds; an idle poller
 (waiting for its next poll, or for the master's answer to a deploy) answers at once. One that is busy
 in a poll answers when the poll is done, so the poller counts as wedged only when it has said nothing
-for longer than a poll may take: the ping cadence plus CALL_TIMEOUT, plus the hook timeouts and
-DEPLOY_TIMEOUT while it reported a deploy under way. A wedged poller is killed and restarted.
+for longer than what it last said it does may take (it states it: dewy/poller/states.py): the ping
+cadence plus CALL_TIMEOUT (a poll's registry calls), plus hook-timeout while it runs a deploy hook,
+DOWNLOAD_STALL while it downloads (its progress messages are signs of life too), or DEPLOY_TIMEOUT while it
+unpacks. Idle, paused, held or waiting for its rollout wave, a stopped poller is noticed within about 70 s.
+A wedged poller is killed and restarted (a download from https:// or ghr:// then resumes where it stopped).
 """
 
 import logging
@@ -13,7 +16,7 @@ import signal
 import socket
 import time
 
-from .. import backoff, interpreter, procgroup
+from .. import backoff, interpreter, procgroup, protocol
 from ..protocol import Channel, ProtocolError
 from . import process
 from .lifecycle import BACKOFF_FIRST, BACKOFF_MAX  # the app's respawn backoff, for the poller too
@@ -22,8 +25,13 @@ log = logging.getLogger("dewy.master")
 
 STABLE_AFTER = 60.0  # a poller up this long resets the restart backoff
 CALL_TIMEOUT = 60.0  # the longest one poll (registry calls) may keep the poller from reading its pipe
-DEPLOY_TIMEOUT = 1800.0  # the longest a download + unpack may take (on top of the deploy hooks)
+DEPLOY_TIMEOUT = 1800.0  # the longest an unpack may take
+# The longest a download may go without a `progress` message (one a second while bytes arrive): a store's read
+# timeouts and resume attempts (dewy.artifact.base: 4 x up to 60 s) fit in it.
+DOWNLOAD_STALL = 300.0
 PING_MIN, PING_MAX = 0.5, 30.0
+# The fields of the poller's stated state (dewy/poller/states.py FIELDS), as the status file's `poller` shows them.
+STATED_KEYS = protocol.STATED + ("poll_request",)
 # Test-only: a smaller CALL_TIMEOUT, so a test can see a wedged poller restarted within seconds.
 CALL_TIMEOUT_ENV = "DEWY_TEST_POLLER_CALL_TIMEOUT"
 
@@ -33,7 +41,7 @@ class PollerHandle:
 
     def __init__(self, clock=time.monotonic, start=process.fork_exec, signal_group=procgroup.signal_group):
         self.clock = clock
-        # Unit tests pass fakes for both: fork_exec(argv, env, cwd, pass_fds) -> pid, signal_group(pid, sig).
+        # Unit tests pass fakes for both: fork_exec(argv, env, cwd, pass_fds, creds=None) -> pid, signal_group(pid, sig).
         self.start_process, self.signal_group = start, signal_group
         self.pid: int | None = None
         self.channel: Channel | None = None
@@ -42,7 +50,9 @@ class PollerHandle:
         self.respawn_at: float | None = None
         self.last_heard = 0.0
         self.ping_sent = False
-        self.busy_deploying = False  # its last status announced a deploy: allow for download and hooks
+        # What the poller last said it does ({state, reason, reason_text, target, held, since, poll_request}, from
+        # its `status` / `state` messages); shown as the status file's `poller`. None until it says.
+        self.stated: dict | None = None
         self.call_timeout = float(os.environ.get(CALL_TIMEOUT_ENV) or CALL_TIMEOUT)
 
     # ---------------------------------------------------------------- process
@@ -55,8 +65,7 @@ class PollerHandle:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             argv = interpreter.module_command("dewy.poller", ["--fd", "3"])  # also from a zipapp or checkout
-            extra = {"creds": creds} if creds is not None else {}  # unit tests' fake start takes 4 arguments
-            self.pid = self.start_process(argv, env, cwd, [theirs.fileno()], **extra)
+            self.pid = self.start_process(argv, env, cwd, [theirs.fileno()], creds=creds)
         except OSError as exc:
             ours.close()
             log.error("cannot start the poller: %s", exc)
@@ -67,7 +76,9 @@ class PollerHandle:
         ours.setblocking(False)
         self.channel = Channel(ours)
         self.started_at = self.last_heard = self.clock()
-        self.ping_sent = self.busy_deploying = False
+        self.ping_sent = False
+        self.stated = {"state": "starting", "reason": "spawned", "reason_text": None, "target": None, "held": None,
+                       "since": None, "poll_request": None}
         log.info("started poller (pid %d)", self.pid)
         return True
 
@@ -75,6 +86,9 @@ class PollerHandle:
         """The poller was reaped: forget it; its pid."""
         pid, self.pid = self.pid, None
         self.close()
+        if (self.stated or {}).get("state") != "stuck":  # the reason a stuck one was killed stays shown
+            self.stated = {key: None for key in STATED_KEYS}
+            self.stated.update(state="exited", reason="exited")
         return pid
 
     def schedule_respawn(self) -> None:
@@ -117,11 +131,11 @@ class PollerHandle:
         except OSError as exc:
             log.warning("cannot talk to the poller: %s", exc)
 
-    def receive(self, running_version: str | None) -> list:
+    def receive(self, running_version: str | None = None) -> list:
         """The messages that arrived; [] and the poller killed when it sent garbage. Anything counts as a sign of life.
 
-        A `status` naming a newest version other than running_version announces a deploy: the poller may
-        then be busy downloading and running hooks for a long time.
+        A `status` or `state` says what the poller does now: that bounds how long it may stay silent.
+        (running_version: unused, kept for callers of the older signature.)
         """
         try:
             messages = self.channel.receive()
@@ -131,12 +145,9 @@ class PollerHandle:
             return []
         if messages:
             self.last_heard, self.ping_sent = self.clock(), False
-        for msg in messages:
-            if msg.get("type") == "status":
-                latest = msg.get("latest_version")
-                self.busy_deploying = latest is not None and latest != running_version
-            elif msg.get("type") == "deploy":
-                self.busy_deploying = False  # from now on it waits for our answer: it answers pings
+        for msg in map(protocol.parse, messages):
+            if isinstance(msg, (protocol.Status, protocol.State)) and isinstance(msg.state, str):
+                self.stated = {key: getattr(msg, key) for key in STATED_KEYS}
         return messages
 
     # ------------------------------------------------------------- liveness
@@ -145,10 +156,16 @@ class PollerHandle:
         return min(PING_MAX, max(PING_MIN, cfg.interval))
 
     def stall_bound(self, cfg) -> float:
-        """Silence after which the poller counts as wedged."""
+        """Silence after which the poller counts as wedged, by what it last said it does."""
         bound = self.ping_after(cfg) + self.call_timeout
-        if self.busy_deploying:
-            bound += 2 * cfg.hook_timeout + DEPLOY_TIMEOUT
+        stated = self.stated or {}
+        state, reason = stated.get("state"), stated.get("reason")
+        if state == "downloading":
+            bound += DOWNLOAD_STALL
+        elif state == "deploying" and reason == "unpacking":
+            bound += DEPLOY_TIMEOUT
+        elif state == "deploying" and reason in ("before-hook", "after-hook"):
+            bound += cfg.hook_timeout
         return bound
 
     def timers(self, cfg, respawn) -> list:
@@ -169,7 +186,12 @@ class PollerHandle:
 
     def wedged(self, now: float, cfg) -> None:
         """Silent past the bound: kill it (reaped and restarted like a poller that died)."""
-        log.error("poller (pid %d) said nothing for %.1fs (bound %.1fs): it is stuck; restarting it",
-                  self.pid, now - self.last_heard, self.stall_bound(cfg))
+        stated = self.stated or {}
+        doing = " ".join(str(part) for part in (stated.get("state"), stated.get("target")) if part)
+        why = "said nothing for %.1fs while %s (bound %.1fs)" % (now - self.last_heard, doing or "starting",
+                                                               self.stall_bound(cfg))
+        log.error("poller (pid %d) %s: it is stuck; restarting it", self.pid, why)
+        self.stated = {key: None for key in STATED_KEYS}
+        self.stated.update(state="stuck", reason="silent", reason_text=why)
         self.last_heard = now  # do not fire again while it is being killed and reaped
         self.kill()

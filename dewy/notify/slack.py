@@ -40,6 +40,11 @@ class SlackNotifier(Notifier):
         base = os.environ.get("SLACK_API_URL")
         if base and not base.endswith("/"):
             raise ValueError("SLACK_API_URL must end with / (e.g. https://slack.example.com/api/)")
+        if base:  # the bot token travels on it: the one web URL rule (plain http only to loopback)
+            try:
+                urls.check_web_url(urls.parse(base), "SLACK_API_URL")
+            except ValueError as exc:
+                raise ValueError("SLACK_API_URL: %s" % exc) from None
 
     def __init__(self, url: str):
         super().__init__(url)

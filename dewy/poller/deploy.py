@@ -5,6 +5,8 @@ A failure is one of two kinds:
 - `Refuse`: the release itself is bad (checksum mismatch, unsafe or corrupt archive, the master could
   not start it). Its version goes into `.dewy/refused.json` and is not tried again; a newer one is.
 - `Transient`: something around it failed (download error, before-hook, disk). Retried next poll.
+A `dewy pause` (or a rollback's hold) that comes while a deploy runs stops it before its switch (`Paused`):
+nothing is refused or counted as a failure; the next poll after `dewy resume` deploys it.
 """
 
 import hashlib
@@ -17,19 +19,19 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from dewy import artifact as artifact_pkg
-from dewy import audit, checksums, hooks, releases
+from dewy import audit, checksums, hooks, protocol, releases
 from dewy import log as dewy_log
-from dewy.clock import utc_iso
 from dewy.config import Config, format_size
 from dewy.registry.base import Release
 from dewy.log import redact_text
+from dewy.poller.outcomes import Refused, Repeats, record_event  # noqa: F401 - Refused, Repeats re-exported
+from dewy.poller.partial import Partial
 from dewy.poller.progress import Progress
-from dewy.status import StateFileError, read_state, write_json_atomic
+from dewy.status import StateFileError
 from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.poller")
 
-REFUSED_FILE = "refused.json"
 _HASH_CHUNK = 1 << 20
 
 
@@ -41,83 +43,21 @@ class Transient(Exception):
     """This attempt failed for a reason outside the release: try again at the next poll."""
 
 
+class Unfinished(Exception):
+    """The artifact is still being published (copied into the registry without the atomic rename): no failure,
+    nothing audited or notified; the next poll looks again."""
+
+
+class Paused(Exception):
+    """Deploys were paused while this one ran: it stops before the switch (not a failure)."""
+
+
 class HookFailed(Transient):
     """The before-deploy-hook failed: retried next poll; notified as `hook-failed` with its output's tail."""
 
     def __init__(self, message: str, output: str):
         super().__init__(message)
         self.output = output
-
-
-class Refused:
-    """`workdir/.dewy/refused.json`: versions never to deploy again (survives restarts).
-
-    Format: {"versions": {"1.2.3": {"reason": "...", "time": "2026-...Z"[, "fleet": "published" | "adopted" |
-    "pending"]}}}. Delete an entry to retry it. `fleet` (rollouts): this host refused the version fleet-wide
-    (or must still: pending), or adopted the fleet's refusal; such entries go when the fleet's key does.
-    """
-
-    def __init__(self, workdir: str):
-        self.path = state_path(workdir, REFUSED_FILE)
-        # Refusals made while the file could not be read: never written over it (that would lose its entries),
-        # written once it reads again; refused meanwhile all the same.
-        self.unwritten = {}
-
-    def load(self) -> dict:
-        """The refused versions and why ({} when the file is missing); StateFileError (naming the file and the
-        error) when it is there but unreadable: the poller then deploys nothing new (fail closed)."""
-        data = read_state(self.path, "refused-versions file")
-        if data is None or data == {}:
-            entries = {}
-        elif isinstance(data, dict) and isinstance(data.get("versions"), dict):
-            entries = dict(data["versions"])
-        else:
-            raise StateFileError('cannot read the refused-versions file %s: expected {"versions": {VERSION: '
-                                 '{"reason": ...}}}' % self.path)
-        if self.unwritten:
-            entries.update(self.unwritten)
-            self.unwritten = {}
-            self._write(entries)
-            log.info("%s reads again: the refusals made meanwhile are written to it", self.path)
-        return entries
-
-    def versions(self) -> frozenset:
-        """The refused versions (normalised); StateFileError when the file cannot be read."""
-        return frozenset(self.load())
-
-    def holds(self, version: str) -> bool:
-        """Whether version is refused (True while the file cannot be read: nothing is known to be allowed)."""
-        try:
-            return version in self.load()
-        except StateFileError:
-            return True
-
-    def add(self, version: str, reason: str | None, **extra) -> None:
-        """Refuse version from now on, remembering why (and `extra` fields: `fleet` for fleet rollouts)."""
-        entry = dict(extra, reason=reason, time=utc_iso())
-        try:
-            entries = self.load()
-        except StateFileError as exc:
-            self.unwritten[version] = entry
-            log.error("%s: %s stays refused, written there once the file reads again", exc, version)
-            return
-        entries[version] = entry
-        self._write(entries)
-
-    def remove(self, version: str) -> None:
-        """Allow version again."""
-        self.unwritten.pop(version, None)
-        try:
-            entries = self.load()
-        except StateFileError as exc:
-            log.error("%s: cannot allow %s again there", exc, version)
-            return
-        if entries.pop(version, None) is not None:
-            self._write(entries)
-
-    def _write(self, entries: dict) -> None:
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        write_json_atomic(self.path, {"versions": entries})
 
 
 def cache_key(release: Release) -> str:
@@ -169,31 +109,6 @@ def _sha256_of(fh) -> str:
     return sha.hexdigest()
 
 
-class Repeats:
-    """The last transient failure (version, error), so a run of identical failures is audited once."""
-
-    def __init__(self):
-        self.last = None
-        self.count = 0  # failures of the last failed version in a row (whatever their errors)
-
-    def first_time(self, version: str, error: str) -> bool:
-        """Remember (version, error); True unless it is the same as the last failure."""
-        self.count = self.count + 1 if self.last and self.last[0] == version else 1
-        if self.last == (version, error):
-            return False
-        self.last = (version, error)
-        return True
-
-    def pending(self, version: str) -> str | None:
-        """The error of the last failed attempt at version, if the last failure was of that version."""
-        return self.last[1] if self.last and self.last[0] == version else None
-
-    def clear(self) -> None:
-        """Forget: the next failure is news again."""
-        self.last = None
-        self.count = 0
-
-
 @dataclass(frozen=True)
 class Backends:
     """What one deploy runs against, fixed for its whole run (a `reload` meanwhile must not switch them).
@@ -208,34 +123,19 @@ class Backends:
     metrics: Any = None
 
 
-# Entry keys that travel with a notification (besides the version).
-_NOTIFIED_KEYS = ("previous_version", "to_version", "mode", "error", "generation", "tag", "artifact")
-
-
-def record_event(backends: Backends, result: str, entry: dict, event: str | None = None, **notify) -> None:
-    """Append entry to the audit log (result, mode filled in) and notify `event` (default: the result) with
-    the entry's main fields plus `notify`; failures are only logged."""
-    config = backends.config
-    entry = {key: dewy_log.scrub(value) for key, value in dict(entry, result=result, mode=config.mode,
-                                                                host=audit.hostname(config.host_id)).items()}
-    try:
-        audit.record(config.workdir, entry)
-    except OSError as exc:
-        log.error("cannot write the audit log: %s", exc)
-    fields = {key: entry[key] for key in _NOTIFIED_KEYS if entry.get(key) is not None}
-    fields.update(notify)
-    backends.notifier.emit(event or result, entry.get("version"), **fields)
-    if backends.metrics is not None:
-        backends.metrics.audited(entry)  # an OTel log record with `otlp-endpoint`
-
-
 class Deploy:
     """Deploys one release: the poller hands it the backends, what runs now and a way to ask the master."""
 
     def __init__(self, release: Release, backends: Backends, previous: tuple, ask_master: Callable[..., dict],
-                 refused: "Refused", repeats: Repeats, tell_master: Callable[..., None] | None = None):
+                 refused: "Refused", repeats: Repeats, tell_master: Callable[..., None] | None = None,
+                 stage: Callable[[str, str], None] | None = None, kept_back: Callable[[str], bool] | None = None):
         self.release = release
         self.tell_master = tell_master  # sends a message to the master that needs no answer (progress)
+        # stage(state, reason): the poller states each step (dewy/poller/states.py); kept_back(version): whether a
+        # pause or a hold keeps the version back now (asked again before the switch, the point of no return).
+        self.stage = stage or (lambda state, reason: None)
+        self.kept_back = kept_back or (lambda version: False)
+        self.outcome = None  # deployed | refused | failed | paused, once run() returned
         self.backends = backends
         self.config, self.registry, self.cache = backends.config, backends.registry, backends.cache
         self.previous_version, self.previous_dir = previous
@@ -262,20 +162,35 @@ class Deploy:
         log.info("deploying %s (%s) over %s", release.version, release.artifact_name,
                  self.previous_version or "nothing")
         # On failure: clean up first, then record, so whoever sees the audit line sees the cleaned-up state.
+        self.outcome = "failed"
         try:
             self.sha256 = self.fetch()
+            self.check_paused()
+            self.stage("deploying", "unpacking")
             self.release_dir = self.install()
             self.before_hook()
+            self.check_paused()
             try:
                 releases.Manifest(self.config.workdir).record(
                     self.release_dir, release.version, release.tag, release.artifact_name, self.sha256)
             except StateFileError as exc:  # never written over: that would lose what it knows
                 raise Transient(str(exc)) from None
+            self.stage("deploying", "switching")
             asked = time.monotonic()
             answer = self.ask_master(
                 version=release.version, tag=release.tag, release_dir=self.release_dir,
                 artifact=release.artifact_name, sha256=self.sha256, previous_version=self.previous_version)
             self.switch_seconds = round(time.monotonic() - asked, 3)
+        except Unfinished as exc:
+            self.discard_release_dir()
+            self.outcome = "unfinished"
+            log.info("%s", exc)
+            return str(exc)
+        except Paused as exc:
+            self.discard_release_dir()
+            self.outcome = "paused"
+            log.warning("%s", exc)
+            return str(exc)
         except Refuse as exc:
             self.discard_release_dir()
             return self.refuse_unless_changing("refused", str(exc))
@@ -293,7 +208,14 @@ class Deploy:
             error = "master: %s" % (answer.get("error") or "the release did not start")
             return self.refuse_unless_changing("failed", error, answer)
         self.succeeded(answer)
+        self.outcome = "deployed"
         return None
+
+    def check_paused(self) -> None:
+        """Paused meanwhile (or held by a rollback): stop here, before the switch."""
+        if self.kept_back(self.release.version):
+            raise Paused("deploys were paused while %s was being deployed: stopped before switching to it (the "
+                         "cached download is kept; `dewy resume` deploys it)" % self.release.version)
 
     def unfinished(self) -> str | None:
         """Why the artifact may still be being published (a young file in a file:// registry), else None."""
@@ -312,6 +234,7 @@ class Deploy:
         except OSError as exc:  # the cache directory broke under us (deleted, replaced by a file)
             raise Transient("cannot read the cache: %s" % exc) from exc
         if cached is not None:
+            self.stage("downloading", "cached")
             with cached:
                 digest = _sha256_of(cached)
             recorded = cache.get(_digest_key(key))
@@ -323,20 +246,29 @@ class Deploy:
             cache.delete(key)
             cache.delete(_digest_key(key))
         fetcher = self.artifact()
+        self.stage("downloading", "download")
         began = time.monotonic()
         progress = Progress(release.artifact_name, fetcher.size, listener=self.tell_progress)
+
+        def writer_to(out):  # no archive bigger than max-release-size can unpack within it: stop downloading there
+            return _HashingWriter(out, progress, self.config.max_release_size, lambda: Refuse(
+                "artifact %s of %s is larger than %s (max-release-size): refused without downloading the rest"
+                % (release.artifact_name, release.version, format_size(self.config.max_release_size))))
+
+        def verify(digest):
+            if expected is not None and digest != expected:
+                raise Refuse("checksum mismatch for %s %s: got sha256 %s, the release publishes %s"
+                             % (release.version, release.artifact_name, digest, expected))
         try:
-            with cache.open_write(key) as out:
-                # No archive bigger than max-release-size can unpack within it: stop downloading there.
-                writer = _HashingWriter(out, progress, self.config.max_release_size, lambda: Refuse(
-                    "artifact %s of %s is larger than %s (max-release-size): refused without downloading the rest"
-                    % (release.artifact_name, release.version, format_size(self.config.max_release_size))))
-                fetcher.fetch(writer)
-                digest = writer.sha.hexdigest()
-                if expected is not None and digest != expected:
+            if fetcher.resumable:
+                writer = self.fetch_resuming(fetcher, writer_to, verify, progress)
+            else:
+                with cache.open_write(key) as out:
+                    writer = writer_to(out)
+                    fetcher.fetch(writer)
                     # Raised inside the block: open_write throws the bytes away, nothing bad is cached.
-                    raise Refuse("checksum mismatch for %s %s: got sha256 %s, the release publishes %s"
-                                 % (release.version, release.artifact_name, digest, expected))
+                    verify(writer.sha.hexdigest())
+            digest = writer.sha.hexdigest()
         except (artifact_pkg.ArtifactError, OSError) as exc:
             raise Transient("download of %s failed: %s" % (release.artifact_name, exc)) from exc
         finally:
@@ -357,11 +289,55 @@ class Deploy:
                                     bytes=writer.size, seconds=seconds, sha256=digest)
         return digest
 
+    def fetch_resuming(self, fetcher, writer_to, verify, progress) -> "_HashingWriter":
+        """Download through a Partial kept in .dewy/ across a poller restart (a USR2 during a download resumes
+        with a Range request instead of starting over), then into the cache; the writer that hashed it all."""
+        partial = Partial(self.config.workdir, cache_key(self.release), self.release.artifact_url)
+        start, validator = partial.resume_point()
+        if start:
+            log.info("resuming the download of %s at byte %d", self.release.artifact_name, start)
+        while True:
+            fetcher.start, fetcher.validator = start, validator
+            fh = partial.open(start)
+            writer = writer_to(fh)
+            try:
+                if start:
+                    partial.hash_into(writer.sha, start)
+                    writer.size = progress.done = start
+                fetcher.fetch(writer)
+                fh.flush()
+            except artifact_pkg.ArtifactError:
+                if start and writer.size == start:  # the file changed (no 206 for If-Range): from byte 0
+                    fh.close()
+                    log.info("cannot resume the download of %s: downloading it whole", self.release.artifact_name)
+                    partial.discard()
+                    start, validator, progress.done = 0, None, 0
+                    continue
+                partial.keep(fh, fetcher.validator)
+                raise
+            except Refuse:
+                partial.discard()
+                raise
+            except BaseException:  # a stop (SIGTERM, USR2), a broken connection, a full disk: keep what came
+                partial.keep(fh, fetcher.validator)
+                raise
+            finally:
+                fh.close()
+            break
+        try:
+            verify(writer.sha.hexdigest())
+        except Refuse:
+            partial.discard()
+            raise
+        partial.into_cache(self.cache, cache_key(self.release))
+        return writer
+
     def tell_progress(self, snapshot: dict) -> None:
         """Pass a download progress snapshot on to the master (`dewy status`, `dewy deploy-now` show it)."""
         if self.tell_master is not None:
+            known = {name for name, _ in protocol.Progress.FIELDS}  # elapsed_s stays here
             self.tell_master("progress", version=self.release.version, artifact=self.release.artifact_name,
-                             **snapshot)
+                             **{key: value for key, value in snapshot.items() if key in known})
 
     def expected_sha256(self) -> str | None:
         """The checksum to verify against under `verify-checksum`; Refuse when required and none is published."""
@@ -433,7 +409,8 @@ class Deploy:
             young = self.unfinished()  # a copy into the registry still under way (no atomic rename)?
             if young:
                 self.forget_cached()
-                raise Transient("%s; %s: not complete yet, trying again" % (exc, young)) from exc
+                raise Unfinished("%s is not complete yet (%s): waiting for it, looked at again at the next poll"
+                                 % (self.release.artifact_name, young)) from exc
             raise Refuse(str(exc)) from exc
         except releases.ReleaseError as exc:
             # A real I/O error (disk full, permissions) is the host's fault, not the release's.
@@ -453,7 +430,9 @@ class Deploy:
         command = self.config.before_deploy_hook
         if not command:
             return
-        result = hooks.run_hook(command, self.config.workdir, self.hook_env(), self.config.hook_timeout)
+        self.stage("deploying", "before-hook")
+        result = hooks.run_hook(command, self.config.workdir, self.hook_env(), self.config.hook_timeout,
+                                keep=self.config.app_env_keep)
         if result.output.strip():
             log.info("before-deploy-hook output:\n%s", result.output.rstrip())
         if not result.ok:
@@ -475,7 +454,9 @@ class Deploy:
         if self.metrics is not None:
             self.metrics.deployed(release.version, time.monotonic() - self.started)
         if config.after_deploy_hook:
-            result = hooks.run_hook(config.after_deploy_hook, config.workdir, self.hook_env(), config.hook_timeout)
+            self.stage("deploying", "after-hook")
+            result = hooks.run_hook(config.after_deploy_hook, config.workdir, self.hook_env(), config.hook_timeout,
+                                    keep=config.app_env_keep)
             if result.output.strip():
                 log.info("after-deploy-hook output:\n%s", result.output.rstrip())
             if not result.ok:
@@ -488,6 +469,7 @@ class Deploy:
                 hooks.report_success(self.backends.notifier, "after-deploy-hook", result, release.version,
                                      previous_version=self.previous_version)
         host = audit.hostname(self.config.host_id)
+        self.stage("deploying", "finishing")
         self.report(answer.get("generation"), release_dir=release_dir)
         self.prune(release_dir)
         # The audit line comes last: whoever sees it sees the whole deploy done.
@@ -530,6 +512,7 @@ class Deploy:
         before it ran) or `failed` (it did not start; the notification says "version refused")."""
         error = dewy_log.scrub(error)  # a hook's or the app's output may quote a secret of the environment
         release = self.release
+        self.outcome = "refused"
         self.refused.add(release.version, error)
         log.error("refusing %s: %s", release.version, error)
         extra = {"generation": answer.get("generation")} if answer else {}

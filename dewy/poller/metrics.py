@@ -143,6 +143,9 @@ class Metrics:
             self.requests.labels(result)
         try:
             self.server, self.thread = start_http_server(port, addr=host, registry=registry)
+            from dewy.poller.trigger import limit_server  # half-sent requests cannot hold threads and fds
+
+            limit_server(self.server)
         except OSError as exc:
             log.error("cannot serve metrics on %s: %s", address, exc)
             return

@@ -5,7 +5,12 @@ Every registry shares the same selection rules, implemented once here: the query
 or by this host's OS/arch, and checksums published next to the artifact (dewy.checksums).
 """
 
+import functools
 import logging
+import os
+import signal
+import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -19,7 +24,53 @@ MAX_REMEMBERED = 20000  # names a registry object remembers having logged (a lon
 
 
 class RegistryError(Exception):
-    """The registry could not be read, or holds nothing deployable (one-line message)."""
+    """The registry could not be read, or holds nothing deployable (one-line message). The message loses
+    control characters on the way in (urls.plain_text): registry text reaches terminals, logs, notifications."""
+
+    def __init__(self, message="", *args):
+        super().__init__(urls.plain_text(message), *args)
+
+
+DEADLINE_ENV = "DEWY_TEST_REGISTRY_DEADLINE"  # test-only: seconds instead of Registry.total_deadline
+
+
+class RegistryTimeout(RegistryError):
+    """A registry call went past its total deadline (Registry.total_deadline): a registry that trickles its answer."""
+
+
+def with_deadline(method):
+    """Decorate a registry call with a total deadline of `self.total_deadline` seconds (SIGALRM, main thread only):
+    per-read timeouts do not end a server that sends one byte every 10 s. Past it the call raises
+    RegistryTimeout, an ordinary registry failure (backoff, one notification). Nested calls share the outer
+    deadline; off the main thread (no signals there) the per-request timeouts alone apply."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        seconds = float(os.environ.get(DEADLINE_ENV) or 0) or getattr(self, "total_deadline", None)
+        if not seconds or threading.current_thread() is not threading.main_thread():
+            return method(self, *args, **kwargs)
+        outer = signal.getitimer(signal.ITIMER_REAL)[0]  # an enclosing deadline (ours, or a test runner's)
+        if outer and outer <= seconds:
+            return method(self, *args, **kwargs)  # it ends first
+        began = time.monotonic()
+
+        def expired(signum, frame):
+            from dewy.log import redact
+
+            raise RegistryTimeout("registry %s: no complete answer within %gs (the total deadline of a registry "
+                                  "call)" % (redact(getattr(self, "url", "") or "?"), seconds))
+
+        previous = signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            if outer:  # give the enclosing one back what is left of it
+                signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - began), 0.001))
+
+    return call
 
 
 class NothingDeployable(RegistryError):
@@ -116,6 +167,17 @@ class Registry:
     # version's files, a checksum file) and the master counts a poller silent for 60 s plus its ping
     # delay as wedged, so a registry that accepts and never answers must fail a poll well before that.
     timeout: tuple = (5.0, 15.0)
+    # Seconds one whole call (latest, report) may take, however the registry trickles its bytes: well inside
+    # the master's 60 s wedge budget. Subclasses' latest() and report() get it (__init_subclass__).
+    total_deadline: float = 40.0
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("latest", "report"):
+            if name in cls.__dict__ and not getattr(cls.__dict__[name], "_deadline", False):
+                wrapped = with_deadline(cls.__dict__[name])
+                wrapped._deadline = True
+                setattr(cls, name, wrapped)
 
     @classmethod
     def validate(cls, parsed: urls.ParsedURL) -> None:

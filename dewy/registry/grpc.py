@@ -29,6 +29,7 @@ from dewy import urls, versions
 from dewy.log import redact, redact_text
 from dewy.registry.base import NothingDeployable, Registry, RegistryError, Release, plain_name, shown
 
+MAX_MESSAGE = 1 << 20  # bytes: the most of one gRPC answer dewy reads (grpc.max_receive_message_length)
 log = logging.getLogger("dewy.registry")
 
 DEADLINE = 10.0  # seconds for each RPC: a hung registry must not hang the poller
@@ -154,8 +155,9 @@ class GRPCRegistry(Registry):
 
         # Short reconnect backoff: after an outage the next poll should find the server, not a
         # channel still waiting out grpc's default 120 s backoff.
+        # A registry's answers are a few hundred bytes: a hostile one cannot make us buffer more than the cap.
         options = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.min_reconnect_backoff_ms", 500),
-                   ("grpc.max_reconnect_backoff_ms", 5000)]
+                   ("grpc.max_reconnect_backoff_ms", 5000), ("grpc.max_receive_message_length", MAX_MESSAGE)]
         if self.no_tls:
             if not getattr(self, "_warned_plaintext", False):  # once per registry, not at every reconnect
                 log.warning("registry grpc://%s: no-tls=true: plaintext, the registry is NOT authenticated (anyone "
@@ -189,6 +191,8 @@ class GRPCRegistry(Registry):
             code = exc.code() if hasattr(exc, "code") else None
             details = exc.details() if hasattr(exc, "details") else str(exc)
             name = code.name if code is not None else "ERROR"
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                details = "the answer is larger than %d bytes (the cap on a gRPC registry message)" % MAX_MESSAGE
             raise RegistryError("gRPC registry %s: %s failed: %s: %s" % (
                 self.target, method, name, redact_text(_one_line(details)) or "no details")) from None
 

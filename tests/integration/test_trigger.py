@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 
 import pytest
 
 from dewy.poller.trigger import github_signature
-from helpers import free_port
+from helpers import Master, free_port
+from reliability.test_least_privilege import ReadableRegistry, base, needs_root, wrapper  # noqa: F401 - fixtures
 
 TOKEN, SECRET = "t0ken-for-tests", "s3cret-for-tests"
 
@@ -85,3 +88,36 @@ def test_trigger_listens_on_ipv6_loopback(make_master, registry):
         assert conn.getresponse().status == 202
     finally:
         conn.close()
+
+
+@pytest.mark.timeout(120)
+@needs_root
+def test_trigger_pokes_the_poller_directly_also_with_user_set(base, wrapper, request):
+    """user = nobody: the trigger runs in the poller as nobody, which cannot reach the master's root-only control
+    socket; it makes the poller poll directly (every POST /deploy got 503 before). A pause still answers 409."""
+    registry = ReadableRegistry(base)
+    port = free_port()
+    master = Master(base, registry, user="nobody", interval="1h", trigger="127.0.0.1:%d" % port,
+                    trigger_token=TOKEN)
+    master.launcher = wrapper
+    request.node.dewy_masters = [master]
+    try:
+        registry.publish("1.0.0")
+        master.start(wait_version="1.0.0", timeout=60)
+        master.wait_for(lambda s: "serving deploy triggers" in master.log_text(), 20, "the trigger listener")
+        master.wait_for(lambda s: (s.get("poller") or {}).get("reason") == "deployed", 20, "the first deploy")
+        registry.publish("1.1.0")
+        status, _, answer = post(port, Authorization="Bearer " + TOKEN)
+        assert status == 202 and answer["ok"] is True, (status, answer)
+        master.wait_version("1.1.0", timeout=60)
+        assert "trigger: polling now (bearer token from 127.0.0.1)" in master.log_text()
+        out = subprocess.run([sys.executable, "-m", "dewy", "pause", "--workdir", str(master.workdir)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        status, _, answer = post(port, Authorization="Bearer " + TOKEN)
+        assert status == 409 and "deploys are paused" in answer["error"], (status, answer)
+        assert master.stop() == 0
+    finally:
+        master.close()
+        if master.running():
+            master.kill_tree()

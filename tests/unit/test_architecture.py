@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
+
 import dewy
 
 PACKAGE = os.path.dirname(os.path.abspath(dewy.__file__))
@@ -62,3 +64,28 @@ def test_the_package_layout_in_architecture_md_is_the_package():
     absent_dirs = sorted(d for d in listed if d.endswith("/") and not os.path.isdir(os.path.join(
         os.path.dirname(PACKAGE), d)))
     assert not absent_dirs, "docs/ARCHITECTURE.md lists packages that do not exist: %s" % ", ".join(absent_dirs)
+
+
+MAX_LINES, MAX_METHODS = 600, 40
+
+
+@pytest.mark.parametrize("package", ["master", "poller"])
+def test_no_master_or_poller_module_or_class_grows_past_its_bound(package):
+    """dewy/master/, dewy/poller/: small modules (at most MAX_LINES lines), classes of at most MAX_METHODS methods."""
+    import ast
+
+    too_big = []
+    master = os.path.join(PACKAGE, package)
+    for name in sorted(os.listdir(master)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(master, name), encoding="utf-8") as fh:
+            text = fh.read()
+        if len(text.splitlines()) > MAX_LINES:
+            too_big.append("%s: %d lines" % (name, len(text.splitlines())))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef):
+                methods = [f for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+                if len(methods) > MAX_METHODS:
+                    too_big.append("%s: class %s has %d methods" % (name, node.name, len(methods)))
+    assert not too_big, "over the bounds (%d lines, %d methods): %s" % (MAX_LINES, MAX_METHODS, "; ".join(too_big))

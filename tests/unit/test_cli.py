@@ -243,7 +243,7 @@ def test_every_flag_reaches_the_config():
         after_rollback_hook="", rollback="on", otlp_endpoint="", otlp_insecure="false",
         health_interval=5.0, health_failures=2, trigger="", trigger_token="", trigger_secret="",
         max_release_size=2 * 1024 ** 3, max_release_files=100000, rollout_waves=(), rollout_soak=60.0,
-        host_id="web-1", user="", group="", name="", replicas=1, health_path="", health_timeout=30.0,
+        host_id="web-1", user="", group="", app_env_keep=(), name="", replicas=1, health_path="", health_timeout=30.0,
         drain_time=30.0, runtime="docker", cmd=(), proxy_idle_timeout=300.0, container_args=(), source="command line")
 
 

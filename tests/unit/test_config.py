@@ -239,7 +239,7 @@ def test_attributes_match_the_architecture_table():
     table = doc[doc.index("Config attributes"):doc.index("## Pipe protocol")]
     documented = re.findall(r"^\| `(\w+)`(?:, `(\w+)`)? \|", table, re.M)
     documented = [name for row in documented for name in row if name]
-    assert list(Config.__dataclass_fields__) == documented
+    assert [*config.CONFIG_ATTRIBUTES, "source"] == documented
 
 
 def test_config_is_frozen(tmp_path):
@@ -354,6 +354,8 @@ GOOD = [
     ("user", " nobody ", "nobody"),
     ("user", "0", "0"),
     ("group", "", ""),
+    ("app-env-keep", "", ()),
+    ("app-env-keep", " AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY ", ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
     ("notifier", "slack://deploys?quiet=true, https://hooks.example.com/x?secret=s",
      "slack://deploys?quiet=true, https://hooks.example.com/x?secret=s"),
     # container mode's (valid in any mode; tests/unit/test_container_config.py checks the mode itself)

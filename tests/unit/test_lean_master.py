@@ -72,3 +72,20 @@ def test_the_master_imports_nothing_heavy(ini):
     modules = json.loads(out.stdout)
     held = [m for m in modules if m in HEAVY or m.split(".")[0] in HEAVY or m.startswith("dewy.registry")]
     assert held == [], "the master holds %s" % held
+
+
+def test_one_reloader_for_every_way_in(ini, tmp_path, caplog):
+    """reload_config is the same function whichever way the config came: the ini in a child, the ini or the flags
+    in dewy.cli; a ConfigError becomes the master's ConfigLoadError with the same text."""
+    from dewy.config import Config as FullConfig, ConfigError
+
+    lean = configview.reloader(lambda warnings: configview.load(str(ini)))()
+    full = configview.reloader(lambda warnings: load_ini(str(ini), warnings), ConfigError)()
+    assert lean == full and type(lean) is type(full) is FullConfig, "one config type"
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[dewy]\nregistry = file:///x\ninterval = ten\napp = x\n")
+    with pytest.raises(configview.ConfigLoadError, match="interval"):
+        configview.reloader(lambda warnings: load_ini(str(bad), warnings), ConfigError)()
+    with caplog.at_level("WARNING"):
+        configview.reloader(lambda warnings: warnings.append("health-interval has no effect") or full)()
+    assert "health-interval has no effect" in caplog.text

@@ -157,7 +157,7 @@ def test_deploy_becomes_ready_and_retires_the_old_generation(world, tmp_path):
     lc.deploy(Deploy(version="1.1.0", release_dir=v2))
     new = lc.starting
     assert new.state == STARTING and current(lc) == v2
-    assert lc.status_fields()["deploying"] == {"version": "1.1.0", "release_dir": v2, "previous_dir": v1}
+    assert lc.deploying == {"version": "1.1.0", "release_dir": v2, "previous_dir": v1}
     assert lc.state_name() == "deploying"
     clock.advance(0.5)
     lc.fire(clock.t)
@@ -341,7 +341,7 @@ def test_stop_during_a_deploy_leaves_current_on_what_served(world, tmp_path):
     starting, serving = lc.starting, lc.serving
     lc.stop(graceful=True)
     assert current(lc) == v1, "a stop must leave current on the release that last served"
-    assert lc.deploying is None and lc.status_fields()["deploying"] is None
+    assert lc.deploying is None and lc.deploying is None
     assert starting.state == serving.state == RETIRING and lc.state_name() == "stopping"
     assert {(starting.pid, signal.SIGTERM), (serving.pid, signal.SIGTERM)} <= set(host.signals)
     assert len(host.sent("deployed")) == 1, "no answer for the abandoned deploy (the poller is stopping)"
@@ -389,11 +389,11 @@ def test_deleted_release_dir_is_reported_and_the_poller_asked_to_redeploy(world,
 def test_a_deleted_release_dir_is_noticed_at_the_next_poll_while_the_app_serves(world, tmp_path):
     lc, host, clock = world()
     path = serving_version(lc, host, clock, tmp_path)
-    lc.check_current()
+    lc.links.check_current()
     assert host.sent("lost") == []  # all is well: nothing said
     os.rename(path, path + ".deleted")
-    lc.check_current()
-    lc.check_current()  # said once, not at every poll
+    lc.links.check_current()
+    lc.links.check_current()  # said once, not at every poll
     assert [m["release_dir"] for m in host.sent("lost")] == [path]
     assert "is gone" in lc.problem and lc.serving is not None  # the running app is left alone
 
@@ -450,7 +450,7 @@ class FakeStart:
     def __init__(self):
         self.pids, self.fail = [], None
 
-    def __call__(self, argv, env, cwd, pass_fds) -> int:
+    def __call__(self, argv, env, cwd, pass_fds, creds=None) -> int:
         if self.fail:
             raise self.fail
         self.pids.append(60000 + len(self.pids))
@@ -495,32 +495,11 @@ def test_silent_poller_is_pinged_then_killed_as_wedged(handle):
     h.call_timeout = 5.0
     table = dict((round(d - clock.t, 3), a) for d, a in h.timers(cfg, None))
     assert sorted(table) == [2.0, 7.0], "ping after interval, wedged after interval + call timeout"
-    h.busy_deploying = True
-    assert h.stall_bound(cfg) == 2 + 5 + 2 * cfg.hook_timeout + 1800
-    h.busy_deploying = False
     clock.advance(7)
     for deadline, action in h.timers(cfg, None):
         if deadline <= clock.t:
             action(clock.t)
     assert kills == [(h.pid, signal.SIGKILL)] and h.ping_sent
-
-
-def test_poller_status_announcing_a_deploy_widens_the_bound(tmp_path):
-    a, b = socket.socketpair()
-    h = PollerHandle(Clock(), FakeStart(), lambda pid, sig: True)
-    from dewy.protocol import Channel
-    h.channel, h.pid = Channel(a), 1
-    theirs = Channel(b)
-    theirs.send("status", latest_version="1.1.0", last_error=None)
-    assert [m["type"] for m in h.receive("1.0.0")] == ["status"] and h.busy_deploying
-    theirs.send("deploy", version="1.1.0")
-    h.receive("1.0.0")
-    assert not h.busy_deploying, "waiting for the master's answer, it answers pings again"
-    theirs.send("status", latest_version="1.0.0", last_error=None)
-    h.receive("1.0.0")
-    assert not h.busy_deploying
-    h.close()
-    theirs.close()
 
 
 def test_error_budget_ends_only_a_tight_loop():
@@ -592,3 +571,20 @@ def test_a_deploy_is_reported_only_once_the_old_generation_holds_no_listener(wor
     fire_next(lc, clock)
     assert [d["version"] for d in host.sent("deployed")] == ["1.0.0", "1.1.0"]
     assert lc.last_deploy["version"] == "1.1.0" and lc.starting.version == "1.2.0", "the queued deploy goes on"
+
+
+def test_an_upgrade_waiting_for_a_handover_runs_from_the_timers_not_while_reaping(world, tmp_path):
+    """The old generation exits during the handover: what waited (here USR2) runs at the next timer pass, never
+    inside child_exited (the master would exec mid-reap and hand over a generation it reaped as alive)."""
+    lc, host, clock = world()
+    serving_version(lc, host, clock, tmp_path)
+    old = lc.serving
+    host.listeners_held.add(old.pid)
+    lc.deploy(Deploy(version="1.1.0", release_dir=release(tmp_path, "1.1.0")))
+    fire_next(lc, clock)  # ready; the handover waits
+    assert lc.request_upgrade() is False and host.upgrades == 0
+    host.listeners_held.discard(old.pid)
+    die(lc, host, old, 0)
+    assert host.upgrades == 0 and lc.next_deadline() == clock.t, "looked at from the timer table, at once"
+    lc.fire(clock.t)
+    assert host.upgrades == 1 and lc.last_deploy["version"] == "1.1.0"

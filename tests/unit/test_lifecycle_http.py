@@ -10,7 +10,7 @@ import time
 from dewy.protocol import Deploy
 from dewy.master import httpprobe
 from dewy.master.generation import RETIRING, SERVING
-from dewy.master.lifecycle import OTHER_RETRY, PROBE_RETRY
+from dewy.master.health import OTHER_RETRY, PROBE_RETRY
 
 from .test_lifecycle import FakeHost, current, fire_next, release, serving_version, world  # noqa: F401 — fixture
 
@@ -41,14 +41,14 @@ def test_http_ready_waits_for_a_2xx_then_switches(world, tmp_path):
     fire_next(lc, clock)
     assert host.probes[-1][:2] == (gen, "/healthz") and gen.probing
     assert lc.next_deadline() == gen.ready_deadline, "no second GET while one is out"
-    lc.probe_done(gen, httpprobe.FAILED, "GET /healthz answered 503 Service Unavailable")
+    lc.health.probe_done(gen, httpprobe.FAILED, "GET /healthz answered 503 Service Unavailable")
     assert lc.starting is gen and gen.probe_at == clock.t + PROBE_RETRY
     fire_next(lc, clock)
     assert len(host.probes) == 2
-    lc.probe_done(gen, httpprobe.OTHER, "accepted by another generation")
+    lc.health.probe_done(gen, httpprobe.OTHER, "accepted by another generation")
     assert lc.starting is gen and gen.probe_at == clock.t + OTHER_RETRY, "another generation's answer proves nothing"
     fire_next(lc, clock)
-    lc.probe_done(gen, httpprobe.OK, "GET /healthz answered 200 OK")
+    lc.health.probe_done(gen, httpprobe.OK, "GET /healthz answered 200 OK")
     assert lc.serving is gen and gen.state == SERVING
     assert host.sent("deployed")[-1]["ok"] is True
 
@@ -58,7 +58,7 @@ def test_http_ready_that_never_answers_2xx_is_refused(world, tmp_path):
     v1 = release(tmp_path, "1.0.0")
     lc.deploy(Deploy(version="1.0.0", release_dir=v1))
     fire_next(lc, clock)
-    lc.probe_done(lc.starting, httpprobe.OK, "GET /healthz answered 200 OK")
+    lc.health.probe_done(lc.starting, httpprobe.OK, "GET /healthz answered 200 OK")
     old = lc.serving
     v2 = release(tmp_path, "1.1.0")
     lc.deploy(Deploy(version="1.1.0", release_dir=v2))
@@ -66,7 +66,7 @@ def test_http_ready_that_never_answers_2xx_is_refused(world, tmp_path):
     while lc.starting is bad:
         fire_next(lc, clock)
         if bad.probing:
-            lc.probe_done(bad, httpprobe.FAILED, "GET /healthz answered 503 Service Unavailable")
+            lc.health.probe_done(bad, httpprobe.FAILED, "GET /healthz answered 503 Service Unavailable")
     answer = host.sent("deployed")[-1]
     assert answer["ok"] is False
     assert "GET /healthz did not answer 2xx within 2s (last: GET /healthz answered 503" in answer["error"]
@@ -81,13 +81,13 @@ def test_health_failures_in_a_row_restart_gracefully(world, tmp_path):
     gen = lc.serving
     lc.fire(clock.t)
     assert host.probes[-1][:3] == (gen, "/healthz", 10.0)
-    lc.probe_done(gen, httpprobe.FAILED, "GET /healthz answered 503")
+    lc.health.probe_done(gen, httpprobe.FAILED, "GET /healthz answered 503")
     fire_next(lc, clock)
-    lc.probe_done(gen, httpprobe.OK, "GET /healthz answered 200 OK")
+    lc.health.probe_done(gen, httpprobe.OK, "GET /healthz answered 200 OK")
     assert gen.health_failures == 0, "a success resets the count"
     for n in range(1, 4):
         fire_next(lc, clock)
-        lc.probe_done(gen, httpprobe.FAILED, "no answer within 10s")
+        lc.health.probe_done(gen, httpprobe.FAILED, "no answer within 10s")
         assert (lc.starting is None) == (n < 3)
     new = lc.starting
     assert new.reason == "health" and lc.serving is gen, "a new generation first; the old one serves meanwhile"
@@ -105,7 +105,7 @@ def test_health_failures_during_probation_count_as_crashes(world, tmp_path):
         fire_next(lc, clock)
         while lc.serving is None or not lc.serving.probing:
             fire_next(lc, clock)
-        lc.probe_done(lc.serving, httpprobe.FAILED, "GET /healthz answered 500")
+        lc.health.probe_done(lc.serving, httpprobe.FAILED, "GET /healthz answered 500")
         if death < 3:
             assert lc.probation.deaths == death and lc.starting.reason == "health"
     assert host.sent("rollback")[0]["version"] == "1.1.0"
@@ -221,11 +221,11 @@ def test_operator_rollback_switches_like_a_deploy_and_tells_the_poller(world, tm
     v1 = serving_version(lc, host, clock, tmp_path)
     v2 = serving_version(lc, host, clock, tmp_path, "1.1.0")
     old = lc.serving
-    assert lc.switch_back("1.1.0", v2) == "version 1.1.0 already serves (%s)" % v2
-    assert lc.switch_back("1.0.0", v1) is None
+    assert lc.rollbacks.switch_back("1.1.0", v2) == "version 1.1.0 already serves (%s)" % v2
+    assert lc.rollbacks.switch_back("1.0.0", v1) is None
     gen = lc.starting
     assert gen.reason == "rollback" and current(lc) == v1 and lc.deploying["previous_dir"] == v2
-    assert lc.switch_back("1.0.0", v1).startswith("generation %d is starting [rollback]" % gen.number)
+    assert lc.rollbacks.switch_back("1.0.0", v1).startswith("generation %d is starting [rollback]" % gen.number)
     assert host.sent("rollback") == [], "nothing told before the old release serves again"
     fire_next(lc, clock)  # ready
     assert lc.serving is gen and old.state == RETIRING and lc.deploying is None
@@ -241,7 +241,7 @@ def test_operator_rollback_that_does_not_start_keeps_what_serves(world, tmp_path
     lc, host, clock = world()
     v1 = serving_version(lc, host, clock, tmp_path)
     v2 = serving_version(lc, host, clock, tmp_path, "1.1.0")
-    assert lc.switch_back("1.0.0", v1) is None
+    assert lc.rollbacks.switch_back("1.0.0", v1) is None
     die(lc, host, lc.starting, 3)
     assert current(lc) == v2 and lc.serving.version == "1.1.0" and host.sent("rollback") == []
     assert lc.last_deploy["ok"] is False and "rollback to 1.0.0 failed" in lc.last_deploy["error"]
@@ -356,7 +356,7 @@ def test_a_refusal_for_answers_that_could_not_be_attributed_says_so(world, tmp_p
     while lc.starting is gen:
         fire_next(lc, clock)
         if gen.probing:
-            lc.probe_done(gen, httpprobe.OTHER, "GET /healthz was answered before dewy could tell which process "
+            lc.health.probe_done(gen, httpprobe.OTHER, "GET /healthz was answered before dewy could tell which process "
                                                 "accepted it (the answer could not be attributed: ...)")
     error = host.sent("deployed")[-1]["error"]
     assert "did not answer 2xx within 2s (last: GET /healthz was answered before dewy could tell" in error, error

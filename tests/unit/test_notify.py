@@ -324,3 +324,15 @@ def test_notifying_never_blocks_and_never_raises(caplog):
         assert len(slow.events) == 3 and dispatcher.failed == 3
         assert "no answer from http://127.0.0.1: ConnectionError" in caplog.text
         dispatcher.close()
+
+
+@pytest.mark.parametrize("base", ["http://10.1.2.3/api/", "http://slack.example.com/api/"])
+def test_slack_api_url_plain_http_off_loopback_is_refused(monkeypatch, base):
+    """The bot token travels to SLACK_API_URL: the same rule as webhooks and GitHub (http:// to loopback only)."""
+    from dewy import notify
+
+    monkeypatch.setenv("SLACK_API_URL", base)
+    with pytest.raises(ValueError, match="loopback"):
+        notify.validate_url("slack://deploys")
+    monkeypatch.setenv("SLACK_API_URL", "http://127.0.0.1:8/api/")
+    notify.validate_url("slack://deploys")

@@ -83,3 +83,28 @@ def test_a_refusal_reason_masks_urls_and_secret_environment_values(monkeypatch):
     tail.close()
     os.close(devnull)
     assert "hunter2" not in reason and "dbpw99999" not in reason and "postgres://app:***@db/prod" in reason
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_secrets_dewy_knows_are_masked_in_what_reaches_the_journal(tmp_path, monkeypatch, as_json):
+    """An app printing a connection string or its environment: the values of dewy's credential variables
+    (and of secret-named ones) are masked, even when the app's writes split them."""
+    monkeypatch.setenv("SLACK_TOKEN", "xoxb-very-secret-token")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/etc/dewy/gcs-key.json")
+    forward = open(tmp_path / "master-stderr", "wb")
+    tail, w = output.StderrTail.pipe(forward.fileno())
+    if as_json:
+        tail.as_json = {"pid": 1}
+    script = ("import sys, time\n"
+              "sys.stderr.write('connecting with xoxb-very-'); sys.stderr.flush(); time.sleep(0.2)\n"
+              "sys.stderr.write('secret-token to slack\\nkey /etc/dewy/gcs-key.json\\nlast')\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stderr=w)
+    os.close(w)
+    while tail.read():
+        pass
+    child.wait(20)
+    tail.close()
+    forward.close()
+    text = (tmp_path / "master-stderr").read_text()
+    assert "very-secret" not in text and "gcs-key.json" not in text, text
+    assert "connecting with *** to slack" in text and "last" in text, text

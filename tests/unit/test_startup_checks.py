@@ -54,3 +54,19 @@ def test_a_taken_port_names_the_file_and_key(tmp_path):
     assert result.returncode == 3
     assert "%s: [dewy] port: cannot listen on 127.0.0.1:" % path in result.stderr
     assert "address already in use" in result.stderr
+
+
+def test_an_app_under_another_directorys_current_names_the_workdir_to_give(tmp_path):
+    """Dewy's README line (`dewy server ... -- /opt/myapp/current/myapp`, Dewy's workdir being the directory
+    it was started in) run from elsewhere: the error says which workdir would make that path exist."""
+    app = str(tmp_path / "myapp" / "current" / "myapp")
+    (tmp_path / "elsewhere").mkdir()
+    result = subprocess.run([sys.executable, "-m", "dewy", "server", "--registry", "file://%s/reg" % tmp_path,
+                             "-p", "127.0.0.1:1", "--", app], capture_output=True, text=True, timeout=20,
+                            cwd=str(tmp_path / "elsewhere"))
+    assert result.returncode == 2, result.stderr
+    assert "cannot execute %s: no such file" % app in result.stderr
+    assert "give --workdir %s (Dewy used the directory it was started in)" % (tmp_path / "myapp") in result.stderr
+    assert not (tmp_path / "elsewhere" / ".dewy").exists()  # nothing was started or created
+    result = run("-c", str(ini(tmp_path, app)), "--check")
+    assert result.returncode == 2 and "give workdir = %s" % (tmp_path / "myapp") in result.stderr, result.stderr

@@ -15,36 +15,50 @@ import pytest
 from dewy.protocol import Deploy
 from dewy import current as current_mod, releases, status
 from dewy.config import from_options
+from dewy.master.apps import AppHost
 from dewy.master.arbiter import Arbiter
 from dewy.master.lifecycle import PROBATION_DEATHS, Lifecycle
 
 from .test_lifecycle import Clock, FakeHost, exited
 
 
-class ForkRecorder(Arbiter):
-    """A real Arbiter that only pretends to fork: at each fork it notes where `current` points and what the
-    status file on disk says then, which is what a master killed at that moment leaves to the next one."""
+class ForkRecorder(AppHost):
+    """The real Arbiter's Host, except that it only pretends to fork: at each fork it notes where `current`
+    points and what the status file on disk says then, which is what a master killed at that moment leaves
+    to the next one. Its app "processes" are numbers; none holds a listener."""
 
-    def __init__(self, cfg, events):
-        super().__init__(cfg, reload_config=None)
-        self.events = events
+    def __init__(self, shell):
+        super().__init__(shell)
+        self.events = []
         self.at_fork = []
         self.next_pid = 60000
         self.running = set()
+        self.signals = []
 
     def spawn(self, gen) -> int:
-        link = os.path.join(self.cfg.workdir, "current")
+        link = os.path.join(self.shell.cfg.workdir, "current")
         self.events.append(("fork", gen.release_dir))
-        self.at_fork.append((current_mod.read_link(link), status.read(self.cfg.workdir)))
+        self.at_fork.append((current_mod.read_link(link), status.read(self.shell.cfg.workdir)))
         self.next_pid += 1
         self.running.add(self.next_pid)
         return self.next_pid
 
     def signal(self, pid, sig) -> bool:
+        self.signals.append((pid, sig))
         return pid in self.running
 
     def group_alive(self, pid) -> bool:
         return pid in self.running
+
+    def listening(self, pid) -> bool:
+        return False
+
+
+def make_arbiter(cfg):
+    """A real Arbiter (not started: no sockets, no signals, no poller) on a ForkRecorder, with a fake clock."""
+    arb = Arbiter(cfg, reload_config=None, host=ForkRecorder)
+    arb.lifecycle.clock = Clock()
+    return arb
 
 
 @pytest.fixture
@@ -65,8 +79,8 @@ def arbiter(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", replace)
     cfg = from_options({"registry": "file:///nowhere", "app": ["app"], "workdir": str(tmp_path),
                         "ready": "notify:5s", "graceful-timeout": "10s"})
-    arb = ForkRecorder(cfg, events)
-    arb.lifecycle.clock = Clock()
+    arb = make_arbiter(cfg)
+    arb.host.events = events
     yield arb, events
     arb.selector.close()
 
@@ -122,11 +136,11 @@ def test_a_deploy_names_itself_durably_before_current_moves(arbiter, tmp_path):
     v1 = serve(arb, tmp_path, "1.0.0")
     v2 = release(tmp_path, "1.1.0")
     arb.lifecycle.deploy(Deploy(version="1.1.0", release_dir=v2))
-    link, on_disk = arb.at_fork[-1]
+    link, on_disk = arb.host.at_fork[-1]
     assert link == v2, "the app runs from current"
     assert on_disk["deploying"] == {"version": "1.1.0", "release_dir": v2, "previous_dir": v1}
     assert_recorded_before_the_link_moved(events, v2)
-    lc = cold_start_after_a_kill(arb, arb.at_fork[-1])
+    lc = cold_start_after_a_kill(arb, arb.host.at_fork[-1])
     assert releases.read_link(lc.current_link) == v1 and lc.starting.release_dir == v1, \
         "a release that never became ready is not trusted"
 
@@ -135,9 +149,9 @@ def test_the_first_deploy_killed_before_ready_leaves_nothing_to_trust(arbiter, t
     arb, events = arbiter
     v1 = release(tmp_path, "1.0.0")
     arb.lifecycle.deploy(Deploy(version="1.0.0", release_dir=v1))
-    assert arb.at_fork[-1][1]["deploying"] == {"version": "1.0.0", "release_dir": v1, "previous_dir": None}
+    assert arb.host.at_fork[-1][1]["deploying"] == {"version": "1.0.0", "release_dir": v1, "previous_dir": None}
     assert_recorded_before_the_link_moved(events, v1)
-    lc = cold_start_after_a_kill(arb, arb.at_fork[-1])
+    lc = cold_start_after_a_kill(arb, arb.host.at_fork[-1])
     assert not os.path.lexists(lc.current_link) and lc.starting is None, "waits for the poller instead"
 
 
@@ -145,12 +159,12 @@ def test_an_operator_rollback_names_itself_durably_before_current_moves(arbiter,
     arb, events = arbiter
     v1 = serve(arb, tmp_path, "1.0.0")
     v2 = serve(arb, tmp_path, "1.1.0")
-    answer = arb.control_command({"command": "rollback", "args": {"to": "1.0.0"}})
+    answer = arb.commands.control_command({"command": "rollback", "args": {"to": "1.0.0"}})
     assert answer["ok"] is True, answer
-    link, on_disk = arb.at_fork[-1]
+    link, on_disk = arb.host.at_fork[-1]
     assert link == v1 and on_disk["deploying"] == {"version": "1.0.0", "release_dir": v1, "previous_dir": v2}
     assert_recorded_before_the_link_moved(events, v1)
-    lc = cold_start_after_a_kill(arb, arb.at_fork[-1])
+    lc = cold_start_after_a_kill(arb, arb.host.at_fork[-1])
     assert releases.read_link(lc.current_link) == v2 and lc.starting.release_dir == v2
 
 
@@ -160,20 +174,20 @@ def test_a_crash_loop_rollback_is_recorded_before_current_moves(arbiter, tmp_pat
     v1 = serve(arb, tmp_path, "1.0.0")
     v2 = serve(arb, tmp_path, "1.1.0")
     for _ in range(PROBATION_DEATHS - 1):
-        arb.running.discard(lc.serving.pid)
+        arb.host.running.discard(lc.serving.pid)
         lc.child_exited(lc.serving.pid, exited(1))
         lc.clock.t = lc.next_deadline()
         lc.fire(lc.clock.t)  # respawn
         make_ready(arb)
-    arb.running.discard(lc.serving.pid)
+    arb.host.running.discard(lc.serving.pid)
     lc.child_exited(lc.serving.pid, exited(1))
     assert lc.starting.reason == "rollback" and lc.starting.release_dir == v1
-    link, on_disk = arb.at_fork[-1]
+    link, on_disk = arb.host.at_fork[-1]
     assert link == v1 and on_disk["last_deploy"]["rolled_back_to"] == "1.0.0" and on_disk["deploying"] is None
     assert_recorded_before_the_link_moved(events, v1)
     # Killed while the release that served before starts again: it is trusted (it served), never the one
     # that crash-looped.
-    cold = cold_start_after_a_kill(arb, arb.at_fork[-1])
+    cold = cold_start_after_a_kill(arb, arb.host.at_fork[-1])
     assert releases.read_link(cold.current_link) == v1 and cold.starting.release_dir == v1
     assert v2 != v1
 
