@@ -75,7 +75,7 @@ def test_a_kept_download_the_store_will_not_resume_is_fetched_whole(tmp_path, se
 
 def test_a_github_asset_download_stopped_midway_resumes_unless_the_asset_was_uploaded_again(tmp_path, monkeypatch):
     """ghr://: the asset id names the file (GitHub gives an asset uploaded again a new id)."""
-    from dewy import github, registry
+    from dewy import registry
     from ghstub import GitHubStub
 
     for var in ("GH_TOKEN", "GITHUB_TOKEN", "GITHUB_API_URL", "GITHUB_APP_ID"):
