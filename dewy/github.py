@@ -633,10 +633,3 @@ def _range_start(content_range: str | None) -> int | None:
 def _q(part: str) -> str:
     """A URL path segment, quoted."""
     return urllib.parse.quote(part, safe="")
-
-
-def forget_shared() -> None:
-    """Drop the shared clients and remembered assets (a test starting a fresh stand-in server)."""
-    with _clients_lock:
-        _clients.clear()
-    _assets.clear()

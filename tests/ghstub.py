@@ -595,3 +595,12 @@ class _Handler(BaseHTTPRequestHandler):
         asset = s.add_asset(repo.owner, repo.name, rel["tag_name"], name, rec.body,
                             content_type=rec.headers["content-type"])
         self._json(rec, 201, asset)
+
+
+def forget_github_clients() -> None:
+    """Drop dewy.github's per-process clients and remembered assets (a test starting a fresh stand-in server)."""
+    from dewy import github
+
+    with github._clients_lock:
+        github._clients.clear()
+    github._assets.clear()

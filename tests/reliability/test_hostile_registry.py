@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+from ghstub import forget_github_clients
+
 from dewy import artifact, github, registry
 from dewy.artifact import ArtifactError
 from dewy.registry import RegistryError
@@ -119,9 +121,9 @@ class Hostile:
 def gh_env(monkeypatch):
     for var in ENV_VARS:
         monkeypatch.delenv(var, raising=False)
-    github.forget_shared()
+    forget_github_clients()
     yield monkeypatch
-    github.forget_shared()
+    forget_github_clients()
 
 
 def test_an_endless_json_listing_stops_at_the_cap_naming_it(gh_env):

@@ -385,7 +385,10 @@ def test_systemd_unit_verifies(tmp_path):
         pytest.skip("systemd-analyze is not installed")
     text = UNIT.read_text()
     assert "\nExecStart=dewy-master " in text  # a bare name: systemd's search path (/usr/local/bin, /usr/bin)
-    master = shutil.which("dewy-master") or pytest.skip("dewy-master is not on PATH")
+    # the dewy-master beside this interpreter (tools/test-setup's .venv is not on PATH), else the one on PATH
+    beside = os.path.join(os.path.dirname(sys.executable), "dewy-master")
+    master = beside if os.access(beside, os.X_OK) else shutil.which("dewy-master")
+    assert master, "no dewy-master beside %s nor on PATH: is dewy installed (tools/test-setup)?" % sys.executable
     unit = tmp_path / "dewy.service"
     unit.write_text(text.replace("=dewy-master ", "=%s " % os.path.realpath(master)))
     out = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=120)

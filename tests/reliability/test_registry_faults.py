@@ -30,7 +30,7 @@ from dewy.demo.demo import free_port
 from dewy.protocol import Channel
 from dewy.registry import RegistryError
 from dewy.registry.base import NotYetPublished, Registry as BaseRegistry, plain_name
-from ghstub import GitHubStub
+from ghstub import GitHubStub, forget_github_clients
 from grpc_registry_server import _grpc_plain_server, grpc_plain  # noqa: F401 — fixtures
 from helpers import Master, norm, wait_audit, wait_until
 from integration.test_ghr_e2e import github_master  # noqa: F401 — fixture: (stand-in, adapter, master factory)
@@ -200,9 +200,9 @@ def env(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
-    github.forget_shared()
+    forget_github_clients()
     yield monkeypatch
-    github.forget_shared()
+    forget_github_clients()
 
 
 class Site:
@@ -252,7 +252,7 @@ class Site:
         """Send this backend's traffic to endpoint (http://host:port) from now on."""
         if self.kind == "ghr":
             self.env.setenv("GITHUB_API_URL", endpoint)
-            github.forget_shared()
+            forget_github_clients()
         elif self.kind == "gs":
             self.env.setenv("STORAGE_EMULATOR_HOST", endpoint)
         elif self.kind == "s3":

@@ -10,6 +10,8 @@ import os
 
 import pytest
 
+from ghstub import forget_github_clients
+
 from dewy import cache as cache_pkg
 from dewy.config import from_options
 from dewy.notify.dispatch import Dispatcher
@@ -73,12 +75,12 @@ def test_a_kept_download_the_store_will_not_resume_is_fetched_whole(tmp_path, se
 
 def test_a_github_asset_download_stopped_midway_resumes_unless_the_asset_was_uploaded_again(tmp_path, monkeypatch):
     """ghr://: the asset id names the file (GitHub gives an asset uploaded again a new id)."""
-    from dewy import github, registry
+    from dewy import registry
     from ghstub import GitHubStub
 
     for var in ("GH_TOKEN", "GITHUB_TOKEN", "GITHUB_API_URL", "GITHUB_APP_ID"):
         monkeypatch.delenv(var, raising=False)
-    github.forget_shared() if hasattr(github, "forget_shared") else None
+    forget_github_clients()
     data = os.urandom(3 * MIB)
     release = None
     with GitHubStub(tokens=("ghp_partial0123456789",)) as stub:
@@ -113,4 +115,4 @@ def test_a_github_asset_download_stopped_midway_resumes_unless_the_asset_was_upl
         release = registry.from_url("ghr://acme/app?artifact=app.tar.gz").latest()
         assert deploy().fetch() == hashlib.sha256(again).hexdigest()
         assert [r.headers.get("range") for r in stub.recorded("storage")] == [None]
-    github.forget_shared() if hasattr(github, "forget_shared") else None
+    forget_github_clients()

@@ -16,7 +16,7 @@ from dewy import artifact, audit, github, registry, versions
 from dewy.artifact import ArtifactError
 from dewy.registry import RegistryError
 from dewy.registry.base import NotYetPublished
-from ghstub import GitHubStub
+from ghstub import GitHubStub, forget_github_clients
 from helpers import wait_until
 
 TOKEN = "ghp_stubtoken0123456789"
@@ -32,9 +32,9 @@ def clean_env(monkeypatch):
     """No GitHub variables from the machine running the tests; no client shared with another test."""
     for var in ENV_VARS:
         monkeypatch.delenv(var, raising=False)
-    github.forget_shared()
+    forget_github_clients()
     yield monkeypatch
-    github.forget_shared()
+    forget_github_clients()
 
 
 @pytest.fixture
@@ -404,7 +404,7 @@ def test_github_app_key_from_the_environment_and_bad_key(clean_env, tmp_path, ca
         assert ghr().latest().version == "1.0.0"
         other_pem, _, _ = _app_key(tmp_path)  # signed with a key the App does not have
         clean_env.setenv("GITHUB_APP_PRIVATE_KEY", other_pem)
-        github.forget_shared()
+        forget_github_clients()
         with pytest.raises(RegistryError) as err:
             ghr().latest()
         assert "installation token" in str(err.value) and "401" in str(err.value)
@@ -575,6 +575,6 @@ def test_report_looks_up_the_release_when_it_was_not_listed_and_says_why_it_fail
     with pytest.raises(RegistryError, match="already_exists|422"):
         fresh.report(release, _shipped(release))  # the same name twice: GitHub's 422
     clean_env.delenv("GITHUB_TOKEN")
-    github.forget_shared()
+    forget_github_clients()
     with pytest.raises(RegistryError, match="without GitHub credentials"):
         ghr().report(release, _shipped(release))
