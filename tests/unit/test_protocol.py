@@ -27,7 +27,7 @@ def test_messages_travel_over_a_channel():
     ours, theirs = Channel(a), Channel(b)
     try:
         ours.send(Deployed(version="1.0.0", ok=False, error="boom", retry=True))
-        ours.send("status", latest_version="1.2.0", state="idle")  # a field this side does not know yet
+        ours.send("status", latest_version="1.2.0", mood="idle")  # a field this side does not know yet
         got = [parse(m) for m in theirs.receive()]
         assert got == [Deployed(version="1.0.0", ok=False, error="boom", retry=True), Status(latest_version="1.2.0")]
     finally:
