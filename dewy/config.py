@@ -13,7 +13,6 @@ Every error is a `ConfigError` whose text is one line naming the source, the key
 # only rebuilds a Config from JSON and should not carry the ini parser (see bench: poller RSS).
 import importlib
 import json
-import math
 import os
 import re
 import shutil
@@ -25,6 +24,8 @@ from typing import Any, Callable
 from dewy import log
 from dewy.configtype import Config, Ready  # the one config class, lean: the master and the poller use it too
 from dewy.log import redact, redact_text
+from dewy.values import (  # noqa: F401 - the shared value forms (dewy.config.format_size: tests read it there)
+    BadValue, format_size, parse_address, parse_duration, parse_size)
 
 SECTION = "dewy"
 CLI_SOURCE = "command line"
@@ -33,8 +34,6 @@ STOP_SIGNALS = ("TERM", "QUIT", "INT", "HUP", "USR1", "USR2", "WINCH", "KILL")
 MODES = ("server", "assets", "container")
 CHECKSUM_POLICIES = ("auto", "required", "off")
 
-MAX_DURATION = 365 * 86400.0
-DURATION_HELP = "expected a duration such as 500ms, 10s, 1m or plain seconds"
 PORT_HELP = ("expected a listen address such as 8000, 127.0.0.1:8000, [::1]:8000, 8000-8005 or "
              "unix:/path, separated by commas or spaces")
 
@@ -51,41 +50,9 @@ class ConfigError(Exception):
         super().__init__(message)
 
 
-class BadValue(ValueError):
-    """A validator's complaint about a value; `shown` is the part of the raw value to quote, if not all of it."""
-
-    def __init__(self, message: str, shown: str | None = None):
-        super().__init__(message)
-        self.shown = shown
-
-
 # --- value types -------------------------------------------------------------------------------
 
 READY_DEFAULT_SECONDS = {"delay": 1.0, "notify": 60.0, "http": 60.0}
-
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_PLAIN_SECONDS = re.compile(_NUMBER)
-_DURATION = re.compile(r"(?:%s(?:ms|s|m|h))+" % _NUMBER)
-_DURATION_PART = re.compile(r"(%s)(ms|s|m|h)" % _NUMBER)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in `500ms`, `10s`, `1m`, `1h`, `1m30s`, `1.5s` or plain seconds (`10`, `0.5`); BadValue otherwise."""
-    text = text.strip()
-    if _PLAIN_SECONDS.fullmatch(text):
-        seconds = float(text)
-    elif _DURATION.fullmatch(text):
-        seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
-    else:
-        raise BadValue(DURATION_HELP)
-    if not math.isfinite(seconds):
-        raise BadValue(DURATION_HELP)
-    if seconds > MAX_DURATION:
-        # Timers past this overflow the clocks they are set on (and mean "never" anyway).
-        raise BadValue("%s, at most 365 days" % DURATION_HELP)
-    return seconds
-
 
 def _not_a_url(text: str) -> None:
     """BadValue for `http://host/path` where `http:/path` is meant: the check always asks the app's own socket
@@ -153,33 +120,6 @@ def parse_signal(text: str) -> int:
 
 
 # Size units: decimal (kB = 1000) and binary (KiB = 1024), matched without regard to case ("500mb" too).
-SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4,
-              "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
-SIZE_HELP = "expected a size such as 256MiB, 2GiB, 500MB or plain bytes (kB/MB/GB = 1000^n, KiB/MiB/GiB = 1024^n)"
-_SIZE = re.compile(r"(%s)\s*([A-Za-z]*)" % _NUMBER)
-
-
-def parse_size(text: str) -> int:
-    """Bytes in `256MiB`, `2GiB`, `500MB`, `1.5GB` or plain bytes (`1048576`); BadValue otherwise (or below 1 byte)."""
-    match = _SIZE.fullmatch(text.strip())
-    unit = match.group(2).lower() if match else None
-    if unit not in SIZE_UNITS:
-        raise BadValue(SIZE_HELP)
-    size = int(float(match.group(1)) * SIZE_UNITS[unit])
-    if size < 1:
-        raise BadValue(SIZE_HELP + ", at least 1 byte")
-    return size
-
-
-def format_size(size: int) -> str:
-    """A byte count the way a user would write it: `2 GiB`, `500 MB`, `256 MiB`, else `12345 bytes`."""
-    for unit in ("TiB", "TB", "GiB", "GB", "MiB", "MB", "KiB", "kB"):
-        factor = SIZE_UNITS[unit.lower()]
-        if size >= factor and size % factor == 0:
-            return "%d %s" % (size // factor, unit)
-    return "%d bytes" % size
-
-
 def _port_number(text: str) -> int:
     """A TCP port number 1..65535."""
     number = int(text)
@@ -560,8 +500,6 @@ def _metrics_address(raw: str, base: str) -> str:
     """HOST:PORT for the metrics endpoint, or empty (off)."""
     value = raw.strip()
     if value:
-        from dewy.poller.metrics import parse_address
-
         try:
             parse_address(value)
         except ValueError as exc:
@@ -578,14 +516,13 @@ def _otlp_endpoint(raw: str, base: str) -> str:
     """HOST:PORT of an OTLP gRPC receiver, or "" (off)."""
     if not raw.strip():
         return ""
-    from dewy.poller.metrics import parse_address
-
     parse_address(raw)  # ValueError (HOST:PORT expected) when it is not one
-    from dewy.poller.otel import sdk_missing
+    from dewy import extras
 
-    problem = sdk_missing()  # exit 2 at start, not a poller that silently exports nothing
-    if problem:
-        raise BadValue(problem.replace("otlp-endpoint needs", "needs", 1))
+    try:  # exit 2 at start, not a poller that silently exports nothing
+        extras.require("otel", "otlp-endpoint")
+    except ValueError as exc:
+        raise BadValue(str(exc).replace("otlp-endpoint needs", "needs", 1)) from None
     return raw.strip()
 
 
@@ -1098,8 +1035,6 @@ def _check_addresses(values: dict, raw: dict, source: _Source) -> None:
         address = values[name]
         if not address:
             continue
-        from dewy.poller.metrics import parse_address
-
         host, number = parse_address(address)
         identity = (host.lower(), number)
         for other, spec, other_identity, other_dual in taken:

@@ -32,7 +32,7 @@ import zlib
 from collections.abc import Iterable
 
 from dewy import versions
-from dewy.config import format_size
+from dewy.values import format_size
 # The `current` symlink, the manifest and ReleaseError live in dewy.current (the master needs them without
 # tarfile and zipfile); they are re-exported here for the poller and the tests.
 from dewy.current import Manifest, ReleaseError, _unlink_quietly, history_order, read_link, switch_link  # noqa: F401

@@ -47,7 +47,7 @@ def parse_registry_ttl(parsed: urls.ParsedURL) -> float | None:
     raw = parsed.query.get("registry-ttl")
     if raw is None:
         return None
-    from dewy.config import parse_duration  # here, not at import: dewy.config imports the cache package lazily
+    from dewy.values import parse_duration
 
     try:
         seconds = parse_duration(raw)

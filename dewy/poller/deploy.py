@@ -21,7 +21,8 @@ from typing import Any, Callable
 from dewy import artifact as artifact_pkg
 from dewy import audit, checksums, hooks, protocol, releases
 from dewy import log as dewy_log
-from dewy.config import Config, format_size
+from dewy.config import Config
+from dewy.values import format_size
 from dewy.registry.base import Release
 from dewy.log import redact_text
 from dewy.poller.outcomes import Refused, Repeats, record_event  # noqa: F401 - Refused, Repeats re-exported

@@ -29,6 +29,8 @@ Without the settings, Metrics is a do-nothing object with the same methods.
 import logging
 import time
 
+from dewy.values import parse_address
+
 log = logging.getLogger("dewy.poller")
 
 DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
@@ -37,20 +39,6 @@ RESTART_REASONS = {"initial": "initial", "deploy": "deploy", "restart": "signal"
                    "rollback": "rollback", "health": "health"}
 DEWY_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600)  # Dewy's dewy.deployment.duration boundaries
 DEWY_RESTART_REASONS = ("deploy", "signal")  # what Dewy's dewy.server.restarts.total counts
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """`127.0.0.1:9464`, `[::1]:9464`, `:9464` (all interfaces) -> (host, port); ValueError otherwise."""
-    text = text.strip()
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        port = rest[1:] if bracket and rest.startswith(":") else ""
-    else:
-        host, colon, port = text.rpartition(":")
-        port = port if colon else ""  # a bare port would mean every interface: say so with ":9464"
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError("expected HOST:PORT such as 127.0.0.1:9464, [::1]:9464 or :9464")
-    return host or "0.0.0.0", int(port)
 
 
 class Metrics:

@@ -194,7 +194,7 @@ class Trigger:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         from dewy import pause
-        from dewy.poller.metrics import parse_address
+        from dewy.values import parse_address
 
         token, secret = config.trigger_token, config.trigger_secret
         workdir, poke = config.workdir, self.poke

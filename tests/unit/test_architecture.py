@@ -89,3 +89,41 @@ def test_no_master_or_poller_module_or_class_grows_past_its_bound(package):
                 if len(methods) > MAX_METHODS:
                     too_big.append("%s: class %s has %d methods" % (name, node.name, len(methods)))
     assert not too_big, "over the bounds (%d lines, %d methods): %s" % (MAX_LINES, MAX_METHODS, "; ".join(too_big))
+
+
+# --- layering: docs/ARCHITECTURE.md "Layers" ---------------------------------------------------------------
+BACKENDS = ("registry", "artifact", "cache", "notify", "container", "github", "checksums", "releases", "hooks",
+            "audit", "fleet", "pause")
+PROCESSES = ("poller", "master")
+COMMANDS = ("cli", "control", "history", "latest", "fleetview", "dewyflags", "demo")
+# what each layer must not import, at module level or inside a function
+UPWARD = {BACKENDS: ("config",) + PROCESSES + COMMANDS, ("config",): PROCESSES + COMMANDS}
+IMPORT = re.compile(r"^\s*(?:from\s+dewy(?:\.(\w+))?\s+import\s+([\w, ()]+)|import\s+dewy\.(\w+))", re.M)
+
+
+def imported_tops(path: str) -> set:
+    """The first component under dewy of every dewy module path imports (`from dewy import x` counts x)."""
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    tops = set()
+    for sub, names, plain in IMPORT.findall(text):
+        if plain:
+            tops.add(plain)
+        elif sub:
+            tops.add(sub)
+        else:
+            tops.update(n.strip() for n in names.strip("()").split(",") if n.strip())
+    return tops
+
+
+def test_no_import_runs_up_the_layers():
+    offences = []
+    for layer, banned in UPWARD.items():
+        for top in layer:
+            target = os.path.join(PACKAGE, top)
+            files = [target + ".py"] if os.path.isfile(target + ".py") else [
+                os.path.join(d, f) for d, _, fs in os.walk(target) for f in fs if f.endswith(".py")]
+            for path in files:
+                for name in sorted(imported_tops(path) & set(banned)):
+                    offences.append("%s imports dewy.%s" % (os.path.relpath(path, os.path.dirname(PACKAGE)), name))
+    assert not offences, "imports running up the layers (docs/ARCHITECTURE.md): " + "; ".join(offences)
