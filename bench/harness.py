@@ -35,7 +35,7 @@ if ROOT not in sys.path:
 
 from dewy.demo.app import build_release  # noqa: E402
 from dewy.demo.demo import clean_environment, free_port, http_get, poll_until  # noqa: E402
-from dewy.status import status_path  # noqa: E402
+from dewy.statefiles import status_path  # noqa: E402
 
 VERSION = "1.0.0"
 PEER = "start_server"

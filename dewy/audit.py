@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from dewy.clock import utc_iso
-from dewy.status import state_dir
+from dewy.statefiles import state_dir
 from dewy.workdir import state_path
 
 AUDIT_FILE = "audit.log"

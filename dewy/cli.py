@@ -599,7 +599,7 @@ def status(args: dict) -> int:
 
 
 def _status(workdir: str, args: dict) -> int:
-    from dewy import status as status_file
+    from dewy import statefiles as status_file
 
     try:
         # An unreadable .dewy/ (not root, not dewy's user): say "permission denied", not a bare errno.

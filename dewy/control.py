@@ -10,7 +10,7 @@ import sys
 import time
 
 from dewy import pause
-from dewy import status as status_file
+from dewy import statefiles as status_file
 from dewy.master.control import CONTROL_FILE, ControlError, request
 from dewy.workdir import state_path
 

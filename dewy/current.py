@@ -12,7 +12,7 @@ import logging
 import os
 
 from dewy.clock import utc_iso
-from dewy.status import StateFileError, read_state, state_dir, write_json_atomic
+from dewy.statefiles import StateFileError, read_state, state_dir, write_json_atomic
 from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.releases")

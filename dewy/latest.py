@@ -55,7 +55,7 @@ def main(args: dict) -> int:
     except ConfigError as exc:
         print("dewy: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as exc:  # dewy.status.StateFileError: refused.json unreadable; no answer is better than a wrong one
+    except ValueError as exc:  # dewy.statefiles.StateFileError: refused.json unreadable; no answer is better than a wrong one
         print("dewy: %s" % exc, file=sys.stderr)
         return 1
     try:

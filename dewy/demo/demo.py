@@ -23,7 +23,7 @@ import time
 
 from dewy import interpreter
 from dewy.demo.app import build_release
-from dewy.status import status_path
+from dewy.statefiles import status_path
 
 # Variables a supervisor above us may have set for *us*; the master must not mistake them for its own.
 INHERITED_PROTOCOL_VARS = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",

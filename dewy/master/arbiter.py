@@ -18,7 +18,8 @@ import selectors
 import signal
 import time
 
-from .. import __version__, procgroup, protocol, status, workdir
+from .. import __version__, procgroup, protocol, workdir
+from .. import statefiles as status
 from . import activation, control, leftovers, output, process, sockets, timers, upgrade
 from .apps import AppHost, in_group
 from .board import StatusBoard

@@ -10,7 +10,8 @@ import logging
 import os
 import time
 
-from .. import __version__, status
+from .. import __version__
+from .. import statefiles as status
 from ..clock import utc_iso
 
 log = logging.getLogger("dewy.master")

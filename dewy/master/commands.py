@@ -12,7 +12,8 @@ import os
 import signal
 import time
 
-from .. import current, pause, procgroup, status, workdir
+from .. import current, pause, procgroup, workdir
+from .. import statefiles as status
 from . import sockets
 from .configview import ConfigLoadError
 from .generation import startup_problem

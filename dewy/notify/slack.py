@@ -68,7 +68,7 @@ class SlackNotifier(Notifier):
         """Keep this channel's threads in workdir/.dewy/slack-threads.json, and take the ones kept there."""
         if not self.thread:
             return
-        from dewy import status
+        from dewy import statefiles as status
         from dewy.workdir import state_path
 
         self.threads_file = state_path(workdir, THREADS_FILE)
@@ -81,7 +81,7 @@ class SlackNotifier(Notifier):
         """Write this channel's threads next to the other channels' (a failure is logged: only threading suffers)."""
         if self.threads_file is None:
             return
-        from dewy import status
+        from dewy import statefiles as status
         from dewy.notify.base import log
 
         try:

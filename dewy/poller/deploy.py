@@ -28,7 +28,7 @@ from dewy.log import redact_text
 from dewy.poller.outcomes import Refused, Repeats, record_event  # noqa: F401 - Refused, Repeats re-exported
 from dewy.poller.partial import Partial
 from dewy.poller.progress import Progress
-from dewy.status import StateFileError
+from dewy.statefiles import StateFileError
 from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.poller")

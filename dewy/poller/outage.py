@@ -13,7 +13,7 @@ from dewy.clock import utc_iso
 from dewy.log import redact, redact_text
 from dewy.poller import states
 from dewy.registry.base import NothingDeployable, NotYetPublished
-from dewy.status import StateFileError, read_state, write_json_atomic
+from dewy.statefiles import StateFileError, read_state, write_json_atomic
 from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.poller")

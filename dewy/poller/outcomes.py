@@ -8,7 +8,7 @@ import os
 from dewy import audit
 from dewy import log as dewy_log
 from dewy.clock import utc_iso
-from dewy.status import StateFileError, read_state, write_json_atomic
+from dewy.statefiles import StateFileError, read_state, write_json_atomic
 from dewy.workdir import state_path
 
 log = logging.getLogger("dewy.poller")

@@ -14,7 +14,7 @@ import hashlib
 import os
 import shutil
 
-from dewy.status import StateFileError, read_state, write_json_atomic
+from dewy.statefiles import StateFileError, read_state, write_json_atomic
 from dewy.workdir import state_path
 
 PARTIAL_FILE = "download.partial"

@@ -11,7 +11,7 @@ import time
 from dewy import audit, fleet
 from dewy import log as dewy_log
 from dewy.cache.base import CacheRefused, CacheUnavailable
-from dewy.status import StateFileError
+from dewy.statefiles import StateFileError
 from dewy.log import redact_text
 from dewy.poller import states
 

@@ -52,7 +52,7 @@ from dewy import protocol
 from dewy.protocol import Channel, ProtocolError
 from dewy.registry import shared as shared_registry
 from dewy.registry.base import NothingDeployable, NotYetPublished
-from dewy.status import StateFileError
+from dewy.statefiles import StateFileError
 
 log = logging.getLogger("dewy.poller")
 

@@ -61,7 +61,7 @@ class DewyServer:
         return self.answer() == (200, version + "\n")
 
     def status(self) -> dict:
-        from dewy import status
+        from dewy import statefiles as status
         return status.read(str(self.workdir)) or {}
 
     def details(self) -> str:

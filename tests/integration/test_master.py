@@ -230,7 +230,7 @@ def test_dewy_server_command_line_deploys(tmp_path, registry):
 
 
 def read_status(workdir):
-    from dewy import status
+    from dewy import statefiles as status
     return status.read(str(workdir))
 
 

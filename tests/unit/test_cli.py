@@ -12,7 +12,7 @@ import time
 import pytest
 from docopt import docopt
 
-from dewy import __version__, cli, config, status
+from dewy import __version__, cli, config, statefiles as status
 from dewy.config import from_options
 
 from .test_config import BASE, INI_ERRORS, REGISTRY

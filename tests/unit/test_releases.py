@@ -800,7 +800,7 @@ def test_a_corrupt_manifest_fails_closed_and_is_never_written_over(env, caplog, 
     """Unreadable is never "empty" (issue 16 item 7): entries() raises naming the file; recording over it would
     lose every entry, so it raises too and the file stays as it is; version_of() (the master only names the
     version with it) is None, logged as an error."""
-    from dewy.status import StateFileError
+    from dewy.statefiles import StateFileError
 
     path = env.work / ".dewy" / "releases.json"
     (env.work / ".dewy").mkdir(mode=0o700)

@@ -13,7 +13,7 @@ import os
 import pytest
 
 from dewy.protocol import Deploy
-from dewy import current as current_mod, releases, status
+from dewy import current as current_mod, releases, statefiles as status
 from dewy.config import from_options
 from dewy.master.apps import AppHost
 from dewy.master.arbiter import Arbiter
