@@ -31,6 +31,7 @@ class Generation:
         self.probe_at: float | None = None
         self.probing = False
         self.probe_detail: str | None = None
+        self.probe_answered = False  # probe_detail is this generation's own answer (it beats another's)
         self.health_failures = 0
         self.rollback_from: str | None = None  # `dewy rollback`: the version this generation replaces
         self.config_epoch = 0  # the lifecycle's reload count when it was started (a reload since: not its fault)

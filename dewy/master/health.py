@@ -49,11 +49,12 @@ class HealthChecks:
         if outcome == OTHER:
             if gen is self.lc.starting or gen is self.lc.serving:
                 gen.probe_at = now + OTHER_RETRY
-            if gen is self.lc.starting and gen.ready_kind == "http":
-                gen.probe_detail = detail  # a refusal then says the answers were another's, or unattributed
+            if gen is self.lc.starting and gen.ready_kind == "http" and not gen.probe_answered:
+                # a refusal then says the answers were another's, or unattributed, unless it answered itself
+                gen.probe_detail = detail
             return
         if gen is self.lc.starting and gen.ready_kind == "http":
-            gen.probe_detail = detail
+            gen.probe_detail, gen.probe_answered = detail, True
             if outcome == OK:
                 self.lc.on_ready(gen)
             else:

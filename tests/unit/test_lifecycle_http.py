@@ -361,3 +361,21 @@ def test_a_refusal_for_answers_that_could_not_be_attributed_says_so(world, tmp_p
     error = host.sent("deployed")[-1]["error"]
     assert "did not answer 2xx within 2s (last: GET /healthz was answered before dewy could tell" in error, error
     assert "could not be attributed" in error
+
+
+def test_a_refusal_names_the_releases_own_last_answer_over_another_generations(world, tmp_path):
+    """Both generations accept on the same sockets during the ready wait: a probe the old one took says nothing
+    about the new release, so the refusal quotes what the new release itself last answered."""
+    lc, host, clock = make(world, ready="http:/healthz:2s", port="8000")
+    lc.deploy(Deploy(version="1.0.0", release_dir=release(tmp_path, "1.0.0")))
+    gen, own = lc.starting, True
+    while lc.starting is gen:
+        fire_next(lc, clock)
+        if gen.probing:
+            if own:
+                lc.health.probe_done(gen, httpprobe.FAILED, "GET /healthz answered 503")
+            else:
+                lc.health.probe_done(gen, httpprobe.OTHER, "GET /healthz answered 200 by another generation")
+            own = not own
+    error = host.sent("deployed")[-1]["error"]
+    assert "(last: GET /healthz answered 503)" in error, error
